@@ -1,0 +1,847 @@
+//! `strata.toml`: loading, defaults, environment overrides, validation.
+//!
+//! Loading happens in three steps, and each names what it rejects:
+//!
+//! 1. The file is parsed as TOML; `${NAME}` in any string is replaced by the
+//!    environment variable `NAME` (an unset one is an error; `$${` is a
+//!    literal `${`). This is how secrets stay out of the file.
+//! 2. Environment variables `STRATA_<SECTION>__<KEY>` override keys
+//!    (`STRATA_SOURCE__URL`, `STRATA_BATCH__MAX_ROWS`); the double underscore
+//!    separates levels because keys themselves contain single ones. A value is
+//!    typed like the key it replaces (an integer key parses as an integer).
+//!    Variables without `__` are not config (`STRATA_VENV` is for scripts).
+//! 3. The result is deserialized with unknown keys rejected, then
+//!    [`Config::validate`] checks values without doing any I/O.
+//!
+//! Every field has a documented default, so an empty file is a valid config
+//! for everything but the reader's `[source]`.
+//!
+//! Secrets ([`SecretString`], [`SecretUrl`]) print as `****` through both
+//! `Debug` and `Display`; only [`SecretString::expose`] gives the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ident::TableName;
+
+/// Prefix of configuration override variables.
+pub const ENV_PREFIX: &str = "STRATA_";
+/// Separator between levels in an override variable's name.
+pub const ENV_SEPARATOR: &str = "__";
+
+/// Everything that can be wrong with a configuration, naming where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config {origin}: key `{key}` references ${{{var}}}, which is not set in the environment")]
+    MissingEnv { origin: String, key: String, var: String },
+    #[error("config {origin}: key `{key}` has an unterminated ${{…}} reference")]
+    BadReference { origin: String, key: String },
+    #[error("environment variable {var}: {message}")]
+    Override { var: String, message: String },
+    #[error("config {origin}: `{key}`: {message}")]
+    Invalid { origin: String, key: String, message: String },
+}
+
+/// The whole `strata.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the stage lives.
+    #[serde(default)]
+    pub stage: StageConfig,
+    /// The source database; required by the reader only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceConfig>,
+    /// When the reader cuts a batch.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Garbage collection of the stage.
+    #[serde(default)]
+    pub gc: GcConfig,
+    /// Logs, metrics and health endpoints.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Default stage location: a directory beside where the service runs, so a
+/// first run needs no server and no setting.
+pub const DEFAULT_STAGE_URL: &str = "./strata-stage";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// `file:///abs/path`, a plain path (relative to the working directory),
+    /// or `s3://bucket/prefix`. S3 credentials, region and endpoint come from
+    /// the standard `AWS_*` variables unless set in `options`.
+    #[serde(default = "default_stage_url")]
+    pub url: String,
+    /// Extra object store options (`aws_endpoint`, `aws_region`,
+    /// `aws_access_key_id`, …), passed to the store builder. Values are
+    /// treated as secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, SecretString>,
+}
+
+fn default_stage_url() -> String {
+    DEFAULT_STAGE_URL.to_owned()
+}
+
+impl Default for StageConfig {
+    fn default() -> Self {
+        StageConfig { url: default_stage_url(), options: BTreeMap::new() }
+    }
+}
+
+/// Default stream name, for the common case of one database per stage.
+pub const DEFAULT_STREAM: &str = "main";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `postgres://user:password@host:port/db` or a libpq key=value string.
+    /// Put the password in an environment variable: `url = "postgres://app:${PGPASSWORD}@db/app"`.
+    pub url: SecretUrl,
+    /// Name of this stream in the stage (`streams/{stream}/`).
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Publication to create or use; default `strata_{stream}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<String>,
+    /// Replication slot to create or use; default `strata_{stream}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// Tables to capture: `schema.table` or `schema.*`.
+    #[serde(default = "default_tables")]
+    pub tables: Vec<String>,
+}
+
+fn default_stream() -> String {
+    DEFAULT_STREAM.to_owned()
+}
+
+fn default_tables() -> Vec<String> {
+    vec!["public.*".to_owned()]
+}
+
+impl SourceConfig {
+    pub fn publication_name(&self) -> String {
+        self.publication.clone().unwrap_or_else(|| format!("strata_{}", self.stream))
+    }
+
+    pub fn slot_name(&self) -> String {
+        self.slot.clone().unwrap_or_else(|| format!("strata_{}", self.stream))
+    }
+}
+
+/// Rows per batch before the reader cuts it: large enough that Parquet
+/// compresses well, small enough that one batch decodes in a few MiB.
+pub const DEFAULT_BATCH_MAX_ROWS: u64 = 50_000;
+/// Encoded bytes per batch before a cut (32 MiB): bounds reader memory per
+/// batch and keeps a writer's fetch of one batch well under a second on S3.
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// Longest a change waits before its batch is cut (250 ms): sub-second
+/// end-to-end latency on a quiet database, without a file per transaction.
+pub const DEFAULT_BATCH_MAX_AGE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+    #[serde(default = "default_max_bytes", with = "byte_size")]
+    pub max_bytes: u64,
+    #[serde(default = "default_max_age", with = "duration")]
+    pub max_age: Duration,
+}
+
+fn default_max_rows() -> u64 {
+    DEFAULT_BATCH_MAX_ROWS
+}
+fn default_max_bytes() -> u64 {
+    DEFAULT_BATCH_MAX_BYTES
+}
+fn default_max_age() -> Duration {
+    DEFAULT_BATCH_MAX_AGE
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_rows: DEFAULT_BATCH_MAX_ROWS, max_bytes: DEFAULT_BATCH_MAX_BYTES, max_age: DEFAULT_BATCH_MAX_AGE }
+    }
+}
+
+/// How long an unreferenced data file is kept (24 h): far longer than any
+/// upload-to-commit gap, so a file is never collected between its upload and
+/// its manifest's creation.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcConfig {
+    #[serde(default = "default_gc_grace", with = "duration")]
+    pub grace: Duration,
+    /// Batches whose newest commit is older than this are deleted by `gc`
+    /// (never past a destination's cursor). Unset: keep history forever,
+    /// which is what replay and `--as-of` rebuilds need.
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+}
+
+fn default_gc_grace() -> Duration {
+    DEFAULT_GC_GRACE
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig { grace: DEFAULT_GC_GRACE, retention: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Address of `/metrics`, `/healthz`, `/readyz`; each service has its own
+    /// default port (reader 9464, writer 9465).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `strata_reader=debug,info`; `RUST_LOG` wins when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Loads `path` (or an empty config when `None`) with the process
+    /// environment for `${…}` references and `STRATA_*` overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (origin, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                (p.display().to_string(), text)
+            }
+            None => ("(defaults)".to_owned(), String::new()),
+        };
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::from_toml(&origin, &text, &env)
+    }
+
+    /// Loads from text with an explicit environment; `origin` names the text
+    /// in errors. Pure: what tests and [`Config::load`] share.
+    pub fn from_toml(origin: &str, text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax { path: origin.to_owned(), message: e.to_string() })?;
+        expand_table(&mut table, origin, "", env)?;
+        let overridden = apply_overrides(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let origin = overridden
+                .iter()
+                .find(|(path, _)| key.starts_with(path.as_str()))
+                .map(|(_, var)| format!("{origin} (overridden by {var})"))
+                .unwrap_or_else(|| origin.to_owned());
+            ConfigError::Invalid { origin, key, message: e.into_inner().to_string() }
+        })?;
+        config.validate().map_err(|(key, message)| ConfigError::Invalid { origin: origin.to_owned(), key, message })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense. No I/O. Returns the
+    /// failing key and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let fail = |key: &str, msg: &str| Err((key.to_owned(), msg.to_owned()));
+        if self.stage.url.trim().is_empty() {
+            return fail("stage.url", "must not be empty");
+        }
+        if self.batch.max_rows == 0 {
+            return fail("batch.max_rows", "must be > 0");
+        }
+        if self.batch.max_bytes == 0 {
+            return fail("batch.max_bytes", "must be > 0");
+        }
+        if self.batch.max_age.is_zero() {
+            return fail("batch.max_age", "must be > 0");
+        }
+        if let Some(source) = &self.source {
+            if source.url.expose().trim().is_empty() {
+                return fail("source.url", "must not be empty");
+            }
+            if let Err(m) = validate_name(&source.stream) {
+                return fail("source.stream", &m);
+            }
+            for (key, name) in [("source.publication", &source.publication), ("source.slot", &source.slot)] {
+                if let Some(n) = name
+                    && n.is_empty()
+                {
+                    return fail(key, "must not be empty when set");
+                }
+            }
+            if !is_slot_name(&source.slot_name()) {
+                return fail(
+                    "source.slot",
+                    "a replication slot name may contain only lower case letters, digits and underscores, at most 63 \
+                     (set source.slot when the stream name does not fit)",
+                );
+            }
+            if source.tables.is_empty() {
+                return fail("source.tables", "must list at least one table or schema.*");
+            }
+            for (i, t) in source.tables.iter().enumerate() {
+                let pattern = t.strip_suffix(".*").map(|s| format!("{s}.x"));
+                if let Err(e) = TableName::parse(pattern.as_deref().unwrap_or(t)) {
+                    return fail(&format!("source.tables[{i}]"), &e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stream and destination names: anything printable, since keys percent-encode
+/// them, but not empty, not over 200 bytes and without control characters,
+/// which no one types on purpose.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if name.len() > 200 {
+        return Err(format!("{name:?} is longer than 200 bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{name:?} contains control characters"));
+    }
+    Ok(())
+}
+
+fn is_slot_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn expand_table(table: &mut toml::Table, origin: &str, prefix: &str, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (k, v) in table.iter_mut() {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        expand_value(v, origin, &key, env)?;
+    }
+    Ok(())
+}
+
+fn expand_value(v: &mut toml::Value, origin: &str, key: &str, env: &[(String, String)]) -> Result<(), ConfigError> {
+    match v {
+        toml::Value::String(s) => *s = expand_str(s, origin, key, env)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item, origin, &format!("{key}[{i}]"), env)?;
+            }
+        }
+        toml::Value::Table(t) => expand_table(t, origin, key, env)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` is a literal `${`.
+fn expand_str(s: &str, origin: &str, key: &str, env: &[(String, String)]) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| ConfigError::BadReference { origin: origin.to_owned(), key: key.to_owned() })?;
+            let var = &tail[..end];
+            let value = env.iter().find(|(k, _)| k == var).map(|(_, v)| v).ok_or_else(|| ConfigError::MissingEnv {
+                origin: origin.to_owned(),
+                key: key.to_owned(),
+                var: var.to_owned(),
+            })?;
+            out.push_str(value);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Applies `STRATA_A__B=value` overrides; returns `(dotted key, variable)` for
+/// error attribution.
+fn apply_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
+    // Defaults fill in keys the file left out, so an override of such a key
+    // is typed like the default (an integer default takes an integer).
+    let defaults = toml::Value::try_from(Config::default()).ok();
+    let mut applied = Vec::new();
+    let mut vars: Vec<&(String, String)> = env.iter().collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        if !rest.contains(ENV_SEPARATOR) {
+            continue;
+        }
+        let path: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_ascii_lowercase).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::Override { var: var.clone(), message: "empty key segment".to_owned() });
+        }
+        let existing = lookup(table, &path).cloned().or_else(|| {
+            defaults.as_ref().and_then(|d| d.as_table()).and_then(|d| lookup(d, &path)).cloned()
+        });
+        let value = typed_like(existing.as_ref(), raw).map_err(|message| ConfigError::Override { var: var.clone(), message })?;
+        let (last, parents) = path.split_last().expect("path has at least two segments");
+        let mut cur = &mut *table;
+        for p in parents {
+            let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = entry.as_table_mut().ok_or_else(|| ConfigError::Override {
+                var: var.clone(),
+                message: format!("`{p}` is not a section"),
+            })?;
+        }
+        cur.insert(last.clone(), value);
+        applied.push((path.join("."), var.clone()));
+    }
+    Ok(applied)
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let v = table.get(first)?;
+    if rest.is_empty() { Some(v) } else { lookup(v.as_table()?, rest) }
+}
+
+fn typed_like(existing: Option<&toml::Value>, raw: &str) -> Result<toml::Value, String> {
+    let parse_scalar = |raw: &str| -> Option<toml::Value> {
+        let doc: toml::Table = format!("v = {raw}").parse().ok()?;
+        doc.get("v").cloned()
+    };
+    match existing {
+        Some(toml::Value::String(_)) => Ok(toml::Value::String(raw.to_owned())),
+        Some(toml::Value::Integer(_)) => {
+            raw.trim().parse().map(toml::Value::Integer).map_err(|_| format!("expected an integer, got {raw:?}"))
+        }
+        Some(toml::Value::Float(_)) => {
+            raw.trim().parse().map(toml::Value::Float).map_err(|_| format!("expected a number, got {raw:?}"))
+        }
+        Some(toml::Value::Boolean(_)) => match raw.trim() {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(format!("expected true or false, got {raw:?}")),
+        },
+        Some(toml::Value::Array(_)) => match parse_scalar(raw) {
+            Some(v @ toml::Value::Array(_)) => Ok(v),
+            _ => Err(format!("expected a TOML array like [\"a\", \"b\"], got {raw:?}")),
+        },
+        Some(toml::Value::Table(_)) => Err("names a section, not a key".to_owned()),
+        _ => Ok(match parse_scalar(raw) {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_))) => v,
+            _ => toml::Value::String(raw.to_owned()),
+        }),
+    }
+}
+
+/// A secret string: `Debug` and `Display` print `****`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretString(s.into())
+    }
+
+    /// The secret itself: call only where it is sent, never where it is logged.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("****")
+    }
+}
+
+impl Serialize for SecretString {
+    /// Serializes redacted: a config written back out never carries secrets.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("****")
+    }
+}
+
+/// A connection string whose password never prints: `Display` and `Debug`
+/// show `postgres://app:****@db/app` (or `password=****` in key=value form).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretUrl(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The connection string with its password replaced by `****`.
+    pub fn redacted(&self) -> String {
+        redact_conn_str(&self.0)
+    }
+}
+
+/// Redacts the password of a URL or libpq key=value connection string, and
+/// any `password=` query parameter. A string that is neither is withheld whole.
+pub fn redact_conn_str(s: &str) -> String {
+    if s.contains("://") {
+        return match url::Url::parse(s) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    // Only fails for cannot-be-a-base URLs, which have no password.
+                    let _ = u.set_password(Some("****"));
+                }
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let secret = is_secret_key(&k);
+                        (k.into_owned(), if secret { "****".to_owned() } else { v.into_owned() })
+                    })
+                    .collect();
+                if !pairs.is_empty() {
+                    u.query_pairs_mut().clear().extend_pairs(pairs);
+                }
+                u.to_string()
+            }
+            Err(_) => "****".to_owned(),
+        };
+    }
+    redact_conninfo(s)
+}
+
+fn is_secret_key(k: &str) -> bool {
+    matches!(k.to_ascii_lowercase().as_str(), "password" | "sslpassword")
+}
+
+/// Redacts a libpq `key = value` string, following libpq's lexing: spaces
+/// around `=` are allowed, and a value may be single-quoted with `\'` and
+/// `\\` escapes. Anything that does not lex is withheld whole.
+fn redact_conninfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    let skip_ws = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>, out: &mut String| {
+        while let Some(c) = chars.peek().copied().filter(|c| c.is_whitespace()) {
+            out.push(c);
+            chars.next();
+        }
+    };
+    loop {
+        skip_ws(&mut chars, &mut out);
+        if chars.peek().is_none() {
+            return out;
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.peek().copied().filter(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+            chars.next();
+        }
+        out.push_str(&key);
+        skip_ws(&mut chars, &mut out);
+        if chars.next() != Some('=') {
+            return "****".to_owned();
+        }
+        out.push('=');
+        skip_ws(&mut chars, &mut out);
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            value.push('\'');
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => {
+                        value.push('\\');
+                        match chars.next() {
+                            Some(c) => value.push(c),
+                            None => return "****".to_owned(),
+                        }
+                    }
+                    Some('\'') => {
+                        value.push('\'');
+                        break;
+                    }
+                    Some(c) => value.push(c),
+                    None => return "****".to_owned(),
+                }
+            }
+        } else {
+            while let Some(c) = chars.peek().copied().filter(|c| !c.is_whitespace()) {
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push_str(if is_secret_key(&key) { "****" } else { &value });
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for SecretUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(SecretUrl)
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `24h`, `7d` (units required).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected a number and a unit, like 250ms, 30s, 5m, 24h, 7d"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => return Err(format!("invalid duration {s:?}: unit must be one of ms, s, m, h, d")),
+    };
+    ms.map(Duration::from_millis).ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// Prints a duration in the largest unit that keeps it whole.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms >= size && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Parses `1048576`, `64KiB`, `32MiB`, `1GiB`, `500MB`, `10kB`.
+pub fn parse_byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit, like 32MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" => 1000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("invalid size {s:?}: unit must be one of B, kB, KiB, MB, MiB, GB, GiB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+mod duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+mod byte_size {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(n),
+            Raw::Str(s) => parse_byte_size(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_toml("t", "", &[]).unwrap();
+        assert_eq!(c.stage.url, DEFAULT_STAGE_URL);
+        assert_eq!(c.batch.max_rows, DEFAULT_BATCH_MAX_ROWS);
+        assert_eq!(c.batch.max_age, DEFAULT_BATCH_MAX_AGE);
+        assert!(c.source.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("strata.toml", "[batch]\nmax_rowz = 3\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("strata.toml") && msg.contains("batch") && msg.contains("max_rowz"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let err = Config::from_toml("strata.toml", "[batch\n", &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+        assert!(err.to_string().contains("strata.toml"));
+    }
+
+    #[test]
+    fn env_references_expand_and_missing_ones_fail() {
+        let text = "[source]\nurl = \"postgres://app:${PW}@db/app\"\ntables = [\"public.*\"]\n";
+        let c = Config::from_toml("t", text, &env(&[("PW", "s3cret")])).unwrap();
+        let source = c.source.unwrap();
+        assert_eq!(source.url.expose(), "postgres://app:s3cret@db/app");
+        let err = Config::from_toml("t", text, &[]).unwrap_err();
+        assert!(matches!(&err, ConfigError::MissingEnv { var, key, .. } if var == "PW" && key == "source.url"), "{err}");
+        let lit = Config::from_toml("t", "[stage]\nurl = \"/x/$${HOME}\"\n", &[]).unwrap();
+        assert_eq!(lit.stage.url, "/x/${HOME}");
+    }
+
+    #[test]
+    fn overrides_are_typed_like_their_key() {
+        let c = Config::from_toml(
+            "t",
+            "[batch]\nmax_rows = 5\n",
+            &env(&[
+                ("STRATA_BATCH__MAX_ROWS", "7"),
+                ("STRATA_BATCH__MAX_AGE", "2s"),
+                ("STRATA_STAGE__URL", "s3://b/p"),
+                ("STRATA_VENV", "/ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.batch.max_rows, 7);
+        assert_eq!(c.batch.max_age, Duration::from_secs(2));
+        assert_eq!(c.stage.url, "s3://b/p");
+        let err = Config::from_toml("t", "", &env(&[("STRATA_BATCH__MAX_ROWS", "many")])).unwrap_err();
+        assert!(err.to_string().contains("STRATA_BATCH__MAX_ROWS"), "{err}");
+        let err = Config::from_toml("t", "", &env(&[("STRATA_BATCH__NOPE", "1")])).unwrap_err();
+        assert!(err.to_string().contains("STRATA_BATCH__NOPE"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let err = Config::from_toml("t", "[batch]\nmax_bytes = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("batch.max_bytes"), "{err}");
+        let err = Config::from_toml("t", "[source]\nurl = \"postgres://x\"\nstream = \"Big-Name\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("source.slot"), "{err}");
+        let err = Config::from_toml("t", "[source]\nurl = \"postgres://x\"\ntables = [\"nodot\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("source.tables[0]"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let text = "[source]\nurl = \"postgres://app:hunter2@db:5432/app?sslmode=require&password=hunter2\"\n\
+                    [stage.options]\naws_secret_access_key = \"hunter2\"\n";
+        let c = Config::from_toml("t", text, &[]).unwrap();
+        let debug = format!("{c:?}");
+        let display = c.source.as_ref().unwrap().url.to_string();
+        let written = toml::to_string(&c).unwrap();
+        for out in [&debug, &display, &written] {
+            assert!(!out.contains("hunter2"), "{out}");
+        }
+        assert!(display.starts_with("postgres://app:****@db:5432/app"), "{display}");
+        assert_eq!(redact_conn_str("host=db password=hunter2 user=app"), "host=db password=**** user=app");
+        assert_eq!(redact_conn_str("host=db password = hunter2"), "host=db password = ****");
+        assert_eq!(redact_conn_str("password='hun ter2' host=db"), "password=**** host=db");
+        assert_eq!(redact_conn_str(r"password='it\'s hunter2'"), "password=****");
+        assert_eq!(redact_conn_str("host=db password='unterminated hunter2"), "****");
+        assert_eq!(redact_conn_str("hunter2"), "****");
+        assert_eq!(redact_conn_str("postgres://[bad"), "****");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("99999999999999999999s").is_err());
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(parse_byte_size("32MiB").unwrap(), 32 << 20);
+        assert_eq!(parse_byte_size("1000").unwrap(), 1000);
+        assert!(parse_byte_size("1 TiB").is_err());
+        let c = Config::from_toml("t", "[batch]\nmax_bytes = \"1MiB\"\n", &[]).unwrap();
+        assert_eq!(c.batch.max_bytes, 1 << 20);
+    }
+}
