@@ -1,0 +1,339 @@
+//! `strata-stage`: inspect and maintain a stage.
+//!
+//! ```text
+//! strata-stage ls     [--stream S] [--json]          batches: seq, kind, time and LSN range, counts, tables
+//! strata-stage show   SEQ [--stream S] [--format table|jsonl] [--table schema.name]
+//! strata-stage verify [--stream S] [--json]          exit 1 when anything is missing or corrupt
+//! strata-stage gc     [--stream S] [--grace 24h] [--retention 30d] [--dry-run] [--json]
+//! ```
+//!
+//! The stage is `--stage URL`, else the config's `stage.url`, else the
+//! default `./strata-stage`. Exit codes: 0 ok, 1 verify found problems,
+//! 2 error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use strata_common::config::{Config, LogFormat, parse_duration};
+use strata_common::{Change, TableName, Timestamp};
+use strata_stager::codec::FileColumn;
+use strata_stager::gc::{GcOptions, gc_stream};
+use strata_stager::keys::{decode_name, streams_prefix};
+use strata_stager::log::StreamLog;
+use strata_stager::verify::verify_stream;
+use strata_stager::{Stage, StageError};
+
+#[derive(Parser)]
+#[command(name = "strata-stage", version, about = "Inspect and maintain a strata stage")]
+struct Cli {
+    /// Stage URL: file:///path, a plain path, or s3://bucket/prefix.
+    #[arg(long, global = true)]
+    stage: Option<String>,
+    /// strata.toml to take the stage URL and options from.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the streams of the stage.
+    Streams,
+    /// List batches.
+    Ls {
+        #[arg(long)]
+        stream: Option<String>,
+        /// One JSON manifest summary per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the rows of one batch.
+    Show {
+        seq: u64,
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ShowFormat,
+        /// Only this table (schema.name).
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Check every manifest and data file; exit 1 on any problem.
+    Verify {
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete unreferenced files past the grace period, and batches past the retention.
+    Gc {
+        #[arg(long)]
+        stream: Option<String>,
+        /// Keep unreferenced files younger than this (default: gc.grace, 24h).
+        #[arg(long)]
+        grace: Option<String>,
+        /// Delete batches older than this (default: gc.retention, unset = keep all).
+        #[arg(long)]
+        retention: Option<String>,
+        /// Report what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShowFormat {
+    Table,
+    Jsonl,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    };
+    strata_common::telemetry::init(format, Some("warn"));
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let url = cli.stage.clone().unwrap_or_else(|| config.stage.url.clone());
+    let options = if cli.stage.is_some() { Default::default() } else { config.stage.options.clone() };
+    let stage = Stage::open(&url, &options).with_context(|| format!("opening stage {url}"))?;
+    match cli.command {
+        Command::Streams => {
+            for s in streams(&stage).await? {
+                println!("{s}");
+            }
+        }
+        Command::Ls { stream, json } => {
+            let log = StreamLog::new(&stage, &pick_stream(&stage, stream).await?)?;
+            ls(&log, json).await?;
+        }
+        Command::Show { seq, stream, format, table } => {
+            let log = StreamLog::new(&stage, &pick_stream(&stage, stream).await?)?;
+            let table = table.map(|t| TableName::parse(&t)).transpose().context("--table")?;
+            show(&log, seq, format, table.as_ref()).await?;
+        }
+        Command::Verify { stream, json } => {
+            let mut ok = true;
+            for s in streams_or(&stage, stream).await? {
+                let report = verify_stream(&StreamLog::new(&stage, &s)?).await.with_context(|| format!("verifying stream {s:?}"))?;
+                ok &= report.is_ok();
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    for p in &report.problems {
+                        println!("stream {s:?}: {}: {}", p.key, p.message);
+                    }
+                    println!(
+                        "stream {s:?}: {} batches, {} files checked, {} problems",
+                        report.batches,
+                        report.files,
+                        report.problems.len()
+                    );
+                }
+            }
+            if !ok {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Gc { stream, grace, retention, dry_run, json } => {
+            let grace = match grace {
+                Some(g) => parse_duration(&g).map_err(anyhow::Error::msg).context("--grace")?,
+                None => config.gc.grace,
+            };
+            let retention = match retention {
+                Some(r) => Some(parse_duration(&r).map_err(anyhow::Error::msg).context("--retention")?),
+                None => config.gc.retention,
+            };
+            let opts = GcOptions { grace, retention, dry_run, now: Timestamp::now() };
+            for s in streams_or(&stage, stream).await? {
+                let r = gc_stream(&stage, &s, &opts).await.with_context(|| format!("collecting stream {s:?}"))?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    let verb = if dry_run { "would delete" } else { "deleted" };
+                    println!(
+                        "stream {s:?}: {verb} {} batches and {} files ({} bytes); kept {} unreferenced files in grace, {} in flight{}",
+                        r.batches_deleted,
+                        r.files_deleted,
+                        r.bytes_deleted,
+                        r.files_in_grace,
+                        r.files_in_flight,
+                        r.retention_limited_by.map(|l| format!("; retention stopped: {l}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn streams(stage: &Stage) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for dir in stage.list_dirs(&streams_prefix()).await? {
+        if let Some(seg) = dir.filename() {
+            out.push(decode_name(seg).with_context(|| format!("stage key {dir}"))?);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn streams_or(stage: &Stage, stream: Option<String>) -> Result<Vec<String>> {
+    match stream {
+        Some(s) => Ok(vec![s]),
+        None => streams(stage).await,
+    }
+}
+
+async fn pick_stream(stage: &Stage, stream: Option<String>) -> Result<String> {
+    if let Some(s) = stream {
+        return Ok(s);
+    }
+    let all = streams(stage).await?;
+    match all.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("stage {} holds no streams yet", stage.url()),
+        many => bail!("stage {} holds several streams ({}); pick one with --stream", stage.url(), many.join(", ")),
+    }
+}
+
+async fn ls(log: &StreamLog, json: bool) -> Result<()> {
+    let seqs = log.list_seqs().await?;
+    if !json {
+        println!("{:>8}  {:<8}  {:<27}  {:<27}  {:<23}  {:>6}  {:>9}  {:>10}  tables", "seq", "kind", "first commit", "last commit", "lsn (start, end]", "txns", "rows", "bytes");
+    }
+    for seq in seqs {
+        let m = match log.read(seq).await {
+            Ok(m) => m,
+            Err(e @ StageError::Corrupt { .. }) => {
+                eprintln!("warning: {e}");
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let tables: Vec<String> = m.tables().iter().map(|t| t.to_string()).collect();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "seq": m.seq, "kind": m.kind, "commit_ts": m.commit_ts, "lsn": m.lsn,
+                    "counts": m.counts, "tables": tables, "files": m.files.len(),
+                })
+            );
+        } else {
+            println!(
+                "{:>8}  {:<8}  {:<27}  {:<27}  {:<23}  {:>6}  {:>9}  {:>10}  {}",
+                m.seq,
+                serde_json::to_value(m.kind)?.as_str().unwrap_or("?"),
+                m.commit_ts.min.to_string(),
+                m.commit_ts.max.to_string(),
+                format!("({}, {}]", m.lsn.start, m.lsn.end),
+                m.counts.transactions,
+                m.counts.rows,
+                m.counts.bytes,
+                tables.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn row_json(columns: &[FileColumn], row: &[strata_common::Value]) -> serde_json::Value {
+    serde_json::Value::Object(columns.iter().zip(row).map(|(c, v)| (c.name.clone(), v.to_json(&c.column_type))).collect())
+}
+
+fn change_json(columns: &[FileColumn], c: &Change) -> serde_json::Value {
+    serde_json::json!({
+        "table": c.table.to_string(),
+        "op": c.op.code().to_string(),
+        "lsn": c.lsn.to_string(),
+        "ord": c.ord,
+        "xid": c.xid,
+        "commit_ts": c.commit_ts.to_string(),
+        "after": c.after.as_ref().map(|r| row_json(columns, r)),
+        "before": c.before.as_ref().map(|r| row_json(columns, r)),
+    })
+}
+
+/// Cell text for the table view: JSON scalars unquoted, long values cut.
+fn cell(v: &serde_json::Value) -> String {
+    let s = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "NULL".to_owned(),
+        serde_json::Value::Object(o) if o.contains_key(strata_common::change::UNCHANGED_JSON_KEY) => "(unchanged)".to_owned(),
+        other => other.to_string(),
+    };
+    let s = s.replace(['\n', '\t'], " ");
+    if s.chars().count() > 40 { s.chars().take(39).chain(std::iter::once('…')).collect() } else { s }
+}
+
+async fn show(log: &StreamLog, seq: u64, format: ShowFormat, only: Option<&TableName>) -> Result<()> {
+    let m = log.read(seq).await.with_context(|| format!("reading batch {seq}"))?;
+    for f in m.files.iter().filter(|f| only.is_none_or(|t| *t == f.table)) {
+        let decoded = log.read_file(f).await.with_context(|| format!("reading {}", f.path))?;
+        match format {
+            ShowFormat::Jsonl => {
+                for c in &decoded.changes {
+                    println!("{}", change_json(&decoded.columns, c));
+                }
+            }
+            ShowFormat::Table => {
+                println!("{} (schema v{}, {} rows)", f.table, f.schema_version, f.rows);
+                let mut header = vec!["op".to_owned(), "lsn".to_owned(), "ord".to_owned(), "commit_ts".to_owned()];
+                header.extend(decoded.columns.iter().map(|c| c.name.clone()));
+                let rows: Vec<Vec<String>> = decoded
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        let mut r = vec![c.op.code().to_string(), c.lsn.to_string(), c.ord.to_string(), c.commit_ts.to_string()];
+                        // Deletes show the old key/row they carry.
+                        let image = c.after.as_ref().or(c.before.as_ref());
+                        r.extend(decoded.columns.iter().enumerate().map(|(i, col)| match image {
+                            Some(row) => cell(&row[i].to_json(&col.column_type)),
+                            None => String::new(),
+                        }));
+                        r
+                    })
+                    .collect();
+                let widths: Vec<usize> = (0..header.len())
+                    .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0))
+                    .collect();
+                let line = |r: &[String]| {
+                    r.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" | ").trim_end().to_owned()
+                };
+                println!("{}", line(&header));
+                println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
+                for r in &rows {
+                    println!("{}", line(r));
+                }
+                println!();
+            }
+        }
+    }
+    Ok(())
+}

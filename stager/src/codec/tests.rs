@@ -1,0 +1,326 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use strata_common::{Change, ColumnType, Lsn, Op, TableName, Timestamp, Value};
+
+use super::*;
+use crate::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
+
+/// Value equality where floats compare by bit pattern, so NaN round-trips count.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float32(x), Value::Float32(y)) => x.to_bits() == y.to_bits(),
+        (Value::Float64(x), Value::Float64(y)) => x.to_bits() == y.to_bits(),
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+        _ => a == b,
+    }
+}
+
+fn same_row(a: &Option<Vec<Value>>, b: &Option<Vec<Value>>) -> bool {
+    match (a, b) {
+        // A table without columns has no before-image column: an empty image reads back as none.
+        (Some(a), None) | (None, Some(a)) if a.is_empty() => true,
+        (None, None) => true,
+        (Some(a), Some(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y)),
+        _ => false,
+    }
+}
+
+fn schema_of(types: &[ColumnType]) -> TableSchema {
+    TableSchema {
+        format: crate::FORMAT_VERSION,
+        stream: "s".to_owned(),
+        table: TableName::new("Schéma \"x\"", "ta.ble/1").unwrap(),
+        version: 3,
+        relation_oid: Some(16384),
+        replica_identity: ReplicaIdentity::Full,
+        columns: types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ColumnSchema {
+                name: format!("c{i} ünïcode"),
+                pg_type: format!("{t:?}"),
+                type_oid: 0,
+                type_modifier: -1,
+                column_type: t.clone(),
+                key: i == 0,
+            })
+            .collect(),
+        since_lsn: None,
+    }
+}
+
+fn scalar_type() -> impl Strategy<Value = ColumnType> {
+    prop_oneof![
+        Just(ColumnType::Bool),
+        Just(ColumnType::Int16),
+        Just(ColumnType::Int32),
+        Just(ColumnType::Int64),
+        Just(ColumnType::Float32),
+        Just(ColumnType::Float64),
+        (1u8..=38).prop_flat_map(|p| (Just(p), 0..=p as i8)).prop_map(|(precision, scale)| ColumnType::Decimal { precision, scale }),
+        Just(ColumnType::Text),
+        Just(ColumnType::Bytea),
+        Just(ColumnType::Date),
+        Just(ColumnType::Time),
+        Just(ColumnType::Timestamp),
+        Just(ColumnType::TimestampTz),
+        Just(ColumnType::Interval),
+        Just(ColumnType::Uuid),
+        Just(ColumnType::Json),
+    ]
+}
+
+fn column_type() -> impl Strategy<Value = ColumnType> {
+    prop_oneof![
+        3 => scalar_type(),
+        1 => scalar_type().prop_map(|e| ColumnType::Array { element: Box::new(e) }),
+    ]
+}
+
+fn scalar_value(ty: &ColumnType) -> BoxedStrategy<Value> {
+    match ty.clone() {
+        ColumnType::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
+        ColumnType::Int16 => any::<i16>().prop_map(Value::Int16).boxed(),
+        ColumnType::Int32 => any::<i32>().prop_map(Value::Int32).boxed(),
+        ColumnType::Int64 => prop_oneof![Just(i64::MIN), Just(i64::MAX), any::<i64>()].prop_map(Value::Int64).boxed(),
+        ColumnType::Float32 => any::<f32>().prop_map(Value::Float32).boxed(),
+        ColumnType::Float64 => {
+            prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY), Just(-0.0), any::<f64>()]
+                .prop_map(Value::Float64)
+                .boxed()
+        }
+        ColumnType::Decimal { precision, .. } => {
+            let max = 10i128.pow(u32::from(precision)) - 1;
+            prop_oneof![Just(max), Just(-max), Just(0), -max..=max].prop_map(Value::Decimal).boxed()
+        }
+        ColumnType::Text => "\\PC{0,24}".prop_map(Value::Text).boxed(),
+        ColumnType::Json => prop_oneof![Just("{}".to_owned()), "\\PC{0,12}".prop_map(|s| serde_json::json!({"k": s}).to_string())]
+            .prop_map(Value::Json)
+            .boxed(),
+        ColumnType::Bytea => prop::collection::vec(any::<u8>(), 0..32).prop_map(Value::Bytes).boxed(),
+        ColumnType::Date => prop_oneof![Just(i32::MAX), Just(i32::MIN), any::<i32>()].prop_map(Value::Date).boxed(),
+        ColumnType::Time => (0i64..=86_400_000_000).prop_map(Value::Time).boxed(),
+        ColumnType::Timestamp => prop_oneof![Just(i64::MAX), Just(i64::MIN), any::<i64>()].prop_map(Value::Timestamp).boxed(),
+        ColumnType::TimestampTz => {
+            prop_oneof![Just(i64::MAX), Just(i64::MIN), any::<i64>()].prop_map(Value::TimestampTz).boxed()
+        }
+        ColumnType::Interval => {
+            (any::<i32>(), any::<i32>(), any::<i64>()).prop_map(|(months, days, micros)| Value::Interval { months, days, micros }).boxed()
+        }
+        ColumnType::Uuid => any::<[u8; 16]>().prop_map(Value::Uuid).boxed(),
+        ColumnType::Array { element } => {
+            prop::collection::vec(prop_oneof![1 => Just(Value::Null), 4 => scalar_value(&element)], 0..5).prop_map(Value::Array).boxed()
+        }
+    }
+}
+
+fn value(ty: &ColumnType, allow_unchanged: bool) -> BoxedStrategy<Value> {
+    let unchanged_weight = if allow_unchanged { 1 } else { 0 };
+    prop_oneof![1 => Just(Value::Null), unchanged_weight => Just(Value::Unchanged), 6 => scalar_value(ty)].boxed()
+}
+
+fn row(types: &[ColumnType], allow_unchanged: bool) -> BoxedStrategy<Vec<Value>> {
+    types.iter().map(|t| value(t, allow_unchanged)).collect::<Vec<_>>().boxed()
+}
+
+fn change(types: Vec<ColumnType>, table: Arc<TableName>) -> impl Strategy<Value = Change> {
+    let ops = prop_oneof![Just(Op::Read), Just(Op::Insert), Just(Op::Update), Just(Op::Delete), Just(Op::Truncate)];
+    (ops, any::<u64>(), any::<u32>(), any::<Option<u32>>(), any::<i64>()).prop_flat_map(move |(op, lsn, ord, xid, ts)| {
+        let after = match op {
+            Op::Read | Op::Insert | Op::Update => row(&types, op == Op::Update).prop_map(Some).boxed(),
+            _ => Just(None).boxed(),
+        };
+        let before = match op {
+            Op::Update | Op::Delete => prop::option::of(row(&types, false)).boxed(),
+            _ => Just(None).boxed(),
+        };
+        let table = table.clone();
+        (after, before).prop_map(move |(after, before)| Change {
+            op,
+            table: table.clone(),
+            lsn: Lsn(lsn),
+            ord,
+            xid,
+            commit_ts: Timestamp(ts),
+            after,
+            before,
+        })
+    })
+}
+
+fn table_and_changes() -> impl Strategy<Value = (TableSchema, Vec<Change>)> {
+    prop::collection::vec(column_type(), 0..7).prop_flat_map(|types| {
+        let schema = schema_of(&types);
+        let table = Arc::new(schema.table.clone());
+        (Just(schema), prop::collection::vec(change(types, table), 0..12))
+    })
+}
+
+fn assert_round_trip(schema: &TableSchema, changes: &[Change]) {
+    let path = object_store::path::Path::from("t/file.parquet");
+    let bytes = encode_file(schema, changes).expect("encode");
+    let decoded = decode_file(&path, bytes).expect("decode");
+    assert_eq!(*decoded.table, schema.table);
+    assert_eq!(decoded.schema_version, schema.version);
+    let types: Vec<&ColumnType> = decoded.columns.iter().map(|c| &c.column_type).collect();
+    assert_eq!(types, schema.columns.iter().map(|c| &c.column_type).collect::<Vec<_>>());
+    assert_eq!(decoded.changes.len(), changes.len());
+    for (a, b) in changes.iter().zip(&decoded.changes) {
+        assert_eq!((a.op, a.lsn, a.ord, a.xid, a.commit_ts, &a.table), (b.op, b.lsn, b.ord, b.xid, b.commit_ts, &b.table));
+        assert!(same_row(&a.after, &b.after), "after differs:\n{:?}\n{:?}", a.after, b.after);
+        assert!(same_row(&a.before, &b.before), "before differs:\n{:?}\n{:?}", a.before, b.before);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn every_type_round_trips_through_parquet((schema, changes) in table_and_changes()) {
+        assert_round_trip(&schema, &changes);
+    }
+}
+
+fn all_types() -> Vec<ColumnType> {
+    let scalars = vec![
+        ColumnType::Bool,
+        ColumnType::Int16,
+        ColumnType::Int32,
+        ColumnType::Int64,
+        ColumnType::Float32,
+        ColumnType::Float64,
+        ColumnType::Decimal { precision: 38, scale: 10 },
+        ColumnType::Text,
+        ColumnType::Bytea,
+        ColumnType::Date,
+        ColumnType::Time,
+        ColumnType::Timestamp,
+        ColumnType::TimestampTz,
+        ColumnType::Interval,
+        ColumnType::Uuid,
+        ColumnType::Json,
+    ];
+    let arrays: Vec<ColumnType> = scalars.iter().map(|e| ColumnType::Array { element: Box::new(e.clone()) }).collect();
+    scalars.into_iter().chain(arrays).collect()
+}
+
+#[test]
+fn extremes_nulls_and_unchanged_round_trip() {
+    let types = all_types();
+    let schema = schema_of(&types);
+    let table = Arc::new(schema.table.clone());
+    let extremes = vec![
+        Value::Bool(true),
+        Value::Int16(i16::MIN),
+        Value::Int32(i32::MAX),
+        Value::Int64(i64::MIN),
+        Value::Float32(f32::NAN),
+        Value::Float64(f64::NEG_INFINITY),
+        Value::Decimal(-(10i128.pow(38) - 1)),
+        Value::Text("żółw 🐢 \u{0} \"quoted\"".to_owned()),
+        Value::Bytes(vec![]),
+        Value::Date(i32::MIN),
+        Value::Time(86_400_000_000),
+        Value::Timestamp(i64::MAX),
+        Value::TimestampTz(i64::MIN),
+        Value::Interval { months: i32::MIN, days: i32::MAX, micros: -1 },
+        Value::Uuid([0xff; 16]),
+        Value::Json(r#"{"a": [1, 2.5e300, null]}"#.to_owned()),
+    ];
+    let mut after = extremes.clone();
+    after.extend(extremes.iter().map(|v| Value::Array(vec![v.clone(), Value::Null])));
+    let empty_arrays: Vec<Value> =
+        types.iter().map(|t| if matches!(t, ColumnType::Array { .. }) { Value::Array(vec![]) } else { Value::Unchanged }).collect();
+    let nulls = vec![Value::Null; types.len()];
+    let mk = |op, ord, after: Option<Vec<Value>>, before: Option<Vec<Value>>| Change {
+        op,
+        table: table.clone(),
+        lsn: Lsn(u64::MAX),
+        ord,
+        xid: Some(u32::MAX),
+        commit_ts: Timestamp(0),
+        after,
+        before,
+    };
+    let changes = vec![
+        mk(Op::Insert, 0, Some(after.clone()), None),
+        mk(Op::Update, 1, Some(empty_arrays), Some(after.clone())),
+        mk(Op::Update, 2, Some(nulls.clone()), Some(nulls)),
+        mk(Op::Delete, 3, None, Some(after)),
+        mk(Op::Truncate, 4, None, None),
+    ];
+    assert_round_trip(&schema, &changes);
+}
+
+#[test]
+fn unchanged_is_not_null() {
+    let schema = schema_of(&[ColumnType::Int32, ColumnType::Text]);
+    let table = Arc::new(schema.table.clone());
+    let c = Change {
+        op: Op::Update,
+        table,
+        lsn: Lsn(10),
+        ord: 0,
+        xid: Some(1),
+        commit_ts: Timestamp(1),
+        after: Some(vec![Value::Int32(1), Value::Unchanged]),
+        before: None,
+    };
+    let path = object_store::path::Path::from("x");
+    let decoded = decode_file(&path, encode_file(&schema, &[c]).unwrap()).unwrap();
+    assert_eq!(decoded.changes[0].after.as_ref().unwrap()[1], Value::Unchanged);
+}
+
+#[test]
+fn mismatches_are_errors_naming_the_column() {
+    let schema = schema_of(&[ColumnType::Int32, ColumnType::Decimal { precision: 3, scale: 1 }]);
+    let table = Arc::new(schema.table.clone());
+    let base = Change {
+        op: Op::Insert,
+        table,
+        lsn: Lsn(0x1_0000_0010),
+        ord: 7,
+        xid: None,
+        commit_ts: Timestamp(1),
+        after: Some(vec![Value::Text("x".to_owned()), Value::Decimal(1)]),
+        before: None,
+    };
+    let err = encode_file(&schema, std::slice::from_ref(&base)).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StageError::Encode { ref column, ord: 7, .. } if column == "c0 ünïcode"), "{msg}");
+    assert!(msg.contains("1/10"), "{msg}");
+
+    let mut too_precise = base.clone();
+    too_precise.after = Some(vec![Value::Int32(1), Value::Decimal(1000)]);
+    assert!(matches!(encode_file(&schema, &[too_precise]), Err(StageError::Encode { .. })));
+
+    let mut short = base.clone();
+    short.after = Some(vec![Value::Int32(1)]);
+    assert!(matches!(encode_file(&schema, &[short]), Err(StageError::Encode { .. })));
+
+    let mut delete_with_after = base.clone();
+    delete_with_after.op = Op::Delete;
+    delete_with_after.after = Some(vec![Value::Int32(1), Value::Null]);
+    assert!(matches!(encode_file(&schema, &[delete_with_after]), Err(StageError::Encode { .. })));
+
+    let mut nested = base;
+    let arr = schema_of(&[ColumnType::Array { element: Box::new(ColumnType::Int32) }]);
+    nested.table = Arc::new(arr.table.clone());
+    nested.after = Some(vec![Value::Array(vec![Value::Int32(1), Value::Array(vec![])])]);
+    assert!(matches!(encode_file(&arr, &[nested]), Err(StageError::Encode { .. })));
+}
+
+#[test]
+fn garbage_is_corrupt_not_a_panic() {
+    let path = object_store::path::Path::from("streams/s/tables/x/file.parquet");
+    for bytes in [&b""[..], b"PAR1", b"PAR1\0\0\0\0PAR1", b"not parquet at all, just text"] {
+        let err = decode_file(&path, Bytes::copy_from_slice(bytes)).unwrap_err();
+        assert!(matches!(err, StageError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("streams/s/tables/x/file.parquet"));
+    }
+    // A valid Parquet file that is not a strata file.
+    let batch = RecordBatch::try_from_iter([("a", Arc::new(Int32Array::from(vec![1])) as ArrayRef)]).unwrap();
+    let bytes = write_parquet(batch.schema(), &[batch]).unwrap();
+    assert!(matches!(decode_file(&path, bytes), Err(StageError::Corrupt { .. })));
+}

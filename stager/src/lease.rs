@@ -1,0 +1,109 @@
+//! Leases: which process owns a destination (`destinations/{name}/lease.json`)
+//! or a stream (`streams/{stream}/reader.json`).
+//!
+//! A lease is a conditional object with an expiry. Acquiring writes it only
+//! if it is absent, expired, or already ours, conditional on the version
+//! read, so of two processes racing for a free lease exactly one wins.
+//! Renewal is conditional too: a holder whose renewal fails with
+//! [`StageError::Conflict`] has lost the lease and must stop. `generation`
+//! grows with each change of holder: a fencing token for anything the holder
+//! writes elsewhere.
+//!
+//! Expiry compares wall clocks of different processes; holders renew at a
+//! fraction of the TTL so that clock skew well under the TTL is harmless.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_common::Timestamp;
+
+use crate::error::{Result, StageError};
+use crate::store::{Stage, Versioned};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    pub format: u32,
+    pub holder: String,
+    pub generation: u64,
+    pub acquired_at: Timestamp,
+    pub renewed_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// Free-form status the holder publishes with each renewal (heartbeat).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub status: serde_json::Value,
+}
+
+impl Lease {
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at <= now
+    }
+}
+
+/// One lease object.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    stage: Stage,
+    path: object_store::path::Path,
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Leases {
+    pub fn new(stage: &Stage, path: object_store::path::Path) -> Self {
+        Leases { stage: stage.clone(), path }
+    }
+
+    pub fn path(&self) -> &object_store::path::Path {
+        &self.path
+    }
+
+    pub async fn read(&self) -> Result<Option<Versioned<Lease>>> {
+        self.stage.get_json(&self.path).await
+    }
+
+    /// Takes the lease for `holder` if it is free, expired or already
+    /// `holder`'s. [`StageError::LeaseHeld`] if someone else holds it;
+    /// [`StageError::Conflict`] if another process won a race for it.
+    pub async fn acquire(&self, holder: &str, ttl: Duration, now: Timestamp) -> Result<Versioned<Lease>> {
+        let current = self.read().await?;
+        let lease = match &current {
+            Some(cur) if cur.value.holder == holder && !cur.value.is_expired(now) => {
+                Lease { renewed_at: now, expires_at: Timestamp(now.0.saturating_add(micros(ttl))), ..cur.value.clone() }
+            }
+            Some(cur) if !cur.value.is_expired(now) => {
+                return Err(StageError::LeaseHeld {
+                    path: self.path.clone(),
+                    owner: cur.value.holder.clone(),
+                    expires_at: cur.value.expires_at,
+                });
+            }
+            _ => Lease {
+                format: crate::FORMAT_VERSION,
+                holder: holder.to_owned(),
+                generation: current.as_ref().map_or(0, |c| c.value.generation) + 1,
+                acquired_at: now,
+                renewed_at: now,
+                expires_at: Timestamp(now.0.saturating_add(micros(ttl))),
+                status: serde_json::Value::Null,
+            },
+        };
+        let version = self.stage.put_json_if(&self.path, &lease, current.as_ref().map(|c| &c.version)).await?;
+        Ok(Versioned { value: lease, version })
+    }
+
+    /// Extends a held lease and publishes `status`. [`StageError::Conflict`]
+    /// means the lease was lost (taken over after expiry): stop working.
+    pub async fn renew(&self, held: &Versioned<Lease>, ttl: Duration, now: Timestamp, status: serde_json::Value) -> Result<Versioned<Lease>> {
+        let lease = Lease { renewed_at: now, expires_at: Timestamp(now.0.saturating_add(micros(ttl))), status, ..held.value.clone() };
+        let version = self.stage.put_json_if(&self.path, &lease, Some(&held.version)).await?;
+        Ok(Versioned { value: lease, version })
+    }
+
+    /// Gives the lease up so another process can take it at once.
+    pub async fn release(&self, held: &Versioned<Lease>, now: Timestamp) -> Result<()> {
+        let lease = Lease { expires_at: now, renewed_at: now, ..held.value.clone() };
+        self.stage.put_json_if(&self.path, &lease, Some(&held.version)).await.map(|_| ())
+    }
+}

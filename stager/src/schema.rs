@@ -1,0 +1,173 @@
+//! Schema versions: `streams/{stream}/schemas/{schema}.{table}/{version:010}.json`.
+//!
+//! A table gets a new version whenever its columns change (the reader sees a
+//! pgoutput `Relation` message that differs from the current version). Every
+//! data file names the version it was written with, and carries the same
+//! information in its Arrow field metadata, so a file decodes on its own.
+//!
+//! The Arrow schema of a data file is the metadata columns, then the table's
+//! columns in `attnum` order:
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `_strata_op` | Utf8 | `r` snapshot read, `c` insert, `u` update, `d` delete, `t` truncate |
+//! | `_strata_lsn` | UInt64 | commit LSN of the transaction |
+//! | `_strata_ord` | UInt32 | position in the transaction |
+//! | `_strata_xid` | UInt32, nullable | transaction id (null for snapshot rows) |
+//! | `_strata_commit_ts` | Timestamp(µs, UTC) | commit time |
+//! | `_strata_unchanged` | List<Utf8>, nullable | columns whose TOASTed value was not sent |
+//! | `_strata_before` | Struct of the table's columns, nullable | old key or old row, when sent |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+use strata_common::{ColumnType, Lsn, TableName};
+
+use crate::error::{Result, StageError};
+
+pub const COL_OP: &str = "_strata_op";
+pub const COL_LSN: &str = "_strata_lsn";
+pub const COL_ORD: &str = "_strata_ord";
+pub const COL_XID: &str = "_strata_xid";
+pub const COL_COMMIT_TS: &str = "_strata_commit_ts";
+pub const COL_UNCHANGED: &str = "_strata_unchanged";
+pub const COL_BEFORE: &str = "_strata_before";
+
+/// Number of metadata columns before the user's.
+pub const META_COLUMNS: usize = 7;
+
+/// Prefix reserved for metadata columns; no user column may start with it.
+pub const RESERVED_PREFIX: &str = "_strata_";
+
+/// Schema-level metadata keys of a data file.
+pub const META_TABLE: &str = "strata.table";
+pub const META_SCHEMA_VERSION: &str = "strata.schema_version";
+pub const META_FORMAT: &str = "strata.format";
+
+/// REPLICA IDENTITY of the table: what PostgreSQL sends as the old row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaIdentity {
+    /// The primary key (old key sent only when it changes, or on delete).
+    Default,
+    /// The whole old row.
+    Full,
+    /// The columns of a chosen unique index.
+    Index,
+    /// Nothing: updates and deletes carry no old image.
+    Nothing,
+}
+
+/// One column of a schema version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSchema {
+    pub name: String,
+    /// The PostgreSQL type as `format_type` prints it.
+    pub pg_type: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+    /// How values are staged.
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+    /// Part of the replica identity key (pgoutput's key flag).
+    pub key: bool,
+}
+
+/// A schema version file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSchema {
+    pub format: u32,
+    pub stream: String,
+    pub table: TableName,
+    pub version: u32,
+    /// The table's OID at the source, as pgoutput reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation_oid: Option<u32>,
+    pub replica_identity: ReplicaIdentity,
+    pub columns: Vec<ColumnSchema>,
+    /// LSN of the first transaction written with this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_lsn: Option<Lsn>,
+}
+
+impl TableSchema {
+    /// Checks the rules a schema must satisfy to be staged: version ≥ 1,
+    /// valid names, unique column names outside the reserved prefix, column
+    /// types within range.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| StageError::Invalid { what: format!("schema of {} v{}", self.table, self.version), reason };
+        self.table.validate().map_err(|e| invalid(e.to_string()))?;
+        if self.version == 0 {
+            return Err(invalid("versions start at 1".to_owned()));
+        }
+        if self.format != crate::FORMAT_VERSION {
+            return Err(invalid(format!("format {} is not {}", self.format, crate::FORMAT_VERSION)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.columns {
+            if c.name.is_empty() {
+                return Err(invalid("a column has an empty name".to_owned()));
+            }
+            if c.name.starts_with(RESERVED_PREFIX) {
+                return Err(invalid(format!(
+                    "column {:?} starts with {RESERVED_PREFIX:?}, which is reserved for strata's metadata columns; rename it at the source",
+                    c.name
+                )));
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(invalid(format!("column {:?} appears twice", c.name)));
+            }
+            c.column_type.check().map_err(|e| invalid(format!("column {:?}: {e}", c.name)))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `other` describes the same columns (names, types, key flags,
+    /// order) and identity, i.e. no new version is needed.
+    pub fn same_shape(&self, other: &TableSchema) -> bool {
+        self.replica_identity == other.replica_identity && self.columns == other.columns
+    }
+
+    /// The Arrow schema of this version's data files.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let user: Vec<Field> = self.columns.iter().map(|c| c.column_type.arrow_field(&c.name, &c.pg_type)).collect();
+        let mut fields = metadata_fields();
+        // Parquet cannot store an empty group, so a table with no columns
+        // (legal in PostgreSQL) has no before-image column.
+        if !user.is_empty() {
+            fields.push(Field::new(COL_BEFORE, DataType::Struct(Fields::from(user.clone())), true));
+        }
+        fields.extend(user);
+        let mut meta = HashMap::new();
+        meta.insert(META_FORMAT.to_owned(), crate::FORMAT_VERSION.to_string());
+        meta.insert(META_TABLE.to_owned(), serde_json::to_string(&self.table).expect("table names serialize"));
+        meta.insert(META_SCHEMA_VERSION.to_owned(), self.version.to_string());
+        Arc::new(Schema::new_with_metadata(fields, meta))
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("schemas serialize")
+    }
+
+    pub fn from_json(path: &object_store::path::Path, bytes: &[u8]) -> Result<TableSchema> {
+        let s: TableSchema = serde_json::from_slice(bytes)
+            .map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("not a schema version file: {e}") })?;
+        s.validate().map_err(|e| StageError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        Ok(s)
+    }
+}
+
+/// The metadata columns, in order, without `_strata_before`.
+fn metadata_fields() -> Vec<Field> {
+    vec![
+        Field::new(COL_OP, DataType::Utf8, false),
+        Field::new(COL_LSN, DataType::UInt64, false),
+        Field::new(COL_ORD, DataType::UInt32, false),
+        Field::new(COL_XID, DataType::UInt32, true),
+        Field::new(COL_COMMIT_TS, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(COL_UNCHANGED, DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
+    ]
+}
