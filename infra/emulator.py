@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""S3 + SQS emulator for strata's tests: moto's server app behind a lock.
+
+Usage: emulator.py --port PORT [--host 127.0.0.1] [--verbose] [--exit-with-stdin]
+
+One process serves every service moto knows (S3, SQS, ...) on one port,
+dispatched the way `moto_server` does it (moto's DomainDispatcherApplication).
+
+Why not plain `moto_server`: moto checks S3 preconditions (`If-None-Match: *`,
+`If-Match: <etag>`) and then stores the object in two separate steps, with no
+lock between them, so two racing conditional writers of the same key can both
+get 200. Here every S3 request that changes state (PUT, POST, DELETE) runs while
+holding one global lock, so such writes are serialised and exactly one of two
+racing writers wins; the loser gets 412 as from real S3.
+
+S3 reads (GET, HEAD) take the same lock in shared mode: when moto overwrites a
+key it closes the old object's buffer, and a read that had already looked the
+old object up would otherwise fail with a 500.
+
+When ready, prints `emulator listening on http://HOST:PORT` to stdout (the
+port actually bound, so `--port 0` picks a free one) and flushes. Exits 0 on
+SIGTERM or SIGINT, and with --exit-with-stdin also when its stdin reaches EOF
+(so an emulator whose parent died does not linger).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any, Callable, Iterable
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+S3_MUTATING_METHODS = frozenset({"PUT", "POST", "DELETE"})
+
+
+class SharedExclusiveLock:
+    """A readers-writer lock; writers are preferred so reads cannot starve them."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def acquire_shared(self) -> None:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_shared(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def acquire_exclusive(self) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = True
+
+    def release_exclusive(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+class SerialisedS3App:
+    """WSGI app: moto's dispatcher, with S3 writes under one global lock."""
+
+    def __init__(self, warm: Iterable[str] = ("s3", "sqs")) -> None:
+        self.dispatcher = DomainDispatcherApplication(create_backend_app)
+        self.s3_lock = SharedExclusiveLock()
+        # moto builds each service's app on its first request (~0.4 s for
+        # S3); build the ones the tests use before saying we are ready.
+        with self.dispatcher.lock:
+            for service in warm:
+                if service not in self.dispatcher.app_instances:
+                    self.dispatcher.app_instances[service] = create_backend_app(service)
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        # The same choice of backend moto_server would make (host, signature
+        # scope, X-Amz-Target, form body, path); unknown requests go to S3.
+        app = self.dispatcher.get_application(environ)
+        if getattr(app, "service", None) != "s3":
+            return app(environ, start_response)
+
+        exclusive = environ.get("REQUEST_METHOD", "GET").upper() in S3_MUTATING_METHODS
+        if exclusive:
+            self.s3_lock.acquire_exclusive()
+        else:
+            self.s3_lock.acquire_shared()
+        try:
+            # Run the request to the end, body included, inside the lock.
+            result = app(environ, start_response)
+            try:
+                return [b"".join(result)]
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            if exclusive:
+                self.s3_lock.release_exclusive()
+            else:
+                self.s3_lock.release_shared()
+
+
+def loopback_host(value: str) -> str:
+    if value == "localhost":
+        return value
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an IP address or 'localhost'"
+        ) from None
+    if not addr.is_loopback:
+        raise argparse.ArgumentTypeError(
+            f"refusing to listen on non-loopback address {value}"
+        )
+    return value
+
+
+def port_number(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} out of range")
+    return port
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="S3 + SQS emulator (moto) with serialised S3 writes"
+    )
+    parser.add_argument(
+        "--host",
+        type=loopback_host,
+        default="127.0.0.1",
+        help="loopback address to listen on (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=port_number,
+        required=True,
+        help="port to listen on; 0 picks a free one (the ready line tells which)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log every request to stderr (off by default so a pipe nobody reads cannot fill up)",
+    )
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="exit when stdin reaches EOF (e.g. when the parent process dies)",
+    )
+    return parser.parse_args(argv)
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    if not args.verbose:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    # What werkzeug.serving.run_simple(threaded=True) does without the
+    # reloader (make_server, then serve_forever), done by hand so that the
+    # ready line is printed only once the socket is bound and listening.
+    server = make_server(
+        args.host,
+        args.port,
+        SerialisedS3App(),
+        threaded=True,
+        request_handler=MotoRequestHandler,
+    )
+    port = server.socket.getsockname()[1]
+    # moto_server sets this too; moto uses it when it calls itself.
+    os.environ["MOTO_PORT"] = str(port)
+
+    if args.exit_with_stdin:
+
+        def watch_stdin() -> None:
+            try:
+                while os.read(0, 65536):
+                    pass
+            except OSError:
+                pass
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
+
+    sys.stdout.write(f"emulator listening on http://{url_host(args.host)}:{port}\n")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except socket.error as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        sys.exit(1)

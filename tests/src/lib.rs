@@ -1,0 +1,39 @@
+//! The end-to-end, fault and benchmark harness.
+//!
+//! Fixtures start real servers on loopback and clean them up:
+//! - [`pg::PgCluster`]: a throwaway PostgreSQL cluster (`initdb` as the
+//!   `postgres` OS user when run as root, `wal_level = logical`, a free port,
+//!   its socket in a temp dir), with a fresh database per test.
+//! - [`emulator::Emulator`]: the S3/SQS emulator (`infra/emulator.py`, moto
+//!   behind a lock that serialises conditional writes) on a free port, with a
+//!   bucket and a [`strata_stager::Stage`] on it.
+//!
+//! Neither outlives the test process, however it ends: the cluster registers
+//! a reaper (a small shell process that waits for the test process to exit,
+//! then stops the server and removes its files), and the emulator exits when
+//! its stdin — a pipe from the test process — closes.
+//!
+//! The fixtures find their tools through the variables `infra/test` exports
+//! (`STRATA_PG_BIN`, `STRATA_VENV`, `STRATA_EMULATOR`), with the same defaults
+//! the scripts use; when a tool is missing they fail with a message saying
+//! to run `infra/test`, never skip.
+
+pub mod emulator;
+pub mod pg;
+pub mod process;
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The Python of the project's virtualenv (made by `infra/lib.sh`).
+pub fn venv_python() -> std::path::PathBuf {
+    let venv = std::env::var_os("STRATA_VENV").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".cache/strata/venv")
+    });
+    let python = venv.join("bin/python");
+    assert!(python.exists(), "{} is missing: run infra/test (it installs the test tools)", python.display());
+    python
+}
