@@ -10,6 +10,7 @@
 //! - [`config`]: `strata.toml` loading with environment overrides and secrets
 //!   that never print.
 //! - [`ident`]: validated table identities.
+//! - [`pgtext`]: parsing PostgreSQL text output (what pgoutput sends) into values.
 //! - [`telemetry`]: `tracing` set-up shared by the binaries.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -18,6 +19,7 @@ pub mod change;
 pub mod config;
 pub mod ident;
 pub mod lsn;
+pub mod pgtext;
 pub mod telemetry;
 pub mod time;
 pub mod types;
