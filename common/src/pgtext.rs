@@ -232,7 +232,7 @@ fn parse_timestamp(text: &str, with_zone: bool) -> Result<i64, TextError> {
     };
     let days = parse_ymd(date, bc).or_else(|r| err(text, what, r))?;
     let (time, offset) = if with_zone {
-        let at = time.rfind(['+', '-']).map_or(Err(()), Ok).or_else(|_| err(text, what, "missing UTC offset"))?;
+        let at = time.rfind(['+', '-']).ok_or(()).or_else(|_| err(text, what, "missing UTC offset"))?;
         let offset = parse_offset(&time[at..]).or_else(|r| err(text, what, r))?;
         (&time[..at], offset)
     } else {

@@ -240,10 +240,7 @@ pub struct TableBatch {
 }
 
 impl StreamLog {
-    /// Writes a whole batch: encodes each table's changes into a Parquet file
-    /// (on a blocking thread), uploads the files, then commits the manifest.
-    /// `lsn_start` is the previous batch's `lsn.end`. Nothing is visible
-    /// until the commit succeeds.
+    /// Writes a whole batch at once: see [`BatchWriter`].
     pub async fn write_batch(
         &self,
         seq: u64,
@@ -251,56 +248,104 @@ impl StreamLog {
         lsn_start: strata_common::Lsn,
         tables: Vec<TableBatch>,
     ) -> Result<Manifest> {
-        use crate::manifest::{BatchKind, Counts, LsnRange, TimeRange};
-        let all = || tables.iter().flat_map(|t| &t.changes);
-        let invalid = |reason: &str| StageError::Invalid { what: format!("batch {seq}"), reason: reason.to_owned() };
-        let (Some(min_ts), Some(max_ts), Some(end)) =
-            (all().map(|c| c.commit_ts).min(), all().map(|c| c.commit_ts).max(), all().map(|c| c.lsn).max())
-        else {
-            return Err(invalid("has no changes"));
-        };
-        let transactions = match kind {
-            BatchKind::Snapshot => 0,
-            BatchKind::Changes => all().map(|c| c.lsn).collect::<std::collections::HashSet<_>>().len() as u64,
-        };
-        let mut files = Vec::with_capacity(tables.len());
-        for (part, t) in tables.into_iter().enumerate() {
-            let Some(first) = t.changes.first() else { continue };
-            let part = u32::try_from(part).map_err(|_| invalid("has more than 2^32 files"))?;
-            let path = self.keys.data_file(&t.schema.table, first.commit_ts, seq, part);
-            let rows = t.changes.len() as u64;
-            let (table, version) = (t.schema.table.clone(), t.schema.version);
-            let bytes = tokio::task::spawn_blocking(move || crate::codec::encode_file(&t.schema, &t.changes))
-                .await
-                .map_err(|e| invalid(&format!("encoder task failed: {e}")))??;
-            let entry = FileEntry {
-                table,
-                schema_version: version,
-                path: path.to_string(),
-                rows,
-                bytes: bytes.len() as u64,
-                checksum: checksum(&bytes),
-            };
-            self.stage.put(&path, bytes).await?;
-            files.push(entry);
+        let mut w = BatchWriter::new(self, seq, kind);
+        for t in tables {
+            w.add(t).await?;
         }
+        w.commit(lsn_start).await
+    }
+}
+
+/// Builds one batch incrementally: each [`BatchWriter::add`] encodes one
+/// table's rows into a Parquet part file (on a blocking thread) and uploads
+/// it; [`BatchWriter::commit`] then creates the manifest naming every part.
+/// Until then nothing is visible, so a transaction larger than memory can be
+/// written out part by part as it arrives and still commit atomically.
+#[derive(Debug)]
+pub struct BatchWriter {
+    log: StreamLog,
+    seq: u64,
+    kind: crate::manifest::BatchKind,
+    files: Vec<FileEntry>,
+    commit_lsns: std::collections::HashSet<strata_common::Lsn>,
+    min_ts: Option<Timestamp>,
+    max_ts: Option<Timestamp>,
+    max_lsn: Option<strata_common::Lsn>,
+}
+
+impl BatchWriter {
+    pub fn new(log: &StreamLog, seq: u64, kind: crate::manifest::BatchKind) -> Self {
+        BatchWriter {
+            log: log.clone(),
+            seq,
+            kind,
+            files: Vec::new(),
+            commit_lsns: Default::default(),
+            min_ts: None,
+            max_ts: None,
+            max_lsn: None,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// Encodes and uploads one table's changes as the next part file.
+    pub async fn add(&mut self, t: TableBatch) -> Result<()> {
+        let Some(first) = t.changes.first() else { return Ok(()) };
+        let part = u32::try_from(self.files.len())
+            .map_err(|_| StageError::Invalid { what: format!("batch {}", self.seq), reason: "more than 2^32 files".to_owned() })?;
+        let path = self.log.keys.data_file(&t.schema.table, first.commit_ts, self.seq, part);
+        for c in &t.changes {
+            self.min_ts = Some(self.min_ts.map_or(c.commit_ts, |m| m.min(c.commit_ts)));
+            self.max_ts = Some(self.max_ts.map_or(c.commit_ts, |m| m.max(c.commit_ts)));
+            self.max_lsn = Some(self.max_lsn.map_or(c.lsn, |m| m.max(c.lsn)));
+            self.commit_lsns.insert(c.lsn);
+        }
+        let rows = t.changes.len() as u64;
+        let (table, version) = (t.schema.table.clone(), t.schema.version);
+        let bytes = tokio::task::spawn_blocking(move || crate::codec::encode_file(&t.schema, &t.changes))
+            .await
+            .map_err(|e| StageError::Invalid { what: format!("batch {}", self.seq), reason: format!("encoder task failed: {e}") })??;
+        let entry = FileEntry { table, schema_version: version, path: path.to_string(), rows, bytes: bytes.len() as u64, checksum: checksum(&bytes) };
+        self.log.stage.put(&path, bytes).await?;
+        self.files.push(entry);
+        Ok(())
+    }
+
+    /// Commits the batch: `lsn_start` is the previous batch's `lsn.end`.
+    pub async fn commit(self, lsn_start: strata_common::Lsn) -> Result<Manifest> {
+        use crate::manifest::{BatchKind, Counts, LsnRange, TimeRange};
+        let (Some(min), Some(max), Some(end)) = (self.min_ts, self.max_ts, self.max_lsn) else {
+            return Err(StageError::Invalid { what: format!("batch {}", self.seq), reason: "has no changes".to_owned() });
+        };
+        let transactions = match self.kind {
+            BatchKind::Snapshot => 0,
+            BatchKind::Changes => self.commit_lsns.len() as u64,
+        };
         let counts = Counts {
             transactions,
-            rows: files.iter().map(|f| f.rows).sum(),
-            bytes: files.iter().map(|f| f.bytes).sum(),
+            rows: self.files.iter().map(|f| f.rows).sum(),
+            bytes: self.files.iter().map(|f| f.bytes).sum(),
         };
         let m = Manifest {
             format: crate::FORMAT_VERSION,
-            stream: self.keys.stream().to_owned(),
-            seq,
-            kind,
+            stream: self.log.keys.stream().to_owned(),
+            seq: self.seq,
+            kind: self.kind,
             lsn: LsnRange { start: lsn_start.min(end), end },
-            commit_ts: TimeRange { min: min_ts, max: max_ts },
+            commit_ts: TimeRange { min, max },
             counts,
-            files,
+            files: self.files,
             created_at: Timestamp::now(),
         };
-        self.commit(&m).await?;
+        self.log.commit(&m).await?;
         Ok(m)
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod emulator;
 pub mod pg;
+pub mod reader;
 pub mod process;
 
 /// The repository root (this crate lives in `tests/`).

@@ -1,0 +1,153 @@
+//! From pgoutput events to staged changes.
+//!
+//! The decoder keeps the relation cache: for each relation OID, the table and
+//! the schema version its rows are written with. A Relation message whose
+//! columns, types, key flags or replica identity differ from the current
+//! version stages a new version (`schemas/{table}/{version}.json`) before any
+//! row uses it; one that matches reuses it, so restarts and the Relation
+//! messages PostgreSQL repeats per session never mint spurious versions.
+//!
+//! Tuples become [`Value`]s by parsing each column's text form per its
+//! [`ColumnType`]; a value that does not parse stops the reader with an error
+//! naming table, column and LSN rather than staging something wrong.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use strata_common::pgtext::parse_text;
+use strata_common::{Change, Lsn, Op, TableName, Timestamp, Value};
+use strata_stager::log::StreamLog;
+use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
+
+use crate::setup::SourceDb;
+use crate::source::{Datum, OldTuple, Relation};
+
+/// Where a change sits: its transaction's commit LSN, xid, time, and its
+/// ordinal inside the transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    pub lsn: Lsn,
+    pub ord: u32,
+    pub xid: u32,
+    pub commit_ts: Timestamp,
+}
+
+pub struct Decoder {
+    log: StreamLog,
+    relations: HashMap<u32, (Arc<TableName>, Arc<TableSchema>)>,
+    latest: HashMap<TableName, Arc<TableSchema>>,
+}
+
+fn identity(code: u8) -> Result<ReplicaIdentity> {
+    Ok(match code {
+        b'd' => ReplicaIdentity::Default,
+        b'f' => ReplicaIdentity::Full,
+        b'i' => ReplicaIdentity::Index,
+        b'n' => ReplicaIdentity::Nothing,
+        other => bail!("unknown replica identity {:?}", other as char),
+    })
+}
+
+impl Decoder {
+    pub fn new(log: &StreamLog) -> Self {
+        Decoder { log: log.clone(), relations: HashMap::new(), latest: HashMap::new() }
+    }
+
+    /// Handles a Relation message seen in the transaction committing at `at`.
+    pub async fn relation(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<()> {
+        let table = TableName::new(rel.namespace.clone(), rel.name.clone())
+            .map_err(|e| anyhow!("relation {}: {e}", rel.oid))?;
+        let mut columns = Vec::with_capacity(rel.columns.len());
+        for c in &rel.columns {
+            columns.push(ColumnSchema {
+                name: c.name.clone(),
+                pg_type: db.type_name(c.type_oid, c.type_modifier).await?,
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                column_type: db.column_type(c.type_oid, c.type_modifier).await?,
+                key: c.key,
+            });
+        }
+        let mut candidate = TableSchema {
+            format: strata_stager::FORMAT_VERSION,
+            stream: self.log.keys().stream().to_owned(),
+            table: table.clone(),
+            version: 1,
+            relation_oid: Some(rel.oid),
+            replica_identity: identity(rel.replica_identity)?,
+            columns,
+            since_lsn: Some(at),
+        };
+        let latest = match self.latest.get(&table) {
+            Some(s) => Some(s.clone()),
+            None => self.log.latest_schema(&table).await.with_context(|| format!("reading schema versions of {table}"))?.map(Arc::new),
+        };
+        let schema = match latest {
+            Some(l) if l.same_shape(&candidate) => l,
+            latest => {
+                candidate.version = latest.map_or(1, |l| l.version + 1);
+                self.log.write_schema(&candidate).await.with_context(|| format!("staging schema v{} of {table}", candidate.version))?;
+                tracing::info!(table = %table, version = candidate.version, "new schema version");
+                Arc::new(candidate)
+            }
+        };
+        self.latest.insert(table.clone(), schema.clone());
+        self.relations.insert(rel.oid, (Arc::new(table), schema));
+        Ok(())
+    }
+
+    fn lookup(&self, relation: u32) -> Result<&(Arc<TableName>, Arc<TableSchema>)> {
+        self.relations.get(&relation).ok_or_else(|| anyhow!("change for relation {relation} before its Relation message"))
+    }
+
+    fn row(schema: &TableSchema, datums: Vec<Datum>, image: &str, at: Position) -> Result<Vec<Value>> {
+        if datums.len() != schema.columns.len() {
+            bail!(
+                "{} at LSN {}: {image} tuple has {} columns, the Relation message announced {}",
+                schema.table,
+                at.lsn,
+                datums.len(),
+                schema.columns.len()
+            );
+        }
+        datums
+            .into_iter()
+            .zip(&schema.columns)
+            .map(|(d, col)| match d {
+                Datum::Null => Ok(Value::Null),
+                Datum::Unchanged if image == "new" => Ok(Value::Unchanged),
+                Datum::Unchanged => bail!("{} at LSN {}: old tuple marks column {:?} unchanged", schema.table, at.lsn, col.name),
+                Datum::Text(bytes) => {
+                    let text = std::str::from_utf8(&bytes)
+                        .map_err(|_| anyhow!("{} column {:?} at LSN {}: value is not UTF-8", schema.table, col.name, at.lsn))?;
+                    parse_text(&col.column_type, text)
+                        .map_err(|e| anyhow!("{} column {:?} ({}) at LSN {} ord {}: {e}", schema.table, col.name, col.pg_type, at.lsn, at.ord))
+                }
+            })
+            .collect()
+    }
+
+    /// An insert, update or delete as a staged change.
+    pub fn change(
+        &self,
+        op: Op,
+        relation: u32,
+        new: Option<Vec<Datum>>,
+        old: Option<(OldTuple, Vec<Datum>)>,
+        at: Position,
+    ) -> Result<(Arc<TableSchema>, Change)> {
+        let (table, schema) = self.lookup(relation)?;
+        let after = new.map(|d| Self::row(schema, d, "new", at)).transpose()?;
+        let before = old.map(|(_, d)| Self::row(schema, d, "old", at)).transpose()?;
+        Ok((
+            schema.clone(),
+            Change { op, table: table.clone(), lsn: at.lsn, ord: at.ord, xid: Some(at.xid), commit_ts: at.commit_ts, after, before },
+        ))
+    }
+
+    /// A truncate of one relation as a staged change.
+    pub fn truncate(&self, relation: u32, at: Position) -> Result<(Arc<TableSchema>, Change)> {
+        self.change(Op::Truncate, relation, None, None, at)
+    }
+}

@@ -1,0 +1,17 @@
+//! `strata-reader`: streams one PostgreSQL database's committed changes into
+//! the stage (DESIGN.md, "Reader protocol").
+//!
+//! - [`source`]: the [`ChangeSource`](source::ChangeSource) boundary and its
+//!   event model; [`walstream`] implements it over `pg_walstream`.
+//! - [`setup`]: checks, publication, slot and catalog lookups.
+//! - [`decode`]: Relation messages to schema versions, tuples to changes.
+//! - [`batch`], [`run`]: batching, spilling, committing and acknowledging.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod batch;
+pub mod decode;
+pub mod run;
+pub mod setup;
+pub mod source;
+pub mod walstream;

@@ -1,0 +1,450 @@
+//! The reader's run loop.
+//!
+//! ```text
+//!  PgWalSource ──events──▶ decode ──▶ Pending (per table+version) ──Work (bounded 1)──▶ committer task
+//!      ▲                                                                                  │ upload parts,
+//!      └──────────── confirm(durable) ◀──────────── watch: lsn.end of last manifest ◀─────┘ create manifest
+//! ```
+//!
+//! - A batch is cut only between transactions: after a Commit when it holds
+//!   `max_rows` rows or `max_bytes` bytes, or on a tick once its oldest change
+//!   is `max_age` old.
+//! - A transaction may outgrow memory: when the buffered changes exceed
+//!   `max_bytes` they are written out as part files of the batch in progress,
+//!   and the batch commits (one manifest) after the transaction's Commit.
+//! - The work queue holds one item, so a slow store stops the loop from
+//!   reading the replication stream: back-pressure, not memory growth.
+//! - The flush position confirmed to PostgreSQL is the `lsn.end` of the last
+//!   manifest the committer created, never more — except when idle: a
+//!   keepalive says the server has sent everything up to its position, and
+//!   when nothing is buffered or in flight that position is confirmed too, so
+//!   an idle stream does not hold WAL back.
+//! - On (re)start the loop resumes after the last manifest and drops every
+//!   transaction whose commit LSN is at or below its end: the stage never
+//!   holds a transaction twice.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use strata_common::config::{Config, SourceConfig};
+use strata_common::{Lsn, Op, Timestamp};
+use strata_stager::lease::{Lease, Leases};
+use strata_stager::log::{BatchWriter, StreamLog, TableBatch};
+use strata_stager::manifest::BatchKind;
+use strata_stager::{Stage, StageError, Versioned};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::Pending;
+use crate::decode::{Decoder, Position};
+use crate::setup::SourceDb;
+use crate::source::{ChangeSource, SourceError, SourceEvent};
+use crate::walstream::PgWalSource;
+
+/// How long a reader lease lasts without renewal. A crashed reader's stream
+/// is free again after this; a live one renews every third of it.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often the loop checks batch age (well under the default max_age).
+const TICK: Duration = Duration::from_millis(50);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What the reader publishes in `reader.json` with each lease renewal.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReaderStatus {
+    pub state: &'static str,
+    pub head_seq: Option<u64>,
+    pub durable_lsn: Option<Lsn>,
+    pub server_lsn: Option<Lsn>,
+    pub last_commit_ts: Option<Timestamp>,
+    pub last_error: Option<String>,
+}
+
+type SharedStatus = Arc<Mutex<ReaderStatus>>;
+
+fn update(status: &SharedStatus, f: impl FnOnce(&mut ReaderStatus)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+/// Runs the stream of `config` until `shutdown` is cancelled.
+pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
+    let source = config.source.clone().context("the reader needs a [source] section")?;
+    let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
+    let log = StreamLog::new(&stage, &source.stream)?;
+    let leases = Leases::new(&stage, log.keys().reader());
+    let holder = format!("reader-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let Some(lease) = acquire_lease(&leases, &holder, &shutdown).await? else {
+        return Ok(());
+    };
+    tracing::info!(stream = source.stream, holder, generation = lease.value.generation, "holding the stream's reader lease");
+    let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting", ..Default::default() }));
+    let work = shutdown.child_token();
+    let lost = CancellationToken::new();
+    let renewer = tokio::spawn(renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
+    let result = stream_with_retries(config, &source, &log, work.clone(), &status).await;
+    work.cancel();
+    if let Ok(Some(held)) = renewer.await
+        && let Err(e) = leases.release(&held, Timestamp::now()).await
+    {
+        tracing::warn!(error = %e, "could not release the reader lease; it expires by itself");
+    }
+    if lost.is_cancelled() {
+        bail!("lost the reader lease of stream {:?} to another process; stopped", source.stream);
+    }
+    result
+}
+
+async fn acquire_lease(leases: &Leases, holder: &str, shutdown: &CancellationToken) -> Result<Option<Versioned<Lease>>> {
+    loop {
+        match leases.acquire(holder, LEASE_TTL, Timestamp::now()).await {
+            Ok(l) => return Ok(Some(l)),
+            Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
+                tracing::warn!(owner, %expires_at, "another reader holds this stream; waiting for its lease to expire");
+                let wait = Duration::from_micros(u64::try_from(expires_at.0 - Timestamp::now().0).unwrap_or(0)).clamp(Duration::from_secs(1), LEASE_TTL);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(StageError::Conflict { .. }) => continue,
+            Err(e) => return Err(e).context("acquiring the reader lease"),
+        }
+    }
+}
+
+/// Renews the lease every third of its TTL, publishing the status. Cancels
+/// `work` (and `lost`) if the lease is lost or cannot be renewed before it
+/// expires. Returns the lease still held when `work` ends.
+async fn renew_loop_inner(
+    leases: &Leases,
+    mut held: Versioned<Lease>,
+    work: &CancellationToken,
+    lost: &CancellationToken,
+    status: &SharedStatus,
+) -> Option<Versioned<Lease>> {
+    loop {
+        tokio::select! {
+            _ = work.cancelled() => return Some(held),
+            _ = tokio::time::sleep(LEASE_TTL / 3) => {}
+        }
+        let snapshot = status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
+        match leases.renew(&held, LEASE_TTL, Timestamp::now(), snapshot).await {
+            Ok(l) => held = l,
+            Err(StageError::Conflict { .. }) => {
+                tracing::error!("the reader lease was taken over by another process; stopping");
+                lost.cancel();
+                work.cancel();
+                return None;
+            }
+            Err(e) if Timestamp::now() < held.value.expires_at => {
+                tracing::warn!(error = %e, "could not renew the reader lease; retrying");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the reader lease expired before it could be renewed; stopping");
+                lost.cancel();
+                work.cancel();
+                return None;
+            }
+        }
+    }
+}
+
+async fn renew_lease(
+    leases: Leases,
+    held: Versioned<Lease>,
+    work: CancellationToken,
+    lost: CancellationToken,
+    status: SharedStatus,
+) -> Option<Versioned<Lease>> {
+    renew_loop_inner(&leases, held, &work, &lost, &status).await
+}
+
+/// Whether an error is worth reconnecting for.
+fn is_transient(e: &anyhow::Error) -> bool {
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<SourceError>() {
+            return s.is_transient();
+        }
+        if let Some(s) = cause.downcast_ref::<StageError>() {
+            return s.is_retriable();
+        }
+        if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+            return match pg.code() {
+                // No SQLSTATE: the connection itself failed.
+                None => true,
+                // 08 connection exceptions, 57 operator intervention (shutdown,
+                // starting up), 53 insufficient resources, 55006 object in use
+                // (our slot still held by a walsender that has not exited yet).
+                Some(code) => {
+                    let c = code.code();
+                    c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "55006"
+                }
+            };
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+async fn stream_with_retries(config: &Config, source: &SourceConfig, log: &StreamLog, token: CancellationToken, status: &SharedStatus) -> Result<()> {
+    let mut delay = BACKOFF_MIN;
+    loop {
+        let started = Instant::now();
+        match run_once(config, source, log, token.clone(), status).await {
+            Ok(()) => return Ok(()),
+            Err(e) if token.is_cancelled() => {
+                tracing::warn!(error = format!("{e:#}"), "stopped with an error during shutdown");
+                return Ok(());
+            }
+            Err(e) if is_transient(&e) => {
+                if started.elapsed() > BACKOFF_MAX {
+                    delay = BACKOFF_MIN;
+                }
+                let message = format!("{e:#}");
+                update(status, |s| {
+                    s.state = "reconnecting";
+                    s.last_error = Some(message.clone());
+                });
+                tracing::warn!(error = message, delay_ms = delay.as_millis() as u64, "reconnecting to the source");
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => {
+                update(status, |s| {
+                    s.state = "failed";
+                    s.last_error = Some(format!("{e:#}"));
+                });
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// What the loop hands the committer.
+enum Work {
+    /// Part files of the batch in progress (a large transaction spilling).
+    Parts(Vec<TableBatch>),
+    /// The rest of the batch; commit it. `lsn_start` is the previous batch's end.
+    Commit { tables: Vec<TableBatch>, lsn_start: Lsn },
+}
+
+async fn committer(log: StreamLog, mut rx: mpsc::Receiver<Work>, durable: watch::Sender<Lsn>, first_seq: u64) -> Result<()> {
+    let mut writer = BatchWriter::new(&log, first_seq, BatchKind::Changes);
+    while let Some(work) = rx.recv().await {
+        match work {
+            Work::Parts(tables) => {
+                for t in tables {
+                    writer.add(t).await?;
+                }
+            }
+            Work::Commit { tables, lsn_start } => {
+                for t in tables {
+                    writer.add(t).await?;
+                }
+                let seq = writer.seq();
+                let done = std::mem::replace(&mut writer, BatchWriter::new(&log, seq + 1, BatchKind::Changes));
+                let m = done.commit(lsn_start).await.with_context(|| format!("committing batch {seq}"))?;
+                tracing::debug!(seq, rows = m.counts.rows, end = %m.lsn.end, "batch committed");
+                durable.send_replace(m.lsn.end);
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Txn {
+    final_lsn: Lsn,
+    xid: u32,
+    commit_ts: Timestamp,
+    ord: u32,
+}
+
+impl Txn {
+    fn next(&mut self) -> Result<Position> {
+        let at = Position { lsn: self.final_lsn, ord: self.ord, xid: self.xid, commit_ts: self.commit_ts };
+        self.ord = self.ord.checked_add(1).ok_or_else(|| anyhow!("transaction at {} has more than 2^32 changes", self.final_lsn))?;
+        Ok(at)
+    }
+}
+
+async fn run_once(config: &Config, source: &SourceConfig, log: &StreamLog, token: CancellationToken, status: &SharedStatus) -> Result<()> {
+    let mut db = SourceDb::connect(source).await?;
+    db.check().await?;
+    let publication = source.publication_name();
+    let slot_name = source.slot_name();
+    db.ensure_publication(&publication, &source.tables).await?;
+    let slot = db.ensure_slot(&slot_name).await?;
+    let hint = status.lock().ok().and_then(|s| s.head_seq);
+    let head = log.head(hint).await.context("finding the stream's last batch")?;
+    let (resume, next_seq) = match head {
+        Some(h) => (log.read(h).await.with_context(|| format!("reading batch {h}"))?.lsn.end, h + 1),
+        None => (slot.confirmed_flush.unwrap_or(Lsn::ZERO), 1),
+    };
+    tracing::info!(%resume, next_seq, "resuming after the last staged batch");
+    let mut src = PgWalSource::start(&source.url, &slot_name, &publication, resume)?;
+    update(status, |s| {
+        s.state = "streaming";
+        s.head_seq = head;
+        s.durable_lsn = Some(resume);
+        s.last_error = None;
+    });
+
+    let (work_tx, work_rx) = mpsc::channel::<Work>(1);
+    let (durable_tx, durable_rx) = watch::channel(resume);
+    let committer = tokio::spawn(committer(log.clone(), work_rx, durable_tx, next_seq));
+    let result = pump(config, &mut src, &mut db, log, &token, resume, &work_tx, durable_rx.clone(), status).await;
+    // Let the committer finish what it was handed, whatever happened here.
+    drop(work_tx);
+    let committed = committer.await.map_err(|e| anyhow!("committer task failed: {e}"))?;
+    let durable = *durable_rx.borrow();
+    if result.is_ok() && committed.is_ok() {
+        src.confirm(durable).await?;
+    }
+    update(status, |s| s.durable_lsn = Some(durable));
+    committed.and(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    config: &Config,
+    src: &mut PgWalSource,
+    db: &mut SourceDb,
+    log: &StreamLog,
+    token: &CancellationToken,
+    resume: Lsn,
+    work_tx: &mpsc::Sender<Work>,
+    mut durable_rx: watch::Receiver<Lsn>,
+    status: &SharedStatus,
+) -> Result<()> {
+    let limits = &config.batch;
+    let mut decoder = Decoder::new(log);
+    let mut pending = Pending::default();
+    let mut batch_rows = 0u64;
+    let mut spilled = false;
+    let mut batch_end: Option<Lsn> = None;
+    let mut prev_end = resume;
+    let mut dispatched_end = resume;
+    let mut txn: Option<Txn> = None;
+    let mut skipping = false;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    let send = |w: Work| async {
+        work_tx.send(w).await.map_err(|_| anyhow!("the committer stopped (see its error)"))
+    };
+
+    loop {
+        let due = txn.is_none() && batch_end.is_some() && pending.since.is_none_or(|t| t.elapsed() >= limits.max_age);
+        let full = txn.is_none() && batch_end.is_some() && (batch_rows >= limits.max_rows || spilled || pending.bytes >= limits.max_bytes);
+        if due || full {
+            let end = batch_end.take().expect("checked above");
+            send(Work::Commit { tables: pending.take(), lsn_start: prev_end }).await?;
+            prev_end = end;
+            dispatched_end = end;
+            batch_rows = 0;
+            spilled = false;
+        }
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => {
+                // Completed transactions are committed; an open one is
+                // abandoned (not confirmed, so the server sends it again).
+                if txn.is_none() && let Some(_end) = batch_end {
+                    send(Work::Commit { tables: pending.take(), lsn_start: prev_end }).await?;
+                }
+                return Ok(());
+            }
+            changed = durable_rx.changed() => {
+                changed.map_err(|_| anyhow!("the committer stopped (see its error)"))?;
+                let durable = *durable_rx.borrow_and_update();
+                src.confirm(durable).await?;
+                update(status, |s| {
+                    s.durable_lsn = Some(durable);
+                    s.head_seq = Some(s.head_seq.map_or(1, |h| h + 1));
+                });
+            }
+            _ = tick.tick() => {}
+            event = src.next() => {
+                match event? {
+                    SourceEvent::Begin { final_lsn, commit_ts, xid } => {
+                        if txn.is_some() {
+                            bail!("Begin of {final_lsn} inside an open transaction");
+                        }
+                        // Already staged before a restart: drop it whole.
+                        skipping = final_lsn <= resume;
+                        if !skipping {
+                            txn = Some(Txn { final_lsn, xid, commit_ts, ord: 0 });
+                        }
+                    }
+                    SourceEvent::Commit { commit_lsn, commit_ts, .. } => {
+                        if skipping {
+                            skipping = false;
+                            continue;
+                        }
+                        let t = txn.take().ok_or_else(|| anyhow!("Commit of {commit_lsn} outside a transaction"))?;
+                        if t.final_lsn != commit_lsn {
+                            bail!("Commit at {commit_lsn} for a transaction that announced {}", t.final_lsn);
+                        }
+                        if t.ord > 0 {
+                            batch_end = Some(commit_lsn);
+                            update(status, |s| s.last_commit_ts = Some(commit_ts));
+                        }
+                    }
+                    SourceEvent::Relation(rel) => {
+                        let at = txn.as_ref().map_or(resume, |t| t.final_lsn);
+                        decoder.relation(db, rel, at).await?;
+                    }
+                    SourceEvent::Type { oid, name, .. } => tracing::debug!(oid, name, "type message"),
+                    SourceEvent::Origin { name, .. } => tracing::debug!(origin = name, "transaction from a replication origin"),
+                    SourceEvent::Message { prefix, transactional, .. } => {
+                        tracing::debug!(prefix, transactional, "logical decoding message (not staged)");
+                    }
+                    SourceEvent::Keepalive { wal_end } => {
+                        update(status, |s| s.server_lsn = Some(wal_end));
+                        let idle = txn.is_none() && !skipping && batch_end.is_none() && pending.is_empty() && !spilled;
+                        if idle && *durable_rx.borrow() >= dispatched_end {
+                            src.confirm(wal_end).await?;
+                        }
+                    }
+                    change_event => {
+                        if skipping {
+                            continue;
+                        }
+                        let t = txn.as_mut().ok_or_else(|| anyhow!("row change outside a transaction"))?;
+                        let staged = match change_event {
+                            SourceEvent::Insert { relation, new } => vec![decoder.change(Op::Insert, relation, Some(new), None, t.next()?)?],
+                            SourceEvent::Update { relation, old, new } => vec![decoder.change(Op::Update, relation, Some(new), old, t.next()?)?],
+                            SourceEvent::Delete { relation, old } => vec![decoder.change(Op::Delete, relation, None, Some(old), t.next()?)?],
+                            SourceEvent::Truncate { relations, .. } => {
+                                let mut out = Vec::with_capacity(relations.len());
+                                for r in relations {
+                                    out.push(decoder.truncate(r, t.next()?)?);
+                                }
+                                out
+                            }
+                            _ => unreachable!("handled above"),
+                        };
+                        for (schema, change) in staged {
+                            pending.push(&schema, change);
+                            batch_rows += 1;
+                        }
+                        if pending.bytes >= limits.max_bytes {
+                            send(Work::Parts(pending.take())).await?;
+                            spilled = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

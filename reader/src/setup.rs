@@ -1,0 +1,234 @@
+//! Source set-up over an ordinary connection: checks, publication, slot,
+//! and the catalog lookups that turn a Relation message into a schema.
+//!
+//! Everything the reader needs from the source is checked before streaming
+//! starts, with an error that names what is missing and how to fix it. The
+//! reader creates its publication and slot when they are absent and never
+//! drops either: a slot holds WAL the user may still need.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
+use strata_common::config::SourceConfig;
+use strata_common::ident::quote_ident;
+use strata_common::types::CatalogType;
+use strata_common::{ColumnType, Lsn, TableName};
+use tokio_postgres::Client;
+
+/// An ordinary (non-replication) connection to the source.
+pub struct SourceDb {
+    client: Client,
+    conn_task: tokio::task::JoinHandle<()>,
+    type_cache: HashMap<u32, Option<CatalogType>>,
+    name_cache: HashMap<(u32, i32), String>,
+}
+
+impl Drop for SourceDb {
+    fn drop(&mut self) {
+        self.conn_task.abort();
+    }
+}
+
+/// A slot's state as `pg_replication_slots` shows it.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    pub plugin: Option<String>,
+    pub database: Option<String>,
+    pub active_pid: Option<i32>,
+    pub confirmed_flush: Option<Lsn>,
+}
+
+impl SourceDb {
+    pub async fn connect(source: &SourceConfig) -> Result<SourceDb> {
+        let (client, conn) = tokio_postgres::connect(source.url.expose(), tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connecting to the source {}", source.url))?;
+        let conn_task = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!(error = %e, "source connection ended");
+            }
+        });
+        Ok(SourceDb { client, conn_task, type_cache: HashMap::new(), name_cache: HashMap::new() })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Checks server settings and privileges logical replication needs.
+    pub async fn check(&self) -> Result<()> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
+                        (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), current_user::text",
+                &[],
+            )
+            .await
+            .context("reading source settings")?;
+        let wal_level: String = row.get(0);
+        let version: i32 = row.get(1);
+        let can_replicate: Option<bool> = row.get(2);
+        let user: String = row.get(3);
+        if wal_level != "logical" {
+            bail!(
+                "the source has wal_level = {wal_level}; logical replication needs wal_level = logical \
+                 (set it in postgresql.conf or with ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL)"
+            );
+        }
+        if version < 140000 {
+            bail!("the source runs PostgreSQL {}.{}; strata needs 14 or newer", version / 10000, version % 10000 / 100);
+        }
+        if can_replicate != Some(true) {
+            bail!("role {user:?} may not start replication: ALTER ROLE {} REPLICATION (or use a superuser)", quote_ident(&user));
+        }
+        Ok(())
+    }
+
+    /// Creates the publication for `tables` (`schema.table` or `schema.*`)
+    /// unless it exists; an existing one is used as it is.
+    pub async fn ensure_publication(&self, name: &str, tables: &[String]) -> Result<()> {
+        let exists = self
+            .client
+            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+            .await
+            .context("looking up the publication")?
+            .is_some();
+        if exists {
+            tracing::info!(publication = name, "using existing publication");
+            return Ok(());
+        }
+        let mut schemas = Vec::new();
+        let mut named = Vec::new();
+        for t in tables {
+            match t.strip_suffix(".*") {
+                Some(schema) => schemas.push(quote_ident(&TableName::parse(&format!("{schema}.x"))?.schema)),
+                None => named.push(TableName::parse(t)?.quoted()),
+            }
+        }
+        let mut parts = Vec::new();
+        if !named.is_empty() {
+            parts.push(format!("TABLE {}", named.join(", ")));
+        }
+        if !schemas.is_empty() {
+            parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
+        }
+        let sql = format!("CREATE PUBLICATION {} FOR {}", quote_ident(name), parts.join(", "));
+        self.client.batch_execute(&sql).await.with_context(|| {
+            format!("creating publication {name:?} ({sql}); the role needs CREATE on the database and ownership of the tables")
+        })?;
+        tracing::info!(publication = name, "created publication");
+        Ok(())
+    }
+
+    pub async fn slot(&self, name: &str) -> Result<Option<SlotState>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT plugin::text, database::text, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name],
+            )
+            .await
+            .context("looking up the replication slot")?;
+        Ok(row.map(|r| SlotState {
+            plugin: r.get(0),
+            database: r.get(1),
+            active_pid: r.get(2),
+            confirmed_flush: r.get::<_, Option<String>>(3).and_then(|s| s.parse().ok()),
+        }))
+    }
+
+    /// Returns the slot, creating a pgoutput slot if absent. A slot of another
+    /// plugin or database is an error: it belongs to someone else.
+    pub async fn ensure_slot(&self, name: &str) -> Result<SlotState> {
+        let db: String = self.client.query_one("SELECT current_database()::text", &[]).await?.get(0);
+        if self.slot(name).await?.is_none() {
+            let created = self
+                .client
+                .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&name])
+                .await;
+            match created {
+                Ok(row) => tracing::info!(slot = name, lsn = row.get::<_, String>(0), "created replication slot"),
+                // Another reader created it between our check and our create.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
+                Err(e) => return Err(e).with_context(|| format!("creating replication slot {name:?}")),
+            }
+        }
+        let slot = self.slot(name).await?.with_context(|| format!("replication slot {name:?} vanished after creation"))?;
+        if slot.plugin.as_deref() != Some("pgoutput") || slot.database.as_deref() != Some(db.as_str()) {
+            bail!(
+                "replication slot {name:?} exists for plugin {:?} in database {:?}, not pgoutput in {db:?}; \
+                 choose another source.slot",
+                slot.plugin,
+                slot.database
+            );
+        }
+        Ok(slot)
+    }
+
+    /// What the catalog says about a non-built-in type.
+    async fn catalog_type(&mut self, oid: u32) -> Result<Option<CatalogType>> {
+        if let Some(t) = self.type_cache.get(&oid) {
+            return Ok(t.clone());
+        }
+        let row = self
+            .client
+            .query_opt(
+                "SELECT typtype::text, typbasetype::oid, typtypmod, typelem::oid, typcategory::text FROM pg_type WHERE oid = $1::oid",
+                &[&oid],
+            )
+            .await
+            .with_context(|| format!("looking up type {oid}"))?;
+        let t = row.map(|r| {
+            let typtype: String = r.get(0);
+            let category: String = r.get(4);
+            match typtype.as_str() {
+                "e" => CatalogType::Enum,
+                "d" => CatalogType::Domain { base_oid: r.get(1), base_modifier: r.get(2) },
+                _ if category == "A" && r.get::<_, u32>(3) != 0 => CatalogType::Array { element_oid: r.get(3) },
+                _ => CatalogType::Other,
+            }
+        });
+        self.type_cache.insert(oid, t.clone());
+        Ok(t)
+    }
+
+    /// The staged type of a column: built-in mapping, else resolved through
+    /// the catalog (domains to their base, arrays to their element).
+    pub async fn column_type(&mut self, oid: u32, modifier: i32) -> Result<ColumnType> {
+        if let Some(t) = ColumnType::from_builtin(oid, modifier) {
+            return Ok(t);
+        }
+        // Fetch the chain of catalog entries the resolution will ask about.
+        let mut pending = vec![oid];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(o) = pending.pop() {
+            if !seen.insert(o) || ColumnType::from_builtin(o, -1).is_some() {
+                continue;
+            }
+            match self.catalog_type(o).await? {
+                Some(CatalogType::Domain { base_oid, .. }) => pending.push(base_oid),
+                Some(CatalogType::Array { element_oid }) => pending.push(element_oid),
+                _ => {}
+            }
+        }
+        let cache = &self.type_cache;
+        Ok(ColumnType::resolve(oid, modifier, &|o| cache.get(&o).cloned().flatten()))
+    }
+
+    /// `format_type(oid, typmod)`: the type as PostgreSQL spells it.
+    pub async fn type_name(&mut self, oid: u32, modifier: i32) -> Result<String> {
+        if let Some(n) = self.name_cache.get(&(oid, modifier)) {
+            return Ok(n.clone());
+        }
+        let name: Option<String> = self
+            .client
+            .query_one("SELECT format_type($1::oid, $2::int)", &[&oid, &modifier])
+            .await
+            .with_context(|| format!("formatting type {oid}"))?
+            .get(0);
+        let name = name.unwrap_or_else(|| format!("oid {oid}"));
+        self.name_cache.insert((oid, modifier), name.clone());
+        Ok(name)
+    }
+}

@@ -1,0 +1,120 @@
+//! Running `strata-reader` in-process against a throwaway database, and
+//! reading back what it staged.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use strata_common::config::Config;
+use strata_common::{Change, TableName};
+use strata_stager::Stage;
+use strata_stager::log::StreamLog;
+use tokio_util::sync::CancellationToken;
+
+/// A reader running on the test's runtime.
+pub struct RunningReader {
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl RunningReader {
+    pub fn start(config: Config) -> RunningReader {
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let task = tokio::spawn(async move { strata_reader::run::run(&config, t).await });
+        RunningReader { token, task }
+    }
+
+    /// Stops it as SIGTERM would, and returns how it ended.
+    pub async fn stop(self) -> Result<()> {
+        self.token.cancel();
+        self.task.await.context("reader task panicked")?
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// A reader config for `db_url` staging into `stage_dir`, batches cut fast.
+pub fn config(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> Config {
+    let text = format!(
+        "[stage]\nurl = {:?}\n[source]\nurl = {:?}\nstream = \"main\"\ntables = [\"public.*\"]\n[batch]\nmax_age = \"50ms\"\n{extra}",
+        stage_dir.display().to_string(),
+        db_url
+    );
+    Config::from_toml("test config", &text, &[]).expect("valid test config")
+}
+
+/// Waits until the reader's slot is streaming, so changes made after this
+/// are captured.
+pub async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) -> Result<()> {
+    for _ in 0..600 {
+        let active: Option<bool> = client
+            .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await?
+            .map(|r| r.get(0));
+        if active == Some(true) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("slot {slot} did not become active within 30 s")
+}
+
+/// Every staged change of `stream`, in commit order, with the seq and
+/// schema version it was staged in; fails if the log has a gap or a
+/// change appears twice.
+pub async fn staged_changes(stage: &Stage, stream: &str) -> Result<Vec<(u64, u32, Change)>> {
+    let log = StreamLog::new(stage, stream)?;
+    let Some(head) = log.head(None).await? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for seq in 1..=head {
+        let m = log.read(seq).await?;
+        for f in &m.files {
+            let file = log.read_file(f).await?;
+            out.extend(file.changes.into_iter().map(|c| (seq, f.schema_version, c)));
+        }
+    }
+    out.sort_by_key(|(_, _, c)| (c.lsn, c.ord));
+    let mut seen = HashMap::new();
+    for (seq, _, c) in &out {
+        if let Some(other) = seen.insert((c.lsn, c.ord), *seq) {
+            bail!("change {}/{} staged twice (batches {other} and {seq})", c.lsn, c.ord);
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until at least `n` changes are staged; returns them.
+pub async fn wait_for_changes(stage: &Stage, stream: &str, n: usize) -> Result<Vec<(u64, u32, Change)>> {
+    let mut last = 0;
+    for _ in 0..1200 {
+        let changes = staged_changes(stage, stream).await?;
+        if changes.len() >= n {
+            return Ok(changes);
+        }
+        last = changes.len();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("only {last} of {n} changes staged after 60 s")
+}
+
+/// The columns of `table` in attnum order, as expressions giving each value
+/// in its type's output form — what pgoutput sends. (`col::text` is not
+/// that: a cast to text strips `char(n)` padding.)
+pub async fn text_columns(client: &tokio_postgres::Client, table: &TableName) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&table.quoted()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let c = strata_common::ident::quote_ident(&r.get::<_, String>(0));
+            format!("CASE WHEN {c} IS NULL THEN NULL ELSE format('%s', {c}) END")
+        })
+        .collect())
+}

@@ -1,0 +1,277 @@
+//! strata-reader against a real PostgreSQL: what is committed is staged
+//! exactly once, in commit order, with the values PostgreSQL reports.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use strata_common::pgtext::{REQUIRED_SETTINGS, parse_text};
+use strata_common::{Change, Op, TableName, Value};
+use strata_stager::Stage;
+use strata_stager::log::StreamLog;
+use strata_stager::schema::TableSchema;
+use strata_tests::pg::{PgCluster, connect};
+use strata_tests::reader::{RunningReader, config, staged_changes, text_columns, wait_for_changes, wait_for_slot};
+use tokio_postgres::Client;
+
+/// What the test committed, as PostgreSQL reported it (`col::text`).
+#[derive(Debug, Clone)]
+struct Expected {
+    table: TableName,
+    op: Op,
+    after: Option<Vec<Option<String>>>,
+    before: Option<Vec<Option<String>>>,
+    /// The before image holds only the key columns (REPLICA IDENTITY DEFAULT).
+    key_only: bool,
+}
+
+async fn session(url: &str) -> Client {
+    let c = connect(url).await.unwrap();
+    for (name, value) in REQUIRED_SETTINGS {
+        c.batch_execute(&format!("SET {name} = '{value}'")).await.unwrap();
+    }
+    c
+}
+
+/// Runs `sql` (which must end without RETURNING) and returns each affected
+/// row's columns as text.
+async fn returning(c: &Client, sql: &str, table: &TableName) -> Vec<Vec<Option<String>>> {
+    let cols = text_columns(c, table).await.unwrap();
+    let q = format!("{sql} RETURNING ARRAY[{}]::text[]", cols.join(", "));
+    c.query(&q, &[]).await.unwrap_or_else(|e| panic!("{q}: {e}")).iter().map(|r| r.get::<_, Vec<Option<String>>>(0)).collect()
+}
+
+fn t(name: &str) -> TableName {
+    TableName::new("public", name).unwrap()
+}
+
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float32(x), Value::Float32(y)) => x.to_bits() == y.to_bits(),
+        (Value::Float64(x), Value::Float64(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
+}
+
+fn check_row(schema: &TableSchema, staged: &[Value], expected: &[Option<String>], key_only: bool, what: &str) {
+    assert_eq!(staged.len(), expected.len(), "{what}: column count");
+    for ((col, v), e) in schema.columns.iter().zip(staged).zip(expected) {
+        let want = match e {
+            _ if key_only && !col.key => Value::Null,
+            None => Value::Null,
+            Some(text) => parse_text(&col.column_type, text).unwrap(),
+        };
+        assert!(same(v, &want), "{what}: column {:?} ({}) staged {v:?}, committed {want:?}", col.name, col.pg_type);
+    }
+}
+
+async fn verify(stage: &Stage, expected: &[Expected]) -> Vec<(u64, u32, Change)> {
+    let staged = wait_for_changes(stage, "main", expected.len()).await.unwrap();
+    let log = StreamLog::new(stage, "main").unwrap();
+    let mut schemas: HashMap<(TableName, u32), TableSchema> = HashMap::new();
+    assert_eq!(staged.len(), expected.len(), "exactly the committed changes are staged");
+    let mut prev: Option<&Change> = None;
+    for (i, ((_, version, c), e)) in staged.iter().zip(expected).enumerate() {
+        let what = format!("change {i} ({} {} at {}/{})", e.op, e.table, c.lsn, c.ord);
+        assert_eq!((&*c.table, c.op), (&e.table, e.op), "{what}: commit order");
+        match prev {
+            Some(p) if p.lsn == c.lsn => assert_eq!(c.ord, p.ord + 1, "{what}: ordinals are dense"),
+            Some(p) => {
+                assert!(c.lsn > p.lsn, "{what}: commit LSNs increase");
+                assert_eq!(c.ord, 0, "{what}: a transaction starts at ordinal 0");
+            }
+            None => assert_eq!(c.ord, 0),
+        }
+        prev = Some(c);
+        let key = (c.table.as_ref().clone(), *version);
+        if !schemas.contains_key(&key) {
+            schemas.insert(key.clone(), log.read_schema(&c.table, *version).await.unwrap());
+        }
+        let schema = &schemas[&key];
+        match (&c.after, &e.after) {
+            (Some(s), Some(x)) => check_row(schema, s, x, false, &format!("{what} after")),
+            (None, None) => {}
+            (s, x) => panic!("{what}: after image staged {s:?}, expected {x:?}"),
+        }
+        match (&c.before, &e.before) {
+            (Some(s), Some(x)) => check_row(schema, s, x, e.key_only, &format!("{what} before")),
+            (None, None) => {}
+            (s, x) => panic!("{what}: before image staged {s:?}, expected {x:?}"),
+        }
+    }
+    staged
+}
+
+fn ins(table: TableName, rows: Vec<Vec<Option<String>>>) -> Vec<Expected> {
+    rows.into_iter().map(|r| Expected { table: table.clone(), op: Op::Insert, after: Some(r), before: None, key_only: false }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_mapped_type_and_operation_is_staged_exactly_once_in_commit_order() {
+    let cluster = PgCluster::shared();
+    let url = cluster.fresh_database().await.unwrap();
+    let c = session(&url).await;
+    c.batch_execute(
+        r#"
+        CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+        CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+        CREATE TABLE all_types (
+            id int PRIMARY KEY, b bool, i2 int2, i8 int8, f4 float4, f8 float8, n numeric(12,3), nu numeric,
+            t text, vc varchar(10), c char(3), by bytea, d date, tm time, ts timestamp, tz timestamptz,
+            iv interval, u uuid, j json, jb jsonb, ai int4[], atx text[], an numeric(5,2)[], e mood, dom posint,
+            other inet, "Odd ""Name"" ☃" text);
+        CREATE TABLE kv (k text PRIMARY KEY, v text);
+        CREATE TABLE full_ident (id int PRIMARY KEY, v text);
+        ALTER TABLE full_ident REPLICA IDENTITY FULL;
+        CREATE TABLE "Mixed.Case" (x int);
+        "#,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reader = RunningReader::start(config(&url, dir.path(), "max_rows = 100\n"));
+    wait_for_slot(&c, "strata_main").await.unwrap();
+
+    let mut expected = Vec::new();
+    let all = t("all_types");
+    let kv = t("kv");
+    let fi = t("full_ident");
+    let mixed = t("Mixed.Case");
+    expected.extend(ins(
+        all.clone(),
+        returning(
+            &c,
+            r#"INSERT INTO all_types VALUES
+              (1, true, 12, 1234567890123, 1.5, 2.25, 123456789.123, 3.14159265358979323846264338327950288419716939937510,
+               'plain text', 'varchar', 'ab', '\x00ff', '2026-11-20', '13:45:06.5', '2026-11-20 10:00:00.000001',
+               '2026-11-20 10:00:00+02', '1 year 2 mons 3 days 04:05:06.7', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+               '{"a": [1, 2]}', '{"b": null}', '{1,2,3}', '{"x","y z"}', '{1.50,NULL}', 'happy', 7, '10.1.2.3/8', 'odd'),
+              (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+               NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+              (3, false, -32768, -9223372036854775808, 'NaN', '-Infinity', -999999999.999, 'NaN',
+               E'żółw 🐢 "quoted" \\ back', '', '   ', '\x', '4713-01-01 BC', '24:00:00', '-infinity',
+               'infinity', '-1 years -2 days +03:04:05.678901', '00000000-0000-0000-0000-000000000000',
+               '[]', '{}', '{}', '{"a,b",NULL,"\"",""}', '{}', 'sad', 2147483647, '::1', NULL)"#,
+            &all,
+        )
+        .await,
+    ));
+    // A multi-statement transaction: one commit LSN, ordinals 0, 1, 2.
+    c.batch_execute("BEGIN").await.unwrap();
+    expected.extend(ins(kv.clone(), returning(&c, "INSERT INTO kv VALUES ('a', '1'), ('b', '2')", &kv).await));
+    let upd = returning(&c, "UPDATE kv SET v = 'x' WHERE k = 'a'", &kv).await;
+    expected.push(Expected { table: kv.clone(), op: Op::Update, after: Some(upd[0].clone()), before: None, key_only: true });
+    c.batch_execute("COMMIT").await.unwrap();
+    // Primary-key change: the old key comes along.
+    let upd = returning(&c, "UPDATE kv SET k = 'c' WHERE k = 'b'", &kv).await;
+    let old_b = vec![Some("b".to_owned()), Some("2".to_owned())];
+    expected.push(Expected { table: kv.clone(), op: Op::Update, after: Some(upd[0].clone()), before: Some(old_b), key_only: true });
+    let del = returning(&c, "DELETE FROM kv WHERE k = 'a'", &kv).await;
+    expected.push(Expected { table: kv.clone(), op: Op::Delete, after: None, before: Some(del[0].clone()), key_only: true });
+    let upd = returning(&c, "UPDATE all_types SET t = 'changed', n = 1.5, ai = NULL WHERE id = 1", &all).await;
+    expected.push(Expected { table: all.clone(), op: Op::Update, after: Some(upd[0].clone()), before: None, key_only: true });
+    // REPLICA IDENTITY FULL: whole old rows.
+    let row = returning(&c, "INSERT INTO full_ident VALUES (1, 'one')", &fi).await;
+    expected.extend(ins(fi.clone(), row.clone()));
+    let upd = returning(&c, "UPDATE full_ident SET v = 'uno'", &fi).await;
+    expected.push(Expected { table: fi.clone(), op: Op::Update, after: Some(upd[0].clone()), before: Some(row[0].clone()), key_only: false });
+    let del = returning(&c, "DELETE FROM full_ident", &fi).await;
+    expected.push(Expected { table: fi.clone(), op: Op::Delete, after: None, before: Some(del[0].clone()), key_only: false });
+    c.batch_execute("TRUNCATE kv").await.unwrap();
+    expected.push(Expected { table: kv.clone(), op: Op::Truncate, after: None, before: None, key_only: false });
+    expected.extend(ins(kv.clone(), returning(&c, "INSERT INTO kv VALUES ('d', NULL)", &kv).await));
+    expected.extend(ins(mixed.clone(), returning(&c, r#"INSERT INTO "Mixed.Case" VALUES (1), (NULL)"#, &mixed).await));
+    // Enough single-row transactions to need several batches (max_rows = 100).
+    for i in 0..30 {
+        let sql = format!("INSERT INTO all_types (id, t, jb) SELECT g, 'bulk ' || g, jsonb_build_object('g', g) FROM generate_series({}, {}) g", 1000 + i * 10, 1009 + i * 10);
+        expected.extend(ins(all.clone(), returning(&c, &sql, &all).await));
+    }
+
+    let staged = verify(&Stage::local(dir.path()).unwrap(), &expected).await;
+    reader.stop().await.unwrap();
+    // Nothing more arrives after a clean stop, and every batch verifies.
+    let after_stop = staged_changes(&Stage::local(dir.path()).unwrap(), "main").await.unwrap();
+    assert_eq!(after_stop.len(), staged.len());
+    let seqs: std::collections::BTreeSet<u64> = staged.iter().map(|(s, _, _)| *s).collect();
+    assert!(seqs.len() >= 3, "several batches were cut: {seqs:?}");
+    let report = strata_stager::verify::verify_stream(&StreamLog::new(&Stage::local(dir.path()).unwrap(), "main").unwrap()).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_untouched_toasted_column_is_staged_as_unchanged() {
+    let cluster = PgCluster::shared();
+    let url = cluster.fresh_database().await.unwrap();
+    let c = session(&url).await;
+    c.batch_execute("CREATE TABLE doc (id int PRIMARY KEY, body text, n int)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reader = RunningReader::start(config(&url, dir.path(), ""));
+    wait_for_slot(&c, "strata_main").await.unwrap();
+    // ~128 KB of poorly compressible text: stored out of line.
+    c.batch_execute(
+        "INSERT INTO doc SELECT 1, string_agg(md5(i::text || random()::text), ''), 1 FROM generate_series(1, 4000) i",
+    )
+    .await
+    .unwrap();
+    c.batch_execute("UPDATE doc SET n = 2 WHERE id = 1").await.unwrap();
+    let body: String = c.query_one("SELECT body FROM doc", &[]).await.unwrap().get(0);
+    let staged = wait_for_changes(&Stage::local(dir.path()).unwrap(), "main", 2).await.unwrap();
+    reader.stop().await.unwrap();
+    let insert = staged[0].2.after.as_ref().unwrap();
+    assert_eq!(insert[1], Value::Text(body));
+    let update = &staged[1].2;
+    assert_eq!(update.op, Op::Update);
+    assert_eq!(update.after.as_ref().unwrap()[1], Value::Unchanged, "the TOASTed body was not sent and is not NULL");
+    assert_eq!(update.after.as_ref().unwrap()[2], Value::Int32(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schema_changes_mid_stream_get_new_versions() {
+    let cluster = PgCluster::shared();
+    let url = cluster.fresh_database().await.unwrap();
+    let c = session(&url).await;
+    c.batch_execute("CREATE TABLE sc (id int PRIMARY KEY, a text)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reader = RunningReader::start(config(&url, dir.path(), ""));
+    wait_for_slot(&c, "strata_main").await.unwrap();
+    for sql in [
+        "INSERT INTO sc VALUES (1, 'one')",
+        "ALTER TABLE sc ADD COLUMN b int",
+        "INSERT INTO sc VALUES (2, 'two', 2)",
+        "ALTER TABLE sc DROP COLUMN a",
+        "INSERT INTO sc VALUES (3, 3)",
+        "ALTER TABLE sc ALTER COLUMN b TYPE bigint",
+        "INSERT INTO sc VALUES (4, 4)",
+        "ALTER TABLE sc RENAME COLUMN b TO c",
+        "INSERT INTO sc VALUES (5, 5)",
+        "INSERT INTO sc VALUES (6, 6)",
+    ] {
+        c.batch_execute(sql).await.unwrap();
+    }
+    let stage = Stage::local(dir.path()).unwrap();
+    let staged = wait_for_changes(&stage, "main", 6).await.unwrap();
+    reader.stop().await.unwrap();
+    let versions: Vec<u32> = staged.iter().map(|(_, v, _)| *v).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 5], "one version per column change, reused while unchanged");
+    let log = StreamLog::new(&stage, "main").unwrap();
+    let cols = |s: &TableSchema| s.columns.iter().map(|c| format!("{}:{}", c.name, c.pg_type)).collect::<Vec<_>>().join(",");
+    let table = t("sc");
+    let mut shapes = Vec::new();
+    for v in 1..=5 {
+        shapes.push(cols(&log.read_schema(&table, v).await.unwrap()));
+    }
+    assert_eq!(
+        shapes,
+        vec!["id:integer,a:text", "id:integer,a:text,b:integer", "id:integer,b:integer", "id:integer,b:bigint", "id:integer,c:bigint"]
+    );
+    assert_eq!(staged[3].2.after.as_ref().unwrap()[1], Value::Int64(4));
+    // Restarting does not mint a new version for an unchanged table.
+    let reader = RunningReader::start(config(&url, dir.path(), ""));
+    wait_for_slot(&c, "strata_main").await.unwrap();
+    c.batch_execute("INSERT INTO sc VALUES (7, 7)").await.unwrap();
+    let staged = wait_for_changes(&stage, "main", 7).await.unwrap();
+    reader.stop().await.unwrap();
+    assert_eq!(staged[6].1, 5);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
