@@ -20,19 +20,23 @@ pub struct Pending {
     pub since: Option<Instant>,
 }
 
-/// Rough heap size of a value: what max_bytes and the memory budget count.
-fn value_size(v: &Value) -> u64 {
+/// Heap bytes a value holds beyond its own slot.
+fn value_heap(v: &Value) -> u64 {
     match v {
-        Value::Text(s) | Value::Json(s) => 24 + s.len() as u64,
-        Value::Bytes(b) => 24 + b.len() as u64,
-        Value::Array(items) => 24 + items.iter().map(value_size).sum::<u64>(),
-        _ => 16,
+        Value::Text(s) | Value::Json(s) => s.capacity() as u64,
+        Value::Bytes(b) => b.capacity() as u64,
+        Value::Array(items) => (items.capacity() * std::mem::size_of::<Value>()) as u64 + items.iter().map(value_heap).sum::<u64>(),
+        _ => 0,
     }
 }
 
+/// Memory a buffered change occupies: what `max_bytes` counts, so that the
+/// spill threshold bounds real memory, not an estimate of the encoded size.
 pub fn change_size(c: &Change) -> u64 {
-    let row = |r: &Option<Vec<Value>>| r.as_ref().map_or(0, |r| 24 + r.iter().map(value_size).sum::<u64>());
-    64 + row(&c.after) + row(&c.before)
+    let row = |r: &Option<Vec<Value>>| {
+        r.as_ref().map_or(0, |r| (r.capacity() * std::mem::size_of::<Value>()) as u64 + r.iter().map(value_heap).sum::<u64>())
+    };
+    std::mem::size_of::<Change>() as u64 + row(&c.after) + row(&c.before)
 }
 
 impl Pending {

@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod batch;
+pub mod cli;
 pub mod decode;
 pub mod run;
 pub mod setup;

@@ -77,7 +77,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
     let log = StreamLog::new(&stage, &source.stream)?;
     let leases = Leases::new(&stage, log.keys().reader());
-    let holder = format!("reader-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let holder = format!("reader@{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let Some(lease) = acquire_lease(&leases, &holder, &shutdown).await? else {
         return Ok(());
     };
@@ -99,13 +99,44 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     result
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Whether a lease holder named `reader@{host}:{pid}:{tag}` is a process on
+/// this host that no longer runs (killed, crashed): its lease need not be
+/// waited out. A holder on another host is never judged gone.
+fn holder_is_gone(lease: &Lease) -> bool {
+    let Some((host, rest)) = lease.holder.strip_prefix("reader@").and_then(|h| h.split_once(':')) else {
+        return false;
+    };
+    let Some(pid) = rest.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    if host != hostname() || pid == std::process::id() {
+        return false;
+    }
+    // No such process, or the pid was reused by something else.
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => !String::from_utf8_lossy(&cmdline).contains("strata"),
+        Err(_) => true,
+    }
+}
+
 async fn acquire_lease(leases: &Leases, holder: &str, shutdown: &CancellationToken) -> Result<Option<Versioned<Lease>>> {
+    let mut reported = false;
     loop {
-        match leases.acquire(holder, LEASE_TTL, Timestamp::now()).await {
+        match leases.acquire_unless_live(holder, LEASE_TTL, Timestamp::now(), holder_is_gone).await {
             Ok(l) => return Ok(Some(l)),
             Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
-                tracing::warn!(owner, %expires_at, "another reader holds this stream; waiting for its lease to expire");
-                let wait = Duration::from_micros(u64::try_from(expires_at.0 - Timestamp::now().0).unwrap_or(0)).clamp(Duration::from_secs(1), LEASE_TTL);
+                if !reported {
+                    tracing::warn!(owner, %expires_at, "another reader holds this stream; waiting until it stops or its lease expires");
+                    reported = true;
+                }
+                // Poll rather than sleep to expiry: a holder that stops cleanly
+                // releases the lease early.
+                let until_expiry = Duration::from_micros(u64::try_from(expires_at.0 - Timestamp::now().0).unwrap_or(0));
+                let wait = until_expiry.clamp(Duration::from_millis(200), Duration::from_secs(2));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(wait) => {}

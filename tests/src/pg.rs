@@ -104,6 +104,14 @@ impl PgCluster {
         Ok(())
     }
 
+    /// Restarts the server (fast shutdown: clients are disconnected, as in a
+    /// failover or a maintenance restart).
+    pub fn restart(&self) -> Result<()> {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        self.run("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-m", "fast", "-w", "-t", "60", "restart"])
+    }
+
     /// Connection URL of database `db` as the superuser, over TCP.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)

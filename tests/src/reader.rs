@@ -36,14 +36,87 @@ impl RunningReader {
     }
 }
 
-/// A reader config for `db_url` staging into `stage_dir`, batches cut fast.
-pub fn config(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> Config {
-    let text = format!(
+/// A reader running as its own process (the `strata-reader-under-test`
+/// binary), so it can be killed with SIGKILL like a crashed or OOM-killed one.
+pub struct ReaderProcess {
+    child: std::process::Child,
+}
+
+impl ReaderProcess {
+    /// Starts `exe --config config` with its logs on our stderr.
+    pub fn spawn(exe: &std::path::Path, config: &std::path::Path) -> Result<ReaderProcess> {
+        let child = std::process::Command::new(exe)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        Ok(ReaderProcess { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill9(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(mut self) -> Result<std::process::ExitStatus> {
+        let status = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.child.id());
+        }
+        Ok(self.child.wait()?)
+    }
+
+    /// Exit status if it has exited.
+    pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// Peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM in /proc/PID/status")
+    }
+}
+
+impl Drop for ReaderProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a reader config file into `dir` (see [`config_text`]).
+pub fn write_config(dir: &std::path::Path, db_url: &str, stage_dir: &std::path::Path, extra: &str) -> Result<std::path::PathBuf> {
+    let path = dir.join("strata.toml");
+    std::fs::write(&path, config_text(db_url, stage_dir, extra))?;
+    Ok(path)
+}
+
+/// The TOML of [`config`].
+pub fn config_text(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> String {
+    format!(
         "[stage]\nurl = {:?}\n[source]\nurl = {:?}\nstream = \"main\"\ntables = [\"public.*\"]\n[batch]\nmax_age = \"50ms\"\n{extra}",
         stage_dir.display().to_string(),
         db_url
-    );
-    Config::from_toml("test config", &text, &[]).expect("valid test config")
+    )
+}
+
+/// A reader config for `db_url` staging into `stage_dir`, batches cut fast.
+pub fn config(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> Config {
+    Config::from_toml("test config", &config_text(db_url, stage_dir, extra), &[]).expect("valid test config")
 }
 
 /// Waits until the reader's slot is streaming, so changes made after this
