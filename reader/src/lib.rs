@@ -6,12 +6,14 @@
 //! - [`setup`]: checks, publication, slot and catalog lookups.
 //! - [`decode`]: Relation messages to schema versions, tuples to changes.
 //! - [`batch`], [`run`]: batching, spilling, committing and acknowledging.
+//! - [`metrics`]: what `/metrics` shows.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod batch;
 pub mod cli;
 pub mod decode;
+pub mod metrics;
 pub mod run;
 pub mod setup;
 pub mod source;

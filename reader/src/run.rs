@@ -37,7 +37,10 @@ use strata_stager::{Stage, StageError, Versioned};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use strata_common::telemetry::{Readiness, Registry};
+
 use crate::batch::Pending;
+use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
 use crate::decode::{Decoder, Position};
 use crate::setup::SourceDb;
 use crate::source::{ChangeSource, SourceError, SourceEvent};
@@ -65,6 +68,13 @@ pub struct ReaderStatus {
 
 type SharedStatus = Arc<Mutex<ReaderStatus>>;
 
+/// Metrics and readiness, shared by every attempt of a run.
+#[derive(Clone)]
+struct Telemetry {
+    metrics: ReaderMetrics,
+    ready: Readiness,
+}
+
 fn update(status: &SharedStatus, f: impl FnOnce(&mut ReaderStatus)) {
     if let Ok(mut s) = status.lock() {
         f(&mut s);
@@ -83,11 +93,22 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     };
     tracing::info!(stream = source.stream, holder, generation = lease.value.generation, "holding the stream's reader lease");
     let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting", ..Default::default() }));
+    let registry = Registry::default();
+    let telemetry = Telemetry { metrics: ReaderMetrics::new(&registry, &source.stream), ready: Readiness::default() };
+    let listen = match config.telemetry.listen {
+        Some(a) => a,
+        None => DEFAULT_LISTEN.parse().expect("valid default address"),
+    };
+    let (bound, server) = strata_common::telemetry::serve(listen, registry, telemetry.ready.clone())
+        .await
+        .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
+    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     let work = shutdown.child_token();
     let lost = CancellationToken::new();
     let renewer = tokio::spawn(renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
-    let result = stream_with_retries(config, &source, &log, work.clone(), &status).await;
+    let result = stream_with_retries(config, &source, &log, work.clone(), &status, &telemetry).await;
     work.cancel();
+    server.abort();
     if let Ok(Some(held)) = renewer.await
         && let Err(e) = leases.release(&held, Timestamp::now()).await
     {
@@ -224,11 +245,20 @@ fn is_transient(e: &anyhow::Error) -> bool {
     false
 }
 
-async fn stream_with_retries(config: &Config, source: &SourceConfig, log: &StreamLog, token: CancellationToken, status: &SharedStatus) -> Result<()> {
+async fn stream_with_retries(
+    config: &Config,
+    source: &SourceConfig,
+    log: &StreamLog,
+    token: CancellationToken,
+    status: &SharedStatus,
+    telemetry: &Telemetry,
+) -> Result<()> {
     let mut delay = BACKOFF_MIN;
     loop {
         let started = Instant::now();
-        match run_once(config, source, log, token.clone(), status).await {
+        let result = run_once(config, source, log, token.clone(), status, telemetry).await;
+        telemetry.ready.set(false);
+        match result {
             Ok(()) => return Ok(()),
             Err(e) if token.is_cancelled() => {
                 tracing::warn!(error = format!("{e:#}"), "stopped with an error during shutdown");
@@ -244,6 +274,7 @@ async fn stream_with_retries(config: &Config, source: &SourceConfig, log: &Strea
                     s.last_error = Some(message.clone());
                 });
                 tracing::warn!(error = message, delay_ms = delay.as_millis() as u64, "reconnecting to the source");
+                telemetry.metrics.reconnects.inc_by(1);
                 tokio::select! {
                     _ = token.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}
@@ -269,7 +300,10 @@ enum Work {
     Commit { tables: Vec<TableBatch>, lsn_start: Lsn },
 }
 
-async fn committer(log: StreamLog, mut rx: mpsc::Receiver<Work>, durable: watch::Sender<Lsn>, first_seq: u64) -> Result<()> {
+/// The position and commit time of the last committed batch.
+type Durable = (Lsn, Option<Timestamp>);
+
+async fn committer(log: StreamLog, mut rx: mpsc::Receiver<Work>, durable: watch::Sender<Durable>, first_seq: u64, metrics: ReaderMetrics) -> Result<()> {
     let mut writer = BatchWriter::new(&log, first_seq, BatchKind::Changes);
     while let Some(work) = rx.recv().await {
         match work {
@@ -286,7 +320,11 @@ async fn committer(log: StreamLog, mut rx: mpsc::Receiver<Work>, durable: watch:
                 let done = std::mem::replace(&mut writer, BatchWriter::new(&log, seq + 1, BatchKind::Changes));
                 let m = done.commit(lsn_start).await.with_context(|| format!("committing batch {seq}"))?;
                 tracing::debug!(seq, rows = m.counts.rows, end = %m.lsn.end, "batch committed");
-                durable.send_replace(m.lsn.end);
+                metrics.batches.inc_by(1);
+                metrics.changes.inc_by(m.counts.rows);
+                metrics.transactions.inc_by(m.counts.transactions);
+                metrics.bytes.inc_by(m.counts.bytes);
+                durable.send_replace((m.lsn.end, Some(m.commit_ts.max)));
             }
         }
     }
@@ -308,7 +346,14 @@ impl Txn {
     }
 }
 
-async fn run_once(config: &Config, source: &SourceConfig, log: &StreamLog, token: CancellationToken, status: &SharedStatus) -> Result<()> {
+async fn run_once(
+    config: &Config,
+    source: &SourceConfig,
+    log: &StreamLog,
+    token: CancellationToken,
+    status: &SharedStatus,
+    telemetry: &Telemetry,
+) -> Result<()> {
     let mut db = SourceDb::connect(source).await?;
     db.check().await?;
     let publication = source.publication_name();
@@ -331,13 +376,14 @@ async fn run_once(config: &Config, source: &SourceConfig, log: &StreamLog, token
     });
 
     let (work_tx, work_rx) = mpsc::channel::<Work>(1);
-    let (durable_tx, durable_rx) = watch::channel(resume);
-    let committer = tokio::spawn(committer(log.clone(), work_rx, durable_tx, next_seq));
-    let result = pump(config, &mut src, &mut db, log, &token, resume, &work_tx, durable_rx.clone(), status).await;
+    let (durable_tx, durable_rx) = watch::channel((resume, None));
+    let committer = tokio::spawn(committer(log.clone(), work_rx, durable_tx, next_seq, telemetry.metrics.clone()));
+    telemetry.ready.set(true);
+    let result = pump(config, &mut src, &mut db, log, &token, resume, &work_tx, durable_rx.clone(), status, &telemetry.metrics).await;
     // Let the committer finish what it was handed, whatever happened here.
     drop(work_tx);
     let committed = committer.await.map_err(|e| anyhow!("committer task failed: {e}"))?;
-    let durable = *durable_rx.borrow();
+    let (durable, _) = *durable_rx.borrow();
     if result.is_ok() && committed.is_ok() {
         src.confirm(durable).await?;
     }
@@ -354,8 +400,9 @@ async fn pump(
     token: &CancellationToken,
     resume: Lsn,
     work_tx: &mpsc::Sender<Work>,
-    mut durable_rx: watch::Receiver<Lsn>,
+    mut durable_rx: watch::Receiver<Durable>,
     status: &SharedStatus,
+    metrics: &ReaderMetrics,
 ) -> Result<()> {
     let limits = &config.batch;
     let mut decoder = Decoder::new(log);
@@ -397,8 +444,9 @@ async fn pump(
             }
             changed = durable_rx.changed() => {
                 changed.map_err(|_| anyhow!("the committer stopped (see its error)"))?;
-                let durable = *durable_rx.borrow_and_update();
+                let (durable, last_commit) = *durable_rx.borrow_and_update();
                 src.confirm(durable).await?;
+                metrics.lag(src.server_position(), durable, last_commit);
                 update(status, |s| {
                     s.durable_lsn = Some(durable);
                     s.head_seq = Some(s.head_seq.map_or(1, |h| h + 1));
@@ -443,8 +491,12 @@ async fn pump(
                     SourceEvent::Keepalive { wal_end } => {
                         update(status, |s| s.server_lsn = Some(wal_end));
                         let idle = txn.is_none() && !skipping && batch_end.is_none() && pending.is_empty() && !spilled;
-                        if idle && *durable_rx.borrow() >= dispatched_end {
+                        let (durable, last_commit) = *durable_rx.borrow();
+                        if idle && durable >= dispatched_end {
                             src.confirm(wal_end).await?;
+                            metrics.lag(wal_end, wal_end, last_commit);
+                        } else {
+                            metrics.lag(wal_end, durable, last_commit);
                         }
                     }
                     change_event => {

@@ -108,7 +108,7 @@ pub fn write_config(dir: &std::path::Path, db_url: &str, stage_dir: &std::path::
 /// The TOML of [`config`].
 pub fn config_text(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> String {
     format!(
-        "[stage]\nurl = {:?}\n[source]\nurl = {:?}\nstream = \"main\"\ntables = [\"public.*\"]\n[batch]\nmax_age = \"50ms\"\n{extra}",
+        "[telemetry]\nlisten = \"127.0.0.1:0\"\n[stage]\nurl = {:?}\n[source]\nurl = {:?}\nstream = \"main\"\ntables = [\"public.*\"]\n[batch]\nmax_age = \"50ms\"\n{extra}",
         stage_dir.display().to_string(),
         db_url
     )

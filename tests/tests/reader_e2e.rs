@@ -275,3 +275,63 @@ async fn schema_changes_mid_stream_get_new_versions() {
     assert_eq!(staged[6].1, 5);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_stream_holds_no_wal_back_and_serves_metrics() {
+    let cluster = PgCluster::shared();
+    let url = cluster.fresh_database().await.unwrap();
+    let c = session(&url).await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY); CREATE SCHEMA other; CREATE TABLE other.noise (id int, pad text)")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = strata_tests::process::free_port();
+    let mut cfg = config(&url, dir.path(), "");
+    cfg.telemetry.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    let reader = RunningReader::start(cfg);
+    wait_for_slot(&c, "strata_main").await.unwrap();
+    c.batch_execute("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)").await.unwrap();
+    let stage = Stage::local(dir.path()).unwrap();
+    wait_for_changes(&stage, "main", 3).await.unwrap();
+
+    assert!(http_get(port, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(port, "/healthz").await.starts_with("HTTP/1.1 200"));
+    let metrics = http_get(port, "/metrics").await;
+    assert!(metrics.contains("strata_reader_changes_total{stream=\"main\"} 3"), "{metrics}");
+    // Statements sent in one simple query run as one implicit transaction.
+    assert!(metrics.contains("strata_reader_transactions_total{stream=\"main\"} 1"), "{metrics}");
+    assert!(metrics.contains("strata_reader_source_lag_bytes{stream=\"main\"}"), "{metrics}");
+
+    // WAL from tables outside the publication: nothing to stage, but the
+    // slot must not hold that WAL back.
+    c.batch_execute("INSERT INTO other.noise SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g").await.unwrap();
+    let target: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
+    let mut caught_up = false;
+    for _ in 0..300 {
+        let behind: bool = c
+            .query_one(
+                "SELECT confirmed_flush_lsn < $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'",
+                &[&target],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !behind {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(caught_up, "the slot's confirmed_flush_lsn reached {target} with no published change");
+    assert_eq!(staged_changes(&stage, "main").await.unwrap().len(), 3, "unpublished tables are not staged");
+    reader.stop().await.unwrap();
+}

@@ -1,0 +1,49 @@
+//! The reader's metrics (`/metrics`), all labelled with the stream.
+
+use strata_common::telemetry::{Registry, Value};
+use strata_common::{Lsn, Timestamp};
+
+/// Default address of the reader's `/metrics`, `/healthz` and `/readyz`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+#[derive(Clone)]
+pub struct ReaderMetrics {
+    pub changes: Value,
+    pub transactions: Value,
+    pub batches: Value,
+    pub bytes: Value,
+    pub reconnects: Value,
+    lag_bytes: Value,
+    lag_seconds: Value,
+}
+
+impl ReaderMetrics {
+    pub fn new(registry: &Registry, stream: &str) -> Self {
+        let l = [("stream", stream)];
+        ReaderMetrics {
+            changes: registry.counter("strata_reader_changes_total", "Row changes staged.", &l),
+            transactions: registry.counter("strata_reader_transactions_total", "Transactions staged.", &l),
+            batches: registry.counter("strata_reader_batches_total", "Batches committed to the stage.", &l),
+            bytes: registry.counter("strata_reader_staged_bytes_total", "Bytes of Parquet data files committed.", &l),
+            reconnects: registry.counter("strata_reader_reconnects_total", "Reconnections to the source after a transient error.", &l),
+            lag_bytes: registry.gauge("strata_reader_source_lag_bytes", "WAL the server has sent beyond the last staged batch.", &l),
+            lag_seconds: registry.gauge(
+                "strata_reader_source_lag_seconds",
+                "Age of the last staged commit while the server has sent more; 0 when caught up.",
+                &l,
+            ),
+        }
+    }
+
+    /// Updates the lag gauges from the server's position, the durable
+    /// position and the commit time of the last staged transaction.
+    pub fn lag(&self, server: Lsn, durable: Lsn, last_commit: Option<Timestamp>) {
+        let behind = server.as_u64().saturating_sub(durable.as_u64());
+        self.lag_bytes.set(behind as f64);
+        let seconds = match last_commit {
+            Some(t) if behind > 0 => (Timestamp::now().0.saturating_sub(t.0)).max(0) as f64 / 1e6,
+            _ => 0.0,
+        };
+        self.lag_seconds.set(seconds);
+    }
+}
