@@ -15,6 +15,25 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+/// Implements `Serialize`/`Deserialize` for a type through its `Display` and
+/// `FromStr`, so it is stored exactly as it prints (`"16/B374D848"`).
+macro_rules! serde_as_string {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod change;
 pub mod config;
 pub mod ident;

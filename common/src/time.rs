@@ -8,7 +8,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Microseconds between 1970-01-01 and 2000-01-01, the PostgreSQL epoch.
 pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
@@ -81,18 +80,7 @@ impl FromStr for Timestamp {
     }
 }
 
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_string!(Timestamp);
 
 #[cfg(test)]
 mod tests {

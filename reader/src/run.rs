@@ -75,6 +75,15 @@ struct Telemetry {
     ready: Readiness,
 }
 
+/// What every attempt of a run works with.
+struct Ctx<'a> {
+    config: &'a Config,
+    source: &'a SourceConfig,
+    log: &'a StreamLog,
+    status: &'a SharedStatus,
+    telemetry: &'a Telemetry,
+}
+
 fn update(status: &SharedStatus, f: impl FnOnce(&mut ReaderStatus)) {
     if let Ok(mut s) = status.lock() {
         f(&mut s);
@@ -106,7 +115,8 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let work = shutdown.child_token();
     let lost = CancellationToken::new();
     let renewer = tokio::spawn(renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
-    let result = stream_with_retries(config, &source, &log, work.clone(), &status, &telemetry).await;
+    let ctx = Ctx { config, source: &source, log: &log, status: &status, telemetry: &telemetry };
+    let result = stream_with_retries(&ctx, work.clone()).await;
     work.cancel();
     server.abort();
     if let Ok(Some(held)) = renewer.await
@@ -245,18 +255,12 @@ fn is_transient(e: &anyhow::Error) -> bool {
     false
 }
 
-async fn stream_with_retries(
-    config: &Config,
-    source: &SourceConfig,
-    log: &StreamLog,
-    token: CancellationToken,
-    status: &SharedStatus,
-    telemetry: &Telemetry,
-) -> Result<()> {
+async fn stream_with_retries(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
+    let (status, telemetry) = (ctx.status, ctx.telemetry);
     let mut delay = BACKOFF_MIN;
     loop {
         let started = Instant::now();
-        let result = run_once(config, source, log, token.clone(), status, telemetry).await;
+        let result = run_once(ctx, token.clone()).await;
         telemetry.ready.set(false);
         match result {
             Ok(()) => return Ok(()),
@@ -346,14 +350,8 @@ impl Txn {
     }
 }
 
-async fn run_once(
-    config: &Config,
-    source: &SourceConfig,
-    log: &StreamLog,
-    token: CancellationToken,
-    status: &SharedStatus,
-    telemetry: &Telemetry,
-) -> Result<()> {
+async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
+    let Ctx { source, log, status, telemetry, .. } = *ctx;
     let mut db = SourceDb::connect(source).await?;
     db.check().await?;
     let publication = source.publication_name();
@@ -379,7 +377,7 @@ async fn run_once(
     let (durable_tx, durable_rx) = watch::channel((resume, None));
     let committer = tokio::spawn(committer(log.clone(), work_rx, durable_tx, next_seq, telemetry.metrics.clone()));
     telemetry.ready.set(true);
-    let result = pump(config, &mut src, &mut db, log, &token, resume, &work_tx, durable_rx.clone(), status, &telemetry.metrics).await;
+    let result = pump(ctx, &mut src, &mut db, &token, resume, &work_tx, durable_rx.clone()).await;
     // Let the committer finish what it was handed, whatever happened here.
     drop(work_tx);
     let committed = committer.await.map_err(|e| anyhow!("committer task failed: {e}"))?;
@@ -391,19 +389,17 @@ async fn run_once(
     committed.and(result)
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn pump(
-    config: &Config,
+    ctx: &Ctx<'_>,
     src: &mut PgWalSource,
     db: &mut SourceDb,
-    log: &StreamLog,
     token: &CancellationToken,
     resume: Lsn,
     work_tx: &mpsc::Sender<Work>,
     mut durable_rx: watch::Receiver<Durable>,
-    status: &SharedStatus,
-    metrics: &ReaderMetrics,
 ) -> Result<()> {
+    let Ctx { config, log, status, telemetry, .. } = *ctx;
+    let metrics = &telemetry.metrics;
     let limits = &config.batch;
     let mut decoder = Decoder::new(log);
     let mut pending = Pending::default();
