@@ -231,7 +231,7 @@ pub fn format_decimal(v: i128, scale: i8) -> String {
 
 /// Proleptic Gregorian civil date from days since 1970-01-01, valid for every
 /// `i32` (H. Hinnant's algorithm), so dates outside chrono's range still print.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -397,6 +397,101 @@ fn parse_array(element: &ColumnType, text: &str) -> Result<Value, TextError> {
     Ok(Value::Array(items))
 }
 
+/// Renders a non-NULL value in the text form PostgreSQL's input functions
+/// read back to the same value (under [`REQUIRED_SETTINGS`]): the inverse
+/// of [`parse_text`]. `Null` and `Unchanged` have no text form: `None`.
+pub fn format_text(ty: &ColumnType, value: &Value) -> Option<String> {
+    use crate::change::{format_decimal, format_time, format_uuid};
+    let scale = |ty: &ColumnType| match ty {
+        ColumnType::Decimal { scale, .. } => *scale,
+        _ => 0,
+    };
+    Some(match value {
+        Value::Null | Value::Unchanged => return None,
+        Value::Bool(b) => if *b { "t" } else { "f" }.to_owned(),
+        Value::Int16(v) => v.to_string(),
+        Value::Int32(v) => v.to_string(),
+        Value::Int64(v) => v.to_string(),
+        Value::Float32(v) => format_float(f64::from(*v), v.to_string()),
+        Value::Float64(v) => format_float(*v, v.to_string()),
+        Value::Decimal(v) => format_decimal(*v, scale(ty)),
+        Value::Text(s) | Value::Json(s) => s.clone(),
+        Value::Bytes(b) => {
+            let mut out = String::with_capacity(2 + 2 * b.len());
+            out.push_str("\\x");
+            for byte in b {
+                out.push_str(&format!("{byte:02x}"));
+            }
+            out
+        }
+        Value::Date(d) => pg_date(*d),
+        Value::Time(t) => format_time(*t),
+        Value::Timestamp(t) => pg_timestamp(*t, false),
+        Value::TimestampTz(t) => pg_timestamp(*t, true),
+        Value::Interval { months, days, micros } => {
+            let sign = if *micros < 0 { "-" } else { "" };
+            let abs = micros.unsigned_abs();
+            format!("P{months}M{days}DT{sign}{}.{:06}S", abs / 1_000_000, abs % 1_000_000)
+        }
+        Value::Uuid(u) => format_uuid(u),
+        Value::Array(items) => {
+            let element = match ty {
+                ColumnType::Array { element } => element.as_ref(),
+                other => other,
+            };
+            let parts: Vec<String> = items
+                .iter()
+                .map(|v| match format_text(element, v) {
+                    None => "NULL".to_owned(),
+                    Some(s) => format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")),
+                })
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
+    })
+}
+
+fn format_float(v: f64, shortest: String) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else {
+        // Rust's shortest round-trip form is valid PostgreSQL float input.
+        shortest
+    }
+}
+
+/// `YYYY-MM-DD`, with ` BC` for years before 1; `±infinity` as PostgreSQL spells them.
+fn pg_ymd(days: i64) -> String {
+    let (y, m, d) = crate::change::civil_from_days(days);
+    if y <= 0 { format!("{:04}-{m:02}-{d:02} BC", 1 - y) } else { format!("{y:04}-{m:02}-{d:02}") }
+}
+
+fn pg_date(days: i32) -> String {
+    match days {
+        i32::MAX => "infinity".to_owned(),
+        i32::MIN => "-infinity".to_owned(),
+        d => pg_ymd(i64::from(d)),
+    }
+}
+
+fn pg_timestamp(micros: i64, utc: bool) -> String {
+    match micros {
+        i64::MAX => return "infinity".to_owned(),
+        i64::MIN => return "-infinity".to_owned(),
+        _ => {}
+    }
+    let days = micros.div_euclid(86_400_000_000);
+    let time = crate::change::format_time(micros.rem_euclid(86_400_000_000));
+    let date = pg_ymd(days);
+    let zone = if utc { "+00" } else { "" };
+    match date.strip_suffix(" BC") {
+        Some(d) => format!("{d} {time}{zone} BC"),
+        None => format!("{date} {time}{zone}"),
+    }
+}
+
 /// Shifts a PostgreSQL date (days since 2000-01-01) to days since 1970,
 /// keeping ±infinity.
 pub fn date_from_pg_days(days: i32) -> i32 {
@@ -479,6 +574,80 @@ mod tests {
         assert_eq!(p(ColumnType::Interval, "P2W"), iv(0, 14, 0));
         assert!(parse_text(&ColumnType::Interval, "1 day").is_err());
         assert!(parse_text(&ColumnType::Interval, "P1").is_err());
+    }
+
+    use proptest::prelude::*;
+
+    fn value_for(ty: &ColumnType) -> BoxedStrategy<Value> {
+        match ty.clone() {
+            ColumnType::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
+            ColumnType::Int16 => any::<i16>().prop_map(Value::Int16).boxed(),
+            ColumnType::Int32 => any::<i32>().prop_map(Value::Int32).boxed(),
+            ColumnType::Int64 => any::<i64>().prop_map(Value::Int64).boxed(),
+            ColumnType::Float32 => any::<f32>().prop_map(Value::Float32).boxed(),
+            ColumnType::Float64 => any::<f64>().prop_map(Value::Float64).boxed(),
+            ColumnType::Decimal { precision, .. } => {
+                let max = 10i128.pow(u32::from(precision)) - 1;
+                (-max..=max).prop_map(Value::Decimal).boxed()
+            }
+            ColumnType::Text => "\\PC{0,16}".prop_map(Value::Text).boxed(),
+            ColumnType::Json => Just(Value::Json("{\"k\": [1, \"v\"]}".to_owned())).boxed(),
+            ColumnType::Bytea => prop::collection::vec(any::<u8>(), 0..16).prop_map(Value::Bytes).boxed(),
+            // PostgreSQL's own ranges: 4713 BC to 5874897 AD, ±infinity.
+            ColumnType::Date => prop_oneof![Just(i32::MAX), Just(i32::MIN), -2_440_588i32..=2_147_483_494].prop_map(Value::Date).boxed(),
+            ColumnType::Time => (0i64..=86_400_000_000).prop_map(Value::Time).boxed(),
+            ColumnType::Timestamp => (-210_866_803_200_000_000i64..=9_224_318_015_999_999).prop_map(Value::Timestamp).boxed(),
+            ColumnType::TimestampTz => (-210_866_803_200_000_000i64..=9_224_318_015_999_999).prop_map(Value::TimestampTz).boxed(),
+            ColumnType::Interval => (any::<i32>(), any::<i32>(), any::<i64>())
+                .prop_map(|(months, days, micros)| Value::Interval { months, days, micros })
+                .boxed(),
+            ColumnType::Uuid => any::<[u8; 16]>().prop_map(Value::Uuid).boxed(),
+            ColumnType::Array { element } => prop::collection::vec(prop_oneof![1 => Just(Value::Null), 3 => value_for(&element)], 0..4)
+                .prop_map(Value::Array)
+                .boxed(),
+        }
+    }
+
+    fn column_type() -> impl Strategy<Value = ColumnType> {
+        let scalar = prop_oneof![
+            Just(ColumnType::Bool),
+            Just(ColumnType::Int16),
+            Just(ColumnType::Int32),
+            Just(ColumnType::Int64),
+            Just(ColumnType::Float32),
+            Just(ColumnType::Float64),
+            (1u8..=38).prop_flat_map(|p| (Just(p), 0..=p as i8)).prop_map(|(precision, scale)| ColumnType::Decimal { precision, scale }),
+            Just(ColumnType::Text),
+            Just(ColumnType::Json),
+            Just(ColumnType::Bytea),
+            Just(ColumnType::Date),
+            Just(ColumnType::Time),
+            Just(ColumnType::Timestamp),
+            Just(ColumnType::TimestampTz),
+            Just(ColumnType::Interval),
+            Just(ColumnType::Uuid),
+        ];
+        prop_oneof![3 => scalar.clone(), 1 => scalar.prop_map(|e| ColumnType::Array { element: Box::new(e) })]
+    }
+
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Float32(x), Value::Float32(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            (Value::Float64(x), Value::Float64(y)) => x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+            (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
+            _ => a == b,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn format_text_is_the_inverse_of_parse_text((ty, v) in column_type().prop_flat_map(|t| { let s = value_for(&t); (Just(t), s) })) {
+            let text = format_text(&ty, &v).unwrap();
+            let back = parse_text(&ty, &text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            prop_assert!(same(&v, &back), "{v:?} -> {text:?} -> {back:?}");
+        }
     }
 
     #[test]

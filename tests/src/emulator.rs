@@ -96,6 +96,19 @@ impl Emulator {
         .collect()
     }
 
+    /// A fresh bucket as a `[stage]` section body for `strata.toml`, and a
+    /// [`Stage`] on it.
+    pub async fn stage_config(&self, prefix: &str) -> Result<(String, Stage)> {
+        let bucket = format!("stage-{}", uuid::Uuid::new_v4().simple());
+        self.create_bucket(&bucket).await?;
+        let url = format!("s3://{bucket}/{prefix}");
+        let mut toml = format!("url = {url:?}\n[stage.options]\n");
+        for (k, v) in self.s3_options() {
+            toml.push_str(&format!("{k} = {:?}\n", v.expose()));
+        }
+        Ok((toml, Stage::open(&url, &self.s3_options())?))
+    }
+
     /// A stage on a fresh bucket of this emulator, under `prefix`.
     pub async fn stage(&self, prefix: &str) -> Result<Stage> {
         let bucket = format!("stage-{}", uuid::Uuid::new_v4().simple());

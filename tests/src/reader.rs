@@ -107,10 +107,13 @@ pub fn write_config(dir: &std::path::Path, db_url: &str, stage_dir: &std::path::
 
 /// The TOML of [`config`].
 pub fn config_text(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> String {
+    config_text_for(db_url, &format!("url = {:?}\n", stage_dir.display().to_string()), extra)
+}
+
+/// A config whose `[stage]` section body is `stage`; `extra` goes in `[batch]`.
+pub fn config_text_for(db_url: &str, stage: &str, extra: &str) -> String {
     format!(
-        "[telemetry]\nlisten = \"127.0.0.1:0\"\n[stage]\nurl = {:?}\n[source]\nurl = {:?}\nstream = \"main\"\ntables = [\"public.*\"]\n[batch]\nmax_age = \"50ms\"\n{extra}",
-        stage_dir.display().to_string(),
-        db_url
+        "[telemetry]\nlisten = \"127.0.0.1:0\"\n[stage]\n{stage}[source]\nurl = {db_url:?}\nstream = \"main\"\ntables = [\"public.*\"]\n[batch]\nmax_age = \"50ms\"\n{extra}"
     )
 }
 

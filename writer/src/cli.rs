@@ -1,0 +1,240 @@
+//! The `strata-writer` command line: the service, and the control commands
+//! that edit destination specs in the stage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use strata_common::Timestamp;
+use strata_common::config::{Config, LogFormat};
+use strata_stager::Stage;
+use strata_stager::cursor::Cursors;
+use strata_stager::keys::DestinationKeys;
+use strata_stager::lease::{Lease, Leases};
+use strata_stager::log::StreamLog;
+use tokio_util::sync::CancellationToken;
+
+use crate::control;
+use crate::spec::{DestinationKind, DestinationSpec, PostgresMode, PostgresSpec, StartPosition};
+
+#[derive(Parser)]
+#[command(name = "strata-writer", version, about = "Deliver staged changes to destinations")]
+struct Cli {
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run destination workers (the default).
+    Run,
+    /// Add, list, remove, pause or resume destinations.
+    #[command(subcommand)]
+    Destination(DestinationCommand),
+    /// Streams, destinations, cursors, lag and errors.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DestinationCommand {
+    /// Add a destination; running writers start it within seconds.
+    Add {
+        name: String,
+        /// Stream to deliver.
+        #[arg(long, default_value = strata_common::config::DEFAULT_STREAM)]
+        stream: String,
+        /// A PostgreSQL destination: its connection string, the password as ${VAR}.
+        #[arg(long)]
+        postgres: String,
+        #[arg(long, value_enum, default_value = "mirror")]
+        mode: ModeArg,
+        /// earliest, latest, or an RFC 3339 time.
+        #[arg(long, default_value = "earliest")]
+        start: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Remove {
+        name: String,
+    },
+    Pause {
+        name: String,
+    },
+    Resume {
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Mirror,
+    History,
+}
+
+fn stage(config: &Config) -> Result<Stage> {
+    Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.telemetry.log_format,
+    };
+    strata_common::telemetry::init(format, config.telemetry.log_level.as_deref());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let shutdown = CancellationToken::new();
+            let signals = shutdown.clone();
+            tokio::spawn(async move {
+                let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                tracing::info!("shutting down");
+                signals.cancel();
+            });
+            crate::run::run(&config, shutdown).await?;
+        }
+        Command::Destination(cmd) => destination(&stage(&config)?, cmd).await?,
+        Command::Status { json } => status(&stage(&config)?, json).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
+    match cmd {
+        DestinationCommand::Add { name, stream, postgres, mode, start } => {
+            let start: StartPosition = start.parse().map_err(anyhow::Error::msg).context("--start")?;
+            let mode = match mode {
+                ModeArg::Mirror => PostgresMode::Mirror,
+                ModeArg::History => bail!("history mode is not available in this build yet; use --mode mirror"),
+            };
+            let now = Timestamp::now();
+            let spec = DestinationSpec {
+                format: 1,
+                name: name.clone(),
+                stream,
+                start,
+                paused: false,
+                destination: DestinationKind::Postgres(PostgresSpec { url: postgres, mode }),
+                created_at: now,
+                updated_at: now,
+            };
+            control::add(stage, &spec).await?;
+            println!("added destination {name:?} ({}), starting at {start}", spec.describe());
+        }
+        DestinationCommand::List { json } => {
+            for s in control::list(stage).await? {
+                let s = s.value;
+                if json {
+                    println!("{}", serde_json::json!({"name": s.name, "stream": s.stream, "kind": s.describe(), "start": s.start, "paused": s.paused}));
+                } else {
+                    println!("{}\t{}\t{}\tstart {}{}", s.name, s.stream, s.describe(), s.start, if s.paused { "\tpaused" } else { "" });
+                }
+            }
+        }
+        DestinationCommand::Remove { name } => {
+            control::remove(stage, &name).await?;
+            println!("removed destination {name:?}");
+        }
+        DestinationCommand::Pause { name } => {
+            control::update(stage, &name, |s| s.paused = true).await?;
+            println!("paused destination {name:?}");
+        }
+        DestinationCommand::Resume { name } => {
+            control::update(stage, &name, |s| s.paused = false).await?;
+            println!("resumed destination {name:?}");
+        }
+    }
+    Ok(())
+}
+
+async fn status(stage: &Stage, json: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    for s in control::list(stage).await? {
+        let s = s.value;
+        let log = StreamLog::new(stage, &s.stream)?;
+        let head = log.head(None).await?;
+        let head_ts = match head {
+            Some(h) => Some(log.read(h).await?.commit_ts.max),
+            None => None,
+        };
+        let cursor = Cursors::new(stage, &s.name)?.load().await?.map(|c| c.value);
+        let lease: Option<Lease> = Leases::new(stage, DestinationKeys::new(&s.name)?.lease()).read().await?.map(|l| l.value);
+        let live = lease.as_ref().filter(|l| !l.is_expired(Timestamp::now()));
+        let state = match (&s.paused, live) {
+            (true, _) => "paused".to_owned(),
+            (false, Some(l)) => l.status.get("state").and_then(|v| v.as_str()).unwrap_or("running").to_owned(),
+            (false, None) => "unassigned".to_owned(),
+        };
+        let delivered = cursor.as_ref().map_or(0, |c| c.seq);
+        rows.push(serde_json::json!({
+            "destination": s.name,
+            "stream": s.stream,
+            "kind": s.describe(),
+            "state": state,
+            "owner": live.map(|l| l.holder.clone()),
+            "cursor": delivered,
+            "head": head,
+            "head_commit_ts": head_ts,
+            "lag_batches": head.map_or(0, |h| h.saturating_sub(delivered)),
+            "error": live.and_then(|l| l.status.get("last_error").cloned()).filter(|e| !e.is_null()),
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in rows {
+            println!(
+                "{}\tstream {}\t{}\tcursor {} of {}\tlag {} batches{}{}",
+                r["destination"].as_str().unwrap_or("?"),
+                r["stream"].as_str().unwrap_or("?"),
+                r["state"].as_str().unwrap_or("?"),
+                r["cursor"],
+                r["head"],
+                r["lag_batches"],
+                r["owner"].as_str().map(|o| format!("\towner {o}")).unwrap_or_default(),
+                r["error"].as_str().map(|e| format!("\terror: {e}")).unwrap_or_default(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Parses arguments, runs, and returns the exit status (0 ok, 1 error).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Destination specs in the stage: read, list, and edited conditionally.
+
+use anyhow::{Context, Result, bail};
+use strata_common::Timestamp;
+use strata_stager::keys::{DestinationKeys, decode_name, destinations_prefix};
+use strata_stager::{Stage, StageError, Versioned};
+
+use crate::spec::DestinationSpec;
+
+pub async fn read(stage: &Stage, name: &str) -> Result<Option<Versioned<DestinationSpec>>> {
+    let path = DestinationKeys::new(name)?.spec();
+    let spec = stage.get_json::<DestinationSpec>(&path).await.with_context(|| format!("reading {path}"))?;
+    if let Some(s) = &spec {
+        s.value.validate().map_err(anyhow::Error::msg).with_context(|| format!("{path} is invalid"))?;
+        if s.value.name != name {
+            bail!("{path} names destination {:?}", s.value.name);
+        }
+    }
+    Ok(spec)
+}
+
+/// Every destination's spec; an unreadable one is reported, not fatal.
+pub async fn list(stage: &Stage) -> Result<Vec<Versioned<DestinationSpec>>> {
+    let mut out = Vec::new();
+    for dir in stage.list_dirs(&destinations_prefix()).await? {
+        let Some(seg) = dir.filename() else { continue };
+        let name = match decode_name(seg) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(key = %dir, error = %e, "skipping a destination folder with an invalid name");
+                continue;
+            }
+        };
+        match read(stage, &name).await {
+            Ok(Some(s)) => out.push(s),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(destination = name, error = format!("{e:#}"), "skipping an unreadable destination spec"),
+        }
+    }
+    out.sort_by(|a, b| a.value.name.cmp(&b.value.name));
+    Ok(out)
+}
+
+/// Creates a destination; an existing one of that name is an error.
+pub async fn add(stage: &Stage, spec: &DestinationSpec) -> Result<()> {
+    spec.validate().map_err(anyhow::Error::msg)?;
+    let path = DestinationKeys::new(&spec.name)?.spec();
+    match stage.put_json_if(&path, spec, None).await {
+        Ok(_) => Ok(()),
+        Err(StageError::Conflict { .. }) => bail!("destination {:?} already exists", spec.name),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies `edit` to a destination's spec, retrying on concurrent edits.
+pub async fn update(stage: &Stage, name: &str, edit: impl Fn(&mut DestinationSpec)) -> Result<DestinationSpec> {
+    let path = DestinationKeys::new(name)?.spec();
+    loop {
+        let Some(current) = read(stage, name).await? else { bail!("no destination named {name:?}") };
+        let mut next = current.value.clone();
+        edit(&mut next);
+        next.updated_at = Timestamp::now();
+        next.validate().map_err(anyhow::Error::msg)?;
+        match stage.put_json_if(&path, &next, Some(&current.version)).await {
+            Ok(_) => return Ok(next),
+            Err(StageError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Removes a destination's spec; running writers stop its worker. Its
+/// cursor stays, so adding it again under the same name resumes.
+pub async fn remove(stage: &Stage, name: &str) -> Result<()> {
+    let path = DestinationKeys::new(name)?.spec();
+    if read(stage, name).await?.is_none() {
+        bail!("no destination named {name:?}");
+    }
+    stage.delete(&path).await?;
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The destination boundary.
+//!
+//! A [`Destination`] receives staged batches in commit order and returns from
+//! [`Destination::apply`] only once the batch is *durable* there: only then
+//! may the worker move the cursor. A destination that can store its position
+//! atomically with the data (Postgres) reports it through
+//! [`Destination::durable_seq`], which is then authoritative, and applying a
+//! batch at or below it is a no-op — so redelivery after a crash is harmless.
+//!
+//! One folder per destination, the same files in each: `config` (settings
+//! and connection), `sink` (the [`Destination`] implementation), `retry`
+//! (which errors are transient).
+
+pub mod postgres;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use strata_common::{Change, Lsn, Timestamp};
+use strata_stager::schema::TableSchema;
+
+/// One table's changes of a batch, in commit order.
+#[derive(Debug, Clone)]
+pub struct TableChanges {
+    pub schema: Arc<TableSchema>,
+    pub changes: Vec<Change>,
+}
+
+/// A staged batch, decoded, ready to deliver.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub seq: u64,
+    pub stream: String,
+    pub lsn_end: Lsn,
+    pub commit_ts_max: Timestamp,
+    /// In the manifest's file order: a table's parts stay in commit order.
+    pub tables: Vec<TableChanges>,
+}
+
+/// A delivery failure, split by what the worker should do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DestError {
+    /// Worth retrying: the destination is down, overloaded, or the
+    /// transaction lost a race. Retried with backoff, forever.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying the same batch will fail the same way (rejected data,
+    /// permissions, a schema the destination cannot take): the destination
+    /// is paused with this error shown in `status`.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl DestError {
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, DestError::Transient(_))
+    }
+}
+
+pub trait Destination: Send {
+    /// The last batch this destination holds durably, if it records that
+    /// itself (atomically with the data); `None` if it does not.
+    fn durable_seq(&mut self) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
+
+    /// Delivers `batch`; returns once it is durable. Delivering a batch that
+    /// is already durable must not apply it twice where the destination
+    /// promises exactly-once.
+    fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), DestError>> + Send;
+}

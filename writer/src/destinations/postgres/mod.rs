@@ -1,0 +1,21 @@
+//! The Postgres destination: exactly-once delivery into PostgreSQL tables.
+//!
+//! Each batch is one destination transaction that locks the destination's
+//! row in `strata.cursors`, skips the batch if that row says it is already
+//! applied, applies the changes, and moves the row to the batch's seq. The
+//! data and the position commit together, so a crash at any point leaves
+//! either both or neither.
+//!
+//! Mirror mode keeps the same tables with the same rows. Per table and
+//! batch the changes are compacted per key — the last change of a key wins
+//! — then applied in bulk: deletes through one COPY'd temp table, upserts
+//! through another, grouped by which columns are unchanged-TOAST so those
+//! are never overwritten. A TRUNCATE applies in order between changes.
+//! Tables without a usable key (no primary key, or REPLICA IDENTITY FULL)
+//! are applied change by change, matching rows on their full old image.
+
+pub mod config;
+pub mod retry;
+pub mod sink;
+
+pub use sink::PostgresSink;

@@ -1,0 +1,529 @@
+//! The Postgres [`Destination`]: see the module docs of `postgres`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use futures::SinkExt;
+use strata_common::ident::quote_ident;
+use strata_common::pgtext::format_text;
+use strata_common::{Change, ColumnType, Op, TableName, Value};
+use strata_stager::schema::{ReplicaIdentity, TableSchema};
+use tokio_postgres::{Client, Transaction};
+
+use super::config::connect;
+use super::retry::classify;
+use crate::destinations::{Batch, DestError, Destination};
+use crate::spec::PostgresSpec;
+
+/// One row of COPY text values (`None` is NULL).
+type TextRow = Vec<Option<String>>;
+
+/// COPY data is sent in chunks of about this size.
+const COPY_CHUNK: usize = 1 << 20;
+
+pub struct PostgresSink {
+    client: Client,
+    conn: tokio::task::JoinHandle<()>,
+    destination: String,
+    /// Destination column types of each staged table version.
+    types: HashMap<(TableName, u32), Arc<Vec<String>>>,
+    /// The staged version each destination table was last brought in line with.
+    synced: HashMap<TableName, u32>,
+}
+
+impl Drop for PostgresSink {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
+fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> DestError + '_ {
+    move |e| classify(context, &e)
+}
+
+impl PostgresSink {
+    pub async fn connect(destination: &str, spec: &PostgresSpec) -> Result<Self, DestError> {
+        let (client, conn) = connect(spec).await?;
+        Ok(PostgresSink { client, conn, destination: destination.to_owned(), types: HashMap::new(), synced: HashMap::new() })
+    }
+
+    /// Resolves, outside any transaction, the destination type of each
+    /// column of `schema`: the source's type where the destination knows it
+    /// (built-ins, or a same-named type the user created), else `text`, which
+    /// holds every staged value's text form.
+    async fn resolve_types(&mut self, schema: &TableSchema) -> Result<Arc<Vec<String>>, DestError> {
+        let key = (schema.table.clone(), schema.version);
+        if let Some(t) = self.types.get(&key) {
+            return Ok(t.clone());
+        }
+        let mut out = Vec::with_capacity(schema.columns.len());
+        for c in &schema.columns {
+            let resolved = self.client.query_one("SELECT format_type(to_regtype($1), $2)", &[&c.pg_type, &c.type_modifier]).await;
+            let name: Option<String> = match resolved {
+                Ok(row) => row.get(0),
+                // A type name this server cannot even parse.
+                Err(e) if e.code().is_some() => None,
+                Err(e) => return Err(classify("resolving column types", &e)),
+            };
+            out.push(name.unwrap_or_else(|| "text".to_owned()));
+        }
+        let out = Arc::new(out);
+        self.types.insert(key, out.clone());
+        Ok(out)
+    }
+}
+
+impl Destination for PostgresSink {
+    async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
+        let ddl = "CREATE SCHEMA IF NOT EXISTS strata; \
+                   CREATE TABLE IF NOT EXISTS strata.cursors (destination text PRIMARY KEY, stream text NOT NULL, \
+                   seq bigint NOT NULL, lsn text NOT NULL, commit_ts timestamptz, updated_at timestamptz NOT NULL DEFAULT now())";
+        if let Err(e) = self.client.batch_execute(ddl).await {
+            // Two writers creating it at once: one loses with a duplicate; the table is there.
+            if e.code() != Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                return Err(classify("creating strata.cursors", &e));
+            }
+        }
+        // A row always exists, so that every apply can lock it.
+        self.client
+            .execute(
+                "INSERT INTO strata.cursors (destination, stream, seq, lsn) VALUES ($1, '', 0, '0/0') ON CONFLICT (destination) DO NOTHING",
+                &[&self.destination],
+            )
+            .await
+            .map_err(err("initialising the cursor row"))?;
+        let seq: i64 = self
+            .client
+            .query_one("SELECT seq FROM strata.cursors WHERE destination = $1", &[&self.destination])
+            .await
+            .map_err(err("reading the cursor row"))?
+            .get(0);
+        Ok((seq > 0).then_some(seq as u64))
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
+        let mut types = Vec::with_capacity(batch.tables.len());
+        for t in &batch.tables {
+            types.push(self.resolve_types(&t.schema).await?);
+        }
+        let destination = self.destination.clone();
+        let mut synced = Vec::new();
+        let tx = self.client.transaction().await.map_err(err("beginning"))?;
+        let done: i64 = tx
+            .query_one("SELECT seq FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&destination])
+            .await
+            .map_err(err("locking the cursor row"))?
+            .get(0);
+        if done as u64 >= batch.seq {
+            // Already applied (a redelivery after a crash, or another writer).
+            tx.rollback().await.map_err(err("rolling back"))?;
+            return Ok(());
+        }
+        let mut temps = 0u32;
+        for (t, types) in batch.tables.iter().zip(&types) {
+            if self.synced.get(&t.schema.table) != Some(&t.schema.version) {
+                sync_table(&tx, &t.schema, types).await?;
+                synced.push((t.schema.table.clone(), t.schema.version));
+            }
+            apply_mirror(&tx, &t.schema, types, &t.changes, &mut temps).await?;
+        }
+        let seq = i64::try_from(batch.seq).map_err(|_| DestError::Permanent(format!("seq {} out of range", batch.seq)))?;
+        tx.execute(
+            "UPDATE strata.cursors SET seq = $2, stream = $3, lsn = $4, commit_ts = $5::text::timestamptz, updated_at = now() \
+             WHERE destination = $1",
+            &[&destination, &seq, &batch.stream, &batch.lsn_end.to_string(), &batch.commit_ts_max.to_string()],
+        )
+        .await
+        .map_err(err("moving the cursor row"))?;
+        tx.commit().await.map_err(err("committing"))?;
+        self.synced.extend(synced);
+        Ok(())
+    }
+}
+
+/// Columns that identify a row at the destination: the replica identity key
+/// under DEFAULT or USING INDEX; none under FULL (every column is flagged
+/// then) or NOTHING.
+fn key_columns(schema: &TableSchema) -> Vec<usize> {
+    match schema.replica_identity {
+        ReplicaIdentity::Default | ReplicaIdentity::Index => {
+            schema.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect()
+        }
+        ReplicaIdentity::Full | ReplicaIdentity::Nothing => Vec::new(),
+    }
+}
+
+/// Creates the destination table, or brings its columns in line with the
+/// staged version: adds new columns, drops removed ones, and changes types
+/// through their text form.
+async fn sync_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String]) -> Result<(), DestError> {
+    let target = schema.table.quoted();
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema.table.schema)))
+        .await
+        .map_err(err("creating the schema"))?;
+    let exists: bool = tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&target]).await.map_err(err("looking up the table"))?.get(0);
+    if !exists {
+        let mut defs: Vec<String> =
+            schema.columns.iter().zip(types).map(|(c, t)| format!("{} {t}", quote_ident(&c.name))).collect();
+        let keys = key_columns(schema);
+        if !keys.is_empty() {
+            let names: Vec<String> = keys.iter().map(|&i| quote_ident(&schema.columns[i].name)).collect();
+            defs.push(format!("PRIMARY KEY ({})", names.join(", ")));
+        }
+        let ddl = format!("CREATE TABLE {target} ({})", defs.join(", "));
+        tx.batch_execute(&ddl).await.map_err(err(&format!("creating {}", schema.table)))?;
+        tracing::info!(table = %schema.table, version = schema.version, "created destination table");
+        return Ok(());
+    }
+    let rows = tx
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&target],
+        )
+        .await
+        .map_err(err("reading destination columns"))?;
+    let existing: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut alters = Vec::new();
+    for (c, t) in schema.columns.iter().zip(types) {
+        let col = quote_ident(&c.name);
+        match existing.get(&c.name) {
+            None => alters.push(format!("ADD COLUMN {col} {t}")),
+            Some(have) if have != t => alters.push(format!("ALTER COLUMN {col} TYPE {t} USING {col}::text::{t}")),
+            Some(_) => {}
+        }
+    }
+    for name in existing.keys() {
+        if !schema.columns.iter().any(|c| &c.name == name) {
+            alters.push(format!("DROP COLUMN {}", quote_ident(name)));
+        }
+    }
+    if !alters.is_empty() {
+        let ddl = format!("ALTER TABLE {target} {}", alters.join(", "));
+        tx.batch_execute(&ddl).await.map_err(err(&format!("altering {}", schema.table)))?;
+        tracing::info!(table = %schema.table, version = schema.version, changes = alters.len(), "altered destination table");
+    }
+    Ok(())
+}
+
+/// What a key ends up as after a batch's changes to it.
+enum Final {
+    Delete(Vec<Value>),
+    Upsert(Vec<Value>),
+}
+
+/// Changes of one table between truncates, compacted per key.
+#[derive(Default)]
+struct Compacted {
+    order: Vec<String>,
+    last: HashMap<String, Final>,
+}
+
+impl Compacted {
+    fn set(&mut self, key: String, f: Final) {
+        if self.last.insert(key.clone(), f).is_none() {
+            self.order.push(key);
+        }
+    }
+
+    fn upserted(&self, key: &str) -> Option<&Vec<Value>> {
+        match self.last.get(key) {
+            Some(Final::Upsert(row)) => Some(row),
+            _ => None,
+        }
+    }
+}
+
+fn key_string(schema: &TableSchema, keys: &[usize], row: &[Value]) -> String {
+    keys.iter()
+        .map(|&i| format_text(&schema.columns[i].column_type, &row[i]).unwrap_or_else(|| "\u{1}".to_owned()))
+        .collect::<Vec<_>>()
+        .join("\u{0}")
+}
+
+/// `after` with its unchanged columns filled from `base` where known.
+fn fill_unchanged(after: &[Value], base: Option<&Vec<Value>>) -> Vec<Value> {
+    after
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match (v, base) {
+            (Value::Unchanged, Some(b)) => b[i].clone(),
+            (v, _) => v.clone(),
+        })
+        .collect()
+}
+
+fn texts(schema: &TableSchema, row: &[Value], cols: &[usize]) -> Vec<Option<String>> {
+    cols.iter().map(|&i| format_text(&schema.columns[i].column_type, &row[i])).collect()
+}
+
+async fn apply_mirror(
+    tx: &Transaction<'_>,
+    schema: &TableSchema,
+    types: &[String],
+    changes: &[Change],
+    temps: &mut u32,
+) -> Result<(), DestError> {
+    let keys = key_columns(schema);
+    if keys.is_empty() {
+        return apply_keyless(tx, schema, types, changes).await;
+    }
+    let target = schema.table.quoted();
+    let mut seg = Compacted::default();
+    for c in changes {
+        let missing = |image: &str| DestError::Permanent(format!("{} at {}/{}: {} has no {image} image", schema.table, c.lsn, c.ord, c.op));
+        match c.op {
+            Op::Truncate => {
+                flush(tx, schema, types, &keys, std::mem::take(&mut seg), temps).await?;
+                tx.batch_execute(&format!("TRUNCATE {target}")).await.map_err(err(&format!("truncating {}", schema.table)))?;
+            }
+            Op::Insert | Op::Read => {
+                let after = c.after.as_ref().ok_or_else(|| missing("new"))?;
+                seg.set(key_string(schema, &keys, after), Final::Upsert(after.clone()));
+            }
+            Op::Update => {
+                let after = c.after.as_ref().ok_or_else(|| missing("new"))?;
+                let new_key = key_string(schema, &keys, after);
+                let old_key = c.before.as_ref().map(|b| key_string(schema, &keys, b)).filter(|k| *k != new_key);
+                match old_key {
+                    None => {
+                        let row = fill_unchanged(after, seg.upserted(&new_key));
+                        seg.set(new_key, Final::Upsert(row));
+                    }
+                    Some(old_key) => {
+                        let before = c.before.as_ref().ok_or_else(|| missing("old"))?;
+                        let row = fill_unchanged(after, seg.upserted(&old_key));
+                        if row.iter().any(|v| matches!(v, Value::Unchanged)) {
+                            // The key moved and some values stayed in the old
+                            // row: move that row in place rather than delete
+                            // and re-insert it.
+                            flush(tx, schema, types, &keys, std::mem::take(&mut seg), temps).await?;
+                            rekey(tx, schema, types, &keys, before, &row).await?;
+                        } else {
+                            seg.set(old_key, Final::Delete(before.clone()));
+                            seg.set(new_key, Final::Upsert(row));
+                        }
+                    }
+                }
+            }
+            Op::Delete => {
+                let before = c.before.as_ref().ok_or_else(|| missing("old"))?;
+                seg.set(key_string(schema, &keys, before), Final::Delete(before.clone()));
+            }
+        }
+    }
+    flush(tx, schema, types, &keys, seg, temps).await
+}
+
+/// Applies a compacted segment: deletes first, then upserts grouped by the
+/// set of columns they carry (unchanged-TOAST columns are left out, so the
+/// destination keeps its value).
+async fn flush(
+    tx: &Transaction<'_>,
+    schema: &TableSchema,
+    types: &[String],
+    keys: &[usize],
+    seg: Compacted,
+    temps: &mut u32,
+) -> Result<(), DestError> {
+    if seg.order.is_empty() {
+        return Ok(());
+    }
+    let target = schema.table.quoted();
+    let mut last = seg.last;
+    let mut deletes = Vec::new();
+    let mut groups: Vec<(Vec<usize>, Vec<TextRow>)> = Vec::new();
+    for key in &seg.order {
+        match last.remove(key) {
+            Some(Final::Delete(before)) => deletes.push(texts(schema, &before, keys)),
+            Some(Final::Upsert(row)) => {
+                let present: Vec<usize> = (0..row.len()).filter(|&i| !matches!(row[i], Value::Unchanged)).collect();
+                let values = texts(schema, &row, &present);
+                match groups.iter_mut().find(|(cols, _)| *cols == present) {
+                    Some((_, rows)) => rows.push(values),
+                    None => groups.push((present, vec![values])),
+                }
+            }
+            None => {}
+        }
+    }
+    let cond = |t: &str, d: &str| {
+        keys.iter().map(|&i| format!("{t}.{c} = {d}.{c}", c = quote_ident(&schema.columns[i].name))).collect::<Vec<_>>().join(" AND ")
+    };
+    if !deletes.is_empty() {
+        let tmp = temp_table(tx, schema, types, keys, temps).await?;
+        copy_in(tx, &tmp, &quoted(schema, keys), &deletes).await?;
+        tx.batch_execute(&format!("DELETE FROM {target} t USING {tmp} d WHERE {}", cond("t", "d")))
+            .await
+            .map_err(err(&format!("deleting from {}", schema.table)))?;
+    }
+    for (cols, rows) in groups {
+        let tmp = temp_table(tx, schema, types, &cols, temps).await?;
+        let names = quoted(schema, &cols);
+        copy_in(tx, &tmp, &names, &rows).await?;
+        let updates: Vec<String> =
+            cols.iter().filter(|i| !keys.contains(i)).map(|&i| format!("{c} = EXCLUDED.{c}", c = quote_ident(&schema.columns[i].name))).collect();
+        let on_conflict = if updates.is_empty() { "DO NOTHING".to_owned() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
+        let sql = format!(
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT ({keys}) {on_conflict}",
+            cols = names.join(", "),
+            keys = quoted(schema, keys).join(", ")
+        );
+        tx.batch_execute(&sql).await.map_err(err(&format!("upserting into {}", schema.table)))?;
+    }
+    Ok(())
+}
+
+fn quoted(schema: &TableSchema, cols: &[usize]) -> Vec<String> {
+    cols.iter().map(|&i| quote_ident(&schema.columns[i].name)).collect()
+}
+
+async fn temp_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], cols: &[usize], temps: &mut u32) -> Result<String, DestError> {
+    *temps += 1;
+    let name = format!("strata_tmp_{temps}");
+    let defs: Vec<String> = cols.iter().map(|&i| format!("{} {}", quote_ident(&schema.columns[i].name), types[i])).collect();
+    tx.batch_execute(&format!("CREATE TEMP TABLE {name} ({}) ON COMMIT DROP", defs.join(", ")))
+        .await
+        .map_err(err("creating a temp table"))?;
+    Ok(name)
+}
+
+/// `COPY … FROM STDIN` in text format.
+async fn copy_in(tx: &Transaction<'_>, table: &str, columns: &[String], rows: &[Vec<Option<String>>]) -> Result<(), DestError> {
+    let sink = tx
+        .copy_in::<_, bytes::Bytes>(&format!("COPY {table} ({}) FROM STDIN", columns.join(", ")))
+        .await
+        .map_err(err("starting COPY"))?;
+    futures::pin_mut!(sink);
+    let mut buf = BytesMut::with_capacity(COPY_CHUNK);
+    for row in rows {
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                buf.put_u8(b'\t');
+            }
+            match v {
+                None => buf.put_slice(b"\\N"),
+                Some(s) => escape_copy(s, &mut buf),
+            }
+        }
+        buf.put_u8(b'\n');
+        if buf.len() >= COPY_CHUNK {
+            sink.send(buf.split().freeze()).await.map_err(err("sending COPY data"))?;
+        }
+    }
+    if !buf.is_empty() {
+        sink.send(buf.freeze()).await.map_err(err("sending COPY data"))?;
+    }
+    sink.finish().await.map_err(err("finishing COPY"))?;
+    Ok(())
+}
+
+/// Escapes a value for COPY's text format.
+fn escape_copy(s: &str, buf: &mut BytesMut) {
+    for b in s.bytes() {
+        match b {
+            b'\\' => buf.put_slice(b"\\\\"),
+            b'\n' => buf.put_slice(b"\\n"),
+            b'\r' => buf.put_slice(b"\\r"),
+            b'\t' => buf.put_slice(b"\\t"),
+            b => buf.put_u8(b),
+        }
+    }
+}
+
+/// Moves the row at `before`'s key to `row`'s key, setting the columns `row` carries.
+async fn rekey(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], keys: &[usize], before: &[Value], row: &[Value]) -> Result<(), DestError> {
+    let mut params: Vec<Option<String>> = Vec::new();
+    let mut sets = Vec::new();
+    for (i, v) in row.iter().enumerate() {
+        if matches!(v, Value::Unchanged) {
+            continue;
+        }
+        params.push(format_text(&schema.columns[i].column_type, v));
+        sets.push(format!("{} = ${}::text::{}", quote_ident(&schema.columns[i].name), params.len(), types[i]));
+    }
+    let mut conds = Vec::new();
+    for &i in keys {
+        params.push(format_text(&schema.columns[i].column_type, &before[i]));
+        conds.push(format!("{} = ${}::text::{}", quote_ident(&schema.columns[i].name), params.len(), types[i]));
+    }
+    let sql = format!("UPDATE {} SET {} WHERE {}", schema.table.quoted(), sets.join(", "), conds.join(" AND "));
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+    tx.execute(&sql, &refs).await.map_err(err(&format!("moving a row of {} to its new key", schema.table)))?;
+    Ok(())
+}
+
+/// Tables without a key: changes in order, rows matched on their whole old
+/// image (one matching row per change, as PostgreSQL's own apply does).
+async fn apply_keyless(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], changes: &[Change]) -> Result<(), DestError> {
+    let target = schema.table.quoted();
+    if schema.columns.is_empty() {
+        // A table without columns (legal in PostgreSQL): rows are all alike.
+        for c in changes {
+            let sql = match c.op {
+                Op::Insert | Op::Read => format!("INSERT INTO {target} DEFAULT VALUES"),
+                Op::Truncate => format!("TRUNCATE {target}"),
+                Op::Delete | Op::Update => format!("DELETE FROM {target} WHERE ctid = (SELECT ctid FROM {target} LIMIT 1)"),
+            };
+            tx.batch_execute(&sql).await.map_err(err(&format!("applying to {}", schema.table)))?;
+            if c.op == Op::Update {
+                tx.batch_execute(&format!("INSERT INTO {target} DEFAULT VALUES")).await.map_err(err(&format!("applying to {}", schema.table)))?;
+            }
+        }
+        return Ok(());
+    }
+    let all: Vec<usize> = (0..schema.columns.len()).collect();
+    let names = quoted(schema, &all);
+    let mut inserts: Vec<Vec<Option<String>>> = Vec::new();
+    for c in changes {
+        let missing = |image: &str| {
+            DestError::Permanent(format!(
+                "{} at {}/{}: {} of a table without a key needs the {image} row (set REPLICA IDENTITY FULL at the source)",
+                schema.table, c.lsn, c.ord, c.op
+            ))
+        };
+        match c.op {
+            Op::Insert | Op::Read => inserts.push(texts(schema, c.after.as_ref().ok_or_else(|| missing("new"))?, &all)),
+            Op::Truncate => {
+                copy_in(tx, &target, &names, &std::mem::take(&mut inserts)).await?;
+                tx.batch_execute(&format!("TRUNCATE {target}")).await.map_err(err(&format!("truncating {}", schema.table)))?;
+            }
+            Op::Delete | Op::Update => {
+                if !inserts.is_empty() {
+                    copy_in(tx, &target, &names, &std::mem::take(&mut inserts)).await?;
+                }
+                let before = c.before.as_ref().ok_or_else(|| missing("old"))?;
+                delete_matching(tx, schema, types, before).await?;
+                if c.op == Op::Update {
+                    let after = fill_unchanged(c.after.as_ref().ok_or_else(|| missing("new"))?, Some(before));
+                    inserts.push(texts(schema, &after, &all));
+                }
+            }
+        }
+    }
+    if !inserts.is_empty() {
+        copy_in(tx, &target, &names, &inserts).await?;
+    }
+    Ok(())
+}
+
+async fn delete_matching(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], before: &[Value]) -> Result<(), DestError> {
+    let mut params: Vec<Option<String>> = Vec::new();
+    let mut conds = Vec::new();
+    for (i, c) in schema.columns.iter().enumerate() {
+        params.push(format_text(&c.column_type, &before[i]));
+        let col = quote_ident(&c.name);
+        // json has no equality operator: compare its text, which json keeps verbatim.
+        if c.column_type == ColumnType::Json && types[i] == "json" {
+            conds.push(format!("{col}::text IS NOT DISTINCT FROM ${}", params.len()));
+        } else {
+            conds.push(format!("{col} IS NOT DISTINCT FROM ${}::text::{}", params.len(), types[i]));
+        }
+    }
+    let target = schema.table.quoted();
+    let sql = format!("DELETE FROM {target} WHERE ctid = (SELECT ctid FROM {target} WHERE {} LIMIT 1)", conds.join(" AND "));
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+    tx.execute(&sql, &refs).await.map_err(err(&format!("deleting a row of {}", schema.table)))?;
+    Ok(())
+}

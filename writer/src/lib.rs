@@ -1,0 +1,17 @@
+//! `strata-writer`: delivers staged changes to destinations (DESIGN.md,
+//! "Writer protocol"), and the control CLI that edits destination specs.
+//!
+//! - [`spec`], [`control`]: destination specs in the stage, the desired state.
+//! - [`destinations`]: the [`Destination`](destinations::Destination)
+//!   boundary and one folder per destination.
+//! - [`worker`]: one destination's delivery loop.
+//! - [`run`]: the reconcile loop that runs workers under leases.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod control;
+pub mod destinations;
+pub mod run;
+pub mod spec;
+pub mod worker;

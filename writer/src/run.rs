@@ -1,0 +1,181 @@
+//! The writer service: the reconcile loop.
+//!
+//! Desired state lives in the stage (`destinations/*/spec.json`); every
+//! [`RECONCILE`] the loop lists it and converges: it starts a worker for each
+//! destination that is not paused and whose lease it can take, restarts a
+//! worker whose spec changed, and stops workers of removed or paused
+//! destinations. Leases (`destinations/{name}/lease.json`) are renewed on
+//! each pass; a writer that cannot renew one stops that worker, and another
+//! writer takes the destination over once the lease expires. So several
+//! writers can share one stage, each destination applied by one of them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use strata_common::Timestamp;
+use strata_common::config::Config;
+use strata_common::telemetry::{Readiness, Registry};
+use strata_stager::Stage;
+use strata_stager::keys::DestinationKeys;
+use strata_stager::lease::{Lease, Leases};
+use strata_stager::log::StreamLog;
+use strata_stager::{StageError, Versioned};
+use tokio_util::sync::CancellationToken;
+
+use crate::control;
+use crate::spec::DestinationSpec;
+use crate::worker::{self, SharedWorkerStatus, WorkerStatus};
+
+/// How often running writers converge on the specs: "a few seconds".
+pub const RECONCILE: Duration = Duration::from_secs(2);
+/// A destination's lease: renewed every pass, so a dead writer's
+/// destinations move within this.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// Default address of the writer's `/metrics`, `/healthz`, `/readyz`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
+
+struct Running {
+    spec: DestinationSpec,
+    lease: Versioned<Lease>,
+    leases: Leases,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<Result<()>>,
+    status: SharedWorkerStatus,
+}
+
+/// Workers that stopped on a permanent error, kept until their spec changes.
+struct Failed {
+    updated_at: Timestamp,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".to_owned())
+}
+
+pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
+    let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
+    let holder = format!("writer@{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let registry = Registry::default();
+    let ready = Readiness::default();
+    let listen = config.telemetry.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
+    let (bound, server) = strata_common::telemetry::serve(listen, registry.clone(), ready.clone())
+        .await
+        .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
+    tracing::info!(address = %bound, holder, "writer started");
+    let mut running: HashMap<String, Running> = HashMap::new();
+    let mut failed: HashMap<String, Failed> = HashMap::new();
+    loop {
+        if let Err(e) = reconcile(&stage, &holder, &mut running, &mut failed, &registry).await {
+            tracing::warn!(error = format!("{e:#}"), "reconcile pass failed; retrying");
+        } else {
+            ready.set(true);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(RECONCILE) => {}
+        }
+    }
+    // Drain: workers finish the batch in hand (its cursor commit included).
+    for (name, r) in running.drain() {
+        r.token.cancel();
+        if let Ok(Err(e)) = r.task.await {
+            tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
+        }
+        let _ = r.leases.release(&r.lease, Timestamp::now()).await;
+    }
+    server.abort();
+    Ok(())
+}
+
+async fn stop(name: &str, r: Running) {
+    r.token.cancel();
+    if let Ok(Err(e)) = r.task.await {
+        tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
+    }
+    let _ = r.leases.release(&r.lease, Timestamp::now()).await;
+}
+
+async fn reconcile(
+    stage: &Stage,
+    holder: &str,
+    running: &mut HashMap<String, Running>,
+    failed: &mut HashMap<String, Failed>,
+    registry: &Registry,
+) -> Result<()> {
+    let specs = control::list(stage).await?;
+    let wanted: HashMap<String, DestinationSpec> = specs.into_iter().map(|s| (s.value.name.clone(), s.value)).collect();
+
+    // Stop what is removed, paused, changed, finished, or whose lease is lost.
+    let names: Vec<String> = running.keys().cloned().collect();
+    for name in names {
+        let keep = match (wanted.get(&name), running.get(&name)) {
+            (Some(spec), Some(r)) => !spec.paused && *spec == r.spec && !r.task.is_finished(),
+            _ => false,
+        };
+        if !keep {
+            let Some(r) = running.remove(&name) else { continue };
+            if r.task.is_finished() && !r.token.is_cancelled() {
+                failed.insert(name.clone(), Failed { updated_at: r.spec.updated_at });
+            }
+            tracing::info!(destination = name, "stopping worker");
+            stop(&name, r).await;
+            continue;
+        }
+        let Some(r) = running.get_mut(&name) else { continue };
+        let status = r.status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
+        match r.leases.renew(&r.lease, LEASE_TTL, Timestamp::now(), status).await {
+            Ok(l) => r.lease = l,
+            Err(StageError::Conflict { .. }) => {
+                tracing::error!(destination = name, "lost the destination's lease; stopping its worker");
+                if let Some(r) = running.remove(&name) {
+                    r.token.cancel();
+                    let _ = r.task.await;
+                }
+            }
+            Err(e) => tracing::warn!(destination = name, error = %e, "could not renew the lease; retrying next pass"),
+        }
+    }
+
+    // Start what should run here.
+    for (name, spec) in &wanted {
+        if spec.paused || running.contains_key(name) {
+            continue;
+        }
+        if failed.get(name).is_some_and(|f| f.updated_at == spec.updated_at) {
+            continue;
+        }
+        failed.remove(name);
+        let leases = Leases::new(stage, DestinationKeys::new(name)?.lease());
+        let lease = match leases.acquire(holder, LEASE_TTL, Timestamp::now()).await {
+            Ok(l) => l,
+            Err(StageError::LeaseHeld { .. } | StageError::Conflict { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(destination = name, error = %e, "could not take the destination's lease");
+                continue;
+            }
+        };
+        tracing::info!(destination = name, kind = spec.describe(), "starting worker");
+        let token = CancellationToken::new();
+        let status: SharedWorkerStatus = Arc::new(Mutex::new(WorkerStatus::default()));
+        let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone()));
+        running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, status });
+    }
+
+    // Figures for /metrics.
+    for (name, r) in running.iter() {
+        let s = r.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let labels = [("destination", name.as_str()), ("stream", r.spec.stream.as_str())];
+        if let (Some(cursor), Ok(Some(head))) = (s.cursor, StreamLog::new(stage, &r.spec.stream)?.head(s.cursor).await) {
+            registry.gauge("strata_writer_lag_batches", "Committed batches not yet delivered.", &labels).set(head.saturating_sub(cursor) as f64);
+            let lag = match (head > cursor, s.cursor_commit_ts) {
+                (true, Some(t)) => (Timestamp::now().0 - t.0).max(0) as f64 / 1e6,
+                _ => 0.0,
+            };
+            registry.gauge("strata_writer_lag_seconds", "Age of the last delivered commit while batches wait; 0 when caught up.", &labels).set(lag);
+        }
+        registry.gauge("strata_writer_retries", "Transient delivery failures retried since the worker started.", &labels).set(s.retries as f64);
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! Destination specs: `destinations/{name}/spec.json`, the desired state.
+//!
+//! A spec says where a destination's changes go and from where it starts.
+//! It is the source of truth: `strata-writer destination add|remove|pause|
+//! resume` edit it (conditionally, so two editors cannot lose each other's
+//! change), and running writers converge on it.
+//!
+//! Specs are stored in the stage, so they must never hold a secret: a
+//! connection string names its password as `${VAR}`, expanded from the
+//! writer's environment when it connects. `validate` refuses a literal one.
+
+use serde::{Deserialize, Serialize};
+use strata_common::Timestamp;
+use strata_common::config::{redact_conn_str, validate_name};
+
+/// Where a new destination starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The first batch of the stream: everything staged.
+    Earliest,
+    /// After the head at the time the destination first runs.
+    Latest,
+    /// The first change committed at or after this time.
+    At(Timestamp),
+}
+
+impl std::str::FromStr for StartPosition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(StartPosition::Earliest),
+            "latest" => Ok(StartPosition::Latest),
+            t => t
+                .parse::<Timestamp>()
+                .map(StartPosition::At)
+                .map_err(|_| format!("start {s:?}: expected earliest, latest or an RFC 3339 time like 2026-11-20T10:00:00Z")),
+        }
+    }
+}
+
+impl std::fmt::Display for StartPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartPosition::Earliest => f.write_str("earliest"),
+            StartPosition::Latest => f.write_str("latest"),
+            StartPosition::At(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+impl Serialize for StartPosition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StartPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How the Postgres destination writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresMode {
+    /// Same tables, same rows as the source.
+    #[default]
+    Mirror,
+    /// Every change appended, with its metadata columns.
+    History,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSpec {
+    /// Connection string; the password as `${VAR}`.
+    pub url: String,
+    #[serde(default)]
+    pub mode: PostgresMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DestinationKind {
+    Postgres(PostgresSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationSpec {
+    pub format: u32,
+    pub name: String,
+    pub stream: String,
+    pub start: StartPosition,
+    #[serde(default)]
+    pub paused: bool,
+    pub destination: DestinationKind,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl DestinationSpec {
+    /// Checks names and that no secret is written into the stage. No I/O.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_name(&self.name).map_err(|e| format!("destination name: {e}"))?;
+        validate_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
+        match &self.destination {
+            DestinationKind::Postgres(p) => {
+                if p.url.trim().is_empty() {
+                    return Err("postgres url must not be empty".to_owned());
+                }
+                if has_literal_password(&p.url) {
+                    return Err(format!(
+                        "postgres url {} holds a password, and specs are stored in the stage: write it as ${{VAR}} \
+                         (e.g. postgres://app:${{DEST_PGPASSWORD}}@db/app) and set VAR in the writer's environment",
+                        redact_conn_str(&p.url)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One line for `destination list` and logs: never the connection string.
+    pub fn describe(&self) -> String {
+        match &self.destination {
+            DestinationKind::Postgres(p) => format!("postgres ({:?})", p.mode).to_lowercase(),
+        }
+    }
+}
+
+/// Whether a connection string carries a password that is not a `${VAR}` reference.
+fn has_literal_password(url: &str) -> bool {
+    let is_reference = |p: &str| p.starts_with("${") && p.ends_with('}') && p.len() > 3;
+    if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+            && !password.is_empty()
+            && !is_reference(password)
+        {
+            return true;
+        }
+        if let Some(query) = rest.split_once('?').map(|(_, q)| q) {
+            return query.split('&').any(|kv| {
+                kv.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v))
+            });
+        }
+        return false;
+    }
+    url.split_whitespace().any(|t| {
+        t.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v))
+    })
+}
+
+/// Expands `${VAR}` in a spec's connection string from the environment.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i + 2..];
+        let end = tail.find('}').ok_or_else(|| "unterminated ${…} reference".to_owned())?;
+        let var = &tail[..end];
+        let value = std::env::var(var).map_err(|_| format!("environment variable {var} (referenced by the destination spec) is not set"))?;
+        out.push_str(&value);
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_passwords_are_refused() {
+        assert!(has_literal_password("postgres://app:hunter2@db/app"));
+        assert!(!has_literal_password("postgres://app:${PW}@db/app"));
+        assert!(!has_literal_password("postgres://app@db/app"));
+        assert!(has_literal_password("postgres://app@db/app?password=x"));
+        assert!(has_literal_password("host=db password=x"));
+        assert!(!has_literal_password("host=db password=${PW}"));
+        assert!(!has_literal_password("host=db user=app"));
+    }
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!("earliest".parse::<StartPosition>().unwrap(), StartPosition::Earliest);
+        assert!(matches!("2026-11-20T10:00:00Z".parse::<StartPosition>().unwrap(), StartPosition::At(_)));
+        assert!("yesterday".parse::<StartPosition>().is_err());
+    }
+}

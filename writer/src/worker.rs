@@ -1,0 +1,256 @@
+//! One destination's worker.
+//!
+//! Reads `log/{next}.json` (a GET, no listing), fetches and decodes its
+//! files, delivers the batch, and advances the cursor only after the
+//! destination reports it durable. Where the destination keeps its own
+//! position (Postgres), that one is authoritative and `cursor.json` mirrors
+//! it for status. Transient errors are retried forever with exponential
+//! backoff and jitter, and shown in the status while they last; a permanent
+//! error stops the worker with the error shown, until the spec changes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use strata_common::{Lsn, TableName, Timestamp};
+use strata_stager::cursor::{Cursor, Cursors};
+use strata_stager::log::{StreamLog, first_at_or_after};
+use strata_stager::schema::TableSchema;
+use strata_stager::{Stage, StageError, Versioned};
+use tokio_util::sync::CancellationToken;
+
+use crate::destinations::postgres::PostgresSink;
+use crate::destinations::{Batch, DestError, Destination, TableChanges};
+use crate::spec::{DestinationKind, DestinationSpec, StartPosition};
+
+/// How often an idle worker looks for the next batch.
+const POLL: Duration = Duration::from_millis(200);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What `status` and `/metrics` show of a worker.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerStatus {
+    pub state: String,
+    pub cursor: Option<u64>,
+    pub cursor_commit_ts: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub retries: u64,
+}
+
+pub type SharedWorkerStatus = Arc<Mutex<WorkerStatus>>;
+
+fn set(status: &SharedWorkerStatus, f: impl FnOnce(&mut WorkerStatus)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+/// Full jitter: a random delay up to `cap`.
+fn jitter(cap: Duration) -> Duration {
+    let r = uuid::Uuid::new_v4().as_u128() as u64;
+    Duration::from_millis(r % (cap.as_millis().max(1) as u64))
+}
+
+/// Sleeps `d` unless cancelled first; returns false when cancelled.
+async fn sleep(token: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = token.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// A connected destination of any kind.
+enum AnyDestination {
+    Postgres(PostgresSink),
+}
+
+impl AnyDestination {
+    async fn connect(spec: &DestinationSpec) -> Result<Self, DestError> {
+        match &spec.destination {
+            DestinationKind::Postgres(p) => PostgresSink::connect(&spec.name, p).await.map(AnyDestination::Postgres),
+        }
+    }
+
+    async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
+        match self {
+            AnyDestination::Postgres(d) => d.durable_seq().await,
+        }
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
+        match self {
+            AnyDestination::Postgres(d) => d.apply(batch).await,
+        }
+    }
+}
+
+/// Connects and reads the durable position, retrying transient failures.
+/// `None` when cancelled.
+async fn connect(spec: &DestinationSpec, token: &CancellationToken, status: &SharedWorkerStatus) -> Result<Option<(AnyDestination, Option<u64>)>> {
+    let mut delay = BACKOFF_MIN;
+    loop {
+        let attempt = async {
+            let mut d = AnyDestination::connect(spec).await?;
+            let seq = d.durable_seq().await?;
+            Ok::<_, DestError>((d, seq))
+        };
+        match attempt.await {
+            Ok(ok) => return Ok(Some(ok)),
+            Err(e) if e.is_retriable() => {
+                set(status, |s| {
+                    s.state = "failing".to_owned();
+                    s.last_error = Some(e.to_string());
+                    s.retries += 1;
+                });
+                tracing::warn!(destination = spec.name, error = %e, "destination unavailable; retrying");
+                if !sleep(token, delay + jitter(delay)).await {
+                    return Ok(None);
+                }
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("destination {:?}", spec.name))),
+        }
+    }
+}
+
+/// Where a destination without a recorded position starts, and the time
+/// filter for the first batch when it starts at a time.
+async fn initial(log: &StreamLog, start: StartPosition) -> Result<(u64, Option<Timestamp>)> {
+    Ok(match start {
+        StartPosition::Earliest => (log.low().await?, None),
+        StartPosition::Latest => (log.head(None).await?.map_or(1, |h| h + 1), None),
+        StartPosition::At(t) => match log.seek_time(t).await? {
+            Some(seq) => (seq, Some(t)),
+            None => (log.head(None).await?.map_or(1, |h| h + 1), None),
+        },
+    })
+}
+
+/// Fetches and decodes batch `seq` (`None` if not committed yet).
+async fn fetch(
+    log: &StreamLog,
+    seq: u64,
+    schemas: &mut HashMap<(TableName, u32), Arc<TableSchema>>,
+    from: Option<Timestamp>,
+) -> Result<Option<Batch>, StageError> {
+    let Some(m) = log.read_opt(seq).await? else { return Ok(None) };
+    let mut tables = Vec::with_capacity(m.files.len());
+    for f in &m.files {
+        let key = (f.table.clone(), f.schema_version);
+        let schema = match schemas.get(&key) {
+            Some(s) => s.clone(),
+            None => {
+                let s = Arc::new(log.read_schema(&f.table, f.schema_version).await?);
+                schemas.insert(key, s.clone());
+                s
+            }
+        };
+        let mut changes = log.read_file(f).await?.changes;
+        if let Some(t) = from {
+            changes.drain(..first_at_or_after(&changes, t));
+        }
+        tables.push(TableChanges { schema, changes });
+    }
+    Ok(Some(Batch { seq, stream: m.stream, lsn_end: m.lsn.end, commit_ts_max: m.commit_ts.max, tables }))
+}
+
+/// Runs one destination until `token` is cancelled or a permanent error.
+pub async fn run(stage: Stage, spec: DestinationSpec, token: CancellationToken, status: SharedWorkerStatus) -> Result<()> {
+    let log = StreamLog::new(&stage, &spec.stream)?;
+    let cursors = Cursors::new(&stage, &spec.name)?;
+    set(&status, |s| s.state = "connecting".to_owned());
+    let Some((mut dest, durable)) = connect(&spec, &token, &status).await? else { return Ok(()) };
+    let mut cursor: Option<Versioned<Cursor>> = cursors.load().await?;
+    let (mut next, mut from) = match (durable, &cursor) {
+        (Some(seq), _) => (seq + 1, None),
+        (None, Some(c)) => (c.value.seq + 1, None),
+        (None, None) => initial(&log, spec.start).await?,
+    };
+    if cursor.is_none() {
+        // Record the starting point at once, so a restart before the first
+        // batch does not move a `latest` start forward.
+        let c = Cursor { format: 1, destination: spec.name.clone(), stream: spec.stream.clone(), seq: next - 1, lsn: Lsn::ZERO, epoch: 0, updated_at: Timestamp::now() };
+        cursor = Some(cursors.advance(None, c).await.context("recording the start position")?);
+    }
+    tracing::info!(destination = spec.name, next, "delivering");
+    let mut schemas = HashMap::new();
+    let mut delay = BACKOFF_MIN;
+    loop {
+        if token.is_cancelled() {
+            return Ok(());
+        }
+        set(&status, |s| s.cursor = Some(next - 1));
+        let batch = match fetch(&log, next, &mut schemas, from).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                set(&status, |s| s.state = "running".to_owned());
+                if !sleep(&token, POLL).await {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(destination = spec.name, seq = next, error = %e, "reading the stage failed; retrying");
+                if !sleep(&token, delay + jitter(delay)).await {
+                    return Ok(());
+                }
+                delay = (delay * 2).min(BACKOFF_MAX);
+                continue;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batch {next} of stream {:?}", spec.stream))),
+        };
+        match dest.apply(&batch).await {
+            Ok(()) => {
+                delay = BACKOFF_MIN;
+                let current = cursor.take();
+                let c = Cursor {
+                    format: 1,
+                    destination: spec.name.clone(),
+                    stream: spec.stream.clone(),
+                    seq: batch.seq,
+                    lsn: batch.lsn_end,
+                    epoch: current.as_ref().map_or(0, |c| c.value.epoch),
+                    updated_at: Timestamp::now(),
+                };
+                cursor = Some(cursors.advance(current.as_ref(), c).await.context("advancing the cursor")?);
+                set(&status, |s| {
+                    s.state = "running".to_owned();
+                    s.cursor = Some(batch.seq);
+                    s.cursor_commit_ts = Some(batch.commit_ts_max);
+                    s.last_error = None;
+                });
+                from = None;
+                next += 1;
+            }
+            Err(e) if e.is_retriable() => {
+                set(&status, |s| {
+                    s.state = "failing".to_owned();
+                    s.last_error = Some(e.to_string());
+                    s.retries += 1;
+                });
+                tracing::warn!(destination = spec.name, seq = next, error = %e, "delivery failed; retrying");
+                if !sleep(&token, delay + jitter(delay)).await {
+                    return Ok(());
+                }
+                delay = (delay * 2).min(BACKOFF_MAX);
+                // The connection may be gone: start over from what the destination holds.
+                let Some((d, durable)) = connect(&spec, &token, &status).await? else { return Ok(()) };
+                dest = d;
+                if let Some(seq) = durable {
+                    next = seq + 1;
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                set(&status, |s| {
+                    s.state = "failed".to_owned();
+                    s.last_error = Some(message.clone());
+                });
+                return Err(anyhow::Error::new(e).context(format!("delivering batch {next} to {:?}", spec.name)));
+            }
+        }
+    }
+}
