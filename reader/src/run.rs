@@ -96,7 +96,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
     let log = StreamLog::new(&stage, &source.stream)?;
     let leases = Leases::new(&stage, log.keys().reader());
-    let holder = format!("reader@{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let holder = strata_stager::lease::local_holder("reader");
     let Some(lease) = acquire_lease(&leases, &holder, &shutdown).await? else {
         return Ok(());
     };
@@ -130,34 +130,10 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     result
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".to_owned())
-}
-
-/// Whether a lease holder named `reader@{host}:{pid}:{tag}` is a process on
-/// this host that no longer runs (killed, crashed): its lease need not be
-/// waited out. A holder on another host is never judged gone.
-fn holder_is_gone(lease: &Lease) -> bool {
-    let Some((host, rest)) = lease.holder.strip_prefix("reader@").and_then(|h| h.split_once(':')) else {
-        return false;
-    };
-    let Some(pid) = rest.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
-        return false;
-    };
-    if host != hostname() || pid == std::process::id() {
-        return false;
-    }
-    // No such process, or the pid was reused by something else.
-    match std::fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(cmdline) => !String::from_utf8_lossy(&cmdline).contains("strata"),
-        Err(_) => true,
-    }
-}
-
 async fn acquire_lease(leases: &Leases, holder: &str, shutdown: &CancellationToken) -> Result<Option<Versioned<Lease>>> {
     let mut reported = false;
     loop {
-        match leases.acquire_unless_live(holder, LEASE_TTL, Timestamp::now(), holder_is_gone).await {
+        match leases.acquire_unless_live(holder, LEASE_TTL, Timestamp::now(), strata_stager::lease::is_dead_local_holder).await {
             Ok(l) => return Ok(Some(l)),
             Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
                 if !reported {

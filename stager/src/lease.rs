@@ -46,6 +46,36 @@ pub struct Leases {
     path: object_store::path::Path,
 }
 
+/// A holder name for this process: `{role}@{host}:{pid}:{tag}`, which
+/// [`is_dead_local_holder`] can recognise after a crash.
+pub fn local_holder(role: &str) -> String {
+    format!("{role}@{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Whether `lease` is held by a process on this host that no longer runs
+/// (killed, crashed) — or whose pid now belongs to something that is not
+/// strata. Such a lease need not be waited out. A holder on another host
+/// is never judged dead: only its lease expiry can say that.
+pub fn is_dead_local_holder(lease: &Lease) -> bool {
+    let Some((host, rest)) = lease.holder.split_once('@').and_then(|(_, h)| h.split_once(':')) else {
+        return false;
+    };
+    let Some(pid) = rest.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    if host != hostname() || pid == std::process::id() {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmdline) => !String::from_utf8_lossy(&cmdline).contains("strata"),
+        Err(_) => true,
+    }
+}
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }

@@ -21,6 +21,8 @@
 pub mod emulator;
 pub mod pg;
 pub mod reader;
+pub mod workload;
+pub mod writer;
 pub mod process;
 
 /// The repository root (this crate lives in `tests/`).

@@ -112,6 +112,19 @@ impl PgCluster {
         self.run("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-m", "fast", "-w", "-t", "60", "restart"])
     }
 
+    /// Stops the server (a destination going down).
+    pub fn stop(&self) -> Result<()> {
+        let data = self.dir.join("data");
+        self.run("pg_ctl", &["-D", path_str(&data)?, "-m", "fast", "-w", "stop"])
+    }
+
+    /// Starts a stopped server again.
+    pub fn start_again(&self) -> Result<()> {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        self.run("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&log)?, "-w", "-t", "60", "start"])
+    }
+
     /// Connection URL of database `db` as the superuser, over TCP.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)

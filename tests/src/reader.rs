@@ -36,15 +36,17 @@ impl RunningReader {
     }
 }
 
-/// A reader running as its own process (the `strata-reader-under-test`
-/// binary), so it can be killed with SIGKILL like a crashed or OOM-killed one.
-pub struct ReaderProcess {
+/// A service (`strata-reader-under-test` or `strata-writer-under-test`)
+/// running as its own process, so it can be killed with SIGKILL like a
+/// crashed or OOM-killed one.
+pub struct ServiceProcess {
     child: std::process::Child,
 }
 
-impl ReaderProcess {
+impl ServiceProcess {
     /// Starts `exe --config config` with its logs on our stderr.
-    pub fn spawn(exe: &std::path::Path, config: &std::path::Path) -> Result<ReaderProcess> {
+    /// (Any strata service binary: the reader's and the writer's take the same flag.)
+    pub fn spawn(exe: &std::path::Path, config: &std::path::Path) -> Result<ServiceProcess> {
         let child = std::process::Command::new(exe)
             .arg("--config")
             .arg(config)
@@ -52,7 +54,7 @@ impl ReaderProcess {
             .stdin(std::process::Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
-        Ok(ReaderProcess { child })
+        Ok(ServiceProcess { child })
     }
 
     pub fn pid(&self) -> u32 {
@@ -91,7 +93,7 @@ impl ReaderProcess {
     }
 }
 
-impl Drop for ReaderProcess {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -9,76 +9,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
 
 use strata_common::{Op, Value};
 use strata_stager::Stage;
 use strata_tests::pg::{PgCluster, connect};
-use strata_tests::reader::{ReaderProcess, RunningReader, config, staged_changes, wait_for_changes, wait_for_slot, write_config};
+use strata_tests::workload::{Rng, workload};
+use strata_tests::reader::{ServiceProcess, RunningReader, config, staged_changes, wait_for_changes, wait_for_slot, write_config};
 
 const READER: &str = env!("CARGO_BIN_EXE_strata-reader-under-test");
-
-/// A small deterministic generator (xorshift), so failures replay.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Commits transactions of 1–20 inserts and occasional updates into
-/// `events` until `stop`, reconnecting when the server goes away. Counts
-/// only transactions whose COMMIT succeeded.
-async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU64>, seed: u64) -> Vec<i64> {
-    let mut rng = Rng(seed);
-    let mut ids = Vec::new();
-    let mut next_id = 1i64;
-    let mut client = None;
-    while !stop.load(Ordering::Relaxed) {
-        let c = match &client {
-            Some(c) => c,
-            None => match connect(&url).await {
-                Ok(c) => client.insert(c),
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let n = 1 + rng.below(20) as i64;
-        let update = !ids.is_empty() && rng.below(4) == 0;
-        let sql = if update {
-            let id = ids[rng.below(ids.len() as u64) as usize];
-            format!("BEGIN; INSERT INTO events SELECT g, 'p' || g FROM generate_series({next_id}, {}) g; UPDATE events SET payload = 'u' WHERE id = {id}; COMMIT", next_id + n - 1)
-        } else {
-            format!("BEGIN; INSERT INTO events SELECT g, 'p' || g FROM generate_series({next_id}, {}) g; COMMIT", next_id + n - 1)
-        };
-        match c.batch_execute(&sql).await {
-            Ok(()) => {
-                ids.extend(next_id..next_id + n);
-                committed.fetch_add(n as u64 + u64::from(update), Ordering::SeqCst);
-                next_id += n;
-            }
-            Err(_) => {
-                // The server went away mid-transaction: that transaction
-                // did not commit. Its ids are skipped, never reused.
-                next_id += n;
-                client = None;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(3)).await;
-    }
-    ids
-}
 
 /// Checks the stage holds exactly the committed inserts, once each.
 async fn assert_exactly_once(stage: &Stage, ids: &[i64], changes: u64) {
@@ -112,7 +52,7 @@ async fn kill_9_twenty_times_during_a_workload_loses_and_duplicates_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
     let mut rng = Rng(0x5eed_1234);
-    let mut reader = ReaderProcess::spawn(Path::new(READER), &cfg).unwrap();
+    let mut reader = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
     wait_for_slot(&admin, "strata_main").await.unwrap();
     let load = tokio::spawn(workload(url.clone(), stop.clone(), committed.clone(), 42));
     let stage = Stage::local(&stage_dir).unwrap();
@@ -132,7 +72,7 @@ async fn kill_9_twenty_times_during_a_workload_loses_and_duplicates_nothing() {
         if round % 3 == 0 {
             tokio::time::sleep(Duration::from_millis(rng.below(800))).await;
         }
-        reader = ReaderProcess::spawn(Path::new(READER), &cfg).unwrap();
+        reader = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     let ids = load.await.unwrap();
@@ -178,7 +118,7 @@ async fn a_two_million_row_transaction_stays_within_memory() {
     let dir = tempfile::tempdir().unwrap();
     let stage_dir = dir.path().join("stage");
     let cfg = write_config(dir.path(), &url, &stage_dir, "").unwrap();
-    let mut reader = ReaderProcess::spawn(Path::new(READER), &cfg).unwrap();
+    let mut reader = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
     wait_for_slot(&admin, "strata_main").await.unwrap();
     admin.batch_execute("INSERT INTO big VALUES (0, 'before', 0)").await.unwrap();
     let started = Instant::now();
@@ -237,9 +177,9 @@ async fn a_second_reader_waits_and_takes_over_when_the_first_stops() {
     let dir = tempfile::tempdir().unwrap();
     let stage_dir = dir.path().join("stage");
     let cfg = write_config(dir.path(), &url, &stage_dir, "").unwrap();
-    let first = ReaderProcess::spawn(Path::new(READER), &cfg).unwrap();
+    let first = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
     wait_for_slot(&admin, "strata_main").await.unwrap();
-    let mut second = ReaderProcess::spawn(Path::new(READER), &cfg).unwrap();
+    let mut second = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
     admin.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
     let stage = Stage::local(&stage_dir).unwrap();
     wait_for_changes(&stage, "main", 1).await.unwrap();

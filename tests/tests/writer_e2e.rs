@@ -3,87 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
-use strata_common::Timestamp;
 use strata_common::config::Config;
-use strata_common::pgtext::REQUIRED_SETTINGS;
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
-use strata_tests::pg::{PgCluster, connect};
+use strata_tests::pg::PgCluster;
 use strata_tests::reader::{RunningReader, config_text_for, wait_for_slot};
-use strata_writer::spec::{DestinationKind, DestinationSpec, PostgresMode, PostgresSpec, StartPosition};
-use tokio_postgres::Client;
+use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
+use strata_writer::spec::{PostgresMode, StartPosition};
 use tokio_util::sync::CancellationToken;
-
-async fn session(url: &str) -> Client {
-    let c = connect(url).await.unwrap();
-    for (name, value) in REQUIRED_SETTINGS {
-        c.batch_execute(&format!("SET {name} = '{value}'")).await.unwrap();
-    }
-    c
-}
-
-/// md5 of the table's rows in their text form, sorted: equal iff the rows are.
-async fn checksum(c: &Client, table: &str) -> (i64, String) {
-    let row = c
-        .query_one(&format!("SELECT count(*), coalesce(md5(string_agg(r, E'\\n' ORDER BY r)), '') FROM (SELECT t::text AS r FROM {table} t) s"), &[])
-        .await
-        .unwrap_or_else(|e| panic!("checksum of {table}: {e}"));
-    (row.get(0), row.get(1))
-}
-
-fn spec(name: &str, url: &str, start: StartPosition) -> DestinationSpec {
-    let now = Timestamp::now();
-    DestinationSpec {
-        format: 1,
-        name: name.to_owned(),
-        stream: "main".to_owned(),
-        start,
-        paused: false,
-        destination: DestinationKind::Postgres(PostgresSpec { url: url.to_owned(), mode: PostgresMode::Mirror }),
-        created_at: now,
-        updated_at: now,
-    }
-}
-
-/// Waits until `destination`'s cursor reaches the stream's head.
-async fn wait_caught_up(stage: &Stage, destination: &str) {
-    let log = StreamLog::new(stage, "main").unwrap();
-    let cursors = strata_stager::cursor::Cursors::new(stage, destination).unwrap();
-    for _ in 0..1200 {
-        let head = log.head(None).await.unwrap().unwrap_or(0);
-        let cursor = cursors.load().await.unwrap().map_or(0, |c| c.value.seq);
-        if head > 0 && cursor >= head {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("destination {destination} did not catch up within 60 s");
-}
-
-/// Waits until the reader has staged everything committed so far.
-async fn wait_staged(source: &Client, stage: &Stage) {
-    let target: String = source.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.unwrap().get(0);
-    let target: strata_common::Lsn = target.parse().unwrap();
-    let log = StreamLog::new(stage, "main").unwrap();
-    for _ in 0..1200 {
-        if let Some(h) = log.head(None).await.unwrap()
-            && log.read(h).await.unwrap().lsn.end >= strata_common::Lsn(target.0.saturating_sub(1 << 20))
-        {
-            let confirmed: bool = source
-                .query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[&target.to_string()])
-                .await
-                .unwrap()
-                .get(0);
-            if confirmed {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the reader did not stage up to {target}");
-}
 
 const TABLES: [&str; 4] = ["public.all_types", "public.kv", "public.doc", "public.\"Mixed.Case\""];
 
@@ -135,7 +62,7 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
     let writer_token = CancellationToken::new();
     let wt = writer_token.clone();
     let writer = tokio::spawn(async move { strata_writer::run::run(&writer_cfg, wt).await });
-    strata_writer::control::add(&stage, &spec("mirror", &dst_url, StartPosition::Earliest)).await.unwrap();
+    strata_writer::control::add(&stage, &spec("mirror", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
 
     src.batch_execute(
         r#"
@@ -185,7 +112,7 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
     }
 
     // A destination added while everything runs catches up from earliest.
-    strata_writer::control::add(&stage, &spec("late", &late_url, StartPosition::Earliest)).await.unwrap();
+    strata_writer::control::add(&stage, &spec("late", &late_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
     wait_caught_up(&stage, "late").await;
     let late = session(&late_url).await;
     for t in TABLES {

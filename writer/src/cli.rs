@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_common::Timestamp;
 use strata_common::config::{Config, LogFormat};
@@ -126,7 +126,7 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
             let start: StartPosition = start.parse().map_err(anyhow::Error::msg).context("--start")?;
             let mode = match mode {
                 ModeArg::Mirror => PostgresMode::Mirror,
-                ModeArg::History => bail!("history mode is not available in this build yet; use --mode mirror"),
+                ModeArg::History => PostgresMode::History,
             };
             let now = Timestamp::now();
             let spec = DestinationSpec {

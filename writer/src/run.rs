@@ -50,13 +50,9 @@ struct Failed {
     updated_at: Timestamp,
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".to_owned())
-}
-
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
-    let holder = format!("writer@{}:{}:{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let holder = strata_stager::lease::local_holder("writer");
     let registry = Registry::default();
     let ready = Readiness::default();
     let listen = config.telemetry.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
@@ -148,7 +144,7 @@ async fn reconcile(
         }
         failed.remove(name);
         let leases = Leases::new(stage, DestinationKeys::new(name)?.lease());
-        let lease = match leases.acquire(holder, LEASE_TTL, Timestamp::now()).await {
+        let lease = match leases.acquire_unless_live(holder, LEASE_TTL, Timestamp::now(), strata_stager::lease::is_dead_local_holder).await {
             Ok(l) => l,
             Err(StageError::LeaseHeld { .. } | StageError::Conflict { .. }) => continue,
             Err(e) => {

@@ -13,6 +13,12 @@
 //! are never overwritten. A TRUNCATE applies in order between changes.
 //! Tables without a usable key (no primary key, or REPLICA IDENTITY FULL)
 //! are applied change by change, matching rows on their full old image.
+//!
+//! History mode appends every change to a table of the same name, after six
+//! metadata columns (`_strata_op`, `_strata_lsn`, `_strata_ord`,
+//! `_strata_xid`, `_strata_commit_ts`, `_strata_unchanged`) whose
+//! `(_strata_lsn, _strata_ord)` primary key makes storing a change twice an
+//! error rather than a silent duplicate.
 
 pub mod config;
 pub mod retry;

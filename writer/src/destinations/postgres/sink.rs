@@ -14,7 +14,7 @@ use tokio_postgres::{Client, Transaction};
 use super::config::connect;
 use super::retry::classify;
 use crate::destinations::{Batch, DestError, Destination};
-use crate::spec::PostgresSpec;
+use crate::spec::{PostgresMode, PostgresSpec};
 
 /// One row of COPY text values (`None` is NULL).
 type TextRow = Vec<Option<String>>;
@@ -26,6 +26,7 @@ pub struct PostgresSink {
     client: Client,
     conn: tokio::task::JoinHandle<()>,
     destination: String,
+    mode: PostgresMode,
     /// Destination column types of each staged table version.
     types: HashMap<(TableName, u32), Arc<Vec<String>>>,
     /// The staged version each destination table was last brought in line with.
@@ -45,7 +46,14 @@ fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> DestError + '_ {
 impl PostgresSink {
     pub async fn connect(destination: &str, spec: &PostgresSpec) -> Result<Self, DestError> {
         let (client, conn) = connect(spec).await?;
-        Ok(PostgresSink { client, conn, destination: destination.to_owned(), types: HashMap::new(), synced: HashMap::new() })
+        Ok(PostgresSink {
+            client,
+            conn,
+            destination: destination.to_owned(),
+            mode: spec.mode,
+            types: HashMap::new(),
+            synced: HashMap::new(),
+        })
     }
 
     /// Resolves, outside any transaction, the destination type of each
@@ -122,11 +130,16 @@ impl Destination for PostgresSink {
         }
         let mut temps = 0u32;
         for (t, types) in batch.tables.iter().zip(&types) {
+            let history = self.mode == PostgresMode::History;
             if self.synced.get(&t.schema.table) != Some(&t.schema.version) {
-                sync_table(&tx, &t.schema, types).await?;
+                sync_table(&tx, &t.schema, types, history).await?;
                 synced.push((t.schema.table.clone(), t.schema.version));
             }
-            apply_mirror(&tx, &t.schema, types, &t.changes, &mut temps).await?;
+            if history {
+                apply_history(&tx, &t.schema, &t.changes).await?;
+            } else {
+                apply_mirror(&tx, &t.schema, types, &t.changes, &mut temps).await?;
+            }
         }
         let seq = i64::try_from(batch.seq).map_err(|_| DestError::Permanent(format!("seq {} out of range", batch.seq)))?;
         tx.execute(
@@ -154,20 +167,34 @@ fn key_columns(schema: &TableSchema) -> Vec<usize> {
     }
 }
 
+/// The metadata columns a history table starts with; `(_strata_lsn,
+/// _strata_ord)` is its primary key, so a change can never be stored twice.
+const HISTORY_COLUMNS: &[(&str, &str)] = &[
+    ("_strata_op", "text NOT NULL"),
+    ("_strata_lsn", "pg_lsn NOT NULL"),
+    ("_strata_ord", "bigint NOT NULL"),
+    ("_strata_xid", "bigint"),
+    ("_strata_commit_ts", "timestamptz NOT NULL"),
+    ("_strata_unchanged", "text[]"),
+];
+
 /// Creates the destination table, or brings its columns in line with the
 /// staged version: adds new columns, drops removed ones, and changes types
-/// through their text form.
-async fn sync_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String]) -> Result<(), DestError> {
+/// through their text form. A history table starts with the metadata
+/// columns, which are never dropped.
+async fn sync_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], history: bool) -> Result<(), DestError> {
     let target = schema.table.quoted();
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema.table.schema)))
         .await
         .map_err(err("creating the schema"))?;
     let exists: bool = tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&target]).await.map_err(err("looking up the table"))?.get(0);
     if !exists {
-        let mut defs: Vec<String> =
-            schema.columns.iter().zip(types).map(|(c, t)| format!("{} {t}", quote_ident(&c.name))).collect();
+        let mut defs: Vec<String> = if history { HISTORY_COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect() } else { Vec::new() };
+        defs.extend(schema.columns.iter().zip(types).map(|(c, t)| format!("{} {t}", quote_ident(&c.name))));
         let keys = key_columns(schema);
-        if !keys.is_empty() {
+        if history {
+            defs.push("PRIMARY KEY (_strata_lsn, _strata_ord)".to_owned());
+        } else if !keys.is_empty() {
             let names: Vec<String> = keys.iter().map(|&i| quote_ident(&schema.columns[i].name)).collect();
             defs.push(format!("PRIMARY KEY ({})", names.join(", ")));
         }
@@ -195,7 +222,8 @@ async fn sync_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String]
         }
     }
     for name in existing.keys() {
-        if !schema.columns.iter().any(|c| &c.name == name) {
+        let metadata = history && HISTORY_COLUMNS.iter().any(|(n, _)| n == name);
+        if !metadata && !schema.columns.iter().any(|c| &c.name == name) {
             alters.push(format!("DROP COLUMN {}", quote_ident(name)));
         }
     }
@@ -452,6 +480,42 @@ async fn rekey(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], key
     let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
     tx.execute(&sql, &refs).await.map_err(err(&format!("moving a row of {} to its new key", schema.table)))?;
     Ok(())
+}
+
+/// History mode: every change appended with its metadata; deletes carry
+/// their old image, truncates a row of NULLs.
+async fn apply_history(tx: &Transaction<'_>, schema: &TableSchema, changes: &[Change]) -> Result<(), DestError> {
+    let mut columns: Vec<String> = HISTORY_COLUMNS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let all: Vec<usize> = (0..schema.columns.len()).collect();
+    columns.extend(quoted(schema, &all));
+    let names = ColumnType::Array { element: Box::new(ColumnType::Text) };
+    let rows: Vec<TextRow> = changes
+        .iter()
+        .map(|c| {
+            let image = c.after.as_ref().or(c.before.as_ref());
+            let unchanged: Vec<Value> = match &c.after {
+                Some(after) => schema
+                    .columns
+                    .iter()
+                    .zip(after)
+                    .filter(|(_, v)| matches!(v, Value::Unchanged))
+                    .map(|(col, _)| Value::Text(col.name.clone()))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let mut row: TextRow = vec![
+                Some(c.op.code().to_string()),
+                Some(c.lsn.to_string()),
+                Some(c.ord.to_string()),
+                c.xid.map(|x| x.to_string()),
+                format_text(&ColumnType::TimestampTz, &Value::TimestampTz(c.commit_ts.micros())),
+                (!unchanged.is_empty()).then(|| format_text(&names, &Value::Array(unchanged))).flatten(),
+            ];
+            row.extend(all.iter().map(|&i| image.and_then(|r| format_text(&schema.columns[i].column_type, &r[i]))));
+            row
+        })
+        .collect();
+    copy_in(tx, &schema.table.quoted(), &columns, &rows).await
 }
 
 /// Tables without a key: changes in order, rows matched on their whole old

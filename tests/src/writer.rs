@@ -1,0 +1,83 @@
+//! Helpers for writer tests: sessions, table checksums, and waits on the
+//! pipeline's progress.
+
+use std::time::Duration;
+
+use strata_common::Timestamp;
+use strata_common::pgtext::REQUIRED_SETTINGS;
+use strata_stager::Stage;
+use strata_stager::log::StreamLog;
+use strata_writer::spec::{DestinationKind, DestinationSpec, PostgresMode, PostgresSpec, StartPosition};
+use tokio_postgres::Client;
+
+use crate::pg::connect;
+
+pub async fn session(url: &str) -> Client {
+    let c = connect(url).await.expect("test helper");
+    for (name, value) in REQUIRED_SETTINGS {
+        c.batch_execute(&format!("SET {name} = '{value}'")).await.expect("test helper");
+    }
+    c
+}
+
+/// md5 of the table's rows in their text form, sorted: equal iff the rows are.
+pub async fn checksum(c: &Client, table: &str) -> (i64, String) {
+    let row = c
+        .query_one(&format!("SELECT count(*), coalesce(md5(string_agg(r, E'\\n' ORDER BY r)), '') FROM (SELECT t::text AS r FROM {table} t) s"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("checksum of {table}: {e}"));
+    (row.get(0), row.get(1))
+}
+
+pub fn spec(name: &str, url: &str, start: StartPosition, mode: PostgresMode) -> DestinationSpec {
+    let now = Timestamp::now();
+    DestinationSpec {
+        format: 1,
+        name: name.to_owned(),
+        stream: "main".to_owned(),
+        start,
+        paused: false,
+        destination: DestinationKind::Postgres(PostgresSpec { url: url.to_owned(), mode }),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Waits until `destination`'s cursor reaches the stream's head.
+pub async fn wait_caught_up(stage: &Stage, destination: &str) {
+    let log = StreamLog::new(stage, "main").expect("test helper");
+    let cursors = strata_stager::cursor::Cursors::new(stage, destination).expect("test helper");
+    for _ in 0..1200 {
+        let head = log.head(None).await.expect("test helper").unwrap_or(0);
+        let cursor = cursors.load().await.expect("test helper").map_or(0, |c| c.value.seq);
+        if head > 0 && cursor >= head {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("destination {destination} did not catch up within 60 s");
+}
+
+/// Waits until the reader has staged everything committed so far.
+pub async fn wait_staged(source: &Client, stage: &Stage) {
+    let target: String = source.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.expect("test helper").get(0);
+    let target: strata_common::Lsn = target.parse().expect("test helper");
+    let log = StreamLog::new(stage, "main").expect("test helper");
+    for _ in 0..1200 {
+        if let Some(h) = log.head(None).await.expect("test helper")
+            && log.read(h).await.expect("test helper").lsn.end >= strata_common::Lsn(target.0.saturating_sub(1 << 20))
+        {
+            let confirmed: bool = source
+                .query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[&target.to_string()])
+                .await
+                .expect("test helper")
+                .get(0);
+            if confirmed {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the reader did not stage up to {target}");
+}
+

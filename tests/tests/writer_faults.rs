@@ -1,0 +1,200 @@
+//! strata-writer under faults: killed with SIGKILL at random points, two
+//! writers on one stage, and a destination database that goes away.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use strata_common::config::Config;
+use strata_stager::Stage;
+use strata_stager::cursor::Cursors;
+use strata_stager::keys::DestinationKeys;
+use strata_stager::lease::Leases;
+use strata_stager::log::StreamLog;
+use strata_tests::pg::{PgCluster, connect};
+use strata_tests::reader::{RunningReader, ServiceProcess, config_text, wait_for_slot};
+use strata_tests::workload::{Rng, workload};
+use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
+use strata_writer::spec::{PostgresMode, StartPosition};
+
+const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
+
+/// Staged changes of the stream, counted from the manifests.
+async fn staged_rows(stage: &Stage) -> u64 {
+    let log = StreamLog::new(stage, "main").unwrap();
+    let mut rows = 0;
+    for seq in 1..=log.head(None).await.unwrap().unwrap_or(0) {
+        rows += log.read(seq).await.unwrap().counts.rows;
+    }
+    rows
+}
+
+fn writer_config(dir: &Path, stage_dir: &Path, db_url: &str, name: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config_text(db_url, stage_dir, "")).unwrap();
+    path
+}
+
+async fn cursor(stage: &Stage, destination: &str) -> u64 {
+    Cursors::new(stage, destination).unwrap().load().await.unwrap().map_or(0, |c| c.value.seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_twenty_times_applies_nothing_twice() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let mirror_url = cluster.fresh_database().await.unwrap();
+    let history_url = cluster.fresh_database().await.unwrap();
+    let admin = connect(&src_url).await.unwrap();
+    admin.batch_execute("CREATE TABLE events (id bigint PRIMARY KEY, payload text)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let reader_cfg = Config::from_toml("t", &config_text(&src_url, &stage_dir, "max_rows = 40\n"), &[]).unwrap();
+    let reader = RunningReader::start(reader_cfg);
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    let stage = Stage::local(&stage_dir).unwrap();
+    strata_writer::control::add(&stage, &spec("mirror", &mirror_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
+    strata_writer::control::add(&stage, &spec("history", &history_url, StartPosition::Earliest, PostgresMode::History)).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let load = tokio::spawn(workload(src_url.clone(), stop.clone(), committed.clone(), 99));
+    let cfg = writer_config(dir.path(), &stage_dir, &src_url, "writer");
+    let mut rng = Rng(0xfeed_beef);
+    let mut writer = ServiceProcess::spawn(Path::new(WRITER), &cfg).unwrap();
+    for round in 0..20 {
+        // Kill a writer that is delivering: wait for it to move a cursor.
+        let before = cursor(&stage, "mirror").await + cursor(&stage, "history").await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while cursor(&stage, "mirror").await + cursor(&stage, "history").await <= before {
+            assert!(Instant::now() < deadline, "round {round}: the writer delivered nothing within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(400))).await;
+        writer.kill9().unwrap();
+        writer = ServiceProcess::spawn(Path::new(WRITER), &cfg).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    wait_staged(&admin, &stage).await;
+    wait_caught_up(&stage, "mirror").await;
+    wait_caught_up(&stage, "history").await;
+    assert!(writer.terminate().unwrap().success(), "SIGTERM drains and exits 0");
+    reader.stop().await.unwrap();
+
+    let src = session(&src_url).await;
+    let mirror = session(&mirror_url).await;
+    assert_eq!(checksum(&mirror, "public.events").await, checksum(&src, "public.events").await, "the mirror equals the source");
+    // The history table's primary key (_strata_lsn, _strata_ord) would have
+    // refused a change applied twice; its row count says none was skipped.
+    let history = session(&history_url).await;
+    let rows: i64 = history.query_one("SELECT count(*) FROM public.events", &[]).await.unwrap().get(0);
+    let distinct: i64 = history
+        .query_one("SELECT count(*) FROM (SELECT DISTINCT _strata_lsn, _strata_ord FROM public.events) d", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let staged = staged_rows(&stage).await;
+    assert_eq!((rows as u64, distinct as u64), (staged, staged), "every staged change is in the history exactly once");
+    assert_eq!(staged, committed.load(Ordering::SeqCst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_writers_share_destinations_and_take_over_from_a_killed_one() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let admin = connect(&src_url).await.unwrap();
+    admin.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let reader = RunningReader::start(Config::from_toml("t", &config_text(&src_url, &stage_dir, ""), &[]).unwrap());
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    let stage = Stage::local(&stage_dir).unwrap();
+    let mut dests = Vec::new();
+    for i in 0..4 {
+        let url = cluster.fresh_database().await.unwrap();
+        let name = format!("d{i}");
+        strata_writer::control::add(&stage, &spec(&name, &url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
+        dests.push((name, url));
+    }
+    let a = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "a")).unwrap();
+    let b = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "b")).unwrap();
+    admin.batch_execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g").await.unwrap();
+    wait_staged(&admin, &stage).await;
+    for (name, _) in &dests {
+        wait_caught_up(&stage, name).await;
+    }
+    let holders = |stage: Stage, dests: Vec<(String, String)>| async move {
+        let mut out = Vec::new();
+        for (name, _) in &dests {
+            let lease = Leases::new(&stage, DestinationKeys::new(name).unwrap().lease()).read().await.unwrap().unwrap();
+            out.push(lease.value.holder);
+        }
+        out
+    };
+    let owners = holders(stage.clone(), dests.clone()).await;
+    let pid_a = format!(":{}:", a.pid());
+    let pid_b = format!(":{}:", b.pid());
+    assert!(owners.iter().all(|h| h.contains(&pid_a) || h.contains(&pid_b)), "every destination has one owner: {owners:?}");
+    // Kill the owner of d0; its destinations move to the survivor.
+    let (victim, survivor_pid) = if owners[0].contains(&pid_a) { (a, pid_b.clone()) } else { (b, pid_a.clone()) };
+    victim.kill9().unwrap();
+    admin.batch_execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(101, 200) g").await.unwrap();
+    wait_staged(&admin, &stage).await;
+    for (name, _) in &dests {
+        wait_caught_up(&stage, name).await;
+    }
+    let owners = holders(stage.clone(), dests.clone()).await;
+    assert!(owners.iter().all(|h| h.contains(&survivor_pid)), "the survivor owns every destination: {owners:?}");
+    let src = session(&src_url).await;
+    for (_, url) in &dests {
+        assert_eq!(checksum(&session(url).await, "public.t").await, checksum(&src, "public.t").await);
+    }
+    reader.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_destination_does_not_delay_another_and_catches_up() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let healthy_url = cluster.fresh_database().await.unwrap();
+    // The destination that goes down lives on a cluster of its own.
+    let down = PgCluster::start().unwrap();
+    let down_url = down.fresh_database().await.unwrap();
+    let admin = connect(&src_url).await.unwrap();
+    admin.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let reader = RunningReader::start(Config::from_toml("t", &config_text(&src_url, &stage_dir, ""), &[]).unwrap());
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    let stage = Stage::local(&stage_dir).unwrap();
+    strata_writer::control::add(&stage, &spec("healthy", &healthy_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
+    strata_writer::control::add(&stage, &spec("flaky", &down_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
+    let writer = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "w")).unwrap();
+    admin.batch_execute("INSERT INTO t VALUES (1, 'one')").await.unwrap();
+    wait_staged(&admin, &stage).await;
+    wait_caught_up(&stage, "healthy").await;
+    wait_caught_up(&stage, "flaky").await;
+
+    down.stop().unwrap();
+    for i in 2..=20 {
+        admin.batch_execute(&format!("INSERT INTO t VALUES ({i}, 'v')")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_staged(&admin, &stage).await;
+    let started = Instant::now();
+    wait_caught_up(&stage, "healthy").await;
+    assert!(started.elapsed() < Duration::from_secs(5), "the healthy destination kept up while the other was down");
+    let head = StreamLog::new(&stage, "main").unwrap().head(None).await.unwrap().unwrap();
+    assert!(cursor(&stage, "flaky").await < head, "the stopped destination is behind");
+
+    down.start_again().unwrap();
+    wait_caught_up(&stage, "flaky").await;
+    let src = session(&src_url).await;
+    assert_eq!(checksum(&session(&down_url).await, "public.t").await, checksum(&src, "public.t").await);
+    assert!(writer.terminate().unwrap().success());
+    reader.stop().await.unwrap();
+}
