@@ -142,6 +142,10 @@ impl StreamKeys {
         seq.parse().ok()
     }
 
+    pub fn schemas_prefix(&self) -> Path {
+        path(format!("{}/schemas", self.root))
+    }
+
     pub fn schema_prefix(&self, table: &TableName) -> Path {
         path(format!("{}/schemas/{}", self.root, table_segment(table)))
     }
@@ -195,6 +199,10 @@ pub fn destinations_prefix() -> Path {
 
 pub fn streams_prefix() -> Path {
     path("streams".to_owned())
+}
+
+pub fn replays_prefix() -> Path {
+    path("replays".to_owned())
 }
 
 pub fn replay(id: &str) -> Result<Path> {

@@ -181,6 +181,18 @@ impl StreamLog {
         Ok(s)
     }
 
+    /// Every table the stream has staged a schema for.
+    pub async fn tables(&self) -> Result<Vec<TableName>> {
+        let mut out = Vec::new();
+        for dir in self.stage.list_dirs(&self.keys.schemas_prefix()).await? {
+            if let Some(seg) = dir.filename() {
+                out.push(crate::keys::parse_table_segment(seg)?);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// The newest schema version of `table`, by listing its folder.
     pub async fn latest_schema(&self, table: &TableName) -> Result<Option<TableSchema>> {
         let prefix = self.keys.schema_prefix(table);

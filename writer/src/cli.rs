@@ -42,6 +42,20 @@ enum Command {
     /// Add, list, remove, pause or resume destinations.
     #[command(subcommand)]
     Destination(DestinationCommand),
+    /// Re-deliver changes from a time, or rebuild a destination as of a time.
+    Replay {
+        #[arg(long)]
+        destination: String,
+        /// Re-deliver exactly the changes committed at or after this RFC 3339 time.
+        #[arg(long, conflicts_with = "as_of")]
+        from: Option<String>,
+        /// Rebuild the destination as it was at this RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// After an --as-of rebuild: stop (pause the destination) or continue.
+        #[arg(long, value_enum, default_value = "stop")]
+        then: ThenArg,
+    },
     /// Streams, destinations, cursors, lag and errors.
     Status {
         #[arg(long)]
@@ -82,6 +96,12 @@ enum DestinationCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ThenArg {
+    Stop,
+    Continue,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
     Mirror,
     History,
@@ -116,6 +136,34 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Destination(cmd) => destination(&stage(&config)?, cmd).await?,
         Command::Status { json } => status(&stage(&config)?, json).await?,
+        Command::Replay { destination, from, as_of, then } => {
+            let time = |s: Option<String>, flag: &str| -> Result<Option<Timestamp>> {
+                s.map(|t| t.parse::<Timestamp>().map_err(anyhow::Error::msg).with_context(|| flag.to_owned())).transpose()
+            };
+            let now = Timestamp::now();
+            let id = format!(
+                "{}-{}",
+                now.to_datetime().map(|d| d.format("%Y%m%dT%H%M%S").to_string()).unwrap_or_default(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            let request = crate::replay::ReplayRequest {
+                format: 1,
+                id: id.clone(),
+                destination,
+                from: time(from, "--from")?,
+                as_of: time(as_of, "--as-of")?,
+                then: match then {
+                    ThenArg::Stop => crate::replay::Then::Stop,
+                    ThenArg::Continue => crate::replay::Then::Continue,
+                },
+                state: crate::replay::ReplayState::Pending,
+                created_at: now,
+                updated_at: now,
+                error: None,
+            };
+            crate::replay::submit(&stage(&config)?, &request).await?;
+            println!("replay {id} requested; the writer that owns {:?} starts it within seconds (see status)", request.destination);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -169,6 +217,7 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
 }
 
 async fn status(stage: &Stage, json: bool) -> Result<()> {
+    let replays = crate::replay::list(stage).await?;
     let mut rows = Vec::new();
     for s in control::list(stage).await? {
         let s = s.value;
@@ -198,6 +247,8 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
             "head_commit_ts": head_ts,
             "lag_batches": head.map_or(0, |h| h.saturating_sub(delivered)),
             "error": live.and_then(|l| l.status.get("last_error").cloned()).filter(|e| !e.is_null()),
+            "replays": replays.iter().filter(|r| r.value.destination == s.name && r.value.state != crate::replay::ReplayState::Done)
+                .map(|r| serde_json::json!({"id": r.value.id, "state": r.value.state, "error": r.value.error})).collect::<Vec<_>>(),
         }));
     }
     if json {

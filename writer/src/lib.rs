@@ -5,6 +5,7 @@
 //! - [`destinations`]: the [`Destination`](destinations::Destination)
 //!   boundary and one folder per destination.
 //! - [`worker`]: one destination's delivery loop.
+//! - [`replay`]: replay and as-of rebuild requests.
 //! - [`run`]: the reconcile loop that runs workers under leases.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -12,6 +13,7 @@
 pub mod cli;
 pub mod control;
 pub mod destinations;
+pub mod replay;
 pub mod run;
 pub mod spec;
 pub mod worker;

@@ -22,6 +22,7 @@ use strata_stager::keys::DestinationKeys;
 use strata_stager::lease::{Lease, Leases};
 use strata_stager::log::StreamLog;
 use strata_stager::{StageError, Versioned};
+
 use tokio_util::sync::CancellationToken;
 
 use crate::control;
@@ -134,6 +135,25 @@ async fn reconcile(
         }
     }
 
+    // Replays of destinations running here: restart the worker with the request.
+    let mut replays: HashMap<String, Versioned<crate::replay::ReplayRequest>> = HashMap::new();
+    for r in crate::replay::list(stage).await? {
+        if r.value.state == crate::replay::ReplayState::Pending && running.contains_key(&r.value.destination) {
+            replays.entry(r.value.destination.clone()).or_insert(r);
+        }
+    }
+    for (name, request) in replays {
+        let Some(r) = running.get_mut(&name) else { continue };
+        tracing::info!(destination = name, replay = request.value.id, "starting a replay");
+        r.token.cancel();
+        let old = std::mem::replace(&mut r.task, tokio::spawn(async { Ok(()) }));
+        if let Ok(Err(e)) = old.await {
+            tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
+        }
+        r.token = CancellationToken::new();
+        r.task = tokio::spawn(worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), Some(request)));
+    }
+
     // Start what should run here.
     for (name, spec) in &wanted {
         if spec.paused || running.contains_key(name) {
@@ -155,7 +175,7 @@ async fn reconcile(
         tracing::info!(destination = name, kind = spec.describe(), "starting worker");
         let token = CancellationToken::new();
         let status: SharedWorkerStatus = Arc::new(Mutex::new(WorkerStatus::default()));
-        let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone()));
+        let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), None));
         running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, status });
     }
 

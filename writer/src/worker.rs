@@ -22,6 +22,7 @@ use strata_stager::{Stage, StageError, Versioned};
 use tokio_util::sync::CancellationToken;
 
 use crate::destinations::postgres::PostgresSink;
+use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::destinations::{Batch, DestError, Destination, TableChanges};
 use crate::spec::{DestinationKind, DestinationSpec, StartPosition};
 
@@ -85,6 +86,12 @@ impl AnyDestination {
             AnyDestination::Postgres(d) => d.apply(batch).await,
         }
     }
+
+    async fn reset(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
+        match self {
+            AnyDestination::Postgres(d) => d.reset(seq, truncate).await,
+        }
+    }
 }
 
 /// Connects and reads the durable position, retrying transient failures.
@@ -129,12 +136,14 @@ async fn initial(log: &StreamLog, start: StartPosition) -> Result<(u64, Option<T
     })
 }
 
-/// Fetches and decodes batch `seq` (`None` if not committed yet).
+/// Fetches and decodes batch `seq` (`None` if not committed yet), keeping
+/// only changes committed at or after `from` and at or before `until`.
 async fn fetch(
     log: &StreamLog,
     seq: u64,
     schemas: &mut HashMap<(TableName, u32), Arc<TableSchema>>,
     from: Option<Timestamp>,
+    until: Option<Timestamp>,
 ) -> Result<Option<Batch>, StageError> {
     let Some(m) = log.read_opt(seq).await? else { return Ok(None) };
     let mut tables = Vec::with_capacity(m.files.len());
@@ -152,13 +161,58 @@ async fn fetch(
         if let Some(t) = from {
             changes.drain(..first_at_or_after(&changes, t));
         }
+        if let Some(t) = until {
+            changes.retain(|c| c.commit_ts <= t);
+        }
         tables.push(TableChanges { schema, changes });
     }
-    Ok(Some(Batch { seq, stream: m.stream, lsn_end: m.lsn.end, commit_ts_max: m.commit_ts.max, tables }))
+    Ok(Some(Batch { seq, stream: m.stream, lsn_end: m.lsn.end, commit_ts_min: m.commit_ts.min, commit_ts_max: m.commit_ts.max, tables }))
 }
 
-/// Runs one destination until `token` is cancelled or a permanent error.
-pub async fn run(stage: Stage, spec: DestinationSpec, token: CancellationToken, status: SharedWorkerStatus) -> Result<()> {
+/// A replay being carried out by a worker.
+struct ActiveReplay {
+    request: Versioned<ReplayRequest>,
+    /// For `--as-of`: deliver up to this time.
+    until: Option<(Timestamp, Then)>,
+}
+
+/// Runs one destination until `token` is cancelled or a permanent error,
+/// first carrying out `replay` if given.
+pub async fn run(
+    stage: Stage,
+    spec: DestinationSpec,
+    token: CancellationToken,
+    status: SharedWorkerStatus,
+    replay: Option<Versioned<ReplayRequest>>,
+) -> Result<()> {
+    let mut active = None;
+    let result = run_inner(&stage, &spec, &token, &status, replay, &mut active).await;
+    if let (Err(e), Some(a)) = (&result, active) {
+        let _ = replay::set_state(&stage, &a.request, ReplayState::Failed, Some(format!("{e:#}"))).await;
+    }
+    result
+}
+
+/// Marks the replay done; an `--as-of … --then stop` also pauses the destination.
+async fn finish_replay(stage: &Stage, spec: &DestinationSpec, a: ActiveReplay) -> Result<bool> {
+    replay::set_state(stage, &a.request, ReplayState::Done, None).await?;
+    tracing::info!(destination = spec.name, replay = a.request.value.id, "replay done");
+    if matches!(a.until, Some((_, Then::Stop))) {
+        crate::control::update(stage, &spec.name, |s| s.paused = true).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+async fn run_inner(
+    stage: &Stage,
+    spec: &DestinationSpec,
+    token: &CancellationToken,
+    status: &SharedWorkerStatus,
+    replay: Option<Versioned<ReplayRequest>>,
+    active: &mut Option<ActiveReplay>,
+) -> Result<()> {
+    let (stage, spec, token, status) = (stage.clone(), spec.clone(), token.clone(), status.clone());
     let log = StreamLog::new(&stage, &spec.stream)?;
     let cursors = Cursors::new(&stage, &spec.name)?;
     set(&status, |s| s.state = "connecting".to_owned());
@@ -175,6 +229,28 @@ pub async fn run(stage: Stage, spec: DestinationSpec, token: CancellationToken, 
         let c = Cursor { format: 1, destination: spec.name.clone(), stream: spec.stream.clone(), seq: next - 1, lsn: Lsn::ZERO, epoch: 0, updated_at: Timestamp::now() };
         cursor = Some(cursors.advance(None, c).await.context("recording the start position")?);
     }
+    if let Some(r) = replay {
+        let request = replay::set_state(&stage, &r, ReplayState::Running, None).await?;
+        set(&status, |s| s.state = "replaying".to_owned());
+        let (seq, truncate, until) = match (request.value.as_of, request.value.from) {
+            (Some(t), _) => (log.low().await? - 1, log.tables().await?, Some((t, request.value.then))),
+            (None, Some(t)) => match log.seek_time(t).await? {
+                Some(s) => {
+                    from = Some(t);
+                    (s - 1, Vec::new(), None)
+                }
+                // Nothing committed at or after T yet: nothing to re-deliver.
+                None => (next - 1, Vec::new(), None),
+            },
+            (None, None) => unreachable!("validated: a replay has --from or --as-of"),
+        };
+        dest.reset(seq, &truncate).await.map_err(|e| anyhow::Error::new(e).context("resetting the destination for a replay"))?;
+        let current = cursor.take().context("cursor recorded above")?;
+        cursor = Some(cursors.rewind(&current, seq, Lsn::ZERO, Timestamp::now()).await.context("rewinding the cursor")?);
+        next = seq + 1;
+        tracing::info!(destination = spec.name, replay = request.value.id, from = next, "replaying");
+        *active = Some(ActiveReplay { request, until });
+    }
     tracing::info!(destination = spec.name, next, "delivering");
     let mut schemas = HashMap::new();
     let mut delay = BACKOFF_MIN;
@@ -183,9 +259,26 @@ pub async fn run(stage: Stage, spec: DestinationSpec, token: CancellationToken, 
             return Ok(());
         }
         set(&status, |s| s.cursor = Some(next - 1));
-        let batch = match fetch(&log, next, &mut schemas, from).await {
+        let until = active.as_ref().and_then(|a| a.until.map(|(t, _)| t));
+        let batch = match fetch(&log, next, &mut schemas, from, until).await {
+            Ok(Some(b)) if until.is_some_and(|t| b.commit_ts_min > t) => {
+                // The rebuild has reached its time.
+                if let Some(a) = active.take()
+                    && finish_replay(&stage, &spec, a).await?
+                {
+                    return Ok(());
+                }
+                continue;
+            }
             Ok(Some(b)) => b,
             Ok(None) => {
+                // Caught up: a rebuild as of a time past the head is complete.
+                if active.as_ref().is_some_and(|a| a.until.is_some())
+                    && let Some(a) = active.take()
+                    && finish_replay(&stage, &spec, a).await?
+                {
+                    return Ok(());
+                }
                 set(&status, |s| s.state = "running".to_owned());
                 if !sleep(&token, POLL).await {
                     return Ok(());
@@ -224,6 +317,12 @@ pub async fn run(stage: Stage, spec: DestinationSpec, token: CancellationToken, 
                 });
                 from = None;
                 next += 1;
+                // A --from replay is done once its first batch is re-delivered.
+                if active.as_ref().is_some_and(|a| a.until.is_none())
+                    && let Some(a) = active.take()
+                {
+                    finish_replay(&stage, &spec, a).await?;
+                }
             }
             Err(e) if e.is_retriable() => {
                 set(&status, |s| {

@@ -32,6 +32,7 @@ pub struct Batch {
     pub seq: u64,
     pub stream: String,
     pub lsn_end: Lsn,
+    pub commit_ts_min: Timestamp,
     pub commit_ts_max: Timestamp,
     /// In the manifest's file order: a table's parts stay in commit order.
     pub tables: Vec<TableChanges>,
@@ -67,4 +68,8 @@ pub trait Destination: Send {
     /// is already durable must not apply it twice where the destination
     /// promises exactly-once.
     fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), DestError>> + Send;
+
+    /// Sets the destination's own position back to `seq` for a replay,
+    /// first emptying `truncate` (the tables of a rebuild), atomically.
+    fn reset(&mut self, seq: u64, truncate: &[strata_common::TableName]) -> impl Future<Output = Result<(), DestError>> + Send;
 }

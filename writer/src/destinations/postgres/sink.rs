@@ -153,6 +153,31 @@ impl Destination for PostgresSink {
         self.synced.extend(synced);
         Ok(())
     }
+
+    async fn reset(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
+        self.reset_position(seq, truncate).await
+    }
+}
+
+impl PostgresSink {
+    async fn reset_position(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
+        self.durable_seq().await?;
+        let tx = self.client.transaction().await.map_err(err("beginning"))?;
+        tx.query_one("SELECT seq FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&self.destination])
+            .await
+            .map_err(err("locking the cursor row"))?;
+        for t in truncate {
+            let exists: bool = tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&t.quoted()]).await.map_err(err("looking up a table"))?.get(0);
+            if exists {
+                tx.batch_execute(&format!("TRUNCATE {}", t.quoted())).await.map_err(err(&format!("truncating {t}")))?;
+            }
+        }
+        let seq = i64::try_from(seq).map_err(|_| DestError::Permanent(format!("seq {seq} out of range")))?;
+        tx.execute("UPDATE strata.cursors SET seq = $2, updated_at = now() WHERE destination = $1", &[&self.destination, &seq])
+            .await
+            .map_err(err("resetting the cursor row"))?;
+        tx.commit().await.map_err(err("committing"))
+    }
 }
 
 /// Columns that identify a row at the destination: the replica identity key

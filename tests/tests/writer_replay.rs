@@ -1,0 +1,130 @@
+//! Replay: `--from T` re-delivers exactly the changes committed at or after
+//! T; `--as-of T` rebuilds a destination as the source was at T.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use strata_common::Timestamp;
+use strata_common::config::Config;
+use strata_stager::Stage;
+use strata_stager::log::StreamLog;
+use strata_tests::pg::{PgCluster, connect};
+use strata_tests::reader::{RunningReader, config_text, wait_for_slot};
+use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
+use strata_writer::replay::{ReplayRequest, ReplayState, Then};
+use strata_writer::spec::{PostgresMode, StartPosition};
+use tokio_util::sync::CancellationToken;
+
+fn request(id: &str, destination: &str, from: Option<Timestamp>, as_of: Option<Timestamp>) -> ReplayRequest {
+    let now = Timestamp::now();
+    ReplayRequest {
+        format: 1,
+        id: id.to_owned(),
+        destination: destination.to_owned(),
+        from,
+        as_of,
+        then: Then::Stop,
+        state: ReplayState::Pending,
+        created_at: now,
+        updated_at: now,
+        error: None,
+    }
+}
+
+async fn wait_replay(stage: &Stage, id: &str) {
+    for _ in 0..1200 {
+        let all = strata_writer::replay::list(stage).await.unwrap();
+        if let Some(r) = all.iter().find(|r| r.value.id == id) {
+            match r.value.state {
+                ReplayState::Done => return,
+                ReplayState::Failed => panic!("replay {id} failed: {:?}", r.value.error),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replay {id} did not finish within 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_from_a_time_and_rebuild_as_of_a_time() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let from_url = cluster.fresh_database().await.unwrap();
+    let asof_url = cluster.fresh_database().await.unwrap();
+    let src = session(&src_url).await;
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let cfg = Config::from_toml("t", &config_text(&src_url, &stage_dir, "max_rows = 5\n"), &[]).unwrap();
+    let reader = RunningReader::start(cfg.clone());
+    let admin = connect(&src_url).await.unwrap();
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    let stage = Stage::local(&stage_dir).unwrap();
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let writer_cfg = cfg.clone();
+    let writer = tokio::spawn(async move { strata_writer::run::run(&writer_cfg, t).await });
+
+    for i in 1..=10 {
+        src.batch_execute(&format!("INSERT INTO t VALUES ({i}, 'before')")).await.unwrap();
+    }
+    wait_staged(&src, &stage).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let at = Timestamp::now();
+    let state_at = checksum(&src, "public.t").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 11..=20 {
+        src.batch_execute(&format!("INSERT INTO t VALUES ({i}, 'after')")).await.unwrap();
+    }
+    src.batch_execute("UPDATE t SET v = 'updated' WHERE id IN (1, 15); DELETE FROM t WHERE id IN (2, 16)").await.unwrap();
+    wait_staged(&src, &stage).await;
+
+    // Two empty destinations that start at the head: they hold nothing yet.
+    strata_writer::control::add(&stage, &spec("from", &from_url, StartPosition::Latest, PostgresMode::History)).await.unwrap();
+    strata_writer::control::add(&stage, &spec("asof", &asof_url, StartPosition::Latest, PostgresMode::Mirror)).await.unwrap();
+    wait_caught_up(&stage, "from").await;
+    wait_caught_up(&stage, "asof").await;
+
+    strata_writer::replay::submit(&stage, &request("r-from", "from", Some(at), None)).await.unwrap();
+    strata_writer::replay::submit(&stage, &request("r-asof", "asof", None, Some(at))).await.unwrap();
+    wait_replay(&stage, "r-from").await;
+    wait_replay(&stage, "r-asof").await;
+    wait_caught_up(&stage, "from").await;
+
+    // --from T: exactly the staged changes committed at or after T.
+    let log = StreamLog::new(&stage, "main").unwrap();
+    let mut expected = Vec::new();
+    for seq in 1..=log.head(None).await.unwrap().unwrap() {
+        for f in log.read(seq).await.unwrap().files {
+            for c in log.read_file(&f).await.unwrap().changes {
+                if c.commit_ts >= at {
+                    expected.push((c.lsn.to_string(), c.ord as i64));
+                }
+            }
+        }
+    }
+    expected.sort();
+    let dest = session(&from_url).await;
+    let mut got: Vec<(String, i64)> = dest
+        .query("SELECT _strata_lsn::text, _strata_ord FROM public.t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    got.sort();
+    assert_eq!(expected.len(), 14, "10 inserts, then 2 updates and 2 deletes, after T");
+    assert_eq!(got, expected, "exactly the changes committed at or after T");
+
+    // --as-of T: the destination equals the source as it was at T, and is paused.
+    let asof = session(&asof_url).await;
+    assert_eq!(checksum(&asof, "public.t").await, state_at);
+    let spec = strata_writer::control::read(&stage, "asof").await.unwrap().unwrap();
+    assert!(spec.value.paused, "an --as-of rebuild stops at its time by default");
+
+    token.cancel();
+    writer.await.unwrap().unwrap();
+    reader.stop().await.unwrap();
+}

@@ -1,0 +1,108 @@
+//! Replay requests: `replays/{id}.json`.
+//!
+//! `strata-writer replay --destination D --from T` re-delivers exactly the
+//! changes committed at or after T: the destination's position is set back
+//! to the batch holding T (binary search over manifests) and that batch is
+//! delivered from T on (a row filter), then delivery goes on as usual.
+//! `--as-of T` rebuilds D as it was at T: its tables are truncated, every
+//! change up to T is delivered (the batch holding T is cut at T), and then
+//! the destination is paused (`--then stop`, the default) or goes on.
+//!
+//! A request is a control object like a spec: the writer that owns the
+//! destination picks it up on its next reconcile pass and records its state
+//! (pending → running → done, or failed with the error) in the object.
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use strata_common::Timestamp;
+use strata_stager::{Stage, StageError, Versioned};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// What an `--as-of` rebuild does once it reaches its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Then {
+    /// Pause the destination: it stays as it was at the time.
+    #[default]
+    Stop,
+    /// Go on delivering what came after.
+    Continue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub format: u32,
+    pub id: String,
+    pub destination: String,
+    /// Re-deliver changes committed at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Timestamp>,
+    /// Rebuild the destination as of this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<Timestamp>,
+    #[serde(default)]
+    pub then: Then,
+    pub state: ReplayState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ReplayRequest {
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.from, self.as_of) {
+            (None, None) => Err("a replay needs --from or --as-of".to_owned()),
+            (Some(_), Some(_)) => Err("--from and --as-of are exclusive: --as-of rebuilds from the beginning".to_owned()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Stores a new request.
+pub async fn submit(stage: &Stage, req: &ReplayRequest) -> Result<()> {
+    req.validate().map_err(anyhow::Error::msg)?;
+    if crate::control::read(stage, &req.destination).await?.is_none() {
+        bail!("no destination named {:?}", req.destination);
+    }
+    let path = strata_stager::keys::replay(&req.id)?;
+    match stage.put_json_if(&path, req, None).await {
+        Ok(_) => Ok(()),
+        Err(StageError::Conflict { .. }) => bail!("replay {} already exists", req.id),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every request, oldest first; unreadable ones are skipped with a warning.
+pub async fn list(stage: &Stage) -> Result<Vec<Versioned<ReplayRequest>>> {
+    let mut out = Vec::new();
+    for obj in stage.list(&strata_stager::keys::replays_prefix()).await? {
+        match stage.get_json::<ReplayRequest>(&obj.location).await {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(key = %obj.location, error = %e, "skipping an unreadable replay request"),
+        }
+    }
+    out.sort_by_key(|r| (r.value.created_at, r.value.id.clone()));
+    Ok(out)
+}
+
+/// Records a request's new state, conditionally on the version held.
+pub async fn set_state(stage: &Stage, req: &Versioned<ReplayRequest>, state: ReplayState, error: Option<String>) -> Result<Versioned<ReplayRequest>> {
+    let mut next = req.value.clone();
+    next.state = state;
+    next.error = error;
+    next.updated_at = Timestamp::now();
+    let path = strata_stager::keys::replay(&next.id)?;
+    let version = stage.put_json_if(&path, &next, Some(&req.version)).await.with_context(|| format!("recording replay {}", next.id))?;
+    Ok(Versioned { value: next, version })
+}
