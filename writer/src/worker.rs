@@ -1,7 +1,8 @@
 //! One destination's worker.
 //!
 //! Reads `log/{next}.json` (a GET, no listing), fetches and decodes its
-//! files, delivers the batch, and advances the cursor only after the
+//! files — the next batch is fetched and decoded while the current one is
+//! applied, one ahead — delivers the batch, and advances the cursor only after the
 //! destination reports it durable. Where the destination keeps its own
 //! position (Postgres), that one is authoritative and `cursor.json` mirrors
 //! it for status. Transient errors are retried forever with exponential
@@ -254,13 +255,19 @@ async fn run_inner(
     tracing::info!(destination = spec.name, next, "delivering");
     let mut schemas = HashMap::new();
     let mut delay = BACKOFF_MIN;
+    // The next batch, fetched and decoded while the current one is applied.
+    let mut prefetched: Option<Batch> = None;
     loop {
         if token.is_cancelled() {
             return Ok(());
         }
         set(&status, |s| s.cursor = Some(next - 1));
         let until = active.as_ref().and_then(|a| a.until.map(|(t, _)| t));
-        let batch = match fetch(&log, next, &mut schemas, from, until).await {
+        let fetched = match prefetched.take() {
+            Some(b) if b.seq == next && from.is_none() => Ok(Some(b)),
+            _ => fetch(&log, next, &mut schemas, from, until).await,
+        };
+        let batch = match fetched {
             Ok(Some(b)) if until.is_some_and(|t| b.commit_ts_min > t) => {
                 // The rebuild has reached its time.
                 if let Some(a) = active.take()
@@ -295,7 +302,10 @@ async fn run_inner(
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batch {next} of stream {:?}", spec.stream))),
         };
-        match dest.apply(&batch).await {
+        let (applied, ahead) = tokio::join!(dest.apply(&batch), fetch(&log, next + 1, &mut schemas, None, until));
+        // A failed read-ahead is retried in turn, as an ordinary fetch.
+        prefetched = ahead.ok().flatten();
+        match applied {
             Ok(()) => {
                 delay = BACKOFF_MIN;
                 let current = cursor.take();
