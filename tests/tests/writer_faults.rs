@@ -198,3 +198,43 @@ async fn a_stopped_destination_does_not_delay_another_and_catches_up() {
     assert!(writer.terminate().unwrap().success());
     reader.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_permanent_error_is_shown_in_status_and_retried_after_resume() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let admin = connect(&src_url).await.unwrap();
+    admin.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let reader = RunningReader::start(Config::from_toml("t", &config_text(&src_url, &stage_dir, ""), &[]).unwrap());
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    let stage = Stage::local(&stage_dir).unwrap();
+    // A database that does not exist (yet): a permanent error, not a retry loop.
+    let missing = format!("db_missing_{}", uuid::Uuid::new_v4().simple());
+    strata_writer::control::add(&stage, &spec("later", &cluster.url(&missing), StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
+    let writer = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "w")).unwrap();
+    admin.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    wait_staged(&admin, &stage).await;
+    let lease = Leases::new(&stage, DestinationKeys::new("later").unwrap().lease());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let l = lease.read().await.unwrap().map(|l| l.value.status);
+        if let Some(status) = l
+            && status["state"] == "failed"
+        {
+            let error = status["last_error"].as_str().unwrap_or_default().to_owned();
+            assert!(error.contains("does not exist"), "status shows the error: {error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the destination was not shown as failed within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.batch_execute(&format!("CREATE DATABASE {missing}")).await.unwrap();
+    strata_writer::control::update(&stage, "later", |s| s.paused = false).await.unwrap();
+    wait_caught_up(&stage, "later").await;
+    let src = session(&src_url).await;
+    assert_eq!(checksum(&session(&cluster.url(&missing)).await, "public.t").await, checksum(&src, "public.t").await);
+    assert!(writer.terminate().unwrap().success());
+    reader.stop().await.unwrap();
+}

@@ -44,11 +44,16 @@ struct Running {
     token: CancellationToken,
     task: tokio::task::JoinHandle<Result<()>>,
     status: SharedWorkerStatus,
+    /// Set when the worker stopped on a permanent delivery error: the
+    /// destination stays held (its lease renewed, the error in its status)
+    /// and idle until its spec is edited (`resume` retries it).
+    failed: bool,
 }
 
-/// Workers that stopped on a permanent error, kept until their spec changes.
-struct Failed {
-    updated_at: Timestamp,
+/// Whether a worker's error is a permanent delivery failure, as opposed to
+/// one a fresh worker may get past (stage hiccups, a lost race).
+fn is_permanent(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<crate::destinations::DestError>(), Some(crate::destinations::DestError::Permanent(_))))
 }
 
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
@@ -62,9 +67,8 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
     tracing::info!(address = %bound, holder, "writer started");
     let mut running: HashMap<String, Running> = HashMap::new();
-    let mut failed: HashMap<String, Failed> = HashMap::new();
     loop {
-        if let Err(e) = reconcile(&stage, &holder, &mut running, &mut failed, &registry).await {
+        if let Err(e) = reconcile(&stage, &holder, &mut running, &registry).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile pass failed; retrying");
         } else {
             ready.set(true);
@@ -98,27 +102,45 @@ async fn reconcile(
     stage: &Stage,
     holder: &str,
     running: &mut HashMap<String, Running>,
-    failed: &mut HashMap<String, Failed>,
     registry: &Registry,
 ) -> Result<()> {
     let specs = control::list(stage).await?;
     let wanted: HashMap<String, DestinationSpec> = specs.into_iter().map(|s| (s.value.name.clone(), s.value)).collect();
 
-    // Stop what is removed, paused, changed, finished, or whose lease is lost.
+    // Stop what is removed, paused or changed; collect workers that ended.
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
-        let keep = match (wanted.get(&name), running.get(&name)) {
-            (Some(spec), Some(r)) => !spec.paused && *spec == r.spec && !r.task.is_finished(),
+        let same = match (wanted.get(&name), running.get(&name)) {
+            (Some(spec), Some(r)) => !spec.paused && *spec == r.spec,
             _ => false,
         };
-        if !keep {
+        if !same {
             let Some(r) = running.remove(&name) else { continue };
-            if r.task.is_finished() && !r.token.is_cancelled() {
-                failed.insert(name.clone(), Failed { updated_at: r.spec.updated_at });
-            }
             tracing::info!(destination = name, "stopping worker");
             stop(&name, r).await;
             continue;
+        }
+        if let Some(r) = running.get_mut(&name)
+            && !r.failed
+            && r.task.is_finished()
+        {
+            // Take the finished handle: a JoinHandle must not be awaited twice.
+            let finished = std::mem::replace(&mut r.task, tokio::spawn(std::future::ready(Ok(()))));
+            match finished.await {
+                Ok(Err(e)) if is_permanent(&e) => {
+                    tracing::error!(destination = name, error = format!("{e:#}"), "delivery failed permanently; the destination waits for its spec to change");
+                    r.failed = true;
+                }
+                outcome => {
+                    if let Ok(Err(e)) = outcome {
+                        tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped; restarting it");
+                    }
+                    if let Some(r) = running.remove(&name) {
+                        let _ = r.leases.release(&r.lease, Timestamp::now()).await;
+                    }
+                    continue;
+                }
+            }
         }
         let Some(r) = running.get_mut(&name) else { continue };
         let status = r.status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
@@ -138,7 +160,7 @@ async fn reconcile(
     // Replays of destinations running here: restart the worker with the request.
     let mut replays: HashMap<String, Versioned<crate::replay::ReplayRequest>> = HashMap::new();
     for r in crate::replay::list(stage).await? {
-        if r.value.state == crate::replay::ReplayState::Pending && running.contains_key(&r.value.destination) {
+        if r.value.state == crate::replay::ReplayState::Pending && running.get(&r.value.destination).is_some_and(|w| !w.failed) {
             replays.entry(r.value.destination.clone()).or_insert(r);
         }
     }
@@ -159,10 +181,6 @@ async fn reconcile(
         if spec.paused || running.contains_key(name) {
             continue;
         }
-        if failed.get(name).is_some_and(|f| f.updated_at == spec.updated_at) {
-            continue;
-        }
-        failed.remove(name);
         let leases = Leases::new(stage, DestinationKeys::new(name)?.lease());
         let lease = match leases.acquire_unless_live(holder, LEASE_TTL, Timestamp::now(), strata_stager::lease::is_dead_local_holder).await {
             Ok(l) => l,
@@ -176,7 +194,7 @@ async fn reconcile(
         let token = CancellationToken::new();
         let status: SharedWorkerStatus = Arc::new(Mutex::new(WorkerStatus::default()));
         let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), None));
-        running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, status });
+        running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, status, failed: false });
     }
 
     // Figures for /metrics.

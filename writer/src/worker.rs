@@ -188,8 +188,15 @@ pub async fn run(
 ) -> Result<()> {
     let mut active = None;
     let result = run_inner(&stage, &spec, &token, &status, replay, &mut active).await;
-    if let (Err(e), Some(a)) = (&result, active) {
-        let _ = replay::set_state(&stage, &a.request, ReplayState::Failed, Some(format!("{e:#}"))).await;
+    if let Err(e) = &result {
+        let message = format!("{e:#}");
+        set(&status, |s| {
+            s.state = "failed".to_owned();
+            s.last_error = Some(message.clone());
+        });
+        if let Some(a) = active {
+            let _ = replay::set_state(&stage, &a.request, ReplayState::Failed, Some(message)).await;
+        }
     }
     result
 }
@@ -352,14 +359,7 @@ async fn run_inner(
                     next = seq + 1;
                 }
             }
-            Err(e) => {
-                let message = e.to_string();
-                set(&status, |s| {
-                    s.state = "failed".to_owned();
-                    s.last_error = Some(message.clone());
-                });
-                return Err(anyhow::Error::new(e).context(format!("delivering batch {next} to {:?}", spec.name)));
-            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("delivering batch {next} to {:?}", spec.name))),
         }
     }
 }
