@@ -102,7 +102,7 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
     ] {
         src.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    wait_staged(&src, &stage).await;
+    wait_staged(&src).await;
     wait_caught_up(&stage, "mirror").await;
     let dst = session(&dst_url).await;
     for t in TABLES {

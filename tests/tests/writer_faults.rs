@@ -79,7 +79,7 @@ async fn kill_9_twenty_times_applies_nothing_twice() {
     }
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
-    wait_staged(&admin, &stage).await;
+    wait_staged(&admin).await;
     wait_caught_up(&stage, "mirror").await;
     wait_caught_up(&stage, "history").await;
     assert!(writer.terminate().unwrap().success(), "SIGTERM drains and exits 0");
@@ -123,7 +123,7 @@ async fn two_writers_share_destinations_and_take_over_from_a_killed_one() {
     let a = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "a")).unwrap();
     let b = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "b")).unwrap();
     admin.batch_execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g").await.unwrap();
-    wait_staged(&admin, &stage).await;
+    wait_staged(&admin).await;
     for (name, _) in &dests {
         wait_caught_up(&stage, name).await;
     }
@@ -143,7 +143,7 @@ async fn two_writers_share_destinations_and_take_over_from_a_killed_one() {
     let (victim, survivor_pid) = if owners[0].contains(&pid_a) { (a, pid_b.clone()) } else { (b, pid_a.clone()) };
     victim.kill9().unwrap();
     admin.batch_execute("INSERT INTO t SELECT g, 'v' || g FROM generate_series(101, 200) g").await.unwrap();
-    wait_staged(&admin, &stage).await;
+    wait_staged(&admin).await;
     for (name, _) in &dests {
         wait_caught_up(&stage, name).await;
     }
@@ -175,7 +175,7 @@ async fn a_stopped_destination_does_not_delay_another_and_catches_up() {
     strata_writer::control::add(&stage, &spec("flaky", &down_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
     let writer = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "w")).unwrap();
     admin.batch_execute("INSERT INTO t VALUES (1, 'one')").await.unwrap();
-    wait_staged(&admin, &stage).await;
+    wait_staged(&admin).await;
     wait_caught_up(&stage, "healthy").await;
     wait_caught_up(&stage, "flaky").await;
 
@@ -184,7 +184,7 @@ async fn a_stopped_destination_does_not_delay_another_and_catches_up() {
         admin.batch_execute(&format!("INSERT INTO t VALUES ({i}, 'v')")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_staged(&admin, &stage).await;
+    wait_staged(&admin).await;
     let started = Instant::now();
     wait_caught_up(&stage, "healthy").await;
     assert!(started.elapsed() < Duration::from_secs(5), "the healthy destination kept up while the other was down");
@@ -215,7 +215,7 @@ async fn a_permanent_error_is_shown_in_status_and_retried_after_resume() {
     strata_writer::control::add(&stage, &spec("later", &cluster.url(&missing), StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
     let writer = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "w")).unwrap();
     admin.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
-    wait_staged(&admin, &stage).await;
+    wait_staged(&admin).await;
     let lease = Leases::new(&stage, DestinationKeys::new("later").unwrap().lease());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -70,7 +70,7 @@ async fn replay_from_a_time_and_rebuild_as_of_a_time() {
     for i in 1..=10 {
         src.batch_execute(&format!("INSERT INTO t VALUES ({i}, 'before')")).await.unwrap();
     }
-    wait_staged(&src, &stage).await;
+    wait_staged(&src).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let at = Timestamp::now();
     let state_at = checksum(&src, "public.t").await;
@@ -79,7 +79,7 @@ async fn replay_from_a_time_and_rebuild_as_of_a_time() {
         src.batch_execute(&format!("INSERT INTO t VALUES ({i}, 'after')")).await.unwrap();
     }
     src.batch_execute("UPDATE t SET v = 'updated' WHERE id IN (1, 15); DELETE FROM t WHERE id IN (2, 16)").await.unwrap();
-    wait_staged(&src, &stage).await;
+    wait_staged(&src).await;
 
     // Two empty destinations that start at the head: they hold nothing yet.
     strata_writer::control::add(&stage, &spec("from", &from_url, StartPosition::Latest, PostgresMode::History)).await.unwrap();

@@ -1,0 +1,147 @@
+//! The destination conformance suite: the same cases for every destination
+//! (and mode), through the `Destination` trait alone.
+//!
+//! - ordering: changes to one key in one batch and across batches end as
+//!   the last one says;
+//! - idempotency: a batch delivered again (a redelivery after a crash) is
+//!   not applied twice;
+//! - restart: a new instance resumes from the position the destination
+//!   holds, and batches at or below it are no-ops.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use strata_common::{Change, ColumnType, Lsn, Op, TableName, Timestamp, Value};
+use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
+use strata_tests::pg::PgCluster;
+use strata_tests::writer::session;
+use strata_writer::destinations::postgres::PostgresSink;
+use strata_writer::destinations::{Batch, Destination, TableChanges};
+use strata_writer::spec::{PostgresMode, PostgresSpec};
+
+fn schema() -> Arc<TableSchema> {
+    let col = |name: &str, pg_type: &str, oid: u32, ty: ColumnType, key: bool| ColumnSchema {
+        name: name.to_owned(),
+        pg_type: pg_type.to_owned(),
+        type_oid: oid,
+        type_modifier: -1,
+        column_type: ty,
+        key,
+    };
+    Arc::new(TableSchema {
+        format: 1,
+        stream: "main".to_owned(),
+        table: TableName::new("public", "Conf \"table\"").unwrap(),
+        version: 1,
+        relation_oid: None,
+        replica_identity: ReplicaIdentity::Default,
+        columns: vec![col("id", "integer", 23, ColumnType::Int32, true), col("v", "text", 25, ColumnType::Text, false)],
+        since_lsn: None,
+    })
+}
+
+fn change(op: Op, lsn: u64, ord: u32, id: i32, v: Option<&str>) -> Change {
+    let row = vec![Value::Int32(id), v.map_or(Value::Null, |v| Value::Text(v.to_owned()))];
+    let key = vec![Value::Int32(id), Value::Null];
+    Change {
+        op,
+        table: Arc::new(schema().table.clone()),
+        lsn: Lsn(lsn),
+        ord,
+        xid: Some(lsn as u32),
+        commit_ts: Timestamp(1_790_000_000_000_000 + lsn as i64),
+        after: matches!(op, Op::Insert | Op::Update).then_some(row),
+        before: matches!(op, Op::Delete).then_some(key),
+    }
+}
+
+fn batch(seq: u64, changes: Vec<Change>) -> Batch {
+    let lsn_end = changes.iter().map(|c| c.lsn).max().unwrap();
+    Batch {
+        seq,
+        stream: "main".to_owned(),
+        lsn_end,
+        commit_ts_min: changes[0].commit_ts,
+        commit_ts_max: changes.last().unwrap().commit_ts,
+        tables: vec![TableChanges { schema: schema(), changes }],
+    }
+}
+
+/// What a mirror must hold after the batches, and the changes a history must hold.
+fn batches() -> Vec<Batch> {
+    vec![
+        batch(1, vec![
+            change(Op::Insert, 10, 0, 1, Some("a")),
+            change(Op::Insert, 10, 1, 2, Some("b")),
+            // Several changes to one key in one batch: the last wins.
+            change(Op::Update, 20, 0, 1, Some("a2")),
+            change(Op::Update, 30, 0, 1, Some("a3")),
+        ]),
+        batch(2, vec![change(Op::Delete, 40, 0, 2, None), change(Op::Insert, 50, 0, 3, Some("c"))]),
+        batch(3, vec![change(Op::Insert, 60, 0, 2, Some("b again")), change(Op::Update, 70, 0, 3, Some("c2"))]),
+    ]
+}
+
+const MIRROR: &[(i32, &str)] = &[(1, "a3"), (2, "b again"), (3, "c2")];
+const CHANGES: i64 = 8;
+
+async fn connect(url: &str, name: &str, mode: PostgresMode) -> PostgresSink {
+    PostgresSink::connect(name, &PostgresSpec { url: url.to_owned(), mode }).await.unwrap()
+}
+
+async fn check(url: &str, mode: PostgresMode) {
+    let c = session(url).await;
+    match mode {
+        PostgresMode::Mirror => {
+            let rows: Vec<(i32, String)> = c
+                .query(r#"SELECT id, v FROM public."Conf ""table""" ORDER BY id"#, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let want: Vec<(i32, String)> = MIRROR.iter().map(|(i, v)| (*i, (*v).to_owned())).collect();
+            assert_eq!(rows, want);
+        }
+        PostgresMode::History => {
+            let n: i64 = c.query_one(r#"SELECT count(*) FROM public."Conf ""table""""#, &[]).await.unwrap().get(0);
+            assert_eq!(n, CHANGES, "every change once");
+        }
+    }
+}
+
+async fn conformance(mode: PostgresMode) {
+    let cluster = PgCluster::shared();
+    let url = cluster.fresh_database().await.unwrap();
+    let mut d = connect(&url, "conf", mode).await;
+    assert_eq!(d.durable_seq().await.unwrap(), None, "a new destination holds nothing");
+    let all = batches();
+    d.apply(&all[0]).await.unwrap();
+    d.apply(&all[1]).await.unwrap();
+    // Redelivery of what is already durable (a crash before the cursor moved).
+    d.apply(&all[0]).await.unwrap();
+    d.apply(&all[1]).await.unwrap();
+    assert_eq!(d.durable_seq().await.unwrap(), Some(2));
+    drop(d);
+    // Restart: a new instance resumes from the destination's own position.
+    let mut d = connect(&url, "conf", mode).await;
+    assert_eq!(d.durable_seq().await.unwrap(), Some(2));
+    d.apply(&all[1]).await.unwrap();
+    d.apply(&all[2]).await.unwrap();
+    assert_eq!(d.durable_seq().await.unwrap(), Some(3));
+    check(&url, mode).await;
+    // Another destination in the same database keeps its own position.
+    let mut other = connect(&url, "other", mode).await;
+    assert_eq!(other.durable_seq().await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_mirror_conforms() {
+    conformance(PostgresMode::Mirror).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_history_conforms() {
+    conformance(PostgresMode::History).await;
+}
