@@ -11,7 +11,8 @@
 //!   that never print.
 //! - [`ident`]: validated table identities.
 //! - [`pgtext`]: parsing PostgreSQL text output (what pgoutput sends) into values.
-//! - [`telemetry`]: `tracing` set-up shared by the binaries.
+//! - [`telemetry`]: logs, metrics and the health endpoints of the services.
+//! - [`service`]: runtime, signals and exit status of the service binaries.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -39,6 +40,7 @@ pub mod config;
 pub mod ident;
 pub mod lsn;
 pub mod pgtext;
+pub mod service;
 pub mod telemetry;
 pub mod time;
 pub mod types;

@@ -13,7 +13,6 @@ use strata_stager::cursor::Cursors;
 use strata_stager::keys::DestinationKeys;
 use strata_stager::lease::{Lease, Leases};
 use strata_stager::log::StreamLog;
-use tokio_util::sync::CancellationToken;
 
 use crate::control;
 use crate::spec::{DestinationKind, DestinationSpec, PostgresMode, PostgresSpec, StartPosition};
@@ -121,17 +120,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     strata_common::telemetry::init(format, config.telemetry.log_level.as_deref());
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
-            let shutdown = CancellationToken::new();
-            let signals = shutdown.clone();
-            tokio::spawn(async move {
-                let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-                tracing::info!("shutting down");
-                signals.cancel();
-            });
+            let shutdown = strata_common::service::shutdown_on_signals();
             crate::run::run(&config, shutdown).await?;
         }
         Command::Destination(cmd) => destination(&stage(&config)?, cmd).await?,
@@ -273,19 +262,5 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
 
 /// Parses arguments, runs, and returns the exit status (0 ok, 1 error).
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    strata_common::service::main(run(Cli::parse()))
 }
