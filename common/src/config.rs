@@ -64,6 +64,9 @@ pub struct Config {
     /// When the reader cuts a batch.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// The initial snapshot of a new stream.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
     /// Garbage collection of the stage.
     #[serde(default)]
     pub gc: GcConfig,
@@ -179,6 +182,54 @@ impl Default for BatchConfig {
     }
 }
 
+/// Whether a new stream starts with a copy of the tables' existing rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    /// Copy every published table once, consistent with the change stream
+    /// that follows (the default).
+    #[default]
+    Initial,
+    /// Capture changes only, from the moment the slot is created.
+    Never,
+}
+
+/// Parallel copy workers of a snapshot (4): COPY is bounded by the source's
+/// scan and the reader's parsing, so a few workers keep both busy without
+/// swamping a production database.
+pub const DEFAULT_SNAPSHOT_WORKERS: usize = 4;
+/// Heap bytes of a table per copy range (128 MiB): small enough that a large
+/// table spreads over every worker, large enough that a range is one
+/// efficient TID range scan.
+pub const DEFAULT_SNAPSHOT_RANGE_BYTES: u64 = 128 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Copy workers: tables, and ranges of large tables, copied at once.
+    /// Each holds one source connection and at most one batch in memory.
+    #[serde(default = "default_snapshot_workers")]
+    pub workers: usize,
+    /// Heap size of one range of a large table (split by page ranges).
+    #[serde(default = "default_snapshot_range_bytes", with = "byte_size")]
+    pub range_bytes: u64,
+}
+
+fn default_snapshot_workers() -> usize {
+    DEFAULT_SNAPSHOT_WORKERS
+}
+fn default_snapshot_range_bytes() -> u64 {
+    DEFAULT_SNAPSHOT_RANGE_BYTES
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig { mode: SnapshotMode::Initial, workers: DEFAULT_SNAPSHOT_WORKERS, range_bytes: DEFAULT_SNAPSHOT_RANGE_BYTES }
+    }
+}
+
 /// How long an unreferenced data file is kept (24 h): far longer than any
 /// upload-to-commit gap, so a file is never collected between its upload and
 /// its manifest's creation.
@@ -282,6 +333,12 @@ impl Config {
         }
         if self.batch.max_age.is_zero() {
             return fail("batch.max_age", "must be > 0");
+        }
+        if !(1..=64).contains(&self.snapshot.workers) {
+            return fail("snapshot.workers", "must be between 1 and 64");
+        }
+        if self.snapshot.range_bytes < 8192 {
+            return fail("snapshot.range_bytes", "must be at least one page (8 KiB)");
         }
         if let Some(source) = &self.source {
             if source.url.expose().trim().is_empty() {

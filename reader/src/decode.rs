@@ -54,8 +54,9 @@ impl Decoder {
         Decoder { log: log.clone(), relations: HashMap::new(), latest: HashMap::new() }
     }
 
-    /// Handles a Relation message seen in the transaction committing at `at`.
-    pub async fn relation(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<()> {
+    /// Handles a Relation message seen in the transaction committing at `at`;
+    /// returns the schema version its rows are staged with.
+    pub async fn relation(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<Arc<TableSchema>> {
         let table = TableName::new(rel.namespace.clone(), rel.name.clone())
             .map_err(|e| anyhow!("relation {}: {e}", rel.oid))?;
         let mut columns = Vec::with_capacity(rel.columns.len());
@@ -93,8 +94,8 @@ impl Decoder {
             }
         };
         self.latest.insert(table.clone(), schema.clone());
-        self.relations.insert(rel.oid, (Arc::new(table), schema));
-        Ok(())
+        self.relations.insert(rel.oid, (Arc::new(table), schema.clone()));
+        Ok(schema)
     }
 
     fn lookup(&self, relation: u32) -> Result<&(Arc<TableName>, Arc<TableSchema>)> {

@@ -16,5 +16,6 @@ pub mod decode;
 pub mod metrics;
 pub mod run;
 pub mod setup;
+pub mod snapshot;
 pub mod source;
 pub mod walstream;

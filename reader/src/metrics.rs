@@ -1,7 +1,7 @@
 //! The reader's metrics (`/metrics`), all labelled with the stream.
 
 use strata_common::telemetry::{Registry, Value};
-use strata_common::{Lsn, Timestamp};
+use strata_common::{Lsn, TableName, Timestamp};
 
 /// Default address of the reader's `/metrics`, `/healthz` and `/readyz`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -15,6 +15,8 @@ pub struct ReaderMetrics {
     pub reconnects: Value,
     lag_bytes: Value,
     lag_seconds: Value,
+    registry: Registry,
+    stream: String,
 }
 
 impl ReaderMetrics {
@@ -32,7 +34,19 @@ impl ReaderMetrics {
                 "Age of the last staged commit while the server has sent more; 0 when caught up.",
                 &l,
             ),
+            registry: registry.clone(),
+            stream: stream.to_owned(),
         }
+    }
+
+    /// Rows and COPY bytes of one table's snapshot.
+    pub fn snapshot_table(&self, table: &TableName) -> (Value, Value) {
+        let name = table.to_string();
+        let l = [("stream", self.stream.as_str()), ("table", name.as_str())];
+        (
+            self.registry.counter("strata_reader_snapshot_rows_total", "Rows copied by the snapshot, per table.", &l),
+            self.registry.counter("strata_reader_snapshot_bytes_total", "Bytes of COPY text read by the snapshot, per table.", &l),
+        )
     }
 
     /// Updates the lag gauges from the server's position, the durable

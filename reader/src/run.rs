@@ -43,6 +43,7 @@ use crate::batch::Pending;
 use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
 use crate::decode::{Decoder, Position};
 use crate::setup::SourceDb;
+use crate::snapshot::{self, Seam, SnapshotCtx};
 use crate::source::{ChangeSource, SourceError, SourceEvent};
 use crate::walstream::PgWalSource;
 
@@ -316,6 +317,8 @@ struct Txn {
     xid: u32,
     commit_ts: Timestamp,
     ord: u32,
+    /// Changes kept (not already in a table's snapshot).
+    staged: u32,
 }
 
 impl Txn {
@@ -333,12 +336,27 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     let publication = source.publication_name();
     let slot_name = source.slot_name();
     db.ensure_publication(&publication, &source.tables).await?;
+    update(status, |s| s.state = "snapshot");
+    let snapshot_ctx = SnapshotCtx { config: ctx.config, source, log, metrics: &telemetry.metrics };
+    let Some(seam) = snapshot::ensure(&snapshot_ctx, &mut db, &token).await? else {
+        return Ok(());
+    };
     let slot = db.ensure_slot(&slot_name).await?;
     let hint = status.lock().ok().and_then(|s| s.head_seq);
     let head = log.head(hint).await.context("finding the stream's last batch")?;
     let (resume, next_seq) = match head {
-        Some(h) => (log.read(h).await.with_context(|| format!("reading batch {h}"))?.lsn.end, h + 1),
-        None => (slot.confirmed_flush.unwrap_or(Lsn::ZERO), 1),
+        Some(h) => {
+            let last = log.read(h).await.with_context(|| format!("reading batch {h}"))?;
+            // Only snapshot batches so far: changes start at the snapshot's point.
+            let resume = match last.kind {
+                BatchKind::Changes => last.lsn.end,
+                BatchKind::Snapshot => seam.point.with_context(|| {
+                    format!("batch {h} is a snapshot batch but {} is missing", log.keys().snapshot())
+                })?,
+            };
+            (resume, h + 1)
+        }
+        None => (seam.point.or(slot.confirmed_flush).unwrap_or(Lsn::ZERO), 1),
     };
     tracing::info!(%resume, next_seq, "resuming after the last staged batch");
     let mut src = PgWalSource::start(&source.url, &slot_name, &publication, resume)?;
@@ -353,7 +371,7 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     let (durable_tx, durable_rx) = watch::channel((resume, None));
     let committer = tokio::spawn(committer(log.clone(), work_rx, durable_tx, next_seq, telemetry.metrics.clone()));
     telemetry.ready.set(true);
-    let result = pump(ctx, &mut src, &mut db, &token, resume, &work_tx, durable_rx.clone()).await;
+    let result = pump(ctx, &mut src, &mut db, &token, Resume { lsn: resume, seam: &seam }, &work_tx, durable_rx.clone()).await;
     // Let the committer finish what it was handed, whatever happened here.
     drop(work_tx);
     let committed = committer.await.map_err(|e| anyhow!("committer task failed: {e}"))?;
@@ -365,15 +383,22 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     committed.and(result)
 }
 
+/// Where the stream resumes: after `lsn`, skipping what the snapshot holds.
+struct Resume<'a> {
+    lsn: Lsn,
+    seam: &'a Seam,
+}
+
 async fn pump(
     ctx: &Ctx<'_>,
     src: &mut PgWalSource,
     db: &mut SourceDb,
     token: &CancellationToken,
-    resume: Lsn,
+    from: Resume<'_>,
     work_tx: &mpsc::Sender<Work>,
     mut durable_rx: watch::Receiver<Durable>,
 ) -> Result<()> {
+    let Resume { lsn: resume, seam } = from;
     let Ctx { config, log, status, telemetry, .. } = *ctx;
     let metrics = &telemetry.metrics;
     let limits = &config.batch;
@@ -434,7 +459,7 @@ async fn pump(
                         // Already staged before a restart: drop it whole.
                         skipping = final_lsn <= resume;
                         if !skipping {
-                            txn = Some(Txn { final_lsn, xid, commit_ts, ord: 0 });
+                            txn = Some(Txn { final_lsn, xid, commit_ts, ord: 0, staged: 0 });
                         }
                     }
                     SourceEvent::Commit { commit_lsn, commit_ts, .. } => {
@@ -446,7 +471,7 @@ async fn pump(
                         if t.final_lsn != commit_lsn {
                             bail!("Commit at {commit_lsn} for a transaction that announced {}", t.final_lsn);
                         }
-                        if t.ord > 0 {
+                        if t.staged > 0 {
                             batch_end = Some(commit_lsn);
                             update(status, |s| s.last_commit_ts = Some(commit_ts));
                         }
@@ -489,9 +514,15 @@ async fn pump(
                             }
                             _ => unreachable!("handled above"),
                         };
+                        let final_lsn = t.final_lsn;
                         for (schema, change) in staged {
+                            // A table copied at a later point already holds this.
+                            if seam.in_snapshot(&schema.table, final_lsn) {
+                                continue;
+                            }
                             pending.push(&schema, change);
                             batch_rows += 1;
+                            t.staged += 1;
                         }
                         if pending.bytes >= limits.max_bytes {
                             send(Work::Parts(pending.take())).await?;

@@ -114,6 +114,43 @@ impl PgWalSource {
     }
 }
 
+/// A logical slot created with an exported snapshot, and the replication
+/// connection that keeps the snapshot alive: other sessions can adopt it
+/// (`SET TRANSACTION SNAPSHOT`) only while this stays open and idle. A
+/// temporary slot is dropped by the server when the connection closes.
+pub struct ExportedSlot {
+    _conn: PgReplicationConnection,
+    /// The slot's consistent point: the snapshot holds every transaction
+    /// committing before it, the slot streams every one from it on.
+    pub point: Lsn,
+    pub snapshot_name: String,
+}
+
+impl ExportedSlot {
+    pub fn create(conninfo: &SecretUrl, slot: &str, temporary: bool) -> Result<Self, SourceError> {
+        let info = replication_conninfo(conninfo.expose())?;
+        let redacted = conninfo.redacted();
+        let mut conn = tokio::task::block_in_place(|| PgReplicationConnection::connect(&info))
+            .map_err(|e| map_err(&format!("connecting to {redacted}"), e))?;
+        let options = pg_walstream::ReplicationSlotOptions { temporary, snapshot: Some("export".to_owned()), ..Default::default() };
+        let r = tokio::task::block_in_place(|| {
+            conn.create_replication_slot_with_options(slot, pg_walstream::SlotType::Logical, Some("pgoutput"), &options)
+        })
+        .map_err(|e| map_err(&format!("creating replication slot {slot:?} with an exported snapshot"), e))?;
+        let field = |col: i32, what: &str| {
+            r.get_value(0, col)
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| SourceError::Protocol(format!("CREATE_REPLICATION_SLOT {slot:?} returned no {what}")))
+        };
+        let point: Lsn = field(1, "consistent point")?
+            .parse()
+            .map_err(|e| SourceError::Protocol(format!("CREATE_REPLICATION_SLOT {slot:?}: consistent point: {e}")))?;
+        let snapshot_name = field(2, "snapshot name")?;
+        tracing::info!(slot, temporary, %point, snapshot = snapshot_name, "created replication slot with an exported snapshot");
+        Ok(ExportedSlot { _conn: conn, point, snapshot_name })
+    }
+}
+
 fn datums(t: TupleData) -> Result<Vec<Datum>, SourceError> {
     t.columns
         .into_iter()

@@ -159,6 +159,11 @@ impl StreamKeys {
         path(format!("{}/retention.json", self.root))
     }
 
+    /// The initial snapshot's state (`{point, state, completed}`).
+    pub fn snapshot(&self) -> Path {
+        path(format!("{}/snapshot.json", self.root))
+    }
+
     pub fn reader(&self) -> Path {
         path(format!("{}/reader.json", self.root))
     }

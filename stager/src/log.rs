@@ -268,6 +268,52 @@ impl StreamLog {
     }
 }
 
+/// One table's rows encoded as a Parquet part file, not yet uploaded: its
+/// key depends on the seq of the batch it joins.
+#[derive(Debug)]
+pub struct EncodedPart {
+    pub table: TableName,
+    pub schema_version: u32,
+    pub rows: u64,
+    pub bytes: Bytes,
+    first_commit_ts: Timestamp,
+    min_ts: Timestamp,
+    max_ts: Timestamp,
+    max_lsn: strata_common::Lsn,
+    commit_lsns: std::collections::HashSet<strata_common::Lsn>,
+}
+
+impl EncodedPart {
+    /// Encodes `t` (CPU-bound: call it off the async threads). `t` must not
+    /// be empty.
+    pub fn encode(t: TableBatch) -> Result<EncodedPart> {
+        let first = t.changes.first().ok_or_else(|| StageError::Invalid {
+            what: format!("rows of {}", t.schema.table),
+            reason: "an empty part cannot be encoded".to_owned(),
+        })?;
+        let (mut min_ts, mut max_ts, mut max_lsn) = (first.commit_ts, first.commit_ts, first.lsn);
+        let mut commit_lsns = std::collections::HashSet::new();
+        for c in &t.changes {
+            min_ts = min_ts.min(c.commit_ts);
+            max_ts = max_ts.max(c.commit_ts);
+            max_lsn = max_lsn.max(c.lsn);
+            commit_lsns.insert(c.lsn);
+        }
+        let bytes = crate::codec::encode_file(&t.schema, &t.changes)?;
+        Ok(EncodedPart {
+            table: t.schema.table.clone(),
+            schema_version: t.schema.version,
+            rows: t.changes.len() as u64,
+            bytes,
+            first_commit_ts: first.commit_ts,
+            min_ts,
+            max_ts,
+            max_lsn,
+            commit_lsns,
+        })
+    }
+}
+
 /// Builds one batch incrementally: each [`BatchWriter::add`] encodes one
 /// table's rows into a Parquet part file (on a blocking thread) and uploads
 /// it; [`BatchWriter::commit`] then creates the manifest naming every part.
@@ -283,6 +329,7 @@ pub struct BatchWriter {
     min_ts: Option<Timestamp>,
     max_ts: Option<Timestamp>,
     max_lsn: Option<strata_common::Lsn>,
+    snapshot: Option<crate::manifest::SnapshotInfo>,
 }
 
 impl BatchWriter {
@@ -296,7 +343,13 @@ impl BatchWriter {
             min_ts: None,
             max_ts: None,
             max_lsn: None,
+            snapshot: None,
         }
+    }
+
+    /// Sets what a `snapshot` batch records in its manifest.
+    pub fn set_snapshot(&mut self, info: crate::manifest::SnapshotInfo) {
+        self.snapshot = Some(info);
     }
 
     pub fn seq(&self) -> u64 {
@@ -310,23 +363,35 @@ impl BatchWriter {
 
     /// Encodes and uploads one table's changes as the next part file.
     pub async fn add(&mut self, t: TableBatch) -> Result<()> {
-        let Some(first) = t.changes.first() else { return Ok(()) };
+        if t.changes.is_empty() {
+            return Ok(());
+        }
+        let seq = self.seq;
+        let encoded = tokio::task::spawn_blocking(move || EncodedPart::encode(t))
+            .await
+            .map_err(|e| StageError::Invalid { what: format!("batch {seq}"), reason: format!("encoder task failed: {e}") })??;
+        self.add_encoded(encoded).await
+    }
+
+    /// Uploads a part encoded elsewhere (by a parallel worker) as the next
+    /// part file.
+    pub async fn add_encoded(&mut self, p: EncodedPart) -> Result<()> {
         let part = u32::try_from(self.files.len())
             .map_err(|_| StageError::Invalid { what: format!("batch {}", self.seq), reason: "more than 2^32 files".to_owned() })?;
-        let path = self.log.keys.data_file(&t.schema.table, first.commit_ts, self.seq, part);
-        for c in &t.changes {
-            self.min_ts = Some(self.min_ts.map_or(c.commit_ts, |m| m.min(c.commit_ts)));
-            self.max_ts = Some(self.max_ts.map_or(c.commit_ts, |m| m.max(c.commit_ts)));
-            self.max_lsn = Some(self.max_lsn.map_or(c.lsn, |m| m.max(c.lsn)));
-            self.commit_lsns.insert(c.lsn);
-        }
-        let rows = t.changes.len() as u64;
-        let (table, version) = (t.schema.table.clone(), t.schema.version);
-        let bytes = tokio::task::spawn_blocking(move || crate::codec::encode_file(&t.schema, &t.changes))
-            .await
-            .map_err(|e| StageError::Invalid { what: format!("batch {}", self.seq), reason: format!("encoder task failed: {e}") })??;
-        let entry = FileEntry { table, schema_version: version, path: path.to_string(), rows, bytes: bytes.len() as u64, checksum: checksum(&bytes) };
-        self.log.stage.put(&path, bytes).await?;
+        let path = self.log.keys.data_file(&p.table, p.first_commit_ts, self.seq, part);
+        self.min_ts = Some(self.min_ts.map_or(p.min_ts, |m| m.min(p.min_ts)));
+        self.max_ts = Some(self.max_ts.map_or(p.max_ts, |m| m.max(p.max_ts)));
+        self.max_lsn = Some(self.max_lsn.map_or(p.max_lsn, |m| m.max(p.max_lsn)));
+        self.commit_lsns.extend(p.commit_lsns);
+        let entry = FileEntry {
+            table: p.table,
+            schema_version: p.schema_version,
+            path: path.to_string(),
+            rows: p.rows,
+            bytes: p.bytes.len() as u64,
+            checksum: checksum(&p.bytes),
+        };
+        self.log.stage.put(&path, p.bytes).await?;
         self.files.push(entry);
         Ok(())
     }
@@ -356,6 +421,7 @@ impl BatchWriter {
             counts,
             files: self.files,
             created_at: Timestamp::now(),
+            snapshot: self.snapshot,
         };
         self.log.commit(&m).await?;
         Ok(m)

@@ -79,6 +79,40 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// Wall-clock time the manifest was written, for lag figures.
     pub created_at: Timestamp,
+    /// For `snapshot` batches: where the rows sit in the stream and in the
+    /// tables' load order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
+}
+
+/// What a `snapshot` batch adds to its manifest.
+///
+/// Rows of a table are its contents as of `point`: the change stream holds
+/// exactly that table's transactions committing at or after `point`. Tables
+/// are loaded by `level`: a table references (by foreign key) only tables of
+/// lower levels, or tables of its own cycle, so a writer loads level by level,
+/// the tables of one level in any order or in parallel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub point: Lsn,
+    pub level: u32,
+    /// The tables of this batch and the tables each references.
+    pub tables: Vec<SnapshotTable>,
+    /// Tables whose last rows are in this batch: their snapshot is complete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed: Vec<TableName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotTable {
+    pub table: TableName,
+    /// Tables this one references by foreign key (itself excluded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<TableName>,
+    /// The other tables of a foreign-key cycle this one is part of: no
+    /// order loads such tables with their constraints checked row by row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cycle: Vec<TableName>,
 }
 
 impl Manifest {

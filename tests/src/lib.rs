@@ -19,6 +19,7 @@
 //! to run `infra/test`, never skip.
 
 pub mod emulator;
+pub mod fixtures;
 pub mod pg;
 pub mod reader;
 pub mod workload;

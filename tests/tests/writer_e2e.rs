@@ -6,6 +6,7 @@
 use strata_common::config::Config;
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
+use strata_tests::fixtures::{ALL_TYPES_DDL, ALL_TYPES_ROWS};
 use strata_tests::pg::PgCluster;
 use strata_tests::reader::{RunningReader, config_text_for, wait_for_slot};
 use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
@@ -40,13 +41,9 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
     let dst_url = cluster.fresh_database().await.unwrap();
     let late_url = cluster.fresh_database().await.unwrap();
     let src = session(&src_url).await;
+    src.batch_execute(ALL_TYPES_DDL).await.unwrap();
     src.batch_execute(
         r#"
-        CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
-        CREATE TABLE all_types (
-            id int PRIMARY KEY, b bool, i2 int2, i8 int8, f4 float4, f8 float8, n numeric(12,3), nu numeric,
-            t text, c char(3), by bytea, d date, tm time, ts timestamp, tz timestamptz, iv interval, u uuid,
-            j json, jb jsonb, ai int4[], atx text[], e mood, other inet);
         CREATE TABLE kv (k text PRIMARY KEY, v text);
         CREATE TABLE doc (id int PRIMARY KEY, body text, n int);
         CREATE TABLE "Mixed.Case" (x int, y text);
@@ -64,16 +61,9 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
     let writer = tokio::spawn(async move { strata_writer::run::run(&writer_cfg, wt).await });
     strata_writer::control::add(&stage, &spec("mirror", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
 
+    src.batch_execute(ALL_TYPES_ROWS).await.unwrap();
     src.batch_execute(
         r#"
-        INSERT INTO all_types VALUES
-          (1, true, 12, 1234567890123, 1.5, 2.25, 123456789.123, 3.14159265358979, 'plain', 'ab', '\x00ff',
-           '2026-11-20', '13:45:06.5', '2026-11-20 10:00:00.000001', '2026-11-20 10:00:00+02', '1 year 2 mons 3 days 04:05:06.7',
-           'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2]}', '{"b": null}', '{1,2,3}', '{"x","y z"}', 'happy', '10.1.2.3/8'),
-          (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-          (3, false, -32768, -9223372036854775808, 'NaN', '-Infinity', -999999999.999, 'NaN', E'tab\there\nnewline \\ "q"', '   ',
-           '\x', '4713-01-01 BC', '24:00:00', '-infinity', 'infinity', '-1 years -2 days +03:04:05.678901',
-           '00000000-0000-0000-0000-000000000000', '[]', '{}', '{}', '{"a,b",NULL,"\""}', 'sad', '::1');
         INSERT INTO kv SELECT 'k' || g, 'v' || g FROM generate_series(1, 300) g;
         INSERT INTO doc SELECT 1, string_agg(md5(i::text || random()::text), ''), 1 FROM generate_series(1, 4000) i;
         INSERT INTO "Mixed.Case" VALUES (1, 'a'), (1, 'a'), (2, NULL);
