@@ -215,6 +215,10 @@ pub struct SnapshotConfig {
     /// Heap size of one range of a large table (split by page ranges).
     #[serde(default = "default_snapshot_range_bytes", with = "byte_size")]
     pub range_bytes: u64,
+    /// How often a streaming reader looks for tables added to the
+    /// publication with existing rows, to backfill them (mode `initial`).
+    #[serde(default = "default_new_tables_check", with = "duration")]
+    pub new_tables_check: Duration,
 }
 
 fn default_snapshot_workers() -> usize {
@@ -223,10 +227,21 @@ fn default_snapshot_workers() -> usize {
 fn default_snapshot_range_bytes() -> u64 {
     DEFAULT_SNAPSHOT_RANGE_BYTES
 }
+fn default_new_tables_check() -> Duration {
+    DEFAULT_NEW_TABLES_CHECK
+}
+
+/// Period of the check for tables added to the publication (30 s).
+pub const DEFAULT_NEW_TABLES_CHECK: Duration = Duration::from_secs(30);
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        SnapshotConfig { mode: SnapshotMode::Initial, workers: DEFAULT_SNAPSHOT_WORKERS, range_bytes: DEFAULT_SNAPSHOT_RANGE_BYTES }
+        SnapshotConfig {
+            mode: SnapshotMode::Initial,
+            workers: DEFAULT_SNAPSHOT_WORKERS,
+            range_bytes: DEFAULT_SNAPSHOT_RANGE_BYTES,
+            new_tables_check: DEFAULT_NEW_TABLES_CHECK,
+        }
     }
 }
 
@@ -339,6 +354,9 @@ impl Config {
         }
         if self.snapshot.range_bytes < 8192 {
             return fail("snapshot.range_bytes", "must be at least one page (8 KiB)");
+        }
+        if self.snapshot.new_tables_check.is_zero() {
+            return fail("snapshot.new_tables_check", "must be > 0");
         }
         if let Some(source) = &self.source {
             if source.url.expose().trim().is_empty() {

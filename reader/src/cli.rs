@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use strata_common::TableName;
 use strata_common::config::{Config, LogFormat};
+use strata_stager::Stage;
+use strata_stager::log::StreamLog;
 
 #[derive(Parser)]
 #[command(name = "strata-reader", version, about = "Stream a PostgreSQL database's changes into a strata stage")]
@@ -17,6 +20,19 @@ struct Cli {
     /// Log format; overrides telemetry.log_format.
     #[arg(long, value_enum)]
     log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Re-stage a table's current rows while the stream keeps running
+    /// (picked up by the running reader; progress in the request object).
+    Backfill {
+        /// The table, `schema.name` (quote odd names: `'"My Schema"."T.1"'`).
+        #[arg(long)]
+        table: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -33,8 +49,33 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         None => config.telemetry.log_format,
     };
     strata_common::telemetry::init(format, config.telemetry.log_level.as_deref());
+    if let Some(Command::Backfill { table }) = cli.command {
+        return backfill(&config, &table).await;
+    }
     let shutdown = strata_common::service::shutdown_on_signals();
     crate::run::run(&config, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backfill(config: &Config, table: &str) -> Result<ExitCode> {
+    let source = config.source.as_ref().context("backfill needs the [source] section of the stream")?;
+    let table = TableName::parse(table).with_context(|| format!("--table {table:?}"))?;
+    let db = crate::setup::SourceDb::connect(source).await?;
+    let publication = source.publication_name();
+    let published = db
+        .client()
+        .query_opt("SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3", &[&publication, &table.schema, &table.name])
+        .await
+        .context("checking the publication")?
+        .is_some();
+    if !published {
+        anyhow::bail!("{table} is not in publication {publication:?} of stream {:?}; add it to the publication first", source.stream);
+    }
+    let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
+    let log = StreamLog::new(&stage, &source.stream)?;
+    let req = crate::backfill::request(&log, &table, "requested").await?;
+    println!("backfill {} of {table} requested; the running reader of stream {:?} picks it up", req.id, source.stream);
+    println!("progress: {}", log.keys().backfill(&req.id)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -57,6 +57,17 @@ impl Decoder {
     /// Handles a Relation message seen in the transaction committing at `at`;
     /// returns the schema version its rows are staged with.
     pub async fn relation(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<Arc<TableSchema>> {
+        let oid = rel.oid;
+        let schema = self.version(db, rel, at).await?;
+        self.relations.insert(oid, (Arc::new(schema.table.clone()), schema.clone()));
+        Ok(schema)
+    }
+
+    /// The schema version of a table with `rel`'s columns: the latest one if
+    /// it has the same shape, else a new one, staged. Unlike
+    /// [`Decoder::relation`] this leaves the decoding of stream tuples alone
+    /// (a backfill reads the catalog of now, the stream may be behind it).
+    pub async fn version(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<Arc<TableSchema>> {
         let table = TableName::new(rel.namespace.clone(), rel.name.clone())
             .map_err(|e| anyhow!("relation {}: {e}", rel.oid))?;
         let mut columns = Vec::with_capacity(rel.columns.len());
@@ -93,8 +104,7 @@ impl Decoder {
                 Arc::new(candidate)
             }
         };
-        self.latest.insert(table.clone(), schema.clone());
-        self.relations.insert(rel.oid, (Arc::new(table), schema.clone()));
+        self.latest.insert(table, schema.clone());
         Ok(schema)
     }
 

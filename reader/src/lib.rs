@@ -10,6 +10,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod backfill;
 pub mod batch;
 pub mod cli;
 pub mod decode;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use strata_common::config::{Config, SourceConfig};
-use strata_common::{Lsn, Op, Timestamp};
+use strata_common::{Change, Lsn, Op, Timestamp};
 use strata_stager::lease::{Lease, Leases};
 use strata_stager::log::{BatchWriter, StreamLog, TableBatch};
 use strata_stager::manifest::BatchKind;
@@ -43,6 +43,7 @@ use crate::batch::Pending;
 use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
 use crate::decode::{Decoder, Position};
 use crate::setup::SourceDb;
+use crate::backfill::{self, Windows};
 use crate::snapshot::{self, Seam, SnapshotCtx};
 use crate::source::{ChangeSource, SourceError, SourceEvent};
 use crate::walstream::PgWalSource;
@@ -370,8 +371,23 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     let (work_tx, work_rx) = mpsc::channel::<Work>(1);
     let (durable_tx, durable_rx) = watch::channel((resume, None));
     let committer = tokio::spawn(committer(log.clone(), work_rx, durable_tx, next_seq, telemetry.metrics.clone()));
+    let (chunk_tx, chunk_rx) = mpsc::channel(1);
+    let backfills = tokio::spawn(
+        backfill::Task {
+            source: source.clone(),
+            log: log.clone(),
+            chunks: chunk_tx,
+            durable: durable_rx.clone(),
+            watch_publication: seam.point.map(|_| ctx.config.snapshot.new_tables_check),
+            chunk_rows: ctx.config.batch.max_rows.clamp(1, backfill::MAX_CHUNK_ROWS),
+            token: token.child_token(),
+        }
+        .run(),
+    );
     telemetry.ready.set(true);
-    let result = pump(ctx, &mut src, &mut db, &token, Resume { lsn: resume, seam: &seam }, &work_tx, durable_rx.clone()).await;
+    let from = Resume { lsn: resume, seam: &seam, windows: Windows::new(chunk_rx) };
+    let result = pump(ctx, &mut src, &mut db, &token, from, &work_tx, durable_rx.clone()).await;
+    backfills.abort();
     // Let the committer finish what it was handed, whatever happened here.
     drop(work_tx);
     let committed = committer.await.map_err(|e| anyhow!("committer task failed: {e}"))?;
@@ -383,10 +399,12 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     committed.and(result)
 }
 
-/// Where the stream resumes: after `lsn`, skipping what the snapshot holds.
+/// Where the stream resumes: after `lsn`, skipping what the snapshot
+/// holds, with the backfill chunks to stage at their watermarks.
 struct Resume<'a> {
     lsn: Lsn,
     seam: &'a Seam,
+    windows: Windows,
 }
 
 async fn pump(
@@ -398,7 +416,7 @@ async fn pump(
     work_tx: &mpsc::Sender<Work>,
     mut durable_rx: watch::Receiver<Durable>,
 ) -> Result<()> {
-    let Resume { lsn: resume, seam } = from;
+    let Resume { lsn: resume, seam, mut windows } = from;
     let Ctx { config, log, status, telemetry, .. } = *ctx;
     let metrics = &telemetry.metrics;
     let limits = &config.batch;
@@ -482,8 +500,29 @@ async fn pump(
                     }
                     SourceEvent::Type { oid, name, .. } => tracing::debug!(oid, name, "type message"),
                     SourceEvent::Origin { name, .. } => tracing::debug!(origin = name, "transaction from a replication origin"),
-                    SourceEvent::Message { prefix, transactional, .. } => {
-                        tracing::debug!(prefix, transactional, "logical decoding message (not staged)");
+                    SourceEvent::Message { prefix, transactional, content, .. } => {
+                        let ready = if transactional && !skipping { windows.message(&prefix, &content)? } else { None };
+                        let Some(ready) = ready else {
+                            tracing::debug!(prefix, transactional, "logical decoding message (not staged)");
+                            continue;
+                        };
+                        // A backfill chunk, staged at its high watermark.
+                        let t = txn.as_mut().ok_or_else(|| anyhow!("backfill watermark outside a transaction"))?;
+                        let schema = decoder.version(db, ready.relation, t.final_lsn).await?;
+                        let table = Arc::new(schema.table.clone());
+                        let kept = ready.rows.len();
+                        for row in ready.rows {
+                            let at = t.next()?;
+                            let change = Change { op: Op::Read, table: table.clone(), lsn: at.lsn, ord: at.ord, xid: None, commit_ts: at.commit_ts, after: Some(row), before: None };
+                            pending.push(&schema, change);
+                            batch_rows += 1;
+                            t.staged += 1;
+                        }
+                        let _ = ready.staged.send(if kept > 0 { t.final_lsn } else { Lsn::ZERO });
+                        if pending.bytes >= limits.max_bytes {
+                            send(Work::Parts(pending.take())).await?;
+                            spilled = true;
+                        }
                     }
                     SourceEvent::Keepalive { wal_end } => {
                         update(status, |s| s.server_lsn = Some(wal_end));
@@ -520,6 +559,7 @@ async fn pump(
                             if seam.in_snapshot(&schema.table, final_lsn) {
                                 continue;
                             }
+                            windows.observe(&schema, &change);
                             pending.push(&schema, change);
                             batch_rows += 1;
                             t.staged += 1;

@@ -159,6 +159,16 @@ impl StreamKeys {
         path(format!("{}/retention.json", self.root))
     }
 
+    /// Backfill requests of the stream (`backfills/{id}.json`).
+    pub fn backfills_prefix(&self) -> Path {
+        path(format!("{}/backfills", self.root))
+    }
+
+    pub fn backfill(&self, id: &str) -> Result<Path> {
+        check_name("backfill id", id)?;
+        Ok(path(format!("{}/backfills/{}.json", self.root, encode_name(id))))
+    }
+
     /// The initial snapshot's state (`{point, state, completed}`).
     pub fn snapshot(&self) -> Path {
         path(format!("{}/snapshot.json", self.root))

@@ -17,12 +17,12 @@ use strata_common::ident::quote_ident;
 use strata_common::pgtext::{REQUIRED_SETTINGS, parse_text};
 use strata_common::{Change, Lsn, Op, TableName, Timestamp, Value};
 use strata_stager::log::{EncodedPart, TableBatch};
-use strata_stager::schema::TableSchema;
+use strata_stager::schema::{ColumnSchema, TableSchema};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::copytext::{Lines, fields};
+use super::copytext::{Fields, Lines, fields};
 use super::plan::PageRange;
 use crate::batch::change_size;
 
@@ -61,9 +61,9 @@ pub struct Shared {
     pub jobs: Mutex<VecDeque<Job>>,
 }
 
-/// Opens a connection that reads inside `snapshot_name`, with the session
-/// settings the text parser expects.
-pub async fn connect(url: &SecretUrl, snapshot_name: &str) -> Result<Client> {
+/// Opens a connection with the session settings the text parser expects,
+/// reading inside `snapshot_name` when given.
+pub async fn connect(url: &SecretUrl, snapshot_name: Option<&str>) -> Result<Client> {
     let (client, conn) =
         tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await.with_context(|| format!("connecting to the source {url}"))?;
     tokio::spawn(async move {
@@ -75,11 +75,10 @@ pub async fn connect(url: &SecretUrl, snapshot_name: &str) -> Result<Client> {
     for (name, value) in REQUIRED_SETTINGS {
         setup.push_str(&format!("SET {name} = '{}'; ", value.replace('\'', "''")));
     }
-    setup.push_str(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}';",
-        snapshot_name.replace('\'', "''")
-    ));
-    client.batch_execute(&setup).await.with_context(|| format!("adopting exported snapshot {snapshot_name}"))?;
+    if let Some(name) = snapshot_name {
+        setup.push_str(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}';", name.replace('\'', "''")));
+    }
+    client.batch_execute(&setup).await.with_context(|| format!("setting up a source session (snapshot {snapshot_name:?})"))?;
     Ok(client)
 }
 
@@ -178,27 +177,32 @@ async fn encode(table: &TableCopy, changes: Vec<Change>) -> Result<EncodedPart> 
     Ok(tokio::task::spawn_blocking(move || EncodedPart::encode(batch)).await.map_err(|e| anyhow!("encoder task failed: {e}"))??)
 }
 
+/// The raw fields of a COPY text row of `columns`, unescaped, and their values.
+pub fn values(columns: &[ColumnSchema], line: &[u8]) -> Result<(Fields, Vec<Value>)> {
+    if columns.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let raw = fields(line).map_err(|e| anyhow!("malformed COPY row: {e}"))?;
+    if raw.len() != columns.len() {
+        return Err(anyhow!("COPY row has {} fields, the table has {} columns", raw.len(), columns.len()));
+    }
+    let values = raw
+        .iter()
+        .zip(columns)
+        .map(|(f, col)| match f {
+            None => Ok(Value::Null),
+            Some(bytes) => {
+                let text = std::str::from_utf8(bytes).map_err(|_| anyhow!("column {:?}: value is not UTF-8", col.name))?;
+                parse_text(&col.column_type, text).map_err(|e| anyhow!("column {:?} ({}): {e}", col.name, col.pg_type))
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok((raw, values))
+}
+
 /// One COPY row as a snapshot read.
 fn row(shared: &Shared, table: &TableCopy, line: &[u8]) -> Result<Change> {
-    let columns = &table.schema.columns;
-    let values: Vec<Value> = if columns.is_empty() {
-        Vec::new()
-    } else {
-        let raw = fields(line).map_err(|e| anyhow!("malformed COPY row: {e}"))?;
-        if raw.len() != columns.len() {
-            return Err(anyhow!("COPY row has {} fields, the table has {} columns", raw.len(), columns.len()));
-        }
-        raw.into_iter()
-            .zip(columns)
-            .map(|(f, col)| match f {
-                None => Ok(Value::Null),
-                Some(bytes) => {
-                    let text = std::str::from_utf8(&bytes).map_err(|_| anyhow!("column {:?}: value is not UTF-8", col.name))?;
-                    parse_text(&col.column_type, text).map_err(|e| anyhow!("column {:?} ({}): {e}", col.name, col.pg_type))
-                }
-            })
-            .collect::<Result<_>>()?
-    };
+    let (_, values) = values(&table.schema.columns, line)?;
     let ord = shared.ords.fetch_add(1, Ordering::Relaxed);
     let ord = u32::try_from(ord).map_err(|_| anyhow!("more than 2^32 snapshot rows at one point; the ordinal would wrap"))?;
     Ok(Change {

@@ -35,7 +35,9 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
 }
 
 /// The fields of one row, unescaped; `None` is NULL.
-pub fn fields(line: &[u8]) -> Result<Vec<Option<Vec<u8>>>, String> {
+pub type Fields = Vec<Option<Vec<u8>>>;
+
+pub fn fields(line: &[u8]) -> Result<Fields, String> {
     line.split(|&b| b == b'\t').map(field).collect()
 }
 

@@ -31,7 +31,7 @@
 //!   phase, and the per-table points once done; the stream resumes from C
 //!   and filters by those points on every start.
 
-mod copy;
+pub(crate) mod copy;
 pub mod copytext;
 pub mod plan;
 
@@ -81,6 +81,10 @@ pub struct SnapshotState {
     /// empty); once done: every table.
     #[serde(default)]
     pub tables: Vec<TablePoint>,
+    /// How the publication named its tables as of the snapshot, updated as
+    /// tables that join it later are backfilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<plan::Membership>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +162,7 @@ pub async fn ensure(ctx: &SnapshotCtx<'_>, db: &mut SourceDb, token: &Cancellati
                 started_at: Timestamp::now(),
                 finished_at: None,
                 tables: Vec::new(),
+                publication: None,
             };
             (state, None)
         }
@@ -238,7 +243,7 @@ struct Copier<'a> {
 
 impl<'a> Copier<'a> {
     async fn start(ctx: &'a SnapshotCtx<'a>, db: &'a mut SourceDb, export: &ExportedSlot, next_seq: u64, stream_point: Lsn) -> Result<Copier<'a>> {
-        let coordinator = copy::connect(&ctx.source.url, &export.snapshot_name).await?;
+        let coordinator = copy::connect(&ctx.source.url, Some(&export.snapshot_name)).await?;
         Ok(Copier {
             ctx,
             clients: Vec::new(),
@@ -256,6 +261,7 @@ impl<'a> Copier<'a> {
     async fn run(&mut self, progress: Progress, state: &mut SnapshotState, version: &mut Option<ObjectVersion>, token: &CancellationToken) -> Result<bool> {
         let ctx = self.ctx;
         let tables = plan::plan(&self.coordinator, &ctx.source.publication_name()).await?;
+        state.publication = Some(plan::membership(&self.coordinator, &ctx.source.publication_name()).await?);
         let commit_ts = Timestamp::now();
         let mut copies = Vec::new();
         for t in &tables {
@@ -310,7 +316,7 @@ impl<'a> Copier<'a> {
         }
         let workers = ctx.config.snapshot.workers;
         for _ in self.clients.len()..workers.min(copies.len().max(1)) {
-            self.clients.push(copy::connect(&ctx.source.url, &self.snapshot_name).await?);
+            self.clients.push(copy::connect(&ctx.source.url, Some(&self.snapshot_name)).await?);
         }
         let total = copies.len();
         let reporter = Reporter::start(ctx.metrics, copies.iter().map(|(_, c)| c.clone()).collect(), token.clone());
@@ -538,6 +544,7 @@ mod tests {
             phase: Phase::Done,
             started_at: Timestamp(0),
             finished_at: None,
+            publication: None,
             tables: vec![TablePoint { table: t("a"), point: Lsn(100) }, TablePoint { table: t("b"), point: Lsn(250) }],
         };
         let seam = Seam::from_state(&state);

@@ -112,6 +112,129 @@ pub async fn plan(client: &Client, publication: &str) -> Result<Vec<PlannedTable
     Ok(tables)
 }
 
+/// One table as pgoutput would announce it now, and the columns of its
+/// primary key (else of its replica identity index), in index order; `None`
+/// if there is no such table.
+pub async fn relation(client: &Client, table: &TableName) -> Result<Option<(Relation, Vec<String>)>> {
+    let row = client
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .with_context(|| format!("looking up {table}"))?;
+    let Some(row) = row else { return Ok(None) };
+    let (oid, identity): (u32, String) = (row.get(0), row.get(1));
+    let columns = columns(client, oid, &identity, None).await.with_context(|| format!("reading the columns of {table}"))?;
+    let key = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i, unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, pos) \
+             JOIN pg_attribute a ON a.attnum = k.attnum \
+             WHERE i.indrelid = $1::oid AND a.attrelid = $1::oid \
+               AND i.indexrelid = (SELECT indexrelid FROM pg_index WHERE indrelid = $1::oid AND (indisprimary OR indisreplident) \
+                                   ORDER BY indisprimary DESC LIMIT 1) \
+             ORDER BY k.pos",
+            &[&oid],
+        )
+        .await
+        .with_context(|| format!("reading the key of {table}"))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let relation = Relation {
+        oid,
+        namespace: table.schema.clone(),
+        name: table.name.clone(),
+        replica_identity: identity.bytes().next().unwrap_or(b'd'),
+        columns,
+    };
+    Ok(Some((relation, key)))
+}
+
+/// How a publication names its tables: every table, listed tables, or
+/// whole schemas. Recorded with the snapshot, so that a table that joins the
+/// publication later (and whose existing rows are in no snapshot and no
+/// change) can be told from one created later inside a published schema
+/// (whose rows are all in the stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Membership {
+    pub all_tables: bool,
+    pub tables: Vec<TableName>,
+    pub schemas: Vec<String>,
+}
+
+pub async fn membership(client: &Client, publication: &str) -> Result<Membership> {
+    let all_tables: bool = client
+        .query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[&publication])
+        .await?
+        .with_context(|| format!("publication {publication:?} does not exist"))?
+        .get(0);
+    let mut tables = Vec::new();
+    for r in client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid \
+             JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.pubname = $1 ORDER BY 1, 2",
+            &[&publication],
+        )
+        .await
+        .context("reading the publication's tables")?
+    {
+        tables.push(TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)).map_err(|e| anyhow!("{e}"))?);
+    }
+    let version: i32 = client.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
+    let schemas = if version >= 150000 {
+        client
+            .query(
+                "SELECT n.nspname::text FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid \
+                 JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE p.pubname = $1 ORDER BY 1",
+                &[&publication],
+            )
+            .await
+            .context("reading the publication's schemas")?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Membership { all_tables, tables, schemas })
+}
+
+/// Published tables that joined the publication since `before`: those
+/// named (or partitions of those named) and those of newly named schemas.
+pub async fn joined_since(client: &Client, publication: &str, before: &Membership, now: &Membership) -> Result<Vec<TableName>> {
+    let mut out = Vec::new();
+    for t in now.tables.iter().filter(|t| !before.tables.contains(t)) {
+        for r in client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables, \
+                        LATERAL (SELECT format('%I.%I', schemaname, tablename)::regclass AS rel) r \
+                 WHERE pubname = $1 AND coalesce(pg_partition_root(r.rel), r.rel) = format('%I.%I', $2::text, $3::text)::regclass",
+                &[&publication, &t.schema, &t.name],
+            )
+            .await?
+        {
+            out.push(TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)).map_err(|e| anyhow!("{e}"))?);
+        }
+    }
+    let schemas: Vec<&String> = now.schemas.iter().filter(|s| !before.schemas.contains(s)).collect();
+    if !schemas.is_empty() {
+        for r in client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = ANY($2)",
+                &[&publication, &schemas],
+            )
+            .await?
+        {
+            out.push(TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)).map_err(|e| anyhow!("{e}"))?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// The columns pgoutput announces: attnum order, no dropped or generated
 /// columns, only the published ones, and the key flag per replica identity
 /// (FULL flags every column).

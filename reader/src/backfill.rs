@@ -1,0 +1,580 @@
+//! Backfill: re-stage a table's current rows while the stream keeps running,
+//! by watermarks (the DBLog / incremental-snapshot method).
+//!
+//! For each chunk of the table, in primary-key order, the backfill task:
+//! 1. commits a *low* watermark, a transactional logical message
+//!    (`pg_logical_emit_message`, prefix `strata.backfill`);
+//! 2. reads the next chunk (`… WHERE key > last ORDER BY key LIMIT n`);
+//! 3. hands it to the stream loop and commits a *high* watermark.
+//!
+//! The stream loop sees the watermarks in commit order among the changes.
+//! Between low and high it records the keys of the table's changes; at the
+//! high watermark it stages the chunk's rows as reads (`_strata_op = r`)
+//! inside the high watermark's transaction, *minus* every row whose key
+//! changed in between — the stream has those changes, and the chunk's copy
+//! of such a row may be older or newer than them. What is staged is thus
+//! the row as of the high watermark, at its place in the log: readers of
+//! the stage apply it like any change, and nothing is lost or reordered.
+//! A truncate of the table between the watermarks discards the chunk.
+//!
+//! Progress (the last key) is saved in the request only once the batch
+//! holding the chunk is durable; a reader killed in between reads the chunk
+//! again after restart, and re-staging a chunk is harmless by the same
+//! argument. Requests are control objects, `streams/{stream}/backfills/{id}.json`,
+//! written by `strata-reader backfill` or by the reader itself when a table
+//! joins the publication after the stream started.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use strata_common::config::SourceConfig;
+use strata_common::ident::quote_ident;
+use strata_common::{Change, Lsn, TableName, Timestamp, Value};
+use strata_stager::log::StreamLog;
+use strata_stager::schema::{ColumnSchema, TableSchema};
+use strata_stager::Versioned;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::setup::SourceDb;
+use crate::snapshot::plan;
+use crate::snapshot::{Phase, SnapshotState, copy};
+use crate::snapshot::copytext::Lines;
+use crate::source::Relation;
+
+/// Prefix of the watermark messages.
+pub const MESSAGE_PREFIX: &str = "strata.backfill";
+/// Most rows per chunk (fewer when `batch.max_rows` is lower): one chunk is
+/// held in memory between its watermarks.
+pub const MAX_CHUNK_ROWS: u64 = 10_000;
+/// How often the task looks for requests.
+const POLL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackfillState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// `streams/{stream}/backfills/{id}.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackfillRequest {
+    pub format: u32,
+    pub id: String,
+    pub table: TableName,
+    /// Why: `requested` (the CLI) or `added to the publication`.
+    pub reason: String,
+    pub requested_at: Timestamp,
+    pub state: BackfillState,
+    /// Text forms of the last staged row's key columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_key: Option<Vec<String>>,
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default)]
+    pub chunks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+/// Records a backfill request of `table`; the running reader picks it up.
+pub async fn request(log: &StreamLog, table: &TableName, reason: &str) -> Result<BackfillRequest> {
+    let now = Timestamp::now();
+    let id = format!("{}-{}", now.0, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let req = BackfillRequest {
+        format: 1,
+        id: id.clone(),
+        table: table.clone(),
+        reason: reason.to_owned(),
+        requested_at: now,
+        state: BackfillState::Pending,
+        last_key: None,
+        rows: 0,
+        chunks: 0,
+        error: None,
+        finished_at: None,
+    };
+    log.stage().put_json_if(&log.keys().backfill(&id)?, &req, None).await.context("recording the backfill request")?;
+    Ok(req)
+}
+
+/// Every backfill request of the stream, oldest first.
+pub async fn list(log: &StreamLog) -> Result<Vec<Versioned<BackfillRequest>>> {
+    let mut out = Vec::new();
+    for meta in log.stage().list(&log.keys().backfills_prefix()).await? {
+        if let Some(r) = log.stage().get_json::<BackfillRequest>(&meta.location).await? {
+            out.push(r);
+        }
+    }
+    out.sort_by_key(|r| (r.value.requested_at, r.value.id.clone()));
+    Ok(out)
+}
+
+/// A chunk on its way from the task to the stream loop.
+pub struct Chunk {
+    pub mark: String,
+    pub relation: Relation,
+    pub rows: Vec<Vec<Value>>,
+    /// The commit LSN of the transaction the rows were staged in, or
+    /// `Lsn::ZERO` if none was (all discarded).
+    pub staged: oneshot::Sender<Lsn>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Mark {
+    mark: String,
+    edge: Edge,
+    table: TableName,
+    key: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Edge {
+    Low,
+    High,
+}
+
+/// The open watermark window, kept by the stream loop.
+struct Window {
+    mark: String,
+    table: TableName,
+    key: Vec<String>,
+    changed: HashSet<String>,
+    truncated: bool,
+}
+
+/// What the stream loop does with watermarks and chunks.
+pub struct Windows {
+    open: Option<Window>,
+    chunks: mpsc::Receiver<Chunk>,
+}
+
+/// A chunk's rows to stage, after the window's changes are taken out.
+pub struct Ready {
+    pub relation: Relation,
+    pub rows: Vec<Vec<Value>>,
+    pub staged: oneshot::Sender<Lsn>,
+}
+
+fn key_string(values: &[&Value]) -> String {
+    format!("{values:?}")
+}
+
+impl Windows {
+    pub fn new(chunks: mpsc::Receiver<Chunk>) -> Windows {
+        Windows { open: None, chunks }
+    }
+
+    /// A change the stream staged: records its key if a window on its table is open.
+    pub fn observe(&mut self, schema: &TableSchema, change: &Change) {
+        let Some(w) = self.open.as_mut().filter(|w| w.table == schema.table) else { return };
+        if change.op == strata_common::Op::Truncate {
+            w.truncated = true;
+            return;
+        }
+        let positions: Option<Vec<usize>> = w.key.iter().map(|k| schema.columns.iter().position(|c| &c.name == k)).collect();
+        let Some(positions) = positions else {
+            // The key columns are gone from the stream's schema: nothing of the chunk can be trusted.
+            w.truncated = true;
+            return;
+        };
+        for image in [&change.after, &change.before].into_iter().flatten() {
+            let key: Vec<&Value> = positions.iter().filter_map(|&p| image.get(p)).collect();
+            if key.len() == positions.len() && !key.iter().any(|v| matches!(v, Value::Null | Value::Unchanged)) {
+                w.changed.insert(key_string(&key));
+            }
+        }
+    }
+
+    /// A logical message in a transaction being staged. Returns the chunk to
+    /// stage in this transaction at a high watermark.
+    pub fn message(&mut self, prefix: &str, content: &[u8]) -> Result<Option<Ready>> {
+        if prefix != MESSAGE_PREFIX {
+            return Ok(None);
+        }
+        let Ok(mark) = serde_json::from_slice::<Mark>(content) else {
+            tracing::warn!(content = %String::from_utf8_lossy(content), "ignoring a malformed backfill watermark");
+            return Ok(None);
+        };
+        match mark.edge {
+            Edge::Low => {
+                self.open = Some(Window { mark: mark.mark, table: mark.table, key: mark.key, changed: HashSet::new(), truncated: false });
+                Ok(None)
+            }
+            Edge::High => {
+                // A high watermark of another window (of an earlier process,
+                // whose chunk is gone) leaves the open window alone.
+                let Some(window) = self.open.take_if(|w| w.mark == mark.mark) else {
+                    return Ok(None);
+                };
+                // The chunk was handed over before the high watermark committed.
+                let chunk = loop {
+                    match self.chunks.try_recv() {
+                        Ok(c) if c.mark == window.mark => break c,
+                        Ok(_stale) => continue,
+                        Err(_) => return Ok(None),
+                    }
+                };
+                if window.truncated {
+                    return Ok(Some(Ready { relation: chunk.relation, rows: Vec::new(), staged: chunk.staged }));
+                }
+                let positions: Vec<usize> = window
+                    .key
+                    .iter()
+                    .map(|k| chunk.relation.columns.iter().position(|c| &c.name == k))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| anyhow!("backfill chunk of {} lacks its key columns", window.table))?;
+                let rows = chunk
+                    .rows
+                    .into_iter()
+                    .filter(|r| {
+                        let key: Vec<&Value> = positions.iter().filter_map(|&p| r.get(p)).collect();
+                        !window.changed.contains(&key_string(&key))
+                    })
+                    .collect();
+                Ok(Some(Ready { relation: chunk.relation, rows, staged: chunk.staged }))
+            }
+        }
+    }
+}
+
+/// The backfill task: runs requests one at a time, oldest first, until
+/// `token` is cancelled. Also turns tables that join the publication later
+/// into requests.
+pub struct Task {
+    pub source: SourceConfig,
+    pub log: StreamLog,
+    pub chunks: mpsc::Sender<Chunk>,
+    /// The end LSN (and commit time) of the last durable batch.
+    pub durable: watch::Receiver<(Lsn, Option<Timestamp>)>,
+    /// How often to look for tables added to the publication; `None` for
+    /// streams without an initial snapshot (they never promised existing rows).
+    pub watch_publication: Option<Duration>,
+    /// Rows per chunk.
+    pub chunk_rows: u64,
+    pub token: CancellationToken,
+}
+
+impl Task {
+    pub async fn run(mut self) {
+        let mut last_check: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(every) = self.watch_publication
+                && last_check.is_none_or(|t| t.elapsed() >= every)
+            {
+                last_check = Some(tokio::time::Instant::now());
+                if let Err(e) = self.check_publication().await {
+                    tracing::warn!(error = format!("{e:#}"), "could not check the publication for new tables");
+                }
+            }
+            if let Err(e) = self.run_requests().await {
+                tracing::warn!(error = format!("{e:#}"), "backfill interrupted; retrying");
+            }
+            tokio::select! {
+                _ = self.token.cancelled() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    async fn run_requests(&mut self) -> Result<()> {
+        for req in list(&self.log).await? {
+            if self.token.is_cancelled() {
+                return Ok(());
+            }
+            if matches!(req.value.state, BackfillState::Pending | BackfillState::Running) {
+                self.run_one(req).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn save(&self, req: &mut Versioned<BackfillRequest>) -> Result<()> {
+        let path = self.log.keys().backfill(&req.value.id)?;
+        req.version = self.log.stage().put_json_if(&path, &req.value, Some(&req.version)).await?;
+        Ok(())
+    }
+
+    async fn run_one(&mut self, mut req: Versioned<BackfillRequest>) -> Result<()> {
+        let table = req.value.table.clone();
+        let client = copy::connect(&self.source.url, None).await?;
+        let mut db = SourceDb::connect(&self.source).await?;
+        let found = crate::snapshot::plan::relation(&client, &table).await?;
+        let failure = match &found {
+            None => Some(format!("table {table} does not exist")),
+            Some((_, key)) if key.is_empty() => Some(format!("{table} has no primary key or replica identity index to chunk by")),
+            Some(_) => None,
+        };
+        if let Some(error) = failure {
+            tracing::error!(id = req.value.id, error, "backfill failed");
+            req.value.state = BackfillState::Failed;
+            req.value.error = Some(error);
+            req.value.finished_at = Some(Timestamp::now());
+            return self.save(&mut req).await;
+        }
+        let (relation, key) = found.expect("checked above");
+        let mut columns = Vec::with_capacity(relation.columns.len());
+        for c in &relation.columns {
+            columns.push(ColumnSchema {
+                name: c.name.clone(),
+                pg_type: db.type_name(c.type_oid, c.type_modifier).await?,
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                column_type: db.column_type(c.type_oid, c.type_modifier).await?,
+                key: c.key,
+            });
+        }
+        if req.value.state == BackfillState::Pending {
+            req.value.state = BackfillState::Running;
+            self.save(&mut req).await?;
+            tracing::info!(id = req.value.id, table = %table, reason = req.value.reason, "backfill started");
+        }
+        let key_at: Vec<usize> = key.iter().map(|k| columns.iter().position(|c| &c.name == k).expect("key columns are columns")).collect();
+        let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        loop {
+            if self.token.is_cancelled() {
+                return Ok(());
+            }
+            let mark = format!("{}/{}/{nonce}", req.value.id, req.value.chunks);
+            emit(&client, &Mark { mark: mark.clone(), edge: Edge::Low, table: table.clone(), key: key.clone() }).await?;
+            let (rows, last) = read_chunk(&client, &table, &columns, &key_at, req.value.last_key.as_deref(), self.chunk_rows).await?;
+            let n = rows.len() as u64;
+            let (staged_tx, staged_rx) = oneshot::channel();
+            self.chunks
+                .send(Chunk { mark: mark.clone(), relation: relation.clone(), rows, staged: staged_tx })
+                .await
+                .map_err(|_| anyhow!("the stream loop stopped"))?;
+            emit(&client, &Mark { mark, edge: Edge::High, table: table.clone(), key: key.clone() }).await?;
+            let at = staged_rx.await.map_err(|_| anyhow!("the stream loop stopped before staging the chunk"))?;
+            // Progress only once the rows are durable.
+            while self.durable.borrow().0 < at {
+                self.durable.changed().await.map_err(|_| anyhow!("the stream loop stopped"))?;
+            }
+            req.value.chunks += 1;
+            req.value.rows += n;
+            if let Some(last) = last {
+                req.value.last_key = Some(last);
+            }
+            if n < self.chunk_rows {
+                req.value.state = BackfillState::Done;
+                req.value.finished_at = Some(Timestamp::now());
+                self.save(&mut req).await?;
+                tracing::info!(id = req.value.id, table = %table, rows = req.value.rows, chunks = req.value.chunks, "backfill done");
+                return Ok(());
+            }
+            self.save(&mut req).await?;
+        }
+    }
+
+    /// Tables that joined the publication since the snapshot (or the last
+    /// check) are backfilled: their rows from before they joined are in no
+    /// snapshot and no change. Membership is compared by how the
+    /// publication names tables (see [`plan::Membership`]), so a table created
+    /// later inside a published schema, whose rows are all in the stream, is
+    /// not copied again.
+    async fn check_publication(&mut self) -> Result<()> {
+        let key = self.log.keys().snapshot();
+        let Some(mut state) = self.log.stage().get_json::<SnapshotState>(&key).await? else { return Ok(()) };
+        if state.value.phase != Phase::Done {
+            return Ok(());
+        }
+        let client = copy::connect(&self.source.url, None).await?;
+        let publication = self.source.publication_name();
+        let now = plan::membership(&client, &publication).await?;
+        if let Some(before) = &state.value.publication {
+            if *before == now {
+                return Ok(());
+            }
+            let active: HashSet<TableName> = list(&self.log)
+                .await?
+                .into_iter()
+                .filter(|r| matches!(r.value.state, BackfillState::Pending | BackfillState::Running))
+                .map(|r| r.value.table)
+                .collect();
+            for table in plan::joined_since(&client, &publication, before, &now).await? {
+                if !active.contains(&table) {
+                    let req = request(&self.log, &table, "added to the publication").await?;
+                    tracing::info!(id = req.id, table = %table, "table joined the publication; backfilling its existing rows");
+                }
+            }
+        }
+        state.value.publication = Some(now);
+        self.log.stage().put_json_if(&key, &state.value, Some(&state.version)).await.context("recording the publication's tables")?;
+        Ok(())
+    }
+}
+
+async fn emit(client: &Client, mark: &Mark) -> Result<()> {
+    let content = serde_json::to_string(mark)?;
+    client
+        .execute("SELECT pg_logical_emit_message(true, $1, $2)", &[&MESSAGE_PREFIX, &content])
+        .await
+        .context("emitting a backfill watermark")?;
+    Ok(())
+}
+
+/// `'text'::type` literal of a key value.
+fn literal(text: &str, pg_type: &str) -> String {
+    format!("'{}'::{pg_type}", text.replace('\'', "''"))
+}
+
+/// The next chunk after `after` in key order, with the text forms of the
+/// last row's key.
+async fn read_chunk(
+    client: &Client,
+    table: &TableName,
+    columns: &[ColumnSchema],
+    key_at: &[usize],
+    after: Option<&[String]>,
+    limit: u64,
+) -> Result<(Vec<Vec<Value>>, Option<Vec<String>>)> {
+    use futures::StreamExt;
+    let list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let key: Vec<String> = key_at.iter().map(|&i| quote_ident(&columns[i].name)).collect();
+    let mut sql = format!("COPY (SELECT {} FROM ONLY {}", list.join(", "), table.quoted());
+    if let Some(after) = after {
+        if after.len() != key_at.len() {
+            bail!("the saved position has {} key values, {table} has {} key columns now", after.len(), key_at.len());
+        }
+        let bound: Vec<String> = after.iter().zip(key_at).map(|(v, &i)| literal(v, &columns[i].pg_type)).collect();
+        sql.push_str(&format!(" WHERE ({}) > ({})", key.join(", "), bound.join(", ")));
+    }
+    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}) TO STDOUT", key.join(", ")));
+    let stream = client.copy_out(&sql).await.with_context(|| format!("reading a chunk of {table}"))?;
+    futures::pin_mut!(stream);
+    let mut lines = Lines::default();
+    let mut rows = Vec::new();
+    let mut last = None;
+    while let Some(chunk) = stream.next().await {
+        lines.push(&chunk?);
+        while let Some(line) = lines.next_line() {
+            let (raw, values) = copy::values(columns, &line).with_context(|| format!("a row of {table}"))?;
+            let key_text: Option<Vec<String>> =
+                key_at.iter().map(|&i| raw.get(i).cloned().flatten().and_then(|b| String::from_utf8(b).ok())).collect();
+            last = Some(key_text.ok_or_else(|| anyhow!("a key of {table} is NULL or not UTF-8"))?);
+            rows.push(values);
+        }
+    }
+    Ok((rows, last))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use strata_common::{ColumnType, Op};
+    use strata_stager::schema::ReplicaIdentity;
+
+    use super::*;
+    use crate::source::RelationColumn;
+
+    fn table() -> TableName {
+        TableName::new("public", "t").unwrap()
+    }
+
+    fn schema() -> TableSchema {
+        let column = |name: &str, key: bool| ColumnSchema {
+            name: name.into(),
+            pg_type: "bigint".into(),
+            type_oid: 20,
+            type_modifier: -1,
+            column_type: ColumnType::Int64,
+            key,
+        };
+        TableSchema {
+            format: 1,
+            stream: "main".into(),
+            table: table(),
+            version: 1,
+            relation_oid: Some(1),
+            replica_identity: ReplicaIdentity::Default,
+            columns: vec![column("n", false), column("id", true)],
+            since_lsn: None,
+        }
+    }
+
+    fn relation() -> Relation {
+        let column = |name: &str, key: bool| RelationColumn { name: name.into(), type_oid: 20, type_modifier: -1, key };
+        Relation { oid: 1, namespace: "public".into(), name: "t".into(), replica_identity: b'd', columns: vec![column("n", false), column("id", true)] }
+    }
+
+    fn mark(mark: &str, edge: Edge) -> Vec<u8> {
+        serde_json::to_vec(&Mark { mark: mark.into(), edge, table: table(), key: vec!["id".into()] }).unwrap()
+    }
+
+    fn change(op: Op, after: Option<i64>, before: Option<i64>) -> Change {
+        let row = |id: i64| vec![Value::Int64(0), Value::Int64(id)];
+        Change {
+            op,
+            table: Arc::new(table()),
+            lsn: Lsn(1),
+            ord: 0,
+            xid: Some(1),
+            commit_ts: Timestamp(0),
+            after: after.map(row),
+            before: before.map(|id| vec![Value::Null, Value::Int64(id)]),
+        }
+    }
+
+    async fn chunk(tx: &mpsc::Sender<Chunk>, mark: &str, ids: &[i64]) -> oneshot::Receiver<Lsn> {
+        let (staged, rx) = oneshot::channel();
+        let rows = ids.iter().map(|&id| vec![Value::Int64(7), Value::Int64(id)]).collect();
+        tx.send(Chunk { mark: mark.into(), relation: relation(), rows, staged }).await.unwrap();
+        rx
+    }
+
+    fn ids(ready: &Ready) -> Vec<i64> {
+        ready.rows.iter().map(|r| if let Value::Int64(id) = r[1] { id } else { panic!("{r:?}") }).collect()
+    }
+
+    #[tokio::test]
+    async fn rows_changed_between_the_watermarks_are_left_to_the_stream() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut w = Windows::new(rx);
+        let s = schema();
+        // Before the low watermark: not in the window.
+        w.observe(&s, &change(Op::Update, Some(1), None));
+        assert!(w.message(MESSAGE_PREFIX, &mark("a", Edge::Low)).unwrap().is_none());
+        w.observe(&s, &change(Op::Update, Some(2), None));
+        w.observe(&s, &change(Op::Update, Some(30), Some(3))); // key change: both keys
+        w.observe(&s, &change(Op::Delete, None, Some(4)));
+        let mut other = schema();
+        other.table = TableName::new("public", "other").unwrap();
+        w.observe(&other, &change(Op::Update, Some(5), None));
+        let _staged = chunk(&tx, "a", &[1, 2, 3, 4, 5, 6]).await;
+        let ready = w.message(MESSAGE_PREFIX, &mark("a", Edge::High)).unwrap().unwrap();
+        assert_eq!(ids(&ready), [1, 5, 6]);
+        // Other prefixes and stale high watermarks stage nothing.
+        assert!(w.message("app", b"whatever").unwrap().is_none());
+        assert!(w.message(MESSAGE_PREFIX, &mark("gone", Edge::High)).unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_truncate_in_the_window_discards_the_chunk_and_stale_chunks_are_skipped() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut w = Windows::new(rx);
+        let _old = chunk(&tx, "old", &[1]).await;
+        w.message(MESSAGE_PREFIX, &mark("b", Edge::Low)).unwrap();
+        w.observe(&schema(), &change(Op::Truncate, None, None));
+        let _staged = chunk(&tx, "b", &[1, 2]).await;
+        let ready = w.message(MESSAGE_PREFIX, &mark("b", Edge::High)).unwrap().unwrap();
+        assert!(ready.rows.is_empty());
+        // A new low watermark replaces one whose high never came.
+        w.message(MESSAGE_PREFIX, &mark("c", Edge::Low)).unwrap();
+        w.message(MESSAGE_PREFIX, &mark("d", Edge::Low)).unwrap();
+        let _c = chunk(&tx, "c", &[9]).await;
+        assert!(w.message(MESSAGE_PREFIX, &mark("c", Edge::High)).unwrap().is_none());
+        let _d = chunk(&tx, "d", &[8]).await;
+        assert_eq!(ids(&w.message(MESSAGE_PREFIX, &mark("d", Edge::High)).unwrap().unwrap()), [8]);
+    }
+}
