@@ -323,17 +323,7 @@ impl Task {
             return self.save(&mut req).await;
         }
         let (relation, key) = found.expect("checked above");
-        let mut columns = Vec::with_capacity(relation.columns.len());
-        for c in &relation.columns {
-            columns.push(ColumnSchema {
-                name: c.name.clone(),
-                pg_type: db.type_name(c.type_oid, c.type_modifier).await?,
-                type_oid: c.type_oid,
-                type_modifier: c.type_modifier,
-                column_type: db.column_type(c.type_oid, c.type_modifier).await?,
-                key: c.key,
-            });
-        }
+        let columns = db.column_schemas(&relation.columns).await?;
         if req.value.state == BackfillState::Pending {
             req.value.state = BackfillState::Running;
             self.save(&mut req).await?;
@@ -457,13 +447,14 @@ async fn read_chunk(
     let mut last = None;
     while let Some(chunk) = stream.next().await {
         lines.push(&chunk?);
-        while let Some(line) = lines.next_line() {
-            let (raw, values) = copy::values(columns, &line).with_context(|| format!("a row of {table}"))?;
+        lines.for_each(|line| {
+            let (raw, values) = copy::values(columns, line).with_context(|| format!("a row of {table}"))?;
             let key_text: Option<Vec<String>> =
-                key_at.iter().map(|&i| raw.get(i).cloned().flatten().and_then(|b| String::from_utf8(b).ok())).collect();
+                key_at.iter().map(|&i| raw.get(i).and_then(|f| f.as_deref()).and_then(|b| String::from_utf8(b.to_vec()).ok())).collect();
             last = Some(key_text.ok_or_else(|| anyhow!("a key of {table} is NULL or not UTF-8"))?);
             rows.push(values);
-        }
+            Ok::<_, anyhow::Error>(())
+        })?;
     }
     Ok((rows, last))
 }

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use strata_common::pgtext::parse_text;
 use strata_common::{Change, Lsn, Op, TableName, Timestamp, Value};
 use strata_stager::log::StreamLog;
-use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
+use strata_stager::schema::{ReplicaIdentity, TableSchema};
 
 use crate::setup::SourceDb;
 use crate::source::{Datum, OldTuple, Relation};
@@ -70,17 +70,7 @@ impl Decoder {
     pub async fn version(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<Arc<TableSchema>> {
         let table = TableName::new(rel.namespace.clone(), rel.name.clone())
             .map_err(|e| anyhow!("relation {}: {e}", rel.oid))?;
-        let mut columns = Vec::with_capacity(rel.columns.len());
-        for c in &rel.columns {
-            columns.push(ColumnSchema {
-                name: c.name.clone(),
-                pg_type: db.type_name(c.type_oid, c.type_modifier).await?,
-                type_oid: c.type_oid,
-                type_modifier: c.type_modifier,
-                column_type: db.column_type(c.type_oid, c.type_modifier).await?,
-                key: c.key,
-            });
-        }
+        let columns = db.column_schemas(&rel.columns).await?;
         let mut candidate = TableSchema {
             format: strata_stager::FORMAT_VERSION,
             stream: self.log.keys().stream().to_owned(),

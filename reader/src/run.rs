@@ -44,7 +44,7 @@ use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
 use crate::decode::{Decoder, Position};
 use crate::setup::SourceDb;
 use crate::backfill::{self, Windows};
-use crate::snapshot::{self, Seam, SnapshotCtx};
+use crate::snapshot::{self, Seam, SnapshotCtx, SnapshotProgress};
 use crate::source::{ChangeSource, SourceError, SourceEvent};
 use crate::walstream::PgWalSource;
 
@@ -66,6 +66,9 @@ pub struct ReaderStatus {
     pub server_lsn: Option<Lsn>,
     pub last_commit_ts: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// While the initial snapshot runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
 }
 
 type SharedStatus = Arc<Mutex<ReaderStatus>>;
@@ -338,10 +341,13 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     let slot_name = source.slot_name();
     db.ensure_publication(&publication, &source.tables).await?;
     update(status, |s| s.state = "snapshot");
-    let snapshot_ctx = SnapshotCtx { config: ctx.config, source, log, metrics: &telemetry.metrics };
+    let shared = status.clone();
+    let on_progress: snapshot::OnProgress = Arc::new(move |p| update(&shared, |s| s.snapshot = Some(p)));
+    let snapshot_ctx = SnapshotCtx { config: ctx.config, source, log, metrics: &telemetry.metrics, on_progress };
     let Some(seam) = snapshot::ensure(&snapshot_ctx, &mut db, &token).await? else {
         return Ok(());
     };
+    update(status, |s| s.snapshot = None);
     let slot = db.ensure_slot(&slot_name).await?;
     let hint = status.lock().ok().and_then(|s| s.head_seq);
     let head = log.head(hint).await.context("finding the stream's last batch")?;

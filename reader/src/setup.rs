@@ -13,7 +13,10 @@ use strata_common::config::SourceConfig;
 use strata_common::ident::quote_ident;
 use strata_common::types::CatalogType;
 use strata_common::{ColumnType, Lsn, TableName};
+use strata_stager::schema::ColumnSchema;
 use tokio_postgres::Client;
+
+use crate::source::RelationColumn;
 
 /// An ordinary (non-replication) connection to the source.
 pub struct SourceDb {
@@ -214,6 +217,22 @@ impl SourceDb {
         }
         let cache = &self.type_cache;
         Ok(ColumnType::resolve(oid, modifier, &|o| cache.get(&o).cloned().flatten()))
+    }
+
+    /// The staged columns of a relation's columns.
+    pub async fn column_schemas(&mut self, columns: &[RelationColumn]) -> Result<Vec<ColumnSchema>> {
+        let mut out = Vec::with_capacity(columns.len());
+        for c in columns {
+            out.push(ColumnSchema {
+                name: c.name.clone(),
+                pg_type: self.type_name(c.type_oid, c.type_modifier).await?,
+                type_oid: c.type_oid,
+                type_modifier: c.type_modifier,
+                column_type: self.column_type(c.type_oid, c.type_modifier).await?,
+                key: c.key,
+            });
+        }
+        Ok(out)
     }
 
     /// `format_type(oid, typmod)`: the type as PostgreSQL spells it.

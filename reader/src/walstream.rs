@@ -105,10 +105,14 @@ impl PgWalSource {
         })
     }
 
+    /// Reports the confirmed position as written, flushed and applied alike.
+    /// Reporting less than the server has sent (rather than what was
+    /// received) also lets an idle walsender send a keepalive at once, whose
+    /// position the idle stream then confirms: WAL is released promptly.
     async fn send_status(&mut self) -> Result<(), SourceError> {
-        let written = self.received.max(self.confirmed).as_u64();
+        let at = self.confirmed.as_u64();
         self.conn
-            .send_standby_status_update(written, self.confirmed.as_u64(), self.confirmed.as_u64(), false)
+            .send_standby_status_update(at, at, at, false)
             .await
             .map_err(|e| map_err("sending status update", e))
     }

@@ -206,6 +206,11 @@ impl DestinationKeys {
     pub fn dead_letter_prefix(&self) -> Path {
         path(format!("{}/dead-letter", self.root))
     }
+
+    /// One rejected change: named by batch and change, so a retry overwrites it.
+    pub fn dead_letter(&self, seq: u64, lsn: strata_common::Lsn, ord: u32) -> Path {
+        path(format!("{}/dead-letter/{seq:020}-{:016X}-{ord:010}.json", self.root, lsn.as_u64()))
+    }
 }
 
 pub fn destinations_prefix() -> Path {

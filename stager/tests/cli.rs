@@ -106,6 +106,28 @@ async fn ls_show_and_verify_a_healthy_stage() {
 }
 
 #[tokio::test]
+async fn streams_shows_head_reader_snapshot_and_backfills() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = Stage::local(dir.path()).unwrap();
+    three_batches(&stage).await;
+    let log = StreamLog::new(&stage, "main").unwrap();
+    let leases = strata_stager::lease::Leases::new(&stage, log.keys().reader());
+    let held = leases.acquire("reader@host:1", std::time::Duration::from_secs(60), Timestamp::now()).await.unwrap();
+    leases.renew(&held, std::time::Duration::from_secs(60), Timestamp::now(), serde_json::json!({"state": "snapshot"})).await.unwrap();
+    stage.put_json_if(&log.keys().snapshot(), &serde_json::json!({"phase": "copying", "tables": [{}, {}]}), None).await.unwrap();
+    stage.put_json_if(&log.keys().backfill("b1").unwrap(), &serde_json::json!({"state": "running"}), None).await.unwrap();
+    stage.put_json_if(&log.keys().backfill("b0").unwrap(), &serde_json::json!({"state": "done"}), None).await.unwrap();
+
+    let out = strata_stage(dir.path(), &["streams"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "main\thead 3\treader snapshot (reader@host:1)\tsnapshot copying\t1 backfills running\n");
+    let out = strata_stage(dir.path(), &["streams", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["snapshot"]["tables_done"], 2);
+    assert_eq!(v["reader"]["live"], true);
+}
+
+#[tokio::test]
 async fn verify_names_a_deleted_and_a_corrupted_file_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let stage = Stage::local(dir.path()).unwrap();

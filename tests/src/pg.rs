@@ -60,7 +60,7 @@ impl PgCluster {
         cluster.run("initdb", &["-D", path_str(&data)?, "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync"])?;
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nwal_level = logical\n\
-             max_replication_slots = 20\nmax_wal_senders = 20\nfsync = off\nsynchronous_commit = off\n\
+             max_replication_slots = 20\nmax_wal_senders = 20\nfsync = off\n\
              full_page_writes = off\nmax_connections = 200\nshared_buffers = 128MB\n",
             cluster.port,
             dir.display()

@@ -37,6 +37,7 @@ pub fn spec(name: &str, url: &str, start: StartPosition, mode: PostgresMode) -> 
         stream: "main".to_owned(),
         start,
         paused: false,
+        on_error: Default::default(),
         destination: DestinationKind::Postgres(PostgresSpec { url: url.to_owned(), mode }),
         created_at: now,
         updated_at: now,
@@ -60,9 +61,12 @@ pub async fn wait_caught_up(stage: &Stage, destination: &str) {
 
 /// Waits until the reader has staged everything committed so far: the
 /// reader confirms a position to its slot only once everything before it
-/// is durable in the stage (or was nothing to stage).
+/// is durable in the stage (or was nothing to stage). The target is the WAL
+/// flush position, which a returned commit has reached (test clusters keep
+/// `synchronous_commit = on`; with it off a commit can return before its
+/// WAL is written, and the target would fall short of it).
 pub async fn wait_staged(source: &Client) {
-    let target: String = source.query_one("SELECT pg_current_wal_lsn()::text", &[]).await.expect("test helper").get(0);
+    let target: String = source.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await.expect("test helper").get(0);
     for _ in 0..1200 {
         let confirmed: bool = source
             .query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[&target])
@@ -77,3 +81,27 @@ pub async fn wait_staged(source: &Client) {
     panic!("the reader did not stage up to {target}");
 }
 
+/// Waits until everything committed on the source is staged, delivers the
+/// local stage to a fresh mirror destination, and asserts that each of
+/// `tables` there equals the source (and holds more than `min_rows` rows, so
+/// the comparison means something).
+pub async fn assert_mirror_equals_source(stage: &Stage, stage_dir: &std::path::Path, src_url: &str, tables: &[&str], min_rows: i64) {
+    let src = session(src_url).await;
+    wait_staged(&src).await;
+    let dst_url = crate::pg::PgCluster::shared().fresh_database().await.expect("test helper");
+    let text = crate::reader::config_text(src_url, stage_dir, "");
+    let cfg = strata_common::config::Config::from_toml("test config", &text, &[]).expect("test helper");
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    let writer = tokio::spawn(async move { strata_writer::run::run(&cfg, t).await });
+    strata_writer::control::add(stage, &spec("mirror", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.expect("test helper");
+    wait_caught_up(stage, "mirror").await;
+    let dst = session(&dst_url).await;
+    for table in tables {
+        let expected = checksum(&src, table).await;
+        assert!(expected.0 > min_rows, "{table} has more than {min_rows} rows to compare ({})", expected.0);
+        assert_eq!(checksum(&dst, table).await, expected, "{table} rebuilt from the stage equals the source");
+    }
+    token.cancel();
+    writer.await.expect("writer task").expect("writer run");
+}

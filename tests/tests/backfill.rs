@@ -16,9 +16,7 @@ use strata_stager::log::StreamLog;
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, config_text, staged_changes, wait_for_slot};
 use strata_tests::workload::Rng;
-use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
-use strata_writer::spec::{PostgresMode, StartPosition};
-use tokio_util::sync::CancellationToken;
+use strata_tests::writer::assert_mirror_equals_source;
 
 const READER: &str = env!("CARGO_BIN_EXE_strata-reader-under-test");
 
@@ -58,26 +56,6 @@ async fn wait_done(log: &StreamLog, table: &TableName) -> BackfillRequest {
         assert!(Instant::now() < deadline, "the backfill of {table} finished within 120 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn mirror_equals_source(stage: &Stage, stage_dir: &std::path::Path, src_url: &str, tables: &[&str]) {
-    let src = session(src_url).await;
-    wait_staged(&src).await;
-    let dst_url = PgCluster::shared().fresh_database().await.unwrap();
-    let cfg = Config::from_toml("t", &config_text(src_url, stage_dir, ""), &[]).unwrap();
-    let token = CancellationToken::new();
-    let t = token.clone();
-    let writer = tokio::spawn(async move { strata_writer::run::run(&cfg, t).await });
-    strata_writer::control::add(stage, &spec("mirror", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
-    wait_caught_up(stage, "mirror").await;
-    let dst = session(&dst_url).await;
-    for table in tables {
-        let expected = checksum(&src, table).await;
-        assert!(expected.0 > 1000, "{table} has rows to compare");
-        assert_eq!(checksum(&dst, table).await, expected, "{table} rebuilt from the stage equals the source");
-    }
-    token.cancel();
-    writer.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,7 +111,7 @@ async fn backfill_on_request_under_writes_reconstructs_the_table() {
     let reads = staged.iter().filter(|(_, _, c)| c.op == Op::Read).count() as u64;
     assert!(reads <= done.rows, "no more reads staged ({reads}) than the chunks held ({})", done.rows);
     assert!(reads > 25_000, "the existing rows were staged as reads ({reads})");
-    mirror_equals_source(&stage, &stage_dir, &src_url, &["public.accounts"]).await;
+    assert_mirror_equals_source(&stage, &stage_dir, &src_url, &["public.accounts"], 1000).await;
     reader.stop().await.unwrap();
 }
 
@@ -165,6 +143,6 @@ async fn a_table_added_to_the_publication_is_backfilled() {
     assert_eq!(done.reason, "added to the publication");
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
-    mirror_equals_source(&stage, &stage_dir, &src_url, &["public.first", "public.later"]).await;
+    assert_mirror_equals_source(&stage, &stage_dir, &src_url, &["public.first", "public.later"], 1000).await;
     reader.stop().await.unwrap();
 }

@@ -20,9 +20,7 @@ use strata_tests::fixtures::{ALL_TYPES_DDL, ALL_TYPES_ROWS};
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text, staged_changes};
 use strata_tests::workload::Rng;
-use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
-use strata_writer::spec::{PostgresMode, StartPosition};
-use tokio_util::sync::CancellationToken;
+use strata_tests::writer::{assert_mirror_equals_source, session};
 
 const READER: &str = env!("CARGO_BIN_EXE_strata-reader-under-test");
 
@@ -105,28 +103,6 @@ async fn manifests(stage: &Stage) -> Vec<Manifest> {
     out
 }
 
-/// Delivers the stage to a fresh mirror destination and compares every
-/// table with the source.
-async fn assert_stage_reconstructs_source(stage: &Stage, stage_dir: &std::path::Path, src_url: &str) {
-    let src = session(src_url).await;
-    wait_staged(&src).await;
-    let dst_url = PgCluster::shared().fresh_database().await.unwrap();
-    let writer_cfg = Config::from_toml("t", &config_text(src_url, stage_dir, ""), &[]).unwrap();
-    let token = CancellationToken::new();
-    let t = token.clone();
-    let writer = tokio::spawn(async move { strata_writer::run::run(&writer_cfg, t).await });
-    strata_writer::control::add(stage, &spec("mirror", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
-    wait_caught_up(stage, "mirror").await;
-    let dst = session(&dst_url).await;
-    for table in TABLES {
-        let expected = checksum(&src, table).await;
-        assert!(expected.0 > 0, "{table} has rows to compare");
-        assert_eq!(checksum(&dst, table).await, expected, "{table} rebuilt from the stage equals the source");
-    }
-    token.cancel();
-    writer.await.unwrap().unwrap();
-}
-
 /// Snapshot batches come first, parents before children, every table's
 /// completion is recorded exactly once, and a table's rows are re-staged
 /// only after a truncate that discards an interrupted copy.
@@ -202,7 +178,7 @@ async fn snapshot_under_concurrent_writes_then_stream_reconstructs_the_source() 
     let reads = staged.iter().filter(|(_, _, c)| c.op == Op::Read).count();
     assert!(reads >= 40_000, "every existing row was read ({reads})");
     assert!(staged.iter().filter(|(_, _, c)| c.op == Op::Read).all(|(_, _, c)| c.lsn == state.point && c.xid.is_none()));
-    assert_stage_reconstructs_source(&stage, &stage_dir, &src_url).await;
+    assert_mirror_equals_source(&stage, &stage_dir, &src_url, &TABLES, 0).await;
     reader.stop().await.unwrap();
 }
 
@@ -287,6 +263,6 @@ async fn kill_9_during_the_snapshot_five_times_loses_and_doubles_nothing() {
         assert_eq!(doubled, 0, "{} copied at {} also has {doubled} earlier changes staged", p.table, p.point);
     }
     assert!(later > 0, "some table was copied again after a kill");
-    assert_stage_reconstructs_source(&stage, &stage_dir, &src_url).await;
+    assert_mirror_equals_source(&stage, &stage_dir, &src_url, &TABLES, 0).await;
     reader.terminate().unwrap();
 }

@@ -238,3 +238,73 @@ async fn a_permanent_error_is_shown_in_status_and_retried_after_resume() {
     assert!(writer.terminate().unwrap().success());
     reader.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejected_changes_go_to_the_dead_letter_folder_under_skip_and_pause_otherwise() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let skip_url = cluster.fresh_database().await.unwrap();
+    let pause_url = cluster.fresh_database().await.unwrap();
+    let admin = connect(&src_url).await.unwrap();
+    admin.batch_execute("CREATE TABLE items (id int PRIMARY KEY, qty int)").await.unwrap();
+    // The destinations refuse what the source allows.
+    for url in [&skip_url, &pause_url] {
+        connect(url).await.unwrap().batch_execute("CREATE TABLE items (id int PRIMARY KEY, qty int CHECK (qty >= 0))").await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let reader = RunningReader::start(Config::from_toml("t", &config_text(&src_url, &stage_dir, ""), &[]).unwrap());
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    for sql in [
+        "INSERT INTO items SELECT g, g FROM generate_series(1, 20) g",
+        "BEGIN; INSERT INTO items VALUES (21, -5); UPDATE items SET qty = -1 WHERE id = 3; UPDATE items SET qty = 100 WHERE id = 4; COMMIT",
+        "INSERT INTO items SELECT g, g FROM generate_series(22, 30) g",
+    ] {
+        admin.batch_execute(sql).await.unwrap();
+        // One batch per transaction, so the bad one is a batch of its own.
+        wait_staged(&admin).await;
+    }
+    let stage = Stage::local(&stage_dir).unwrap();
+    let mut skip = spec("skip", &skip_url, StartPosition::Earliest, PostgresMode::Mirror);
+    skip.on_error = strata_writer::spec::OnError::Skip;
+    strata_writer::control::add(&stage, &skip).await.unwrap();
+    strata_writer::control::add(&stage, &spec("pause", &pause_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
+    let writer = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "w")).unwrap();
+    wait_caught_up(&stage, "skip").await;
+
+    // Everything but the two rejected changes arrived, the good change of
+    // the same transaction included.
+    let dst = connect(&skip_url).await.unwrap();
+    let rows: Vec<(i32, i32)> = dst.query("SELECT id, qty FROM items ORDER BY id", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut expected: Vec<(i32, i32)> = (1..=30).filter(|&i| i != 21).map(|i| (i, i)).collect();
+    expected[3].1 = 100;
+    assert_eq!(rows, expected);
+    let mut letters = Vec::new();
+    for meta in stage.list(&DestinationKeys::new("skip").unwrap().dead_letter_prefix()).await.unwrap() {
+        let v: serde_json::Value = serde_json::from_slice(&stage.get(&meta.location).await.unwrap()).unwrap();
+        letters.push((v["op"].as_str().unwrap().to_owned(), v["after"]["id"].clone(), v["after"]["qty"].clone(), v["error"].as_str().unwrap().to_owned()));
+    }
+    letters.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!((letters[0].0.as_str(), &letters[0].1, &letters[0].2), ("c", &serde_json::json!(21), &serde_json::json!(-5)));
+    assert_eq!((letters[1].0.as_str(), &letters[1].1, &letters[1].2), ("u", &serde_json::json!(3), &serde_json::json!(-1)));
+    assert!(letters.iter().all(|l| l.3.contains("items_qty_check")), "{letters:?}");
+
+    // The default policy stops at the bad batch, with the error shown.
+    let lease = Leases::new(&stage, DestinationKeys::new("pause").unwrap().lease());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = lease.read().await.unwrap().map(|l| l.value.status)
+            && status["state"] == "failed"
+        {
+            assert!(status["last_error"].as_str().unwrap_or_default().contains("items_qty_check"), "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pause destination was not shown as failed within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paused_at: i64 = connect(&pause_url).await.unwrap().query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
+    assert_eq!(paused_at, 20, "nothing past the rejected batch");
+    assert!(writer.terminate().unwrap().success());
+    reader.stop().await.unwrap();
+}

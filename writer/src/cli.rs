@@ -15,7 +15,7 @@ use strata_stager::lease::{Lease, Leases};
 use strata_stager::log::StreamLog;
 
 use crate::control;
-use crate::spec::{DestinationKind, DestinationSpec, PostgresMode, PostgresSpec, StartPosition};
+use crate::spec::{DestinationKind, DestinationSpec, OnError, PostgresMode, PostgresSpec, StartPosition};
 
 #[derive(Parser)]
 #[command(name = "strata-writer", version, about = "Deliver staged changes to destinations")]
@@ -78,6 +78,10 @@ enum DestinationCommand {
         /// earliest, latest, or an RFC 3339 time.
         #[arg(long, default_value = "earliest")]
         start: String,
+        /// A change the destination rejects: pause the destination, or skip
+        /// it into destinations/NAME/dead-letter/ and deliver the rest.
+        #[arg(long, value_enum, default_value = "pause")]
+        on_error: OnErrorArg,
     },
     List {
         #[arg(long)]
@@ -104,6 +108,12 @@ enum ThenArg {
 enum ModeArg {
     Mirror,
     History,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnErrorArg {
+    Pause,
+    Skip,
 }
 
 fn stage(config: &Config) -> Result<Stage> {
@@ -159,7 +169,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     match cmd {
-        DestinationCommand::Add { name, stream, postgres, mode, start } => {
+        DestinationCommand::Add { name, stream, postgres, mode, start, on_error } => {
             let start: StartPosition = start.parse().map_err(anyhow::Error::msg).context("--start")?;
             let mode = match mode {
                 ModeArg::Mirror => PostgresMode::Mirror,
@@ -172,6 +182,10 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                 stream,
                 start,
                 paused: false,
+                on_error: match on_error {
+                    OnErrorArg::Pause => OnError::Pause,
+                    OnErrorArg::Skip => OnError::Skip,
+                },
                 destination: DestinationKind::Postgres(PostgresSpec { url: postgres, mode }),
                 created_at: now,
                 updated_at: now,
@@ -236,6 +250,8 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
             "head_commit_ts": head_ts,
             "lag_batches": head.map_or(0, |h| h.saturating_sub(delivered)),
             "error": live.and_then(|l| l.status.get("last_error").cloned()).filter(|e| !e.is_null()),
+            "on_error": s.on_error,
+            "dead_letters": stage.list(&DestinationKeys::new(&s.name)?.dead_letter_prefix()).await?.len(),
             "replays": replays.iter().filter(|r| r.value.destination == s.name && r.value.state != crate::replay::ReplayState::Done)
                 .map(|r| serde_json::json!({"id": r.value.id, "state": r.value.state, "error": r.value.error})).collect::<Vec<_>>(),
         }));
@@ -245,7 +261,7 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
     } else {
         for r in rows {
             println!(
-                "{}\tstream {}\t{}\tcursor {} of {}\tlag {} batches{}{}",
+                "{}\tstream {}\t{}\tcursor {} of {}\tlag {} batches{}{}{}",
                 r["destination"].as_str().unwrap_or("?"),
                 r["stream"].as_str().unwrap_or("?"),
                 r["state"].as_str().unwrap_or("?"),
@@ -254,6 +270,10 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
                 r["lag_batches"],
                 r["owner"].as_str().map(|o| format!("\towner {o}")).unwrap_or_default(),
                 r["error"].as_str().map(|e| format!("\terror: {e}")).unwrap_or_default(),
+                match r["dead_letters"].as_u64() {
+                    Some(n) if n > 0 => format!("\t{n} changes dead-lettered"),
+                    _ => String::new(),
+                },
             );
         }
     }

@@ -87,6 +87,19 @@ pub enum DestinationKind {
     Postgres(PostgresSpec),
 }
 
+/// What a destination does with a change it rejects permanently (bad
+/// data for it: a constraint, a value it cannot hold).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Stop the destination with the error in `status` until its spec changes.
+    #[default]
+    Pause,
+    /// Write the change to `destinations/{name}/dead-letter/` and deliver
+    /// the rest of its batch.
+    Skip,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
@@ -96,6 +109,8 @@ pub struct DestinationSpec {
     pub start: StartPosition,
     #[serde(default)]
     pub paused: bool,
+    #[serde(default)]
+    pub on_error: OnError,
     pub destination: DestinationKind,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -126,7 +141,10 @@ impl DestinationSpec {
     /// One line for `destination list` and logs: never the connection string.
     pub fn describe(&self) -> String {
         match &self.destination {
-            DestinationKind::Postgres(p) => format!("postgres ({:?})", p.mode).to_lowercase(),
+            DestinationKind::Postgres(p) => {
+                let skip = if self.on_error == OnError::Skip { ", rejected changes skipped" } else { "" };
+                format!("postgres ({:?}{skip})", p.mode).to_lowercase()
+            }
         }
     }
 }

@@ -19,13 +19,14 @@ use strata_common::{Lsn, TableName, Timestamp};
 use strata_stager::cursor::{Cursor, Cursors};
 use strata_stager::log::{StreamLog, first_at_or_after};
 use strata_stager::schema::TableSchema;
+use strata_stager::keys::DestinationKeys;
 use strata_stager::{Stage, StageError, Versioned};
 use tokio_util::sync::CancellationToken;
 
 use crate::destinations::postgres::PostgresSink;
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
-use crate::destinations::{Batch, DestError, Destination, TableChanges};
-use crate::spec::{DestinationKind, DestinationSpec, StartPosition};
+use crate::destinations::{Batch, DestError, Destination, Reject, TableChanges};
+use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
 
 /// How often an idle worker looks for the next batch.
 const POLL: Duration = Duration::from_millis(200);
@@ -88,11 +89,86 @@ impl AnyDestination {
         }
     }
 
+    async fn rejects(&mut self, batch: &Batch) -> Result<Vec<Reject>, DestError> {
+        match self {
+            AnyDestination::Postgres(d) => d.rejects(batch).await,
+        }
+    }
+
     async fn reset(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
         match self {
             AnyDestination::Postgres(d) => d.reset(seq, truncate).await,
         }
     }
+}
+
+/// How many times the `skip` policy sets aside rejected changes of one
+/// batch before it gives up and pauses the destination (a rejection that
+/// only shows up with the other changes applied in bulk).
+const SKIP_ROUNDS: usize = 3;
+
+/// `destinations/{name}/dead-letter/{seq}-{lsn}-{ord}.json`: one rejected
+/// change, with why. Named by the change, so writing it again is harmless.
+#[derive(Serialize)]
+struct DeadLetter<'a> {
+    destination: &'a str,
+    stream: &'a str,
+    seq: u64,
+    table: &'a TableName,
+    schema_version: u32,
+    lsn: Lsn,
+    ord: u32,
+    op: String,
+    error: &'a str,
+    /// The change's row images, values as JSON.
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+    written_at: Timestamp,
+}
+
+fn row_json(schema: &TableSchema, row: &[strata_common::Value]) -> serde_json::Value {
+    schema.columns.iter().zip(row).map(|(c, v)| (c.name.clone(), v.to_json(&c.column_type))).collect::<serde_json::Map<_, _>>().into()
+}
+
+/// The `skip` policy: finds the changes the destination rejects, writes
+/// them to the dead-letter folder, and delivers the rest of the batch.
+async fn skip_rejected(stage: &Stage, spec: &DestinationSpec, dest: &mut AnyDestination, batch: &Batch) -> Result<(), DestError> {
+    let keys = DestinationKeys::new(&spec.name).map_err(|e| DestError::Permanent(e.to_string()))?;
+    let mut remaining = batch.clone();
+    for _ in 0..SKIP_ROUNDS {
+        let rejects = dest.rejects(&remaining).await?;
+        if rejects.is_empty() {
+            break;
+        }
+        for r in &rejects {
+            let t = &remaining.tables[r.table];
+            let c = &t.changes[r.change];
+            let letter = DeadLetter {
+                destination: &spec.name,
+                stream: &spec.stream,
+                seq: batch.seq,
+                table: &t.schema.table,
+                schema_version: t.schema.version,
+                lsn: c.lsn,
+                ord: c.ord,
+                op: c.op.to_string(),
+                error: &r.error,
+                before: c.before.as_deref().map(|row| row_json(&t.schema, row)),
+                after: c.after.as_deref().map(|row| row_json(&t.schema, row)),
+                written_at: Timestamp::now(),
+            };
+            let path = keys.dead_letter(batch.seq, c.lsn, c.ord);
+            let body = serde_json::to_vec_pretty(&letter).map_err(|e| DestError::Permanent(e.to_string()))?;
+            stage.put(&path, body.into()).await.map_err(|e| DestError::Transient(format!("writing dead letter {path}: {e}")))?;
+            tracing::warn!(destination = spec.name, seq = batch.seq, table = %t.schema.table, lsn = %c.lsn, ord = c.ord, error = r.error, "change rejected; written to the dead-letter folder");
+        }
+        remaining = remaining.without(&rejects);
+        match dest.apply(&remaining).await {
+            Err(e) if !e.is_retriable() => continue,
+            other => return other,
+        }
+    }
+    dest.apply(&remaining).await
 }
 
 /// Connects and reads the durable position, retrying transient failures.
@@ -312,6 +388,13 @@ async fn run_inner(
         let (applied, ahead) = tokio::join!(dest.apply(&batch), fetch(&log, next + 1, &mut schemas, None, until));
         // A failed read-ahead is retried in turn, as an ordinary fetch.
         prefetched = ahead.ok().flatten();
+        let applied = match applied {
+            Err(e) if !e.is_retriable() && spec.on_error == OnError::Skip => {
+                tracing::warn!(destination = spec.name, seq = batch.seq, error = %e, "batch rejected; looking for the changes to skip");
+                skip_rejected(&stage, &spec, &mut dest, &batch).await
+            }
+            other => other,
+        };
         match applied {
             Ok(()) => {
                 delay = BACKOFF_MIN;

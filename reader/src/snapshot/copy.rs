@@ -7,7 +7,7 @@
 //! in the same manifest that holds its last rows.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow};
@@ -36,6 +36,7 @@ pub struct TableCopy {
     pub rows: AtomicU64,
     /// Bytes of COPY text read: the size of the rows as the source sends them.
     pub bytes: AtomicU64,
+    pub done: AtomicBool,
 }
 
 pub struct Job {
@@ -132,6 +133,7 @@ async fn copy_range(client: &Client, shared: &Shared, job: Job, tx: &mpsc::Sende
     let mut bytes = 0u64;
     let mut held: Option<EncodedPart> = None;
     let mut row_number = 0u64;
+    let mut counted = 0u64;
     while let Some(chunk) = stream.next().await {
         if token.is_cancelled() {
             return Ok(());
@@ -139,18 +141,22 @@ async fn copy_range(client: &Client, shared: &Shared, job: Job, tx: &mpsc::Sende
         let chunk = chunk?;
         table.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         lines.push(&chunk);
-        while let Some(line) = lines.next_line() {
+        lines.for_each(|line| {
             row_number += 1;
-            let change = row(shared, &table, &line).with_context(|| format!("row {row_number} of the range"))?;
+            let change = row(shared, &table, line).with_context(|| format!("row {row_number} of the range"))?;
             bytes += change_size(&change);
             rows.push(change);
-            table.rows.fetch_add(1, Ordering::Relaxed);
-            if rows.len() as u64 >= shared.max_rows || bytes >= shared.max_bytes {
-                let part = encode(&table, std::mem::take(&mut rows)).await?;
-                bytes = 0;
-                if let Some(previous) = held.replace(part) {
-                    send(tx, Msg::Part { table: table.clone(), part: previous, range_done: false }).await?;
-                }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        table.rows.fetch_add(rows.len() as u64 - counted, Ordering::Relaxed);
+        counted = rows.len() as u64;
+        // Cut between network chunks: a batch may exceed the limits by one chunk's rows.
+        if rows.len() as u64 >= shared.max_rows || bytes >= shared.max_bytes {
+            let part = encode(&table, std::mem::take(&mut rows)).await?;
+            bytes = 0;
+            counted = 0;
+            if let Some(previous) = held.replace(part) {
+                send(tx, Msg::Part { table: table.clone(), part: previous, range_done: false }).await?;
             }
         }
     }
@@ -178,7 +184,7 @@ async fn encode(table: &TableCopy, changes: Vec<Change>) -> Result<EncodedPart> 
 }
 
 /// The raw fields of a COPY text row of `columns`, unescaped, and their values.
-pub fn values(columns: &[ColumnSchema], line: &[u8]) -> Result<(Fields, Vec<Value>)> {
+pub fn values<'a>(columns: &[ColumnSchema], line: &'a [u8]) -> Result<(Fields<'a>, Vec<Value>)> {
     if columns.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }

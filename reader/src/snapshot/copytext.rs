@@ -3,6 +3,8 @@
 //! `\r`, `\b`, `\f`, `\v`, octal `\ooo` and hex `\xhh`). Unescaped, a field
 //! is the value's text output form, the same one pgoutput sends.
 
+use std::borrow::Cow;
+
 use bytes::{Buf, BytesMut};
 
 /// Splits a stream of COPY data chunks into complete rows.
@@ -16,12 +18,20 @@ impl Lines {
         self.buf.extend_from_slice(chunk);
     }
 
-    /// The next complete row, without its newline.
-    pub fn next_line(&mut self) -> Option<BytesMut> {
-        let at = memchr(b'\n', &self.buf)?;
-        let mut line = self.buf.split_to(at + 1);
-        line.truncate(at);
-        Some(line)
+    /// Calls `f` on every complete row buffered (without its newline) and
+    /// keeps the incomplete rest for the next chunk.
+    pub fn for_each<E>(&mut self, mut f: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let mut start = 0;
+        let mut result = Ok(());
+        for end in memchr::memchr_iter(b'\n', &self.buf) {
+            result = f(&self.buf[start..end]);
+            start = end + 1;
+            if result.is_err() {
+                break;
+            }
+        }
+        self.buf.advance(start);
+        result
     }
 
     /// Bytes of an unterminated row left at the end (an error once the COPY ended).
@@ -30,23 +40,20 @@ impl Lines {
     }
 }
 
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
-}
+/// The fields of one row, unescaped; `None` is NULL. A field without
+/// escapes borrows the line.
+pub type Fields<'a> = Vec<Option<Cow<'a, [u8]>>>;
 
-/// The fields of one row, unescaped; `None` is NULL.
-pub type Fields = Vec<Option<Vec<u8>>>;
-
-pub fn fields(line: &[u8]) -> Result<Fields, String> {
+pub fn fields(line: &[u8]) -> Result<Fields<'_>, String> {
     line.split(|&b| b == b'\t').map(field).collect()
 }
 
-fn field(raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
+fn field(raw: &[u8]) -> Result<Option<Cow<'_, [u8]>>, String> {
     if raw == b"\\N" {
         return Ok(None);
     }
     if !raw.contains(&b'\\') {
-        return Ok(Some(raw.to_vec()));
+        return Ok(Some(Cow::Borrowed(raw)));
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
@@ -97,7 +104,7 @@ fn field(raw: &[u8]) -> Result<Option<Vec<u8>>, String> {
             other => other,
         });
     }
-    Ok(Some(out))
+    Ok(Some(Cow::Owned(out)))
 }
 
 #[cfg(test)]
@@ -107,12 +114,27 @@ mod tests {
     #[test]
     fn splits_rows_across_chunks() {
         let mut l = Lines::default();
+        let mut seen: Vec<Vec<u8>> = Vec::new();
         l.push(b"1\ta\n2\t");
-        assert_eq!(l.next_line().as_deref(), Some(&b"1\ta"[..]));
-        assert_eq!(l.next_line(), None);
-        l.push(b"b\n");
-        assert_eq!(l.next_line().as_deref(), Some(&b"2\tb"[..]));
+        l.for_each(|line| {
+            seen.push(line.to_vec());
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(seen, [b"1\ta".to_vec()]);
+        assert_eq!(l.remainder(), 2);
+        l.push(b"b\n\n3\n");
+        l.for_each(|line| {
+            seen.push(line.to_vec());
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(seen, [b"1\ta".to_vec(), b"2\tb".to_vec(), b"".to_vec(), b"3".to_vec()]);
         assert_eq!(l.remainder(), 0);
+        // An error stops at that row; the rows after it stay buffered.
+        l.push(b"x\ny\n");
+        assert_eq!(l.for_each(|line| if line == b"x" { Err("bad x") } else { Ok(()) }), Err("bad x"));
+        assert_eq!(l.remainder(), 2);
     }
 
     #[test]

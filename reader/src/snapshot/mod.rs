@@ -37,7 +37,7 @@ pub mod plan;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,12 +116,27 @@ impl Seam {
     }
 }
 
+/// Snapshot progress, as the reader's status shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SnapshotProgress {
+    pub tables: usize,
+    pub tables_done: usize,
+    pub rows: u64,
+    pub estimated_rows: u64,
+    /// Bytes of COPY text read.
+    pub bytes: u64,
+}
+
+/// Receives progress every few seconds.
+pub type OnProgress = Arc<dyn Fn(SnapshotProgress) + Send + Sync>;
+
 /// What a snapshot works with.
 pub struct SnapshotCtx<'a> {
     pub config: &'a Config,
     pub source: &'a SourceConfig,
     pub log: &'a StreamLog,
     pub metrics: &'a ReaderMetrics,
+    pub on_progress: OnProgress,
 }
 
 /// Takes or finishes the initial snapshot when the stream needs one, and
@@ -282,6 +297,7 @@ impl<'a> Copier<'a> {
                 estimated_rows: t.estimated_rows,
                 rows: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
+                done: AtomicBool::new(false),
             })));
         }
         let graph: HashMap<TableName, SnapshotTable> = tables.iter().map(|t| (t.table.clone(), t.graph.clone())).collect();
@@ -319,7 +335,7 @@ impl<'a> Copier<'a> {
             self.clients.push(copy::connect(&ctx.source.url, Some(&self.snapshot_name)).await?);
         }
         let total = copies.len();
-        let reporter = Reporter::start(ctx.metrics, copies.iter().map(|(_, c)| c.clone()).collect(), token.clone());
+        let reporter = Reporter::start(ctx, copies.iter().map(|(_, c)| c.clone()).collect(), token.clone());
         let range_pages = (ctx.config.snapshot.range_bytes / 8192).max(1);
         let mut levels: Vec<u32> = copies.iter().map(|(_, c)| c.level).collect();
         levels.sort_unstable();
@@ -419,6 +435,7 @@ impl<'a> Copier<'a> {
                         if !state.tables.iter().any(|p| p.table == t) {
                             state.tables.push(TablePoint { table: t.clone(), point: self.point });
                         }
+                        table.done.store(true, Ordering::Relaxed);
                         tracing::info!(table = %t, rows = table.rows.load(Ordering::Relaxed), "table copied");
                     }
                 }
@@ -455,9 +472,10 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn start(metrics: &ReaderMetrics, tables: Vec<Arc<TableCopy>>, parent: CancellationToken) -> Reporter {
+    fn start(ctx: &SnapshotCtx<'_>, tables: Vec<Arc<TableCopy>>, parent: CancellationToken) -> Reporter {
         let token = parent.child_token();
-        let metrics = metrics.clone();
+        let metrics = ctx.metrics.clone();
+        let on_progress = ctx.on_progress.clone();
         let stop = token.clone();
         let task = tokio::spawn(async move {
             let terminal = std::io::stderr().is_terminal();
@@ -486,6 +504,13 @@ impl Reporter {
                     }
                 }
                 let overall = progress_line("snapshot", rows_all, estimate_all, bytes_all, started.elapsed());
+                on_progress(SnapshotProgress {
+                    tables: tables.len(),
+                    tables_done: tables.iter().filter(|t| t.done.load(Ordering::Relaxed)).count(),
+                    rows: rows_all,
+                    estimated_rows: estimate_all,
+                    bytes: bytes_all,
+                });
                 if terminal {
                     eprint!("\r\x1b[K{overall}");
                     if stopping {

@@ -48,8 +48,12 @@ enum LogFormatArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List the streams of the stage.
-    Streams,
+    /// List the streams of the stage with their head, reader and snapshot.
+    Streams {
+        /// One JSON object per stream and line.
+        #[arg(long)]
+        json: bool,
+    },
     /// List batches.
     Ls {
         #[arg(long)]
@@ -123,9 +127,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let options = if cli.stage.is_some() { Default::default() } else { config.stage.options.clone() };
     let stage = Stage::open(&url, &options).with_context(|| format!("opening stage {url}"))?;
     match cli.command {
-        Command::Streams => {
+        Command::Streams { json } => {
             for s in streams(&stage).await? {
-                println!("{s}");
+                let summary = stream_summary(&StreamLog::new(&stage, &s)?).await.with_context(|| format!("reading stream {s:?}"))?;
+                if json {
+                    println!("{summary}");
+                } else {
+                    let reader = match &summary["reader"] {
+                        serde_json::Value::Null => "no reader".to_owned(),
+                        r => format!("reader {} ({})", r["state"].as_str().unwrap_or("?"), r["holder"].as_str().unwrap_or("?")),
+                    };
+                    let snapshot = match &summary["snapshot"] {
+                        serde_json::Value::Null => String::new(),
+                        v => format!("\tsnapshot {}", v["phase"].as_str().unwrap_or("?")),
+                    };
+                    let backfills = summary["backfills_active"].as_u64().unwrap_or(0);
+                    let backfills = if backfills > 0 { format!("\t{backfills} backfills running") } else { String::new() };
+                    println!("{s}\thead {}\t{reader}{snapshot}{backfills}", summary["head"]);
+                }
             }
         }
         Command::Ls { stream, json } => {
@@ -201,6 +220,35 @@ async fn streams(stage: &Stage) -> Result<Vec<String>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Head, reader lease and status, snapshot state and active backfills of a
+/// stream, from its control objects.
+async fn stream_summary(log: &StreamLog) -> Result<serde_json::Value> {
+    use serde_json::{Value, json};
+    let stage = log.stage();
+    let head = log.head(None).await?;
+    let reader = match stage.get_json::<strata_stager::lease::Lease>(&log.keys().reader()).await? {
+        Some(l) if !l.value.holder.is_empty() => {
+            let live = !l.value.is_expired(Timestamp::now());
+            let state = if live { l.value.status.get("state").cloned().unwrap_or(Value::Null) } else { json!("stopped") };
+            json!({"holder": l.value.holder, "live": live, "state": state, "status": l.value.status})
+        }
+        _ => Value::Null,
+    };
+    let snapshot = stage.get_json::<Value>(&log.keys().snapshot()).await?.map(|v| {
+        let tables = v.value.get("tables").and_then(Value::as_array).map_or(0, Vec::len);
+        json!({"phase": v.value.get("phase"), "point": v.value.get("point"), "tables_done": tables})
+    });
+    let mut active = 0;
+    for meta in stage.list(&log.keys().backfills_prefix()).await? {
+        if let Some(b) = stage.get_json::<Value>(&meta.location).await?
+            && matches!(b.value.get("state").and_then(Value::as_str), Some("pending" | "running"))
+        {
+            active += 1;
+        }
+    }
+    Ok(json!({"stream": log.keys().stream(), "head": head, "reader": reader, "snapshot": snapshot, "backfills_active": active}))
 }
 
 async fn streams_or(stage: &Stage, stream: Option<String>) -> Result<Vec<String>> {

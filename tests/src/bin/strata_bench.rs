@@ -77,14 +77,17 @@ fn args() -> Result<Args> {
     Ok(a)
 }
 
-fn record(path: Option<&PathBuf>, line: &str) -> Result<()> {
+/// Prints `line` and, with `--record`, adds it to the file after the last
+/// row of the same benchmark (`| … | {what} | …`), or at the end.
+fn record(path: Option<&PathBuf>, what: &str, line: &str) -> Result<()> {
     println!("{line}");
-    if let Some(path) = path {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).with_context(|| format!("opening {}", path.display()))?;
-        writeln!(f, "{line}")?;
-    }
-    Ok(())
+    let Some(path) = path else { return Ok(()) };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let marker = format!("| {what} |");
+    let at = lines.iter().rposition(|l| l.contains(&marker)).map_or(lines.len(), |i| i + 1);
+    lines.insert(at, line);
+    std::fs::write(path, lines.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 fn today() -> String {
@@ -236,7 +239,7 @@ async fn snapshot_bench(args: &Args) -> Result<()> {
         mb / reference_secs,
         reference_secs / strata_secs
     );
-    record(args.record.as_ref(), &line)
+    record(args.record.as_ref(), "snapshot into the stage", &line)
 }
 
 async fn staged_rows(stage: &Stage) -> Result<u64> {
@@ -355,5 +358,5 @@ async fn main() -> Result<()> {
         strata_rate / native_rate
     );
     drop(native);
-    record(args.record.as_ref(), &line)
+    record(args.record.as_ref(), "catch-up into Postgres", &line)
 }

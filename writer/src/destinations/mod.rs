@@ -38,6 +38,31 @@ pub struct Batch {
     pub tables: Vec<TableChanges>,
 }
 
+/// A change a destination refuses: `batch.tables[table].changes[change]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub table: usize,
+    pub change: usize,
+    pub error: String,
+}
+
+impl Batch {
+    /// This batch without the rejected changes.
+    pub fn without(&self, rejects: &[Reject]) -> Batch {
+        let mut out = self.clone();
+        for (ti, t) in out.tables.iter_mut().enumerate() {
+            let mut i = 0;
+            t.changes.retain(|_| {
+                let keep = !rejects.iter().any(|r| r.table == ti && r.change == i);
+                i += 1;
+                keep
+            });
+        }
+        out.tables.retain(|t| !t.changes.is_empty());
+        out
+    }
+}
+
 /// A delivery failure, split by what the worker should do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -68,6 +93,12 @@ pub trait Destination: Send {
     /// is already durable must not apply it twice where the destination
     /// promises exactly-once.
     fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), DestError>> + Send;
+
+    /// The changes of `batch` this destination refuses permanently, each with
+    /// its reason, found by trying them one by one in a transaction that is
+    /// then rolled back: nothing is applied. Used by the `skip` policy, which
+    /// dead-letters these and applies the rest.
+    fn rejects(&mut self, batch: &Batch) -> impl Future<Output = Result<Vec<Reject>, DestError>> + Send;
 
     /// Sets the destination's own position back to `seq` for a replay,
     /// first emptying `truncate` (the tables of a rebuild), atomically.

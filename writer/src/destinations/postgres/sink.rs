@@ -13,7 +13,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::config::connect;
 use super::retry::classify;
-use crate::destinations::{Batch, DestError, Destination};
+use crate::destinations::{Batch, DestError, Destination, Reject};
 use crate::spec::{PostgresMode, PostgresSpec};
 
 /// One row of COPY text values (`None` is NULL).
@@ -154,6 +154,49 @@ impl Destination for PostgresSink {
         Ok(())
     }
 
+    async fn rejects(&mut self, batch: &Batch) -> Result<Vec<Reject>, DestError> {
+        let mut types = Vec::with_capacity(batch.tables.len());
+        for t in &batch.tables {
+            types.push(self.resolve_types(&t.schema).await?);
+        }
+        let history = self.mode == PostgresMode::History;
+        let tx = self.client.transaction().await.map_err(err("beginning"))?;
+        let mut out = Vec::new();
+        let mut temps = 0u32;
+        // Each change alone, in order, behind a savepoint: what fails is rolled
+        // back and recorded, what succeeds stays so later changes see it.
+        for (ti, (t, types)) in batch.tables.iter().zip(&types).enumerate() {
+            tx_execute(&tx, "SAVEPOINT strata_table").await?;
+            if let Err(e) = sync_table(&tx, &t.schema, types, history).await {
+                if e.is_retriable() {
+                    return Err(e);
+                }
+                tx_execute(&tx, "ROLLBACK TO SAVEPOINT strata_table").await?;
+                out.extend((0..t.changes.len()).map(|ci| Reject { table: ti, change: ci, error: e.to_string() }));
+                continue;
+            }
+            for (ci, c) in t.changes.iter().enumerate() {
+                tx_execute(&tx, "SAVEPOINT strata_change").await?;
+                let one = std::slice::from_ref(c);
+                let applied = if history {
+                    apply_history(&tx, &t.schema, one).await
+                } else {
+                    apply_mirror(&tx, &t.schema, types, one, &mut temps).await
+                };
+                match applied {
+                    Ok(()) => tx_execute(&tx, "RELEASE SAVEPOINT strata_change").await?,
+                    Err(e) if e.is_retriable() => return Err(e),
+                    Err(e) => {
+                        tx_execute(&tx, "ROLLBACK TO SAVEPOINT strata_change").await?;
+                        out.push(Reject { table: ti, change: ci, error: e.to_string() });
+                    }
+                }
+            }
+        }
+        tx.rollback().await.map_err(err("rolling back"))?;
+        Ok(out)
+    }
+
     async fn reset(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
         self.reset_position(seq, truncate).await
     }
@@ -183,6 +226,10 @@ impl PostgresSink {
 /// Columns that identify a row at the destination: the replica identity key
 /// under DEFAULT or USING INDEX; none under FULL (every column is flagged
 /// then) or NOTHING.
+async fn tx_execute(tx: &Transaction<'_>, sql: &str) -> Result<(), DestError> {
+    tx.batch_execute(sql).await.map_err(|e| classify(sql, &e))
+}
+
 fn key_columns(schema: &TableSchema) -> Vec<usize> {
     match schema.replica_identity {
         ReplicaIdentity::Default | ReplicaIdentity::Index => {
