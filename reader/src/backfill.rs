@@ -323,7 +323,7 @@ impl Task {
             return self.save(&mut req).await;
         }
         let (relation, key) = found.expect("checked above");
-        let columns = db.column_schemas(&relation.columns).await?;
+        let columns = db.column_schemas(relation.oid, &relation.columns).await?;
         if req.value.state == BackfillState::Pending {
             req.value.state = BackfillState::Running;
             self.save(&mut req).await?;
@@ -481,6 +481,8 @@ mod tests {
             type_modifier: -1,
             column_type: ColumnType::Int64,
             key,
+            attnum: None,
+            former_names: Vec::new(),
         };
         TableSchema {
             format: 1,

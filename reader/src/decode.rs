@@ -70,7 +70,7 @@ impl Decoder {
     pub async fn version(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<Arc<TableSchema>> {
         let table = TableName::new(rel.namespace.clone(), rel.name.clone())
             .map_err(|e| anyhow!("relation {}: {e}", rel.oid))?;
-        let columns = db.column_schemas(&rel.columns).await?;
+        let columns = db.column_schemas(rel.oid, &rel.columns).await?;
         let mut candidate = TableSchema {
             format: strata_stager::FORMAT_VERSION,
             stream: self.log.keys().stream().to_owned(),
@@ -85,9 +85,19 @@ impl Decoder {
             Some(s) => Some(s.clone()),
             None => self.log.latest_schema(&table).await.with_context(|| format!("reading schema versions of {table}"))?.map(Arc::new),
         };
+        // A column the catalog no longer knows by this name (renamed since
+        // this message was written) keeps the number it had under this name.
+        if let Some(l) = &latest {
+            for c in candidate.columns.iter_mut().filter(|c| c.attnum.is_none()) {
+                c.attnum = l.columns.iter().find(|p| p.name == c.name).and_then(|p| p.attnum);
+            }
+        }
         let schema = match latest {
             Some(l) if l.same_shape(&candidate) => l,
             latest => {
+                if let Some(l) = &latest {
+                    candidate.inherit_names(l);
+                }
                 candidate.version = latest.map_or(1, |l| l.version + 1);
                 self.log.write_schema(&candidate).await.with_context(|| format!("staging schema v{} of {table}", candidate.version))?;
                 tracing::info!(table = %table, version = candidate.version, "new schema version");

@@ -219,8 +219,18 @@ impl SourceDb {
         Ok(ColumnType::resolve(oid, modifier, &|o| cache.get(&o).cloned().flatten()))
     }
 
-    /// The staged columns of a relation's columns.
-    pub async fn column_schemas(&mut self, columns: &[RelationColumn]) -> Result<Vec<ColumnSchema>> {
+    /// The staged columns of relation `oid`'s columns, with their attnums
+    /// looked up by name in the catalog of now (a column renamed again since
+    /// the Relation message gets none).
+    pub async fn column_schemas(&mut self, oid: u32, columns: &[RelationColumn]) -> Result<Vec<ColumnSchema>> {
+        let numbers: HashMap<String, i16> = self
+            .client
+            .query("SELECT attname::text, attnum FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped", &[&oid])
+            .await
+            .with_context(|| format!("reading the column numbers of relation {oid}"))?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
         let mut out = Vec::with_capacity(columns.len());
         for c in columns {
             out.push(ColumnSchema {
@@ -230,6 +240,8 @@ impl SourceDb {
                 type_modifier: c.type_modifier,
                 column_type: self.column_type(c.type_oid, c.type_modifier).await?,
                 key: c.key,
+                attnum: numbers.get(&c.name).copied(),
+                former_names: Vec::new(),
             });
         }
         Ok(out)

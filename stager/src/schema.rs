@@ -74,6 +74,14 @@ pub struct ColumnSchema {
     pub column_type: ColumnType,
     /// Part of the replica identity key (pgoutput's key flag).
     pub key: bool,
+    /// The column's number at the source (`pg_attribute.attnum`), which a
+    /// rename keeps and a drop-and-add does not; absent if unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attnum: Option<i16>,
+    /// Earlier names of this column (same attnum), oldest first, so a
+    /// destination can rename instead of dropping and re-adding it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_names: Vec<String>,
 }
 
 /// A schema version file.
@@ -127,8 +135,37 @@ impl TableSchema {
 
     /// Whether `other` describes the same columns (names, types, key flags,
     /// order) and identity, i.e. no new version is needed.
+    /// A column's number counts only where both sides know it (versions
+    /// staged before attnums were recorded do not).
     pub fn same_shape(&self, other: &TableSchema) -> bool {
-        self.replica_identity == other.replica_identity && self.columns == other.columns
+        let same = |a: &ColumnSchema, b: &ColumnSchema| {
+            a.name == b.name
+                && a.pg_type == b.pg_type
+                && a.type_oid == b.type_oid
+                && a.type_modifier == b.type_modifier
+                && a.column_type == b.column_type
+                && a.key == b.key
+                && (a.attnum.is_none() || b.attnum.is_none() || a.attnum == b.attnum)
+        };
+        self.replica_identity == other.replica_identity
+            && self.columns.len() == other.columns.len()
+            && self.columns.iter().zip(&other.columns).all(|(a, b)| same(a, b))
+    }
+
+    /// Carries earlier names over from `previous` (the version before this
+    /// one): a column with the same attnum under another name was renamed.
+    pub fn inherit_names(&mut self, previous: &TableSchema) {
+        for c in &mut self.columns {
+            let Some(attnum) = c.attnum else { continue };
+            if let Some(p) = previous.columns.iter().find(|p| p.attnum == Some(attnum)) {
+                let mut names = p.former_names.clone();
+                if p.name != c.name {
+                    names.push(p.name.clone());
+                }
+                names.retain(|n| n != &c.name);
+                c.former_names = names;
+            }
+        }
     }
 
     /// The Arrow schema of this version's data files.
@@ -170,4 +207,55 @@ fn metadata_fields() -> Vec<Field> {
         Field::new(COL_COMMIT_TS, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
         Field::new(COL_UNCHANGED, DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), true),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(columns: &[(&str, Option<i16>)]) -> TableSchema {
+        TableSchema {
+            format: crate::FORMAT_VERSION,
+            stream: "main".into(),
+            table: TableName::new("public", "t").unwrap(),
+            version: 1,
+            relation_oid: None,
+            replica_identity: ReplicaIdentity::Default,
+            columns: columns
+                .iter()
+                .map(|(name, attnum)| ColumnSchema {
+                    name: (*name).into(),
+                    pg_type: "integer".into(),
+                    type_oid: 23,
+                    type_modifier: -1,
+                    column_type: ColumnType::Int32,
+                    key: false,
+                    attnum: *attnum,
+                    former_names: Vec::new(),
+                })
+                .collect(),
+            since_lsn: None,
+        }
+    }
+
+    #[test]
+    fn renames_are_told_from_drop_and_add_by_attnum() {
+        let v1 = schema(&[("id", Some(1)), ("a", Some(2)), ("gone", Some(3))]);
+        // a renamed to b; gone dropped and a new column of that name added.
+        let mut v2 = schema(&[("id", Some(1)), ("b", Some(2)), ("gone", Some(4))]);
+        assert!(!v2.same_shape(&v1), "a drop and add of the same name is a new version");
+        v2.inherit_names(&v1);
+        assert_eq!(v2.columns[1].former_names, ["a"]);
+        assert!(v2.columns[0].former_names.is_empty() && v2.columns[2].former_names.is_empty());
+        // Renamed again, and back: the chain is kept, without the current name.
+        let mut v3 = schema(&[("id", Some(1)), ("c", Some(2)), ("gone", Some(4))]);
+        v3.inherit_names(&v2);
+        assert_eq!(v3.columns[1].former_names, ["a", "b"]);
+        let mut v4 = schema(&[("id", Some(1)), ("a", Some(2)), ("gone", Some(4))]);
+        v4.inherit_names(&v3);
+        assert_eq!(v4.columns[1].former_names, ["b", "c"]);
+        // A version staged before attnums were recorded matches by shape.
+        let old = schema(&[("id", None), ("a", None)]);
+        assert!(schema(&[("id", Some(1)), ("a", Some(2))]).same_shape(&old));
+    }
 }

@@ -43,6 +43,8 @@ async fn three_batches(stage: &Stage) -> Vec<Manifest> {
                 type_modifier: -1,
                 column_type: ColumnType::Int32,
                 key: true,
+                attnum: None,
+                former_names: Vec::new(),
             },
             ColumnSchema {
                 name: "total".to_owned(),
@@ -51,6 +53,8 @@ async fn three_batches(stage: &Stage) -> Vec<Manifest> {
                 type_modifier: (10 << 16 | 2) + 4,
                 column_type: ColumnType::Decimal { precision: 10, scale: 2 },
                 key: false,
+                attnum: None,
+                former_names: Vec::new(),
             },
         ],
         since_lsn: None,

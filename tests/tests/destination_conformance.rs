@@ -28,6 +28,8 @@ fn schema() -> Arc<TableSchema> {
         type_modifier: -1,
         column_type: ty,
         key,
+        attnum: None,
+        former_names: Vec::new(),
     };
     Arc::new(TableSchema {
         format: 1,

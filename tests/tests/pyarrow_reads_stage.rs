@@ -12,7 +12,7 @@ use strata_stager::manifest::BatchKind;
 use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
 
 fn column(name: &str, pg_type: &str, ty: ColumnType) -> ColumnSchema {
-    ColumnSchema { name: name.to_owned(), pg_type: pg_type.to_owned(), type_oid: 0, type_modifier: -1, column_type: ty, key: name == "id" }
+    ColumnSchema { name: name.to_owned(), pg_type: pg_type.to_owned(), type_oid: 0, type_modifier: -1, column_type: ty, key: name == "id", attnum: None, former_names: Vec::new() }
 }
 
 #[tokio::test]

@@ -40,6 +40,8 @@ fn schema(stream: &str, table: &TableName) -> Arc<TableSchema> {
                 type_modifier: -1,
                 column_type: ColumnType::Int64,
                 key: true,
+                attnum: None,
+                former_names: Vec::new(),
             },
             ColumnSchema {
                 name: "note".to_owned(),
@@ -48,6 +50,8 @@ fn schema(stream: &str, table: &TableName) -> Arc<TableSchema> {
                 type_modifier: -1,
                 column_type: ColumnType::Text,
                 key: false,
+                attnum: None,
+                former_names: Vec::new(),
             },
         ],
         since_lsn: None,

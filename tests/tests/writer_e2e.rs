@@ -85,6 +85,9 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
         "ALTER TABLE kv ADD COLUMN extra int",
         "UPDATE kv SET extra = 7 WHERE k = 'k9'",
         "INSERT INTO kv VALUES ('new', 'row', 8)",
+        // A rename keeps the column's values at the destination.
+        "ALTER TABLE kv RENAME COLUMN v TO val",
+        "UPDATE kv SET val = 'renamed' WHERE k = 'k10'",
         "ALTER TABLE all_types DROP COLUMN other",
         "UPDATE all_types SET b = NOT coalesce(b, false)",
         "TRUNCATE \"Mixed.Case\"",
@@ -100,6 +103,9 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
         assert!(expected.0 > 0, "{t} has rows to compare");
         assert_eq!(checksum(&dst, t).await, expected, "{t} equals the source");
     }
+    let columns = |c: &'static str| format!("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = '{c}'");
+    let names: String = dst.query_one(&columns("kv"), &[]).await.unwrap().get(0);
+    assert_eq!(names, "k,val,extra", "the renamed column kept its place and values");
 
     // A destination added while everything runs catches up from earliest.
     strata_writer::control::add(&stage, &spec("late", &late_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();

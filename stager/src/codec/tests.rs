@@ -44,6 +44,8 @@ fn schema_of(types: &[ColumnType]) -> TableSchema {
                 type_modifier: -1,
                 column_type: t.clone(),
                 key: i == 0,
+                attnum: None,
+                former_names: Vec::new(),
             })
             .collect(),
         since_lsn: None,

@@ -283,7 +283,23 @@ async fn sync_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String]
         )
         .await
         .map_err(err("reading destination columns"))?;
-    let existing: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut existing: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // Renamed columns keep their values: a staged column the destination
+    // lacks, whose former name it still has (and no staged column takes).
+    for c in &schema.columns {
+        if existing.contains_key(&c.name) {
+            continue;
+        }
+        let former = c.former_names.iter().rev().find(|f| existing.contains_key(*f) && !schema.columns.iter().any(|o| &o.name == *f));
+        if let Some(former) = former {
+            let ddl = format!("ALTER TABLE {target} RENAME COLUMN {} TO {}", quote_ident(former), quote_ident(&c.name));
+            tx.batch_execute(&ddl).await.map_err(err(&format!("renaming {former:?} of {}", schema.table)))?;
+            tracing::info!(table = %schema.table, from = former, to = c.name, "renamed destination column");
+            if let Some(t) = existing.remove(former) {
+                existing.insert(c.name.clone(), t);
+            }
+        }
+    }
     let mut alters = Vec::new();
     for (c, t) in schema.columns.iter().zip(types) {
         let col = quote_ident(&c.name);
