@@ -493,6 +493,7 @@ mod tests {
             replica_identity: ReplicaIdentity::Default,
             columns: vec![column("n", false), column("id", true)],
             since_lsn: None,
+            database: None,
         }
     }
 

@@ -80,6 +80,7 @@ impl Decoder {
             replica_identity: identity(rel.replica_identity)?,
             columns,
             since_lsn: Some(at),
+            database: Some(db.database().await?),
         };
         let latest = match self.latest.get(&table) {
             Some(s) => Some(s.clone()),

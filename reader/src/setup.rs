@@ -24,6 +24,7 @@ pub struct SourceDb {
     conn_task: tokio::task::JoinHandle<()>,
     type_cache: HashMap<u32, Option<CatalogType>>,
     name_cache: HashMap<(u32, i32), String>,
+    database: Option<String>,
 }
 
 impl Drop for SourceDb {
@@ -51,11 +52,21 @@ impl SourceDb {
                 tracing::warn!(error = %e, "source connection ended");
             }
         });
-        Ok(SourceDb { client, conn_task, type_cache: HashMap::new(), name_cache: HashMap::new() })
+        Ok(SourceDb { client, conn_task, type_cache: HashMap::new(), name_cache: HashMap::new(), database: None })
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// `current_database()`, read once.
+    pub async fn database(&mut self) -> Result<String> {
+        if let Some(d) = &self.database {
+            return Ok(d.clone());
+        }
+        let d: String = self.client.query_one("SELECT current_database()::text", &[]).await.context("reading the database name")?.get(0);
+        self.database = Some(d.clone());
+        Ok(d)
     }
 
     /// Checks server settings and privileges logical replication needs.

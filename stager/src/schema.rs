@@ -99,6 +99,10 @@ pub struct TableSchema {
     /// LSN of the first transaction written with this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_lsn: Option<Lsn>,
+    /// The source database's name (`current_database()`), for message
+    /// envelopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 impl TableSchema {
@@ -235,6 +239,7 @@ mod tests {
                 })
                 .collect(),
             since_lsn: None,
+            database: None,
         }
     }
 

@@ -58,6 +58,7 @@ async fn three_batches(stage: &Stage) -> Vec<Manifest> {
             },
         ],
         since_lsn: None,
+        database: None,
     });
     let log = StreamLog::new(stage, "main").unwrap();
     log.write_schema(&schema).await.unwrap();

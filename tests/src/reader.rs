@@ -47,11 +47,18 @@ impl ServiceProcess {
     /// Starts `exe --config config` with its logs on our stderr.
     /// (Any strata service binary: the reader's and the writer's take the same flag.)
     pub fn spawn(exe: &std::path::Path, config: &std::path::Path) -> Result<ServiceProcess> {
+        Self::spawn_with_stdout(exe, config, std::process::Stdio::inherit())
+    }
+
+    /// [`ServiceProcess::spawn`] with the process's standard output sent to
+    /// `stdout` (a file, for a stdout destination's lines).
+    pub fn spawn_with_stdout(exe: &std::path::Path, config: &std::path::Path, stdout: impl Into<std::process::Stdio>) -> Result<ServiceProcess> {
         let child = std::process::Command::new(exe)
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stdin(std::process::Stdio::null())
+            .stdout(stdout)
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
         Ok(ServiceProcess { child })

@@ -40,6 +40,7 @@ fn schema() -> Arc<TableSchema> {
         replica_identity: ReplicaIdentity::Default,
         columns: vec![col("id", "integer", 23, ColumnType::Int32, true), col("v", "text", 25, ColumnType::Text, false)],
         since_lsn: None,
+        database: None,
     })
 }
 

@@ -34,6 +34,7 @@ async fn pyarrow_reads_hive_partitioned_change_files() {
             column("at", "timestamp with time zone", ColumnType::TimestampTz),
         ],
         since_lsn: None,
+        database: None,
     });
     let log = StreamLog::new(&stage, "main").unwrap();
     log.write_schema(&schema).await.unwrap();

@@ -55,6 +55,7 @@ fn schema(stream: &str, table: &TableName) -> Arc<TableSchema> {
             },
         ],
         since_lsn: None,
+        database: None,
     })
 }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_common::Timestamp;
 use strata_common::config::{Config, LogFormat};
@@ -65,6 +65,7 @@ enum Command {
 #[derive(Subcommand)]
 enum DestinationCommand {
     /// Add a destination; running writers start it within seconds.
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["postgres", "stdout"])))]
     Add {
         name: String,
         /// Stream to deliver.
@@ -72,7 +73,10 @@ enum DestinationCommand {
         stream: String,
         /// A PostgreSQL destination: its connection string, the password as ${VAR}.
         #[arg(long)]
-        postgres: String,
+        postgres: Option<String>,
+        /// JSON Lines of change envelopes on the writer's standard output.
+        #[arg(long)]
+        stdout: bool,
         #[arg(long, value_enum, default_value = "mirror")]
         mode: ModeArg,
         /// earliest, latest, or an RFC 3339 time.
@@ -169,7 +173,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     match cmd {
-        DestinationCommand::Add { name, stream, postgres, mode, start, on_error } => {
+        DestinationCommand::Add { name, stream, postgres, stdout, mode, start, on_error } => {
             let start: StartPosition = start.parse().map_err(anyhow::Error::msg).context("--start")?;
             let mode = match mode {
                 ModeArg::Mirror => PostgresMode::Mirror,
@@ -186,7 +190,11 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                     OnErrorArg::Pause => OnError::Pause,
                     OnErrorArg::Skip => OnError::Skip,
                 },
-                destination: DestinationKind::Postgres(PostgresSpec { url: postgres, mode }),
+                destination: match postgres {
+                    Some(url) => DestinationKind::Postgres(PostgresSpec { url, mode }),
+                    None if stdout => DestinationKind::Stdout(Default::default()),
+                    None => bail!("name the destination: --postgres URL or --stdout"),
+                },
                 created_at: now,
                 updated_at: now,
             };

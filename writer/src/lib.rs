@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod control;
 pub mod destinations;
+pub mod envelope;
 pub mod replay;
 pub mod run;
 pub mod spec;

@@ -85,6 +85,8 @@ pub struct PostgresSpec {
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DestinationKind {
     Postgres(PostgresSpec),
+    /// JSON Lines of change envelopes on the writer's standard output.
+    Stdout(crate::destinations::stdout::config::StdoutSpec),
 }
 
 /// What a destination does with a change it rejects permanently (bad
@@ -134,6 +136,7 @@ impl DestinationSpec {
                     ));
                 }
             }
+            DestinationKind::Stdout(_) => {}
         }
         Ok(())
     }
@@ -145,6 +148,7 @@ impl DestinationSpec {
                 let skip = if self.on_error == OnError::Skip { ", rejected changes skipped" } else { "" };
                 format!("postgres ({:?}{skip})", p.mode).to_lowercase()
             }
+            DestinationKind::Stdout(_) => "stdout (json lines)".to_owned(),
         }
     }
 }

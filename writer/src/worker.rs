@@ -24,6 +24,7 @@ use strata_stager::{Stage, StageError, Versioned};
 use tokio_util::sync::CancellationToken;
 
 use crate::destinations::postgres::PostgresSink;
+use crate::destinations::stdout::StdoutSink;
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::destinations::{Batch, DestError, Destination, Reject, TableChanges};
 use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
@@ -67,37 +68,43 @@ async fn sleep(token: &CancellationToken, d: Duration) -> bool {
 
 /// A connected destination of any kind.
 enum AnyDestination {
-    Postgres(PostgresSink),
+    Postgres(Box<PostgresSink>),
+    Stdout(StdoutSink),
 }
 
 impl AnyDestination {
     async fn connect(spec: &DestinationSpec) -> Result<Self, DestError> {
         match &spec.destination {
-            DestinationKind::Postgres(p) => PostgresSink::connect(&spec.name, p).await.map(AnyDestination::Postgres),
+            DestinationKind::Postgres(p) => PostgresSink::connect(&spec.name, p).await.map(|d| AnyDestination::Postgres(Box::new(d))),
+            DestinationKind::Stdout(_) => Ok(AnyDestination::Stdout(StdoutSink::new())),
         }
     }
 
     async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
         match self {
             AnyDestination::Postgres(d) => d.durable_seq().await,
+            AnyDestination::Stdout(d) => d.durable_seq().await,
         }
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
         match self {
             AnyDestination::Postgres(d) => d.apply(batch).await,
+            AnyDestination::Stdout(d) => d.apply(batch).await,
         }
     }
 
     async fn rejects(&mut self, batch: &Batch) -> Result<Vec<Reject>, DestError> {
         match self {
             AnyDestination::Postgres(d) => d.rejects(batch).await,
+            AnyDestination::Stdout(d) => d.rejects(batch).await,
         }
     }
 
     async fn reset(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
         match self {
             AnyDestination::Postgres(d) => d.reset(seq, truncate).await,
+            AnyDestination::Stdout(d) => d.reset(seq, truncate).await,
         }
     }
 }

@@ -49,6 +49,7 @@ fn schema_of(types: &[ColumnType]) -> TableSchema {
             })
             .collect(),
         since_lsn: None,
+        database: None,
     }
 }
 

@@ -12,6 +12,7 @@
 //! (which errors are transient).
 
 pub mod postgres;
+pub mod stdout;
 
 use std::future::Future;
 use std::sync::Arc;
