@@ -20,6 +20,7 @@
 
 pub mod emulator;
 pub mod fixtures;
+pub mod http;
 pub mod pg;
 pub mod reader;
 pub mod workload;

@@ -47,16 +47,23 @@ impl ServiceProcess {
     /// Starts `exe --config config` with its logs on our stderr.
     /// (Any strata service binary: the reader's and the writer's take the same flag.)
     pub fn spawn(exe: &std::path::Path, config: &std::path::Path) -> Result<ServiceProcess> {
-        Self::spawn_with_stdout(exe, config, std::process::Stdio::inherit())
+        Self::spawn_with(exe, config, std::process::Stdio::inherit(), &[])
     }
 
     /// [`ServiceProcess::spawn`] with the process's standard output sent to
-    /// `stdout` (a file, for a stdout destination's lines).
-    pub fn spawn_with_stdout(exe: &std::path::Path, config: &std::path::Path, stdout: impl Into<std::process::Stdio>) -> Result<ServiceProcess> {
+    /// `stdout` (a file, for a stdout destination's lines) and extra
+    /// environment variables (secrets a spec names as `${VAR}`).
+    pub fn spawn_with(
+        exe: &std::path::Path,
+        config: &std::path::Path,
+        stdout: impl Into<std::process::Stdio>,
+        envs: &[(&str, &str)],
+    ) -> Result<ServiceProcess> {
         let child = std::process::Command::new(exe)
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()))
+            .envs(envs.iter().copied())
             .stdin(std::process::Stdio::null())
             .stdout(stdout)
             .spawn()

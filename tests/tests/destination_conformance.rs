@@ -67,6 +67,7 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
         lsn_end,
         commit_ts_min: changes[0].commit_ts,
         commit_ts_max: changes.last().unwrap().commit_ts,
+        staged_at: changes.last().unwrap().commit_ts,
         tables: vec![TableChanges { schema: schema(), changes }],
     }
 }

@@ -55,7 +55,7 @@ async fn stdout_prints_every_change_at_least_once_in_commit_order_across_a_kill(
     .unwrap();
     let out_path = dir.path().join("out.jsonl");
     let out = || std::fs::OpenOptions::new().create(true).append(true).open(&out_path).unwrap();
-    let mut writer = ServiceProcess::spawn_with_stdout(Path::new(WRITER), &config_path, out()).unwrap();
+    let mut writer = ServiceProcess::spawn_with(Path::new(WRITER), &config_path, out(), &[]).unwrap();
     for i in 0..40 {
         admin
             .batch_execute(&format!(
@@ -74,7 +74,7 @@ async fn stdout_prints_every_change_at_least_once_in_commit_order_across_a_kill(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             writer.kill9().unwrap();
-            writer = ServiceProcess::spawn_with_stdout(Path::new(WRITER), &config_path, out()).unwrap();
+            writer = ServiceProcess::spawn_with(Path::new(WRITER), &config_path, out(), &[]).unwrap();
         }
     }
     wait_staged(&admin).await;

@@ -65,7 +65,7 @@ enum Command {
 #[derive(Subcommand)]
 enum DestinationCommand {
     /// Add a destination; running writers start it within seconds.
-    #[command(group(clap::ArgGroup::new("kind").required(true).args(["postgres", "stdout"])))]
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["postgres", "stdout", "webhook"])))]
     Add {
         name: String,
         /// Stream to deliver.
@@ -77,6 +77,15 @@ enum DestinationCommand {
         /// JSON Lines of change envelopes on the writer's standard output.
         #[arg(long)]
         stdout: bool,
+        /// A webhook: POST change envelopes as JSON arrays to this http(s) URL.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Webhook signing secret, as ${VAR} (the variable is read by the writer).
+        #[arg(long, requires = "webhook")]
+        secret: Option<String>,
+        /// Webhook envelopes per request.
+        #[arg(long, requires = "webhook", default_value_t = crate::destinations::webhook::config::DEFAULT_BATCH_SIZE)]
+        batch_size: usize,
         #[arg(long, value_enum, default_value = "mirror")]
         mode: ModeArg,
         /// earliest, latest, or an RFC 3339 time.
@@ -173,7 +182,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     match cmd {
-        DestinationCommand::Add { name, stream, postgres, stdout, mode, start, on_error } => {
+        DestinationCommand::Add { name, stream, postgres, stdout, webhook, secret, batch_size, mode, start, on_error } => {
             let start: StartPosition = start.parse().map_err(anyhow::Error::msg).context("--start")?;
             let mode = match mode {
                 ModeArg::Mirror => PostgresMode::Mirror,
@@ -190,10 +199,15 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                     OnErrorArg::Pause => OnError::Pause,
                     OnErrorArg::Skip => OnError::Skip,
                 },
-                destination: match postgres {
-                    Some(url) => DestinationKind::Postgres(PostgresSpec { url, mode }),
-                    None if stdout => DestinationKind::Stdout(Default::default()),
-                    None => bail!("name the destination: --postgres URL or --stdout"),
+                destination: match (postgres, webhook) {
+                    (Some(url), _) => DestinationKind::Postgres(PostgresSpec { url, mode }),
+                    (None, Some(url)) => {
+                        let mut w = crate::destinations::webhook::config::WebhookSpec::new(url, secret);
+                        w.batch_size = batch_size;
+                        DestinationKind::Webhook(w)
+                    }
+                    (None, None) if stdout => DestinationKind::Stdout(Default::default()),
+                    (None, None) => bail!("name the destination: --postgres URL, --webhook URL or --stdout"),
                 },
                 created_at: now,
                 updated_at: now,

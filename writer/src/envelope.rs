@@ -25,7 +25,8 @@
 //!   the transaction): the same for every delivery of the change, so
 //!   consumers and queues deduplicate on it.
 //! - `source.ts_ms` is the commit time; the top-level `ts_ms` is when the
-//!   envelope was made.
+//!   reader staged the change. Both are fixed, so every delivery of a change
+//!   is byte for byte the same envelope.
 
 use serde_json::{Map, Value as Json, json};
 use strata_common::{Change, Op, Timestamp, Value};
@@ -50,8 +51,9 @@ fn millis(t: Timestamp) -> i64 {
     t.0.div_euclid(1000)
 }
 
-/// The envelope of `change`, a change of `schema`'s table in `stream`.
-pub fn envelope(stream: &str, schema: &TableSchema, change: &Change) -> Json {
+/// The envelope of `change`, a change of `schema`'s table in `stream`,
+/// staged at `staged_at`.
+pub fn envelope(stream: &str, schema: &TableSchema, change: &Change, staged_at: Timestamp) -> Json {
     let full_before = schema.replica_identity == ReplicaIdentity::Full;
     let before = change.before.as_deref().map_or(Json::Null, |b| row(schema, b, !full_before));
     let after = change.after.as_deref().map_or(Json::Null, |a| row(schema, a, false));
@@ -71,7 +73,7 @@ pub fn envelope(stream: &str, schema: &TableSchema, change: &Change) -> Json {
             "ts_ms": millis(change.commit_ts),
             "snapshot": if change.op == Op::Read { "true" } else { "false" },
         },
-        "ts_ms": millis(Timestamp::now()),
+        "ts_ms": millis(staged_at),
     })
 }
 
@@ -136,7 +138,7 @@ mod tests {
             Value::TimestampTz(1_795_536_000_000_000),
             Value::Unchanged,
         ];
-        let e = envelope("main", &schema(ReplicaIdentity::Default), &change(Op::Update, Some(after), Some(vec![Value::Int64(6), Value::Null, Value::Null, Value::Null, Value::Null])));
+        let e = envelope("main", &schema(ReplicaIdentity::Default), &change(Op::Update, Some(after), Some(vec![Value::Int64(6), Value::Null, Value::Null, Value::Null, Value::Null])), Timestamp(1_795_536_000_456_000));
         assert_eq!(e["id"], "main:4294967312:3");
         assert_eq!(e["op"], "u");
         assert_eq!(e["after"], json!({"id": 7, "price": "19.99", "blob": "AP8=", "at": "2026-11-24T16:00:00.000000Z", "bio": {"__strata_unchanged": true}}));
@@ -147,19 +149,19 @@ mod tests {
             json!({"connector": "strata", "stream": "main", "db": "shop", "schema": "public", "table": "t",
                    "lsn": 4294967312u64, "txId": 771, "ts_ms": 1795536000123i64, "snapshot": "false"})
         );
-        assert!(e["ts_ms"].as_i64().unwrap() > 1_700_000_000_000);
+        assert_eq!(e["ts_ms"], 1795536000456i64);
     }
 
     #[test]
     fn ops_reads_deletes_and_truncates() {
         let full = vec![Value::Int64(1), Value::Null, Value::Null, Value::Null, Value::Text("x".into())];
-        let read = envelope("s", &schema(ReplicaIdentity::Default), &change(Op::Read, Some(full.clone()), None));
+        let read = envelope("s", &schema(ReplicaIdentity::Default), &change(Op::Read, Some(full.clone()), None), Timestamp(0));
         assert_eq!((read["op"].as_str(), read["source"]["snapshot"].as_str(), &read["source"]["txId"]), (Some("r"), Some("true"), &Json::Null));
         assert_eq!(read["before"], Json::Null);
-        let delete = envelope("s", &schema(ReplicaIdentity::Full), &change(Op::Delete, None, Some(full)));
+        let delete = envelope("s", &schema(ReplicaIdentity::Full), &change(Op::Delete, None, Some(full)), Timestamp(0));
         assert_eq!(delete["before"]["bio"], "x", "REPLICA IDENTITY FULL sends the whole old row");
         assert_eq!(delete["after"], Json::Null);
-        let truncate = envelope("s", &schema(ReplicaIdentity::Default), &change(Op::Truncate, None, None));
+        let truncate = envelope("s", &schema(ReplicaIdentity::Default), &change(Op::Truncate, None, None), Timestamp(0));
         assert_eq!((truncate["op"].as_str(), &truncate["before"], &truncate["after"]), (Some("t"), &Json::Null, &Json::Null));
     }
 }

@@ -87,6 +87,8 @@ pub enum DestinationKind {
     Postgres(PostgresSpec),
     /// JSON Lines of change envelopes on the writer's standard output.
     Stdout(crate::destinations::stdout::config::StdoutSpec),
+    /// Change envelopes POSTed as signed JSON arrays.
+    Webhook(crate::destinations::webhook::config::WebhookSpec),
 }
 
 /// What a destination does with a change it rejects permanently (bad
@@ -137,6 +139,7 @@ impl DestinationSpec {
                 }
             }
             DestinationKind::Stdout(_) => {}
+            DestinationKind::Webhook(w) => w.validate()?,
         }
         Ok(())
     }
@@ -149,12 +152,13 @@ impl DestinationSpec {
                 format!("postgres ({:?}{skip})", p.mode).to_lowercase()
             }
             DestinationKind::Stdout(_) => "stdout (json lines)".to_owned(),
+            DestinationKind::Webhook(w) => format!("webhook {} ({} per request{})", redact_conn_str(&w.url), w.batch_size, if w.secret.is_some() { ", signed" } else { "" }),
         }
     }
 }
 
 /// Whether a connection string carries a password that is not a `${VAR}` reference.
-fn has_literal_password(url: &str) -> bool {
+pub(crate) fn has_literal_password(url: &str) -> bool {
     let is_reference = |p: &str| p.starts_with("${") && p.ends_with('}') && p.len() > 3;
     if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
         let authority = rest.split(['/', '?']).next().unwrap_or("");

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::destinations::postgres::PostgresSink;
 use crate::destinations::stdout::StdoutSink;
+use crate::destinations::webhook::WebhookSink;
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::destinations::{Batch, DestError, Destination, Reject, TableChanges};
 use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
@@ -70,6 +71,7 @@ async fn sleep(token: &CancellationToken, d: Duration) -> bool {
 enum AnyDestination {
     Postgres(Box<PostgresSink>),
     Stdout(StdoutSink),
+    Webhook(WebhookSink),
 }
 
 impl AnyDestination {
@@ -77,6 +79,7 @@ impl AnyDestination {
         match &spec.destination {
             DestinationKind::Postgres(p) => PostgresSink::connect(&spec.name, p).await.map(|d| AnyDestination::Postgres(Box::new(d))),
             DestinationKind::Stdout(_) => Ok(AnyDestination::Stdout(StdoutSink::new())),
+            DestinationKind::Webhook(w) => WebhookSink::connect(w).map(AnyDestination::Webhook),
         }
     }
 
@@ -84,6 +87,7 @@ impl AnyDestination {
         match self {
             AnyDestination::Postgres(d) => d.durable_seq().await,
             AnyDestination::Stdout(d) => d.durable_seq().await,
+            AnyDestination::Webhook(d) => d.durable_seq().await,
         }
     }
 
@@ -91,6 +95,7 @@ impl AnyDestination {
         match self {
             AnyDestination::Postgres(d) => d.apply(batch).await,
             AnyDestination::Stdout(d) => d.apply(batch).await,
+            AnyDestination::Webhook(d) => d.apply(batch).await,
         }
     }
 
@@ -98,6 +103,7 @@ impl AnyDestination {
         match self {
             AnyDestination::Postgres(d) => d.rejects(batch).await,
             AnyDestination::Stdout(d) => d.rejects(batch).await,
+            AnyDestination::Webhook(d) => d.rejects(batch).await,
         }
     }
 
@@ -105,6 +111,7 @@ impl AnyDestination {
         match self {
             AnyDestination::Postgres(d) => d.reset(seq, truncate).await,
             AnyDestination::Stdout(d) => d.reset(seq, truncate).await,
+            AnyDestination::Webhook(d) => d.reset(seq, truncate).await,
         }
     }
 }
@@ -250,7 +257,7 @@ async fn fetch(
         }
         tables.push(TableChanges { schema, changes });
     }
-    Ok(Some(Batch { seq, stream: m.stream, lsn_end: m.lsn.end, commit_ts_min: m.commit_ts.min, commit_ts_max: m.commit_ts.max, tables }))
+    Ok(Some(Batch { seq, stream: m.stream, lsn_end: m.lsn.end, commit_ts_min: m.commit_ts.min, commit_ts_max: m.commit_ts.max, staged_at: m.created_at, tables }))
 }
 
 /// A replay being carried out by a worker.
@@ -438,7 +445,8 @@ async fn run_inner(
                     s.retries += 1;
                 });
                 tracing::warn!(destination = spec.name, seq = next, error = %e, "delivery failed; retrying");
-                if !sleep(&token, delay + jitter(delay)).await {
+                let wait = (delay + jitter(delay)).max(e.retry_after().unwrap_or_default());
+                if !sleep(&token, wait).await {
                     return Ok(());
                 }
                 delay = (delay * 2).min(BACKOFF_MAX);

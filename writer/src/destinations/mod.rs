@@ -13,6 +13,7 @@
 
 pub mod postgres;
 pub mod stdout;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct Batch {
     pub lsn_end: Lsn,
     pub commit_ts_min: Timestamp,
     pub commit_ts_max: Timestamp,
+    /// When the reader committed the batch to the stage.
+    pub staged_at: Timestamp,
     /// In the manifest's file order: a table's parts stay in commit order.
     pub tables: Vec<TableChanges>,
 }
@@ -77,11 +80,23 @@ pub enum DestError {
     /// is paused with this error shown in `status`.
     #[error("{0}")]
     Permanent(String),
+    /// The destination asked to be left alone for a while (HTTP 429 or 503
+    /// with Retry-After): retried no sooner than `after`.
+    #[error("{message} (retry after {after:?})")]
+    Throttled { after: std::time::Duration, message: String },
 }
 
 impl DestError {
     pub fn is_retriable(&self) -> bool {
-        matches!(self, DestError::Transient(_))
+        !matches!(self, DestError::Permanent(_))
+    }
+
+    /// The least time to wait before retrying, when the destination said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            DestError::Throttled { after, .. } => Some(*after),
+            _ => None,
+        }
     }
 }
 

@@ -28,7 +28,7 @@ pub fn lines(batch: &Batch) -> Vec<u8> {
     changes.sort_by_key(|(_, c)| (c.lsn, c.ord));
     let mut out = Vec::new();
     for (schema, change) in changes {
-        out.extend_from_slice(envelope(&batch.stream, schema, change).to_string().as_bytes());
+        out.extend_from_slice(envelope(&batch.stream, schema, change, batch.staged_at).to_string().as_bytes());
         out.push(b'\n');
     }
     out

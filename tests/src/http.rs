@@ -1,0 +1,107 @@
+//! A small HTTP/1.1 server on loopback for webhook tests: it records every
+//! request and answers with a status the test chooses per request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    /// Header names lowercased.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// The answer to one request: status and extra headers.
+pub type Answer = (u16, Vec<(String, String)>);
+
+pub struct TestServer {
+    pub port: u16,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn read_request(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Result<Option<Request>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(path)) = (parts.next(), parts.next()) else { bail!("bad request line {line:?}") };
+    let (method, path) = (method.to_owned(), path.to_owned());
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).await?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').with_context(|| format!("bad header {h:?}"))?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+    }
+    let len: usize = headers.get("content-length").map_or(Ok(0), |v| v.parse()).context("content-length")?;
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).await?;
+    Ok(Some(Request { at: Instant::now(), method, path, headers, body }))
+}
+
+impl TestServer {
+    /// Serves on 127.0.0.1 until dropped; `answer(n, request)` decides the
+    /// response to the `n`th request (from 0).
+    pub async fn start(answer: impl Fn(usize, &Request) -> Answer + Send + Sync + 'static) -> Result<TestServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let answer = Arc::new(answer);
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (seen, answer) = (seen.clone(), answer.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut reader = BufReader::new(read);
+                    while let Ok(Some(request)) = read_request(&mut reader).await {
+                        let (status, extra) = {
+                            let Ok(mut all) = seen.lock() else { return };
+                            let a = answer(all.len(), &request);
+                            all.push(request);
+                            a
+                        };
+                        let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n");
+                        for (k, v) in extra {
+                            head.push_str(&format!("{k}: {v}\r\n"));
+                        }
+                        head.push_str("\r\n");
+                        if write.write_all(head.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TestServer { port, requests, task })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}

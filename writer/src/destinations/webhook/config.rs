@@ -1,0 +1,89 @@
+//! Settings of a webhook destination, as stored in its spec.
+//!
+//! The stage never holds a secret: the signing secret is a `${VAR}`
+//! reference, expanded from the writer's environment when it starts.
+
+use serde::{Deserialize, Serialize};
+use strata_common::config::redact_conn_str;
+
+use crate::spec::expand_env;
+
+/// Envelopes per request unless set (100).
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+/// Seconds a request may take, response included, unless set (10).
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    /// `http://` or `https://` endpoint; credentials in it as `${VAR}`.
+    pub url: String,
+    /// `${VAR}` naming the HMAC-SHA256 signing secret; unsigned when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
+}
+fn default_timeout_secs() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+impl WebhookSpec {
+    pub fn new(url: String, secret: Option<String>) -> WebhookSpec {
+        WebhookSpec { url, secret, batch_size: DEFAULT_BATCH_SIZE, timeout_secs: DEFAULT_TIMEOUT_SECS }
+    }
+
+    /// Checks the spec without I/O: an http(s) URL without a literal
+    /// password, a secret given as `${VAR}`, sizes in range.
+    pub fn validate(&self) -> Result<(), String> {
+        let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
+        if !scheme_ok {
+            return Err(format!("webhook url {} must start with http:// or https://", redact_conn_str(&self.url)));
+        }
+        if crate::spec::has_literal_password(&self.url) {
+            return Err(format!("webhook url {} holds a password; write it as ${{VAR}}", redact_conn_str(&self.url)));
+        }
+        if let Some(secret) = &self.secret {
+            let reference = secret.starts_with("${") && secret.ends_with('}') && secret.len() > 3 && !secret[2..].contains('$');
+            if !reference {
+                return Err("webhook secret must be a ${VAR} reference to an environment variable: specs are stored in the stage".to_owned());
+            }
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(format!("webhook batch_size {} must be between 1 and 10000", self.batch_size));
+        }
+        if !(1..=600).contains(&self.timeout_secs) {
+            return Err(format!("webhook timeout_secs {} must be between 1 and 600", self.timeout_secs));
+        }
+        Ok(())
+    }
+
+    /// The URL and secret with `${VAR}` expanded.
+    pub fn resolve(&self) -> Result<(String, Option<Vec<u8>>), String> {
+        let url = expand_env(&self.url)?;
+        let secret = self.secret.as_deref().map(expand_env).transpose()?.map(String::into_bytes);
+        Ok((url, secret))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_passwords_stay_out_of_the_stage() {
+        assert!(WebhookSpec::new("https://h/hook".into(), Some("${HOOK_SECRET}".into())).validate().is_ok());
+        assert!(WebhookSpec::new("https://h/hook".into(), Some("hunter2".into())).validate().is_err());
+        assert!(WebhookSpec::new("https://u:pw@h/hook".into(), None).validate().is_err());
+        assert!(WebhookSpec::new("ftp://h/hook".into(), None).validate().is_err());
+        let mut s = WebhookSpec::new("http://h".into(), None);
+        s.batch_size = 0;
+        assert!(s.validate().is_err());
+    }
+}
