@@ -38,6 +38,7 @@ pub fn spec(name: &str, url: &str, start: StartPosition, mode: PostgresMode) -> 
         start,
         paused: false,
         on_error: Default::default(),
+        transforms: Default::default(),
         destination: DestinationKind::Postgres(PostgresSpec { url: url.to_owned(), mode }),
         created_at: now,
         updated_at: now,

@@ -61,6 +61,7 @@ async fn webhook_receives_every_change_signed_through_500s_and_429s() {
         start: StartPosition::Earliest,
         paused: false,
         on_error: Default::default(),
+        transforms: Default::default(),
         destination: DestinationKind::Webhook(hook),
         created_at: now,
         updated_at: now,

@@ -95,6 +95,10 @@ enum DestinationCommand {
         /// it into destinations/NAME/dead-letter/ and deliver the rest.
         #[arg(long, value_enum, default_value = "pause")]
         on_error: OnErrorArg,
+        /// A JSON file of transforms: include/exclude tables, drop, null,
+        /// redact, hash or fake columns, filter rows (see the README).
+        #[arg(long)]
+        transforms: Option<std::path::PathBuf>,
     },
     List {
         #[arg(long)]
@@ -182,7 +186,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     match cmd {
-        DestinationCommand::Add { name, stream, postgres, stdout, webhook, secret, batch_size, mode, start, on_error } => {
+        DestinationCommand::Add { name, stream, postgres, stdout, webhook, secret, batch_size, mode, start, on_error, transforms } => {
+            let transforms = match transforms {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text).with_context(|| format!("{}: not a transforms object", path.display()))?
+                }
+                None => Default::default(),
+            };
             let start: StartPosition = start.parse().map_err(anyhow::Error::msg).context("--start")?;
             let mode = match mode {
                 ModeArg::Mirror => PostgresMode::Mirror,
@@ -199,6 +210,7 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                     OnErrorArg::Pause => OnError::Pause,
                     OnErrorArg::Skip => OnError::Skip,
                 },
+                transforms,
                 destination: match (postgres, webhook) {
                     (Some(url), _) => DestinationKind::Postgres(PostgresSpec { url, mode }),
                     (None, Some(url)) => {

@@ -17,4 +17,5 @@ pub mod envelope;
 pub mod replay;
 pub mod run;
 pub mod spec;
+pub mod transform;
 pub mod worker;

@@ -115,6 +115,9 @@ pub struct DestinationSpec {
     pub paused: bool,
     #[serde(default)]
     pub on_error: OnError,
+    /// Tables, columns, rows and masking, between the stage and the destination.
+    #[serde(default, skip_serializing_if = "crate::transform::Transforms::is_empty")]
+    pub transforms: crate::transform::Transforms,
     pub destination: DestinationKind,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -125,6 +128,7 @@ impl DestinationSpec {
     pub fn validate(&self) -> Result<(), String> {
         validate_name(&self.name).map_err(|e| format!("destination name: {e}"))?;
         validate_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
+        self.transforms.validate()?;
         match &self.destination {
             DestinationKind::Postgres(p) => {
                 if p.url.trim().is_empty() {

@@ -313,6 +313,7 @@ async fn run_inner(
     let (stage, spec, token, status) = (stage.clone(), spec.clone(), token.clone(), status.clone());
     let log = StreamLog::new(&stage, &spec.stream)?;
     let cursors = Cursors::new(&stage, &spec.name)?;
+    let mut transforms = spec.transforms.prepare().map_err(|e| anyhow::anyhow!("destination {:?}: {e}", spec.name))?;
     set(&status, |s| s.state = "connecting".to_owned());
     let Some((mut dest, durable)) = connect(&spec, &token, &status).await? else { return Ok(()) };
     let mut cursor: Option<Versioned<Cursor>> = cursors.load().await?;
@@ -399,6 +400,7 @@ async fn run_inner(
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batch {next} of stream {:?}", spec.stream))),
         };
+        let batch = transforms.apply(&batch);
         let (applied, ahead) = tokio::join!(dest.apply(&batch), fetch(&log, next + 1, &mut schemas, None, until));
         // A failed read-ahead is retried in turn, as an ordinary fetch.
         prefetched = ahead.ok().flatten();
