@@ -474,16 +474,7 @@ mod tests {
     }
 
     fn schema() -> TableSchema {
-        let column = |name: &str, key: bool| ColumnSchema {
-            name: name.into(),
-            pg_type: "bigint".into(),
-            type_oid: 20,
-            type_modifier: -1,
-            column_type: ColumnType::Int64,
-            key,
-            attnum: None,
-            former_names: Vec::new(),
-        };
+        let column = |name: &str, key: bool| ColumnSchema::new(name, "bigint", 20, ColumnType::Int64, key);
         TableSchema {
             format: 1,
             stream: "main".into(),

@@ -84,6 +84,22 @@ pub struct ColumnSchema {
     pub former_names: Vec<String>,
 }
 
+impl ColumnSchema {
+    /// A column of a built-in type with no modifier, number or history.
+    pub fn new(name: &str, pg_type: &str, type_oid: u32, column_type: ColumnType, key: bool) -> ColumnSchema {
+        ColumnSchema {
+            name: name.to_owned(),
+            pg_type: pg_type.to_owned(),
+            type_oid,
+            type_modifier: -1,
+            column_type,
+            key,
+            attnum: None,
+            former_names: Vec::new(),
+        }
+    }
+}
+
 /// A schema version file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSchema {

@@ -87,16 +87,7 @@ mod tests {
     use super::*;
 
     fn schema(identity: ReplicaIdentity) -> TableSchema {
-        let col = |name: &str, ty: ColumnType, key: bool| ColumnSchema {
-            name: name.into(),
-            pg_type: String::new(),
-            type_oid: 0,
-            type_modifier: -1,
-            column_type: ty,
-            key,
-            attnum: None,
-            former_names: Vec::new(),
-        };
+        let col = |name: &str, ty: ColumnType, key: bool| ColumnSchema::new(name, "", 0, ty, key);
         TableSchema {
             format: 1,
             stream: "main".into(),
