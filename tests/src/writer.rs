@@ -39,6 +39,7 @@ pub fn spec(name: &str, url: &str, start: StartPosition, mode: PostgresMode) -> 
         paused: false,
         on_error: Default::default(),
         transforms: Default::default(),
+        schedule: Default::default(),
         destination: DestinationKind::Postgres(PostgresSpec { url: url.to_owned(), mode }),
         created_at: now,
         updated_at: now,

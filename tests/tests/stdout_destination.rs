@@ -47,6 +47,7 @@ async fn stdout_prints_every_change_at_least_once_in_commit_order_across_a_kill(
             paused: false,
             on_error: Default::default(),
         transforms: Default::default(),
+        schedule: Default::default(),
             destination: DestinationKind::Stdout(Default::default()),
             created_at: now,
             updated_at: now,

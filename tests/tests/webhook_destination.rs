@@ -62,6 +62,7 @@ async fn webhook_receives_every_change_signed_through_500s_and_429s() {
         paused: false,
         on_error: Default::default(),
         transforms: Default::default(),
+        schedule: Default::default(),
         destination: DestinationKind::Webhook(hook),
         created_at: now,
         updated_at: now,

@@ -95,6 +95,9 @@ enum DestinationCommand {
         /// it into destinations/NAME/dead-letter/ and deliver the rest.
         #[arg(long, value_enum, default_value = "pause")]
         on_error: OnErrorArg,
+        /// continuous, `every 10m`, or a cron expression (`0 3 * * *`, UTC).
+        #[arg(long, default_value = "continuous")]
+        schedule: String,
         /// A JSON file of transforms: include/exclude tables, drop, null,
         /// redact, hash or fake columns, filter rows (see the README).
         #[arg(long)]
@@ -186,7 +189,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     match cmd {
-        DestinationCommand::Add { name, stream, postgres, stdout, webhook, secret, batch_size, mode, start, on_error, transforms } => {
+        DestinationCommand::Add { name, stream, postgres, stdout, webhook, secret, batch_size, mode, start, on_error, transforms, schedule } => {
+            let schedule: crate::schedule::Schedule = schedule.parse().map_err(anyhow::Error::msg).context("--schedule")?;
             let transforms = match transforms {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -211,6 +215,7 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                     OnErrorArg::Skip => OnError::Skip,
                 },
                 transforms,
+                schedule,
                 destination: match (postgres, webhook) {
                     (Some(url), _) => DestinationKind::Postgres(PostgresSpec { url, mode }),
                     (None, Some(url)) => {
@@ -285,6 +290,8 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
             "lag_batches": head.map_or(0, |h| h.saturating_sub(delivered)),
             "error": live.and_then(|l| l.status.get("last_error").cloned()).filter(|e| !e.is_null()),
             "on_error": s.on_error,
+            "schedule": s.schedule.to_string(),
+            "next_run": live.and_then(|l| l.status.get("next_run").cloned()).filter(|v| !v.is_null()),
             "dead_letters": stage.list(&DestinationKeys::new(&s.name)?.dead_letter_prefix()).await?.len(),
             "replays": replays.iter().filter(|r| r.value.destination == s.name && r.value.state != crate::replay::ReplayState::Done)
                 .map(|r| serde_json::json!({"id": r.value.id, "state": r.value.state, "error": r.value.error})).collect::<Vec<_>>(),
@@ -295,13 +302,15 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
     } else {
         for r in rows {
             println!(
-                "{}\tstream {}\t{}\tcursor {} of {}\tlag {} batches{}{}{}",
+                "{}\tstream {}\t{}\tcursor {} of {}\tlag {} batches\t{}{}{}{}{}",
                 r["destination"].as_str().unwrap_or("?"),
                 r["stream"].as_str().unwrap_or("?"),
                 r["state"].as_str().unwrap_or("?"),
                 r["cursor"],
                 r["head"],
                 r["lag_batches"],
+                r["schedule"].as_str().unwrap_or("?"),
+                r["next_run"].as_str().map(|t| format!(" (next run {t})")).unwrap_or_default(),
                 r["owner"].as_str().map(|o| format!("\towner {o}")).unwrap_or_default(),
                 r["error"].as_str().map(|e| format!("\terror: {e}")).unwrap_or_default(),
                 match r["dead_letters"].as_u64() {

@@ -16,6 +16,7 @@ pub mod destinations;
 pub mod envelope;
 pub mod replay;
 pub mod run;
+pub mod schedule;
 pub mod spec;
 pub mod transform;
 pub mod worker;

@@ -115,6 +115,9 @@ pub struct DestinationSpec {
     pub paused: bool,
     #[serde(default)]
     pub on_error: OnError,
+    /// When to deliver: continuous, `every 10m`, or a cron expression.
+    #[serde(default, skip_serializing_if = "crate::schedule::Schedule::is_continuous")]
+    pub schedule: crate::schedule::Schedule,
     /// Tables, columns, rows and masking, between the stage and the destination.
     #[serde(default, skip_serializing_if = "crate::transform::Transforms::is_empty")]
     pub transforms: crate::transform::Transforms,

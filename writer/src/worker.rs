@@ -43,6 +43,10 @@ pub struct WorkerStatus {
     pub cursor_commit_ts: Option<Timestamp>,
     pub last_error: Option<String>,
     pub retries: u64,
+    /// The delivery schedule in force.
+    pub schedule: String,
+    /// When a scheduled destination runs next (while it sleeps).
+    pub next_run: Option<Timestamp>,
 }
 
 pub type SharedWorkerStatus = Arc<Mutex<WorkerStatus>>;
@@ -355,9 +359,42 @@ async fn run_inner(
     let mut delay = BACKOFF_MIN;
     // The next batch, fetched and decoded while the current one is applied.
     let mut prefetched: Option<Batch> = None;
+    // A scheduled destination's current run delivers up to this seq.
+    let mut run_until: Option<u64> = None;
+    set(&status, |s| s.schedule = spec.schedule.to_string());
     loop {
         if token.is_cancelled() {
             return Ok(());
+        }
+        if !spec.schedule.is_continuous() && active.is_none() {
+            if run_until.is_some_and(|target| next > target) {
+                tracing::info!(destination = spec.name, delivered_to = next - 1, "scheduled run done");
+                run_until = None;
+            }
+            if run_until.is_none() {
+                let Some(at) = spec.schedule.next_run(Timestamp::now()) else {
+                    set(&status, |s| s.state = "idle (the schedule never runs)".to_owned());
+                    token.cancelled().await;
+                    return Ok(());
+                };
+                set(&status, |s| {
+                    s.state = "sleeping".to_owned();
+                    s.next_run = Some(at);
+                });
+                let wait = Duration::from_micros(u64::try_from(at.0 - Timestamp::now().0).unwrap_or(0));
+                if !sleep(&token, wait).await {
+                    return Ok(());
+                }
+                // A run delivers what is staged when it starts.
+                let target = log.head(None).await.context("reading the stream head for a scheduled run")?.unwrap_or(0);
+                tracing::info!(destination = spec.name, schedule = %spec.schedule, target, "scheduled run");
+                set(&status, |s| {
+                    s.state = "running".to_owned();
+                    s.next_run = None;
+                });
+                run_until = Some(target);
+                continue;
+            }
         }
         set(&status, |s| s.cursor = Some(next - 1));
         let until = active.as_ref().and_then(|a| a.until.map(|(t, _)| t));
