@@ -67,6 +67,7 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
     let lsn_end = changes.iter().map(|c| c.lsn).max().unwrap();
     Batch {
         seq,
+        first_seq: seq,
         stream: "main".to_owned(),
         lsn_end,
         commit_ts_min: changes[0].commit_ts,

@@ -65,44 +65,7 @@ enum Command {
 #[derive(Subcommand)]
 enum DestinationCommand {
     /// Add a destination; running writers start it within seconds.
-    #[command(group(clap::ArgGroup::new("kind").required(true).args(["postgres", "stdout", "webhook"])))]
-    Add {
-        name: String,
-        /// Stream to deliver.
-        #[arg(long, default_value = strata_common::config::DEFAULT_STREAM)]
-        stream: String,
-        /// A PostgreSQL destination: its connection string, the password as ${VAR}.
-        #[arg(long)]
-        postgres: Option<String>,
-        /// JSON Lines of change envelopes on the writer's standard output.
-        #[arg(long)]
-        stdout: bool,
-        /// A webhook: POST change envelopes as JSON arrays to this http(s) URL.
-        #[arg(long)]
-        webhook: Option<String>,
-        /// Webhook signing secret, as ${VAR} (the variable is read by the writer).
-        #[arg(long, requires = "webhook")]
-        secret: Option<String>,
-        /// Webhook envelopes per request.
-        #[arg(long, requires = "webhook", default_value_t = crate::destinations::webhook::config::DEFAULT_BATCH_SIZE)]
-        batch_size: usize,
-        #[arg(long, value_enum, default_value = "mirror")]
-        mode: ModeArg,
-        /// earliest, latest, or an RFC 3339 time.
-        #[arg(long, default_value = "earliest")]
-        start: String,
-        /// A change the destination rejects: pause the destination, or skip
-        /// it into destinations/NAME/dead-letter/ and deliver the rest.
-        #[arg(long, value_enum, default_value = "pause")]
-        on_error: OnErrorArg,
-        /// continuous, `every 10m`, or a cron expression (`0 3 * * *`, UTC).
-        #[arg(long, default_value = "continuous")]
-        schedule: String,
-        /// A JSON file of transforms: include/exclude tables, drop, null,
-        /// redact, hash or fake columns, filter rows (see the README).
-        #[arg(long)]
-        transforms: Option<std::path::PathBuf>,
-    },
+    Add(Box<AddArgs>),
     List {
         #[arg(long)]
         json: bool,
@@ -124,10 +87,62 @@ enum ThenArg {
     Continue,
 }
 
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["postgres", "stdout", "webhook", "files"])))]
+struct AddArgs {
+    name: String,
+    /// Stream to deliver.
+    #[arg(long, default_value = strata_common::config::DEFAULT_STREAM)]
+    stream: String,
+    /// A PostgreSQL destination: its connection string, the password as ${VAR}.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// JSON Lines of change envelopes on the writer's standard output.
+    #[arg(long)]
+    stdout: bool,
+    /// A webhook: POST change envelopes as JSON arrays to this http(s) URL.
+    #[arg(long)]
+    webhook: Option<String>,
+    /// Files on an object store: file:///path, a path, or s3://bucket/prefix.
+    #[arg(long)]
+    files: Option<String>,
+    /// Format of --files.
+    #[arg(long, value_enum, requires = "files", default_value = "parquet")]
+    format: FormatArg,
+    /// Webhook signing secret, as ${VAR} (the variable is read by the writer).
+    #[arg(long, requires = "webhook")]
+    secret: Option<String>,
+    /// Webhook envelopes per request.
+    #[arg(long, requires = "webhook", default_value_t = crate::destinations::webhook::config::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    #[arg(long, value_enum, default_value = "mirror")]
+    mode: ModeArg,
+    /// earliest, latest, or an RFC 3339 time.
+    #[arg(long, default_value = "earliest")]
+    start: String,
+    /// A change the destination rejects: pause the destination, or skip
+    /// it into destinations/NAME/dead-letter/ and deliver the rest.
+    #[arg(long, value_enum, default_value = "pause")]
+    on_error: OnErrorArg,
+    /// continuous, `every 10m`, or a cron expression (`0 3 * * *`, UTC).
+    #[arg(long, default_value = "continuous")]
+    schedule: String,
+    /// A JSON file of transforms: include/exclude tables, drop, null,
+    /// redact, hash or fake columns, filter rows (see the README).
+    #[arg(long)]
+    transforms: Option<std::path::PathBuf>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
     Mirror,
     History,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Parquet,
+    Jsonl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -189,7 +204,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     match cmd {
-        DestinationCommand::Add { name, stream, postgres, stdout, webhook, secret, batch_size, mode, start, on_error, transforms, schedule } => {
+        DestinationCommand::Add(args) => {
+            let AddArgs { name, stream, postgres, stdout, webhook, files, format, secret, batch_size, mode, start, on_error, transforms, schedule } = *args;
             let schedule: crate::schedule::Schedule = schedule.parse().map_err(anyhow::Error::msg).context("--schedule")?;
             let transforms = match transforms {
                 Some(path) => {
@@ -218,13 +234,21 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                 schedule,
                 destination: match (postgres, webhook) {
                     (Some(url), _) => DestinationKind::Postgres(PostgresSpec { url, mode }),
+                    (None, None) if files.is_some() => {
+                        use crate::destinations::files::config::{FileFormat, FilesSpec};
+                        let format = match format {
+                            FormatArg::Parquet => FileFormat::Parquet,
+                            FormatArg::Jsonl => FileFormat::Jsonl,
+                        };
+                        DestinationKind::Files(FilesSpec::new(files.unwrap_or_default(), format))
+                    }
                     (None, Some(url)) => {
                         let mut w = crate::destinations::webhook::config::WebhookSpec::new(url, secret);
                         w.batch_size = batch_size;
                         DestinationKind::Webhook(w)
                     }
                     (None, None) if stdout => DestinationKind::Stdout(Default::default()),
-                    (None, None) => bail!("name the destination: --postgres URL, --webhook URL or --stdout"),
+                    (None, None) => bail!("name the destination: --postgres URL, --webhook URL, --files URL or --stdout"),
                 },
                 created_at: now,
                 updated_at: now,

@@ -89,6 +89,8 @@ pub enum DestinationKind {
     Stdout(crate::destinations::stdout::config::StdoutSpec),
     /// Change envelopes POSTed as signed JSON arrays.
     Webhook(crate::destinations::webhook::config::WebhookSpec),
+    /// Parquet or JSON Lines files on any object store, rolled up.
+    Files(crate::destinations::files::config::FilesSpec),
 }
 
 /// What a destination does with a change it rejects permanently (bad
@@ -147,6 +149,7 @@ impl DestinationSpec {
             }
             DestinationKind::Stdout(_) => {}
             DestinationKind::Webhook(w) => w.validate()?,
+            DestinationKind::Files(f) => f.validate()?,
         }
         Ok(())
     }
@@ -159,6 +162,7 @@ impl DestinationSpec {
                 format!("postgres ({:?}{skip})", p.mode).to_lowercase()
             }
             DestinationKind::Stdout(_) => "stdout (json lines)".to_owned(),
+            DestinationKind::Files(f) => format!("files {} ({:?}, up to {} rows per file)", redact_conn_str(&f.url), f.format, f.roll_up_rows).to_lowercase(),
             DestinationKind::Webhook(w) => format!("webhook {} ({} per request{})", redact_conn_str(&w.url), w.batch_size, if w.secret.is_some() { ", signed" } else { "" }),
         }
     }

@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use crate::destinations::postgres::PostgresSink;
 use crate::destinations::stdout::StdoutSink;
 use crate::destinations::webhook::WebhookSink;
+use crate::destinations::files::FilesSink;
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
-use crate::destinations::{Batch, DestError, Destination, Reject, TableChanges};
+use crate::destinations::{Batch, DestError, Destination, Reject, RollUp, TableChanges};
 use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
 
 /// How often an idle worker looks for the next batch.
@@ -76,6 +77,7 @@ enum AnyDestination {
     Postgres(Box<PostgresSink>),
     Stdout(StdoutSink),
     Webhook(WebhookSink),
+    Files(FilesSink),
 }
 
 impl AnyDestination {
@@ -84,6 +86,15 @@ impl AnyDestination {
             DestinationKind::Postgres(p) => PostgresSink::connect(&spec.name, p).await.map(|d| AnyDestination::Postgres(Box::new(d))),
             DestinationKind::Stdout(_) => Ok(AnyDestination::Stdout(StdoutSink::new())),
             DestinationKind::Webhook(w) => WebhookSink::connect(w).map(AnyDestination::Webhook),
+            DestinationKind::Files(f) => FilesSink::connect(f).map(AnyDestination::Files),
+        }
+    }
+
+    /// How this destination wants batches gathered, if at all.
+    fn roll_up(spec: &DestinationSpec) -> Option<RollUp> {
+        match &spec.destination {
+            DestinationKind::Files(f) => Some(RollUp { rows: f.roll_up_rows, max_wait: Duration::from_secs(f.roll_up_secs) }),
+            _ => None,
         }
     }
 
@@ -92,6 +103,7 @@ impl AnyDestination {
             AnyDestination::Postgres(d) => d.durable_seq().await,
             AnyDestination::Stdout(d) => d.durable_seq().await,
             AnyDestination::Webhook(d) => d.durable_seq().await,
+            AnyDestination::Files(d) => d.durable_seq().await,
         }
     }
 
@@ -100,6 +112,7 @@ impl AnyDestination {
             AnyDestination::Postgres(d) => d.apply(batch).await,
             AnyDestination::Stdout(d) => d.apply(batch).await,
             AnyDestination::Webhook(d) => d.apply(batch).await,
+            AnyDestination::Files(d) => d.apply(batch).await,
         }
     }
 
@@ -108,6 +121,7 @@ impl AnyDestination {
             AnyDestination::Postgres(d) => d.rejects(batch).await,
             AnyDestination::Stdout(d) => d.rejects(batch).await,
             AnyDestination::Webhook(d) => d.rejects(batch).await,
+            AnyDestination::Files(d) => d.rejects(batch).await,
         }
     }
 
@@ -116,6 +130,7 @@ impl AnyDestination {
             AnyDestination::Postgres(d) => d.reset(seq, truncate).await,
             AnyDestination::Stdout(d) => d.reset(seq, truncate).await,
             AnyDestination::Webhook(d) => d.reset(seq, truncate).await,
+            AnyDestination::Files(d) => d.reset(seq, truncate).await,
         }
     }
 }
@@ -261,7 +276,40 @@ async fn fetch(
         }
         tables.push(TableChanges { schema, changes });
     }
-    Ok(Some(Batch { seq, stream: m.stream, lsn_end: m.lsn.end, commit_ts_min: m.commit_ts.min, commit_ts_max: m.commit_ts.max, staged_at: m.created_at, tables }))
+    Ok(Some(Batch { seq, first_seq: seq, stream: m.stream, lsn_end: m.lsn.end, commit_ts_min: m.commit_ts.min, commit_ts_max: m.commit_ts.max, staged_at: m.created_at, tables }))
+}
+
+/// Gathers the batches after `first` into one delivery until it holds
+/// `rows` rows, or — when no further batch is staged yet — until the first
+/// has waited `max_wait` since it was staged. The boundaries depend on the
+/// staged batches alone, or end later when more was staged, which is what
+/// keeps the files destination's names stable across redeliveries.
+async fn gather(
+    log: &StreamLog,
+    first: Batch,
+    roll: RollUp,
+    schemas: &mut HashMap<(TableName, u32), Arc<TableSchema>>,
+    token: &CancellationToken,
+) -> Result<Batch, StageError> {
+    let deadline = first.staged_at.0.saturating_add(i64::try_from(roll.max_wait.as_micros()).unwrap_or(i64::MAX));
+    let mut rows = first.rows();
+    let mut parts = vec![first];
+    while rows < roll.rows {
+        let next = parts.last().map_or(0, |b| b.seq) + 1;
+        match fetch(log, next, schemas, None, None).await? {
+            Some(b) => {
+                rows += b.rows();
+                parts.push(b);
+            }
+            None => {
+                let left = deadline.saturating_sub(Timestamp::now().0);
+                if left <= 0 || !sleep(token, POLL.min(Duration::from_micros(left.unsigned_abs()))).await {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Batch::merge(parts))
 }
 
 /// A replay being carried out by a worker.
@@ -437,6 +485,22 @@ async fn run_inner(
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batch {next} of stream {:?}", spec.stream))),
         };
+        // Roll-up gathers the following batches into this delivery (not
+        // during a replay, whose first and last batches are cut by time).
+        let batch = match AnyDestination::roll_up(&spec) {
+            Some(roll) if active.is_none() && from.is_none() => match gather(&log, batch, roll, &mut schemas, &token).await {
+                Ok(b) => b,
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(destination = spec.name, seq = next, error = %e, "reading the stage failed; retrying");
+                    if !sleep(&token, delay + jitter(delay)).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batches after {next} of stream {:?}", spec.stream))),
+            },
+            _ => batch,
+        };
         let batch = transforms.apply(&batch);
         let (applied, ahead) = tokio::join!(dest.apply(&batch), fetch(&log, next + 1, &mut schemas, None, until));
         // A failed read-ahead is retried in turn, as an ordinary fetch.
@@ -469,7 +533,7 @@ async fn run_inner(
                     s.last_error = None;
                 });
                 from = None;
-                next += 1;
+                next = batch.seq + 1;
                 // A --from replay is done once its first batch is re-delivered.
                 if active.as_ref().is_some_and(|a| a.until.is_none())
                     && let Some(a) = active.take()

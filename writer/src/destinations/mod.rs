@@ -11,6 +11,7 @@
 //! and connection), `sink` (the [`Destination`] implementation), `retry`
 //! (which errors are transient).
 
+pub mod files;
 pub mod postgres;
 pub mod stdout;
 pub mod webhook;
@@ -31,7 +32,11 @@ pub struct TableChanges {
 /// A staged batch, decoded, ready to deliver.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// The last staged batch this holds (the cursor moves to it).
     pub seq: u64,
+    /// The first staged batch this holds: `seq` unless batches were rolled
+    /// up into one delivery.
+    pub first_seq: u64,
     pub stream: String,
     pub lsn_end: Lsn,
     pub commit_ts_min: Timestamp,
@@ -50,7 +55,32 @@ pub struct Reject {
     pub error: String,
 }
 
+/// How a destination wants consecutive batches gathered into one delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct RollUp {
+    pub rows: u64,
+    pub max_wait: std::time::Duration,
+}
+
 impl Batch {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.changes.len() as u64).sum()
+    }
+
+    /// Consecutive batches as one delivery; `parts` is not empty and in seq order.
+    pub fn merge(parts: Vec<Batch>) -> Batch {
+        let mut it = parts.into_iter();
+        let mut out = it.next().unwrap_or_else(|| unreachable!("merge of no batches"));
+        for b in it {
+            out.seq = b.seq;
+            out.lsn_end = b.lsn_end;
+            out.commit_ts_min = out.commit_ts_min.min(b.commit_ts_min);
+            out.commit_ts_max = out.commit_ts_max.max(b.commit_ts_max);
+            out.tables.extend(b.tables);
+        }
+        out
+    }
+
     /// This batch without the rejected changes.
     pub fn without(&self, rejects: &[Reject]) -> Batch {
         let mut out = self.clone();

@@ -1,0 +1,59 @@
+//! Settings of a files destination, as stored in its spec.
+
+use serde::{Deserialize, Serialize};
+use strata_common::config::redact_conn_str;
+
+/// Rows gathered per file unless set.
+pub const DEFAULT_ROLL_UP_ROWS: u64 = 100_000;
+/// Longest a staged batch waits for others to share its file, unless set.
+pub const DEFAULT_ROLL_UP_SECS: u64 = 60;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// The stage's row format: metadata columns, then the table's.
+    #[default]
+    Parquet,
+    /// One change envelope per line.
+    Jsonl,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSpec {
+    /// `file:///path`, a plain path, or `s3://bucket/prefix` (credentials
+    /// from the writer's AWS_* environment).
+    pub url: String,
+    #[serde(default)]
+    pub format: FileFormat,
+    #[serde(default = "default_rows")]
+    pub roll_up_rows: u64,
+    #[serde(default = "default_secs")]
+    pub roll_up_secs: u64,
+}
+
+fn default_rows() -> u64 {
+    DEFAULT_ROLL_UP_ROWS
+}
+fn default_secs() -> u64 {
+    DEFAULT_ROLL_UP_SECS
+}
+
+impl FilesSpec {
+    pub fn new(url: String, format: FileFormat) -> FilesSpec {
+        FilesSpec { url, format, roll_up_rows: DEFAULT_ROLL_UP_ROWS, roll_up_secs: DEFAULT_ROLL_UP_SECS }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.url.trim().is_empty() {
+            return Err("files url must not be empty".to_owned());
+        }
+        if crate::spec::has_literal_password(&self.url) {
+            return Err(format!("files url {} holds a password; write it as ${{VAR}}", redact_conn_str(&self.url)));
+        }
+        if self.roll_up_rows == 0 || self.roll_up_secs > 86_400 {
+            return Err("files roll_up_rows must be > 0 and roll_up_secs at most 86400".to_owned());
+        }
+        Ok(())
+    }
+}

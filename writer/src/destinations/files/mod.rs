@@ -1,0 +1,25 @@
+//! The files destination: changes written as Parquet (the stage's own row
+//! format: metadata columns, then the table's) or JSON Lines (envelopes) to
+//! any object_store URL — a local path, another bucket.
+//!
+//! ```text
+//! {url}/{schema}.{table}/dt={YYYY-MM-DD}/hr={HH}/{first seq:020}-v{version:04}.parquet|jsonl
+//! ```
+//!
+//! - Hive-partitioned by table and by the commit time of a file's first
+//!   change, so DuckDB, pyarrow or Spark read a table's folder directly.
+//! - Roll-up: consecutive staged batches are gathered into one file per
+//!   table until `roll_up_rows` rows, or until the oldest has waited
+//!   `roll_up_secs` — a busy stream does not make a file per batch.
+//! - File names come from the first seq of the group. A writer killed after
+//!   writing a group but before moving its cursor gathers again from that
+//!   same seq, so the files are overwritten, never duplicated: the group
+//!   boundaries depend only on the staged batches (row counts), or end
+//!   later when more was staged meanwhile, and a longer group holds the
+//!   shorter one's rows.
+
+pub mod config;
+pub mod retry;
+pub mod sink;
+
+pub use sink::FilesSink;

@@ -1,0 +1,91 @@
+//! Writes each table's changes of a (rolled-up) batch as one file.
+
+use std::sync::Arc;
+
+use strata_common::{Change, TableName};
+use strata_stager::Stage;
+use strata_stager::keys::table_segment;
+use strata_stager::schema::TableSchema;
+
+use super::config::{FileFormat, FilesSpec};
+use super::retry::classify;
+use crate::destinations::{Batch, DestError, Destination, Reject};
+use crate::envelope::envelope;
+
+pub struct FilesSink {
+    store: Stage,
+    format: FileFormat,
+}
+
+impl FilesSink {
+    pub fn connect(spec: &FilesSpec) -> Result<FilesSink, DestError> {
+        let url = crate::spec::expand_env(&spec.url).map_err(DestError::Permanent)?;
+        let store = Stage::open(&url, &Default::default()).map_err(|e| DestError::Permanent(format!("files url: {e}")))?;
+        Ok(FilesSink { store, format: spec.format })
+    }
+}
+
+/// `{schema}.{table}/dt=…/hr=…/{first seq}-v{version}.{ext}`.
+pub fn file_path(schema: &TableSchema, first: &Change, first_seq: u64, format: FileFormat) -> String {
+    let (date, hour) = match first.commit_ts.to_datetime() {
+        Some(dt) => (dt.format("%Y-%m-%d").to_string(), dt.format("%H").to_string()),
+        None => ("0000-00-00".to_owned(), "00".to_owned()),
+    };
+    let ext = match format {
+        FileFormat::Parquet => "parquet",
+        FileFormat::Jsonl => "jsonl",
+    };
+    format!("{}/dt={date}/hr={hour}/{first_seq:020}-v{:04}.{ext}", table_segment(&schema.table), schema.version)
+}
+
+impl Destination for FilesSink {
+    async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
+        Ok(None)
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
+        // One file per table and schema version, its changes in commit order.
+        let mut groups: Vec<(Arc<TableSchema>, Vec<Change>)> = Vec::new();
+        for t in &batch.tables {
+            match groups.iter_mut().find(|(s, _)| s.table == t.schema.table && s.version == t.schema.version) {
+                Some((_, changes)) => changes.extend(t.changes.iter().cloned()),
+                None => groups.push((t.schema.clone(), t.changes.clone())),
+            }
+        }
+        for (schema, mut changes) in groups {
+            changes.sort_by_key(|c| (c.lsn, c.ord));
+            let Some(first) = changes.first() else { continue };
+            let path = file_path(&schema, first, batch.first_seq, self.format);
+            let bytes = match self.format {
+                FileFormat::Parquet => {
+                    let s = schema.clone();
+                    tokio::task::spawn_blocking(move || strata_stager::codec::encode_file(&s, &changes))
+                        .await
+                        .map_err(|e| DestError::Transient(format!("encoder task: {e}")))?
+                        .map_err(|e| DestError::Permanent(format!("encoding {path}: {e}")))?
+                }
+                FileFormat::Jsonl => {
+                    let mut out = Vec::new();
+                    for c in &changes {
+                        out.extend_from_slice(envelope(&batch.stream, &schema, c, batch.staged_at).to_string().as_bytes());
+                        out.push(b'\n');
+                    }
+                    out.into()
+                }
+            };
+            let key = object_store::path::Path::parse(&path).map_err(|e| DestError::Permanent(format!("file key {path}: {e}")))?;
+            self.store.put(&key, bytes).await.map_err(|e| classify(&format!("writing {path}"), &e))?;
+        }
+        Ok(())
+    }
+
+    async fn rejects(&mut self, _batch: &Batch) -> Result<Vec<Reject>, DestError> {
+        // Any change can be written to a file.
+        Ok(Vec::new())
+    }
+
+    async fn reset(&mut self, _seq: u64, _truncate: &[TableName]) -> Result<(), DestError> {
+        // Files of earlier deliveries stay; a replay writes the changes again.
+        Ok(())
+    }
+}
