@@ -29,7 +29,13 @@ pub async fn checksum(c: &Client, table: &str) -> (i64, String) {
     (row.get(0), row.get(1))
 }
 
+/// A Postgres destination of stream `main`.
 pub fn spec(name: &str, url: &str, start: StartPosition, mode: PostgresMode) -> DestinationSpec {
+    spec_of(name, start, DestinationKind::Postgres(PostgresSpec { url: url.to_owned(), mode }))
+}
+
+/// A destination of stream `main` with default policies.
+pub fn spec_of(name: &str, start: StartPosition, destination: DestinationKind) -> DestinationSpec {
     let now = Timestamp::now();
     DestinationSpec {
         format: 1,
@@ -40,7 +46,7 @@ pub fn spec(name: &str, url: &str, start: StartPosition, mode: PostgresMode) -> 
         on_error: Default::default(),
         transforms: Default::default(),
         schedule: Default::default(),
-        destination: DestinationKind::Postgres(PostgresSpec { url: url.to_owned(), mode }),
+        destination,
         created_at: now,
         updated_at: now,
     }

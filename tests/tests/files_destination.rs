@@ -14,9 +14,9 @@ use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text, staged_changes, wait_for_slot};
-use strata_tests::writer::{wait_caught_up, wait_staged};
+use strata_tests::writer::{spec_of, wait_caught_up, wait_staged};
 use strata_writer::destinations::files::config::{FileFormat, FilesSpec};
-use strata_writer::spec::{DestinationKind, DestinationSpec, StartPosition};
+use strata_writer::spec::{DestinationKind, StartPosition};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
 
@@ -34,20 +34,7 @@ async fn parquet_files_hold_every_change_once_across_a_kill() {
     let mut files = FilesSpec::new(out_dir.display().to_string(), FileFormat::Parquet);
     files.roll_up_rows = 120;
     files.roll_up_secs = 1;
-    let now = strata_common::Timestamp::now();
-    let spec = DestinationSpec {
-        format: 1,
-        name: "lake".into(),
-        stream: "main".into(),
-        start: StartPosition::Earliest,
-        paused: false,
-        on_error: Default::default(),
-        transforms: Default::default(),
-        schedule: Default::default(),
-        destination: DestinationKind::Files(files),
-        created_at: now,
-        updated_at: now,
-    };
+    let spec = spec_of("lake", StartPosition::Earliest, DestinationKind::Files(files));
     strata_writer::control::add(&stage, &spec).await.unwrap();
     let config_path = dir.path().join("writer.toml");
     std::fs::write(&config_path, config_text(&src_url, &stage_dir, "")).unwrap();

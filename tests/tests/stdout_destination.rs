@@ -14,7 +14,7 @@ use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text, staged_changes, wait_for_slot};
-use strata_tests::writer::{wait_caught_up, wait_staged};
+use strata_tests::writer::{spec_of, wait_caught_up, wait_staged};
 use strata_writer::spec::{DestinationKind, StartPosition};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
@@ -36,25 +36,7 @@ async fn stdout_prints_every_change_at_least_once_in_commit_order_across_a_kill(
     let stage = Stage::local(&stage_dir).unwrap();
     let config_path = dir.path().join("writer.toml");
     std::fs::write(&config_path, config_text(&src_url, &stage_dir, "")).unwrap();
-    let now = strata_common::Timestamp::now();
-    strata_writer::control::add(
-        &stage,
-        &strata_writer::spec::DestinationSpec {
-            format: 1,
-            name: "out".into(),
-            stream: "main".into(),
-            start: StartPosition::Earliest,
-            paused: false,
-            on_error: Default::default(),
-        transforms: Default::default(),
-        schedule: Default::default(),
-            destination: DestinationKind::Stdout(Default::default()),
-            created_at: now,
-            updated_at: now,
-        },
-    )
-    .await
-    .unwrap();
+    strata_writer::control::add(&stage, &spec_of("out", StartPosition::Earliest, DestinationKind::Stdout(Default::default()))).await.unwrap();
     let out_path = dir.path().join("out.jsonl");
     let out = || std::fs::OpenOptions::new().create(true).append(true).open(&out_path).unwrap();
     let mut writer = ServiceProcess::spawn_with(Path::new(WRITER), &config_path, out(), &[]).unwrap();

@@ -13,10 +13,10 @@ use strata_stager::Stage;
 use strata_tests::http::TestServer;
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text, staged_changes, wait_for_slot};
-use strata_tests::writer::{wait_caught_up, wait_staged};
+use strata_tests::writer::{spec_of, wait_caught_up, wait_staged};
 use strata_writer::destinations::webhook::config::WebhookSpec;
 use strata_writer::destinations::webhook::sink::signature;
-use strata_writer::spec::{DestinationKind, DestinationSpec, StartPosition};
+use strata_writer::spec::{DestinationKind, StartPosition};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
 const SECRET: &str = "webhook test secret";
@@ -53,20 +53,7 @@ async fn webhook_receives_every_change_signed_through_500s_and_429s() {
     let stage = Stage::local(&stage_dir).unwrap();
     let mut hook = WebhookSpec::new(server.url("/hook"), Some("${HOOK_SECRET}".to_owned()));
     hook.batch_size = 40;
-    let now = strata_common::Timestamp::now();
-    let spec = DestinationSpec {
-        format: 1,
-        name: "hook".into(),
-        stream: "main".into(),
-        start: StartPosition::Earliest,
-        paused: false,
-        on_error: Default::default(),
-        transforms: Default::default(),
-        schedule: Default::default(),
-        destination: DestinationKind::Webhook(hook),
-        created_at: now,
-        updated_at: now,
-    };
+    let spec = spec_of("hook", StartPosition::Earliest, DestinationKind::Webhook(hook));
     strata_writer::control::add(&stage, &spec).await.unwrap();
     let config_path = dir.path().join("writer.toml");
     std::fs::write(&config_path, config_text(&src_url, &stage_dir, "")).unwrap();
