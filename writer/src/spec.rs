@@ -156,15 +156,25 @@ impl DestinationSpec {
 
     /// One line for `destination list` and logs: never the connection string.
     pub fn describe(&self) -> String {
-        match &self.destination {
-            DestinationKind::Postgres(p) => {
-                let skip = if self.on_error == OnError::Skip { ", rejected changes skipped" } else { "" };
-                format!("postgres ({:?}{skip})", p.mode).to_lowercase()
-            }
+        // Files and webhook URLs are shown as stored: `validate` keeps
+        // literal passwords out of them, and `${VAR}` names no secret.
+        let what = match &self.destination {
+            DestinationKind::Postgres(p) => format!("postgres ({})", format!("{:?}", p.mode).to_lowercase()),
             DestinationKind::Stdout(_) => "stdout (json lines)".to_owned(),
-            DestinationKind::Files(f) => format!("files {} ({:?}, up to {} rows per file)", redact_conn_str(&f.url), f.format, f.roll_up_rows).to_lowercase(),
-            DestinationKind::Webhook(w) => format!("webhook {} ({} per request{})", redact_conn_str(&w.url), w.batch_size, if w.secret.is_some() { ", signed" } else { "" }),
+            DestinationKind::Files(f) => format!("files {} ({}, up to {} rows per file)", f.url, format!("{:?}", f.format).to_lowercase(), f.roll_up_rows),
+            DestinationKind::Webhook(w) => format!("webhook {} ({} per request{})", w.url, w.batch_size, if w.secret.is_some() { ", signed" } else { "" }),
+        };
+        let mut extra = Vec::new();
+        if self.on_error == OnError::Skip {
+            extra.push("rejected changes skipped".to_owned());
         }
+        if !self.schedule.is_continuous() {
+            extra.push(format!("schedule {}", self.schedule));
+        }
+        if !self.transforms.is_empty() {
+            extra.push("transformed".to_owned());
+        }
+        if extra.is_empty() { what } else { format!("{what}; {}", extra.join(", ")) }
     }
 }
 
