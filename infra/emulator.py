@@ -17,6 +17,17 @@ S3 reads (GET, HEAD) take the same lock in shared mode: when moto overwrites a
 key it closes the old object's buffer, and a read that had already looked the
 old object up would otherwise fail with a 500.
 
+SQS fault injection, for tests of what our SQS destination does when SQS
+fails part of a batch: `POST /_strata/sqs/faults` with a JSON object
+`{"queue": NAME, "fail_every": K, "fail_budget": N, "code": C,
+"sender_fault": false, "throttle_calls": M}` makes the next M
+`SendMessageBatch` calls to queue NAME answer 400 `RequestThrottled` as a
+whole, and after that every K-th entry sent to NAME fail with code C
+(N entries in all), as SQS reports a failed entry: in `Failed`, not stored.
+`GET /_strata/sqs/stats?queue=NAME` returns what reached NAME:
+`{"calls", "entries", "failed", "throttled", "single_sends"}` (entries
+counts every entry sent, failed or not).
+
 When ready, prints `emulator listening on http://HOST:PORT` to stdout (the
 port actually bound, so `--port 0` picks a free one) and flushes. Exits 0 on
 SIGTERM or SIGINT, and with --exit-with-stdin also when its stdin reaches EOF
@@ -26,7 +37,9 @@ SIGTERM or SIGINT, and with --exit-with-stdin also when its stdin reaches EOF
 from __future__ import annotations
 
 import argparse
+import io
 import ipaddress
+import json
 import logging
 import os
 import signal
@@ -34,6 +47,7 @@ import socket
 import sys
 import threading
 from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs
 
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -82,12 +96,156 @@ class SharedExclusiveLock:
             self._cond.notify_all()
 
 
+class SqsFaults:
+    """Injected SendMessageBatch failures and per-queue counts (see the module docs)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.faults: dict[str, dict[str, Any]] = {}
+        self.stats: dict[str, dict[str, int]] = {}
+
+    def _stats(self, queue: str) -> dict[str, int]:
+        return self.stats.setdefault(
+            queue,
+            {"calls": 0, "entries": 0, "failed": 0, "throttled": 0, "single_sends": 0, "seen": 0},
+        )
+
+    def control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        try:
+            if path == "/_strata/sqs/faults" and method == "POST":
+                spec = json.loads(_read_body(environ) or b"{}")
+                queue = str(spec["queue"])
+                with self.lock:
+                    self.faults[queue] = {
+                        "fail_every": max(1, int(spec.get("fail_every", 1))),
+                        "fail_budget": int(spec.get("fail_budget", 0)),
+                        "code": str(spec.get("code", "InternalError")),
+                        "sender_fault": bool(spec.get("sender_fault", False)),
+                        "throttle_calls": int(spec.get("throttle_calls", 0)),
+                    }
+                return _json_response(start_response, "200 OK", {"ok": True})
+            if path == "/_strata/sqs/stats" and method == "GET":
+                queue = parse_qs(environ.get("QUERY_STRING", "")).get("queue", [""])[0]
+                with self.lock:
+                    stats = {k: v for k, v in self._stats(queue).items() if k != "seen"}
+                return _json_response(start_response, "200 OK", stats)
+        except (KeyError, ValueError, TypeError) as exc:
+            return _json_response(start_response, "400 Bad Request", {"error": str(exc)})
+        return _json_response(start_response, "404 Not Found", {"error": f"no {method} {path}"})
+
+    def around_sqs(
+        self, app: Callable[..., Iterable[bytes]], environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target not in ("AmazonSQS.SendMessageBatch", "AmazonSQS.SendMessage"):
+            return app(environ, start_response)
+        body = _read_body(environ)
+        try:
+            request = json.loads(body)
+            queue = str(request["QueueUrl"]).rstrip("/").rsplit("/", 1)[-1]
+        except (ValueError, KeyError, TypeError):
+            environ["wsgi.input"] = io.BytesIO(body)
+            return app(environ, start_response)
+        failed: list[dict[str, Any]] = []
+        with self.lock:
+            stats = self._stats(queue)
+            fault = self.faults.get(queue)
+            if target == "AmazonSQS.SendMessage":
+                stats["single_sends"] += 1
+            else:
+                stats["calls"] += 1
+                if fault and fault["throttle_calls"] > 0:
+                    fault["throttle_calls"] -= 1
+                    stats["throttled"] += 1
+                    return _json_response(
+                        start_response,
+                        "400 Bad Request",
+                        {"__type": "com.amazonaws.sqs#RequestThrottled", "message": "Rate exceeded (injected)"},
+                        [("x-amzn-query-error", "RequestThrottled;Sender")],
+                    )
+                kept = []
+                for entry in request.get("Entries", []):
+                    stats["entries"] += 1
+                    stats["seen"] += 1
+                    if fault and fault["fail_budget"] > 0 and stats["seen"] % fault["fail_every"] == 0:
+                        fault["fail_budget"] -= 1
+                        stats["failed"] += 1
+                        failed.append(
+                            {
+                                "Id": entry.get("Id"),
+                                "SenderFault": fault["sender_fault"],
+                                "Code": fault["code"],
+                                "Message": "injected failure",
+                            }
+                        )
+                    else:
+                        kept.append(entry)
+                request["Entries"] = kept
+        if not failed:
+            environ["wsgi.input"] = io.BytesIO(body)
+            return app(environ, start_response)
+        if not request["Entries"]:
+            return _json_response(start_response, "200 OK", {"Successful": [], "Failed": failed})
+        # Forward what was not failed, then add the failures to the answer.
+        new_body = json.dumps(request).encode()
+        environ["wsgi.input"] = io.BytesIO(new_body)
+        environ["CONTENT_LENGTH"] = str(len(new_body))
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+            captured["status"], captured["headers"] = status, headers
+            return lambda _data: None
+
+        result = app(environ, capture)
+        try:
+            answer = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        if not captured.get("status", "").startswith("200"):
+            start_response(captured["status"], captured["headers"])
+            return [answer]
+        merged = json.loads(answer or b"{}")
+        merged.setdefault("Successful", [])
+        merged["Failed"] = list(merged.get("Failed", [])) + failed
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        return _json_response(start_response, "200 OK", merged, headers, replace_type=False)
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    return environ["wsgi.input"].read(length) if length > 0 else b""
+
+
+def _json_response(
+    start_response: Callable[..., Any],
+    status: str,
+    value: Any,
+    headers: list[tuple[str, str]] | None = None,
+    replace_type: bool = True,
+) -> Iterable[bytes]:
+    data = json.dumps(value).encode()
+    out = [(k, v) for k, v in (headers or []) if not (replace_type and k.lower() == "content-type")]
+    if replace_type or not any(k.lower() == "content-type" for k, _ in out):
+        out.append(("Content-Type", "application/x-amz-json-1.0"))
+    out.append(("Content-Length", str(len(data))))
+    start_response(status, out)
+    return [data]
+
+
 class SerialisedS3App:
     """WSGI app: moto's dispatcher, with S3 writes under one global lock."""
 
     def __init__(self, warm: Iterable[str] = ("s3", "sqs")) -> None:
         self.dispatcher = DomainDispatcherApplication(create_backend_app)
         self.s3_lock = SharedExclusiveLock()
+        self.sqs_faults = SqsFaults()
         # moto builds each service's app on its first request (~0.4 s for
         # S3); build the ones the tests use before saying we are ready.
         with self.dispatcher.lock:
@@ -100,8 +258,13 @@ class SerialisedS3App:
     ) -> Iterable[bytes]:
         # The same choice of backend moto_server would make (host, signature
         # scope, X-Amz-Target, form body, path); unknown requests go to S3.
+        if environ.get("PATH_INFO", "").startswith("/_strata/"):
+            return self.sqs_faults.control(environ, start_response)
         app = self.dispatcher.get_application(environ)
-        if getattr(app, "service", None) != "s3":
+        service = getattr(app, "service", None)
+        if service == "sqs":
+            return self.sqs_faults.around_sqs(app, environ, start_response)
+        if service != "s3":
             return app(environ, start_response)
 
         exclusive = environ.get("REQUEST_METHOD", "GET").upper() in S3_MUTATING_METHODS

@@ -23,6 +23,7 @@ pub mod fixtures;
 pub mod http;
 pub mod pg;
 pub mod reader;
+pub mod sqs;
 pub mod workload;
 pub mod writer;
 pub mod process;

@@ -211,3 +211,109 @@ fn stdout_orders_a_batch_across_tables() {
         .collect();
     assert_eq!(ids, ["main:10:0", "main:10:1", "main:20:0", "main:30:0"]);
 }
+
+/// Every change's id, in commit order.
+fn all_ids() -> Vec<String> {
+    batches().iter().flat_map(|b| b.tables[0].changes.iter().map(|c| format!("main:{}:{}", c.lsn.as_u64(), c.ord))).collect()
+}
+
+/// The same deliveries as the other message destinations: two batches, the
+/// first again, a new instance, the second again and the third.
+async fn deliver_with_redelivery<D: Destination>(mut connect: impl AsyncFnMut() -> D) {
+    let all = batches();
+    let mut d = connect().await;
+    assert_eq!(d.durable_seq().await.unwrap(), None, "the cursor object is the position");
+    d.apply(&all[0]).await.unwrap();
+    d.apply(&all[1]).await.unwrap();
+    d.apply(&all[0]).await.unwrap();
+    drop(d);
+    let mut d = connect().await;
+    d.apply(&all[1]).await.unwrap();
+    d.apply(&all[2]).await.unwrap();
+    assert!(d.rejects(&all[0]).await.unwrap().is_empty(), "nothing in these batches is too large or refused");
+}
+
+/// SQS is at-least-once: a FIFO queue drops a redelivery itself (the
+/// deduplication id is the change id) and keeps each key's changes in
+/// commit order; on a standard queue every change arrives, duplicates
+/// carry the same id.
+async fn sqs_conformance(queue: &str) {
+    use strata_tests::emulator::Emulator;
+    use strata_tests::sqs::{Sqs, first_ids};
+    use strata_writer::destinations::sqs::SqsSink;
+    use strata_writer::destinations::sqs::config::SqsSpec;
+
+    let emulator = Emulator::start().await.unwrap();
+    let sqs = Sqs::new(&emulator).await;
+    let url = sqs.create_queue(queue, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage = strata_stager::Stage::local(dir.path()).unwrap();
+    let sdk = Sqs::sdk_config(&emulator).await;
+    let mut spec = SqsSpec::new(url.clone());
+    spec.batch_size = 3;
+    spec.in_flight = 2;
+    deliver_with_redelivery(async || SqsSink::with_sdk_config("conf", &spec, &stage, &sdk).await.unwrap()).await;
+
+    let received = sqs.drain(&url, std::time::Duration::from_secs(1), 1000).await.unwrap();
+    let mut want = all_ids();
+    let fifo = queue.ends_with(".fifo");
+    if fifo {
+        assert_eq!(received.len(), want.len(), "the FIFO queue dropped every redelivery by its deduplication id");
+        // Per key: commit order. Keys are the groups.
+        let mut by_group: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for r in &received {
+            let group = r.group.clone().expect("a FIFO message has a group");
+            assert_eq!(group, format!("public.Conf%20%22table%22:[{}]", r.body["after"]["id"].as_i64().or(r.body["before"]["id"].as_i64()).unwrap()));
+            by_group.entry(group).or_default().push(r.body["id"].as_str().unwrap().to_owned());
+        }
+        for ids in by_group.values() {
+            let mut sorted = ids.clone();
+            sorted.sort_by_key(|id| want.iter().position(|w| w == id));
+            assert_eq!(ids, &sorted, "one key's changes in commit order");
+        }
+    } else {
+        assert!(received.len() >= want.len());
+    }
+    let mut got = first_ids(&received);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "every change once after dedup by id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_fifo_conforms() {
+    sqs_conformance("conf.fifo").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_standard_conforms() {
+    sqs_conformance("conf").await;
+}
+
+/// Files are named by the first batch they hold, so a redelivery writes the
+/// same files again: every change is in exactly one file, and the files in
+/// name order hold the changes in commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_conform() {
+    use strata_writer::destinations::files::FilesSink;
+    use strata_writer::destinations::files::config::{FileFormat, FilesSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FilesSpec::new(dir.path().display().to_string(), FileFormat::Jsonl);
+    deliver_with_redelivery(async || FilesSink::connect(&spec).unwrap()).await;
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() { stack.push(p) } else { files.push(p) }
+        }
+    }
+    files.sort_by_key(|p| p.file_name().unwrap().to_owned());
+    assert_eq!(files.len(), 3, "one file per batch: {files:?}");
+    let ids: Vec<String> = files
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(ids, all_ids(), "every change once, in commit order");
+}

@@ -88,7 +88,7 @@ enum ThenArg {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("kind").required(true).args(["postgres", "stdout", "webhook", "files"])))]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["postgres", "stdout", "webhook", "files", "sqs"])))]
 struct AddArgs {
     name: String,
     /// Stream to deliver.
@@ -106,15 +106,35 @@ struct AddArgs {
     /// Files on an object store: file:///path, a path, or s3://bucket/prefix.
     #[arg(long)]
     files: Option<String>,
+    /// An SQS queue URL; a name ending in .fifo is a FIFO queue (per-key
+    /// order, deduplicated by change id).
+    #[arg(long)]
+    sqs: Option<String>,
+    /// With --sqs: a table's own queue, as schema.table=QUEUE_URL (repeatable).
+    #[arg(long = "sqs-route", requires = "sqs", value_name = "TABLE=URL")]
+    sqs_routes: Vec<String>,
+    /// With --sqs: the AWS region (else the environment's, else the queue URL's).
+    #[arg(long, requires = "sqs")]
+    region: Option<String>,
+    /// With --sqs: a custom endpoint (an emulator, a VPC endpoint).
+    #[arg(long, requires = "sqs")]
+    endpoint: Option<String>,
+    /// With --sqs: SendMessageBatch calls in flight.
+    #[arg(long, requires = "sqs", default_value_t = crate::destinations::sqs::config::DEFAULT_IN_FLIGHT)]
+    in_flight: usize,
+    /// With --sqs: a message over the queue's size limit is rejected (see
+    /// --on-error) or stored in the stage and sent as a pointer.
+    #[arg(long, value_enum, requires = "sqs", default_value = "reject")]
+    oversize: OversizeArg,
     /// Format of --files.
     #[arg(long, value_enum, requires = "files", default_value = "parquet")]
     format: FormatArg,
     /// Webhook signing secret, as ${VAR} (the variable is read by the writer).
     #[arg(long, requires = "webhook")]
     secret: Option<String>,
-    /// Webhook envelopes per request.
-    #[arg(long, requires = "webhook", default_value_t = crate::destinations::webhook::config::DEFAULT_BATCH_SIZE)]
-    batch_size: usize,
+    /// Envelopes per request (webhook, default 100) or per SendMessageBatch (sqs, at most 10).
+    #[arg(long)]
+    batch_size: Option<usize>,
     #[arg(long, value_enum, default_value = "mirror")]
     mode: ModeArg,
     /// earliest, latest, or an RFC 3339 time.
@@ -143,6 +163,12 @@ enum ModeArg {
 enum FormatArg {
     Parquet,
     Jsonl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OversizeArg {
+    Reject,
+    Stage,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -205,7 +231,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     match cmd {
         DestinationCommand::Add(args) => {
-            let AddArgs { name, stream, postgres, stdout, webhook, files, format, secret, batch_size, mode, start, on_error, transforms, schedule } = *args;
+            let AddArgs {
+                name,
+                stream,
+                postgres,
+                stdout,
+                webhook,
+                files,
+                sqs,
+                sqs_routes,
+                region,
+                endpoint,
+                in_flight,
+                oversize,
+                format,
+                secret,
+                batch_size,
+                mode,
+                start,
+                on_error,
+                transforms,
+                schedule,
+            } = *args;
+            if batch_size.is_some() && webhook.is_none() && sqs.is_none() {
+                bail!("--batch-size applies to --webhook and --sqs destinations");
+            }
             let schedule: crate::schedule::Schedule = schedule.parse().map_err(anyhow::Error::msg).context("--schedule")?;
             let transforms = match transforms {
                 Some(path) => {
@@ -234,6 +284,23 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                 schedule,
                 destination: match (postgres, webhook) {
                     (Some(url), _) => DestinationKind::Postgres(PostgresSpec { url, mode }),
+                    (None, None) if sqs.is_some() => {
+                        use crate::destinations::sqs::config::{Oversize, SqsSpec};
+                        let mut q = SqsSpec::new(sqs.unwrap_or_default());
+                        for route in sqs_routes {
+                            let (table, url) = route.split_once('=').with_context(|| format!("--sqs-route {route:?}: expected schema.table=QUEUE_URL"))?;
+                            q.routes.insert(table.trim().to_owned(), url.trim().to_owned());
+                        }
+                        q.region = region;
+                        q.endpoint = endpoint;
+                        q.in_flight = in_flight;
+                        q.batch_size = batch_size.unwrap_or(q.batch_size);
+                        q.oversize = match oversize {
+                            OversizeArg::Reject => Oversize::Reject,
+                            OversizeArg::Stage => Oversize::Stage,
+                        };
+                        DestinationKind::Sqs(q)
+                    }
                     (None, None) if files.is_some() => {
                         use crate::destinations::files::config::{FileFormat, FilesSpec};
                         let format = match format {
@@ -244,11 +311,11 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                     }
                     (None, Some(url)) => {
                         let mut w = crate::destinations::webhook::config::WebhookSpec::new(url, secret);
-                        w.batch_size = batch_size;
+                        w.batch_size = batch_size.unwrap_or(w.batch_size);
                         DestinationKind::Webhook(w)
                     }
                     (None, None) if stdout => DestinationKind::Stdout(Default::default()),
-                    (None, None) => bail!("name the destination: --postgres URL, --webhook URL, --files URL or --stdout"),
+                    (None, None) => bail!("name the destination: --postgres URL, --webhook URL, --sqs QUEUE_URL, --files URL or --stdout"),
                 },
                 created_at: now,
                 updated_at: now,

@@ -91,6 +91,8 @@ pub enum DestinationKind {
     Webhook(crate::destinations::webhook::config::WebhookSpec),
     /// Parquet or JSON Lines files on any object store, rolled up.
     Files(crate::destinations::files::config::FilesSpec),
+    /// Change envelopes as SQS messages (standard or FIFO queues).
+    Sqs(crate::destinations::sqs::config::SqsSpec),
 }
 
 /// What a destination does with a change it rejects permanently (bad
@@ -150,6 +152,7 @@ impl DestinationSpec {
             DestinationKind::Stdout(_) => {}
             DestinationKind::Webhook(w) => w.validate()?,
             DestinationKind::Files(f) => f.validate()?,
+            DestinationKind::Sqs(q) => q.validate()?,
         }
         Ok(())
     }
@@ -163,6 +166,14 @@ impl DestinationSpec {
             DestinationKind::Stdout(_) => "stdout (json lines)".to_owned(),
             DestinationKind::Files(f) => format!("files {} ({}, up to {} rows per file)", f.url, format!("{:?}", f.format).to_lowercase(), f.roll_up_rows),
             DestinationKind::Webhook(w) => format!("webhook {} ({} per request{})", w.url, w.batch_size, if w.secret.is_some() { ", signed" } else { "" }),
+            DestinationKind::Sqs(q) => format!(
+                "sqs {}{} ({} per call, {} in flight, oversize {})",
+                q.queue_url,
+                if q.routes.is_empty() { String::new() } else { format!(" + {} routed tables", q.routes.len()) },
+                q.batch_size,
+                q.in_flight,
+                format!("{:?}", q.oversize).to_lowercase()
+            ),
         };
         let mut extra = Vec::new();
         if self.on_error == OnError::Skip {

@@ -27,6 +27,7 @@ use crate::destinations::postgres::PostgresSink;
 use crate::destinations::stdout::StdoutSink;
 use crate::destinations::webhook::WebhookSink;
 use crate::destinations::files::FilesSink;
+use crate::destinations::sqs::SqsSink;
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::destinations::{Batch, DestError, Destination, Reject, RollUp, TableChanges};
 use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
@@ -78,15 +79,17 @@ enum AnyDestination {
     Stdout(StdoutSink),
     Webhook(WebhookSink),
     Files(FilesSink),
+    Sqs(Box<SqsSink>),
 }
 
 impl AnyDestination {
-    async fn connect(spec: &DestinationSpec) -> Result<Self, DestError> {
+    async fn connect(stage: &Stage, spec: &DestinationSpec) -> Result<Self, DestError> {
         match &spec.destination {
             DestinationKind::Postgres(p) => PostgresSink::connect(&spec.name, p).await.map(|d| AnyDestination::Postgres(Box::new(d))),
             DestinationKind::Stdout(_) => Ok(AnyDestination::Stdout(StdoutSink::new())),
             DestinationKind::Webhook(w) => WebhookSink::connect(w).map(AnyDestination::Webhook),
             DestinationKind::Files(f) => FilesSink::connect(f).map(AnyDestination::Files),
+            DestinationKind::Sqs(q) => SqsSink::connect(&spec.name, q, stage).await.map(|d| AnyDestination::Sqs(Box::new(d))),
         }
     }
 
@@ -104,6 +107,7 @@ impl AnyDestination {
             AnyDestination::Stdout(d) => d.durable_seq().await,
             AnyDestination::Webhook(d) => d.durable_seq().await,
             AnyDestination::Files(d) => d.durable_seq().await,
+            AnyDestination::Sqs(d) => d.durable_seq().await,
         }
     }
 
@@ -113,6 +117,7 @@ impl AnyDestination {
             AnyDestination::Stdout(d) => d.apply(batch).await,
             AnyDestination::Webhook(d) => d.apply(batch).await,
             AnyDestination::Files(d) => d.apply(batch).await,
+            AnyDestination::Sqs(d) => d.apply(batch).await,
         }
     }
 
@@ -122,6 +127,7 @@ impl AnyDestination {
             AnyDestination::Stdout(d) => d.rejects(batch).await,
             AnyDestination::Webhook(d) => d.rejects(batch).await,
             AnyDestination::Files(d) => d.rejects(batch).await,
+            AnyDestination::Sqs(d) => d.rejects(batch).await,
         }
     }
 
@@ -131,6 +137,7 @@ impl AnyDestination {
             AnyDestination::Stdout(d) => d.reset(seq, truncate).await,
             AnyDestination::Webhook(d) => d.reset(seq, truncate).await,
             AnyDestination::Files(d) => d.reset(seq, truncate).await,
+            AnyDestination::Sqs(d) => d.reset(seq, truncate).await,
         }
     }
 }
@@ -206,11 +213,11 @@ async fn skip_rejected(stage: &Stage, spec: &DestinationSpec, dest: &mut AnyDest
 
 /// Connects and reads the durable position, retrying transient failures.
 /// `None` when cancelled.
-async fn connect(spec: &DestinationSpec, token: &CancellationToken, status: &SharedWorkerStatus) -> Result<Option<(AnyDestination, Option<u64>)>> {
+async fn connect(stage: &Stage, spec: &DestinationSpec, token: &CancellationToken, status: &SharedWorkerStatus) -> Result<Option<(AnyDestination, Option<u64>)>> {
     let mut delay = BACKOFF_MIN;
     loop {
         let attempt = async {
-            let mut d = AnyDestination::connect(spec).await?;
+            let mut d = AnyDestination::connect(stage, spec).await?;
             let seq = d.durable_seq().await?;
             Ok::<_, DestError>((d, seq))
         };
@@ -367,7 +374,7 @@ async fn run_inner(
     let cursors = Cursors::new(&stage, &spec.name)?;
     let mut transforms = spec.transforms.prepare().map_err(|e| anyhow::anyhow!("destination {:?}: {e}", spec.name))?;
     set(&status, |s| s.state = "connecting".to_owned());
-    let Some((mut dest, durable)) = connect(&spec, &token, &status).await? else { return Ok(()) };
+    let Some((mut dest, durable)) = connect(&stage, &spec, &token, &status).await? else { return Ok(()) };
     let mut cursor: Option<Versioned<Cursor>> = cursors.load().await?;
     let (mut next, mut from) = match (durable, &cursor) {
         (Some(seq), _) => (seq + 1, None),
@@ -554,7 +561,7 @@ async fn run_inner(
                 }
                 delay = (delay * 2).min(BACKOFF_MAX);
                 // The connection may be gone: start over from what the destination holds.
-                let Some((d, durable)) = connect(&spec, &token, &status).await? else { return Ok(()) };
+                let Some((d, durable)) = connect(&stage, &spec, &token, &status).await? else { return Ok(()) };
                 dest = d;
                 if let Some(seq) = durable {
                     next = seq + 1;

@@ -13,6 +13,7 @@
 
 pub mod files;
 pub mod postgres;
+pub mod sqs;
 pub mod stdout;
 pub mod webhook;
 
