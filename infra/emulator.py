@@ -96,6 +96,49 @@ class SharedExclusiveLock:
             self._cond.notify_all()
 
 
+# Which request this thread serves: moto's SQS message counts are only
+# computed for the request that reports them (see _patch_moto_sqs_counts).
+_REQUEST = threading.local()
+# Requests whose answers hold no queue message counts.
+_SQS_UNCOUNTED_TARGETS = frozenset(
+    {
+        "AmazonSQS.SendMessage",
+        "AmazonSQS.SendMessageBatch",
+        "AmazonSQS.ReceiveMessage",
+        "AmazonSQS.DeleteMessage",
+        "AmazonSQS.DeleteMessageBatch",
+    }
+)
+_SQS_SEND_TARGETS = frozenset({"AmazonSQS.SendMessage", "AmazonSQS.SendMessageBatch"})
+
+
+def _patch_moto_sqs_counts() -> None:
+    """Stops moto's SQS sends from slowing down as the queue fills.
+
+    moto builds a queue's whole attribute map, message counts included, each
+    time it checks one static attribute, and it checks several per message
+    sent or received: each count walks every message with datetime
+    arithmetic, so a call costs time in proportion to the messages already
+    queued (0.5 s a call at 1,000 messages), and a test or benchmark of
+    thousands of messages would measure the emulator. Here the counts are
+    computed as before, except while serving a send, receive or delete,
+    whose answers do not hold them.
+    """
+    from moto.sqs import models
+
+    for name in (
+        "approximate_number_of_messages",
+        "approximate_number_of_messages_delayed",
+        "approximate_number_of_messages_not_visible",
+    ):
+        fget = getattr(models.Queue, name).fget
+
+        def counted(self: Any, _fget: Callable[[Any], int] = fget) -> int:
+            return 0 if getattr(_REQUEST, "skip_counts", False) else _fget(self)
+
+        setattr(models.Queue, name, property(counted))
+
+
 class SqsFaults:
     """Injected SendMessageBatch failures and per-queue counts (see the module docs)."""
 
@@ -139,7 +182,8 @@ class SqsFaults:
         self, app: Callable[..., Iterable[bytes]], environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target not in ("AmazonSQS.SendMessageBatch", "AmazonSQS.SendMessage"):
+        _REQUEST.skip_counts = target in _SQS_UNCOUNTED_TARGETS
+        if target not in _SQS_SEND_TARGETS:
             return app(environ, start_response)
         body = _read_body(environ)
         try:
@@ -243,6 +287,7 @@ class SerialisedS3App:
     """WSGI app: moto's dispatcher, with S3 writes under one global lock."""
 
     def __init__(self, warm: Iterable[str] = ("s3", "sqs")) -> None:
+        _patch_moto_sqs_counts()
         self.dispatcher = DomainDispatcherApplication(create_backend_app)
         self.s3_lock = SharedExclusiveLock()
         self.sqs_faults = SqsFaults()
