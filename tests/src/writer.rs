@@ -86,7 +86,13 @@ pub async fn wait_staged(source: &Client) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the reader did not stage up to {target}");
+    // Say what the slot shows, to tell a stopped reader from a slow one.
+    let slot = source
+        .query_one("SELECT confirmed_flush_lsn::text, active, pg_current_wal_flush_lsn()::text FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[])
+        .await
+        .map(|r| format!("confirmed {:?}, active {:?}, flush now {:?}", r.get::<_, Option<String>>(0), r.get::<_, bool>(1), r.get::<_, Option<String>>(2)))
+        .unwrap_or_else(|e| e.to_string());
+    panic!("the reader did not stage up to {target} within 60 s (slot: {slot})");
 }
 
 /// Waits until everything committed on the source is staged, delivers the

@@ -207,3 +207,40 @@ async fn an_oversized_change_is_staged_skipped_or_stops_the_destination() {
     assert_eq!(first_ids(&got).len(), 5);
     reader.stop().await.unwrap();
 }
+
+/// `destination add --sqs` stores what it was told, and refuses bad
+/// settings naming the field.
+#[test]
+fn destination_add_sqs_stores_the_spec_and_names_bad_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let config = dir.path().join("w.toml");
+    std::fs::write(&config, config_text("postgres://localhost/unused", &stage_dir, "")).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(WRITER).arg("--config").arg(&config).args(["destination", "add"]).args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders.fifo";
+    let users = "https://sqs.eu-west-1.amazonaws.com/123456789012/users";
+    let (code, out) = run(&["q", "--sqs", queue, "--sqs-route", &format!("public.users={users}"), "--in-flight", "4", "--oversize", "stage", "--batch-size", "5"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("sqs ") && out.contains("1 routed tables"), "{out}");
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(stage_dir.join("destinations/q/spec.json")).unwrap()).unwrap();
+    assert_eq!(
+        spec["destination"],
+        serde_json::json!({"type": "sqs", "queue_url": queue, "routes": {"public.users": users}, "batch_size": 5, "in_flight": 4,
+                           "max_message_bytes": 262144, "oversize": "stage", "timeout_secs": 30})
+    );
+    for (args, field) in [
+        (vec!["bad1", "--sqs", "orders"], "queue_url"),
+        (vec!["bad2", "--sqs", queue, "--batch-size", "11"], "batch_size"),
+        (vec!["bad3", "--sqs", queue, "--sqs-route", "public.users"], "--sqs-route"),
+        (vec!["bad4", "--sqs", queue, "--in-flight", "0"], "in_flight"),
+        (vec!["bad5", "--files", "/tmp/x", "--batch-size", "3"], "--batch-size"),
+    ] {
+        let (code, out) = run(&args);
+        assert_eq!(code, Some(1), "{args:?}: {out}");
+        assert!(out.contains(field), "{args:?} names {field}: {out}");
+        assert!(!stage_dir.join(format!("destinations/{}/spec.json", args[0])).exists(), "nothing stored for {args:?}");
+    }
+}

@@ -4,6 +4,7 @@
 //! ```text
 //! strata-bench catchup [--changes 1000000] [--record bench/RESULTS.md]
 //! strata-bench snapshot [--gib 5] [--workers 4] [--record bench/RESULTS.md]
+//! strata-bench sqs [--changes 20000] [--record bench/RESULTS.md]
 //! ```
 //!
 //! `catchup`: a backlog of changes (half inserts, half updates, in 10,000-row
@@ -34,12 +35,14 @@ use strata_tests::writer::{checksum, spec, wait_caught_up};
 use strata_writer::spec::{PostgresMode, StartPosition};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str = "usage: strata-bench catchup [--changes N] [--record FILE] | snapshot [--gib N] [--workers N] [--record FILE]";
+const USAGE: &str =
+    "usage: strata-bench catchup [--changes N] [--record FILE] | snapshot [--gib N] [--workers N] [--record FILE] | sqs [--changes N] [--record FILE]";
 
 #[derive(PartialEq)]
 enum Bench {
     Catchup,
     Snapshot,
+    Sqs,
 }
 
 struct Args {
@@ -55,9 +58,11 @@ fn args() -> Result<Args> {
     let bench = match it.next().as_deref() {
         Some("catchup") => Bench::Catchup,
         Some("snapshot") => Bench::Snapshot,
+        Some("sqs") => Bench::Sqs,
         _ => bail!(USAGE),
     };
-    let mut a = Args { bench, changes: 1_000_000, gib: 5.0, workers: 4, record: None };
+    let changes = if bench == Bench::Sqs { 20_000 } else { 1_000_000 };
+    let mut a = Args { bench, changes, gib: 5.0, workers: 4, record: None };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value; {USAGE}"));
         match flag.as_str() {
@@ -251,11 +256,155 @@ async fn staged_rows(stage: &Stage) -> Result<u64> {
     Ok(rows)
 }
 
+/// The hidden `sqs-writer CONFIG` mode: strata-writer's service, run by
+/// `sqs` as a child process so that its AWS settings come from its own
+/// environment, as in production.
+async fn sqs_writer(config: &std::path::Path) -> Result<()> {
+    let cfg = Config::load(Some(config))?;
+    strata_writer::run::run(&cfg, strata_common::service::shutdown_on_signals()).await
+}
+
+/// `sqs`: strata-writer into SQS against one `SendMessage` per change.
+async fn sqs_bench(args: &Args) -> Result<()> {
+    use strata_tests::emulator::Emulator;
+    use strata_tests::sqs::{Sqs, writer_env};
+    use strata_writer::destinations::sqs::config::SqsSpec;
+    use strata_writer::spec::DestinationKind;
+
+    let cluster = PgCluster::start()?;
+    let src_url = cluster.fresh_database().await?;
+    let src = connect(&src_url).await?;
+    src.batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY, customer int, status text, amount numeric(10,2), at timestamptz)").await?;
+    let dir = tempfile::tempdir()?;
+    let stage_dir = dir.path().join("stage");
+    let cfg = Config::from_toml("bench", &config_text(&src_url, &stage_dir, ""), &[])?;
+    let reader = RunningReader::start(cfg);
+    wait_for_slot(&src, "strata_main").await?;
+    let inserts = args.changes - args.changes / 4;
+    eprintln!("workload: {inserts} inserts, then {} updates, in 1,000-row transactions", args.changes - inserts);
+    let mut lo = 1;
+    while lo <= inserts {
+        let hi = (lo + 999).min(inserts);
+        src.batch_execute(&format!(
+            "INSERT INTO orders SELECT g, g % 5000, 'new', (g % 100000) / 100.0, now() FROM generate_series({lo}, {hi}) g"
+        ))
+        .await?;
+        lo = hi + 1;
+    }
+    let mut lo = 1;
+    while lo <= args.changes - inserts {
+        let hi = (lo + 999).min(args.changes - inserts);
+        src.batch_execute(&format!("UPDATE orders SET status = 'paid' WHERE id BETWEEN {lo} AND {hi}")).await?;
+        lo = hi + 1;
+    }
+    let stage = Stage::local(&stage_dir)?;
+    let started = Instant::now();
+    while staged_rows(&stage).await? < args.changes {
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the reader did not stage the workload within 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reader.stop().await?;
+    let staged = strata_tests::reader::staged_changes(&stage, "main").await?;
+    let batches = StreamLog::new(&stage, "main")?.head(None).await?.unwrap_or(0);
+    eprintln!("staged {} changes in {batches} batches", staged.len());
+
+    let emulator = Emulator::start().await?;
+    let sqs = Sqs::new(&emulator).await;
+    let strata_queue = sqs.create_queue("bench-strata", None).await?;
+    let baseline_queue = sqs.create_queue("bench-baseline", None).await?;
+
+    // strata: the writer service delivering the backlog.
+    let mut q = SqsSpec::new(strata_queue.clone());
+    q.region = Some("us-east-1".to_owned());
+    q.endpoint = Some(emulator.endpoint());
+    strata_writer::control::add(&stage, &strata_tests::writer::spec_of("bench", StartPosition::Earliest, DestinationKind::Sqs(q.clone()))).await?;
+    let config_path = dir.path().join("writer.toml");
+    std::fs::write(&config_path, config_text(&src_url, &stage_dir, ""))?;
+    let t0 = Instant::now();
+    let mut writer = std::process::Command::new(std::env::current_exe()?)
+        .arg("sqs-writer")
+        .arg(&config_path)
+        .envs(writer_env(&emulator))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("starting the writer")?;
+    wait_caught_up(&stage, "bench").await;
+    let strata_secs = t0.elapsed().as_secs_f64();
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(writer.id().to_string()).status();
+    writer.wait()?;
+
+    // Baseline: the same envelopes, one SendMessage each, one at a time.
+    let mut schemas = std::collections::HashMap::new();
+    let log = StreamLog::new(&stage, "main")?;
+    let mut bodies = Vec::with_capacity(staged.len());
+    for (seq, version, change) in &staged {
+        let schema = match schemas.get(&(change.table.clone(), *version)) {
+            Some(s) => std::sync::Arc::clone(s),
+            None => {
+                let s = std::sync::Arc::new(log.read_schema(&change.table, *version).await?);
+                schemas.insert((change.table.clone(), *version), s.clone());
+                s
+            }
+        };
+        let staged_at = log.read(*seq).await?.created_at;
+        bodies.push(strata_writer::envelope::envelope("main", &schema, change, staged_at).to_string());
+    }
+    let t0 = Instant::now();
+    for body in bodies {
+        sqs.client.send_message().queue_url(&baseline_queue).message_body(body).send().await.context("baseline SendMessage")?;
+    }
+    let baseline_secs = t0.elapsed().as_secs_f64();
+
+    let strata_stats = sqs.stats("bench-strata").await?;
+    let baseline_stats = sqs.stats("bench-baseline").await?;
+    let n = staged.len() as u64;
+    if strata_stats["entries"] < n || baseline_stats["single_sends"] != n {
+        bail!("not every change reached its queue: strata {strata_stats:?}, baseline {baseline_stats:?} of {n}");
+    }
+    for url in [&strata_queue, &baseline_queue] {
+        let attrs = sqs
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await?;
+        let held: u64 = attrs
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if held < n {
+            bail!("queue {url} holds {held} messages of {n}");
+        }
+    }
+    let strata_rate = n as f64 / strata_secs;
+    let baseline_rate = n as f64 / baseline_secs;
+    let line = format!(
+        "| {} | SQS delivery | {n} changes, {batches} batches, standard queue, emulator | strata {strata_secs:.1} s ({strata_rate:.0}/s; {} SendMessageBatch calls, batch {} × {} in flight) | one SendMessage per change {baseline_secs:.1} s ({baseline_rate:.0}/s) | **{:.2}×** |",
+        today(),
+        strata_stats["calls"],
+        q.batch_size,
+        q.in_flight,
+        strata_rate / baseline_rate
+    );
+    record(args.record.as_ref(), "SQS delivery", &line)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("sqs-writer") {
+        let config = raw.next().context("sqs-writer CONFIG")?;
+        return sqs_writer(std::path::Path::new(&config)).await;
+    }
     let args = args()?;
-    if args.bench == Bench::Snapshot {
-        return snapshot_bench(&args).await;
+    match args.bench {
+        Bench::Snapshot => return snapshot_bench(&args).await,
+        Bench::Sqs => return sqs_bench(&args).await,
+        Bench::Catchup => {}
     }
     let rows = args.changes / 2;
     let cluster = PgCluster::start()?;
