@@ -73,6 +73,9 @@ pub struct Config {
     /// Logs, metrics and health endpoints.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Wake-up notifications through SQS (optional; polling is the default).
+    #[serde(default)]
+    pub wakeup: WakeupConfig,
 }
 
 /// Default stage location: a directory beside where the service runs, so a
@@ -296,6 +299,55 @@ pub struct TelemetryConfig {
     pub log_level: Option<String>,
 }
 
+/// How often an idle worker still looks at the stage when it waits on
+/// wake-ups: a lost or late notification costs at most this much latency,
+/// and an idle destination costs one GET per this period instead of five a
+/// second.
+pub const DEFAULT_WAKEUP_FALLBACK_POLL: Duration = Duration::from_secs(30);
+
+/// `[wakeup]`: "batch N committed" notifications through SQS, so that idle
+/// writers start delivering at once instead of polling the stage. The
+/// reader publishes to every queue in `publish`; a writer long-polls its
+/// own `queue`. SQS hands a message to one receiver, so each writer process
+/// (or group of writers that may share wake-ups) needs a queue of its own,
+/// listed in the reader's `publish`. Without a queue, or when SQS cannot be
+/// reached, writers poll the stage as they do by default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WakeupConfig {
+    /// Reader: SQS queue URLs that get a message for each committed batch.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
+    /// Writer: the SQS queue URL this writer waits on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// AWS region; else the environment's, else the queue URL's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A custom SQS endpoint (a VPC endpoint, an emulator); else
+    /// `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Writer, with `queue`: how often an idle worker still polls the stage.
+    #[serde(default = "default_wakeup_fallback_poll", with = "duration")]
+    pub fallback_poll: Duration,
+}
+
+fn default_wakeup_fallback_poll() -> Duration {
+    DEFAULT_WAKEUP_FALLBACK_POLL
+}
+
+impl Default for WakeupConfig {
+    fn default() -> Self {
+        WakeupConfig { publish: Vec::new(), queue: None, region: None, endpoint: None, fallback_poll: DEFAULT_WAKEUP_FALLBACK_POLL }
+    }
+}
+
+/// Whether `url` looks like an SQS queue URL (`http(s)://host/account/name`).
+pub fn is_queue_url(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, rest)| (scheme == "https" || scheme == "http") && rest.trim_end_matches('/').split('/').count() >= 3)
+}
+
 impl Config {
     /// Loads `path` (or an empty config when `None`) with the process
     /// environment for `${…}` references and `STRATA_*` overrides.
@@ -388,6 +440,25 @@ impl Config {
                     return fail(&format!("source.tables[{i}]"), &e.to_string());
                 }
             }
+        }
+        let queue_hint = "must be an SQS queue URL like https://sqs.us-east-1.amazonaws.com/123456789012/strata-wakeups";
+        for (i, url) in self.wakeup.publish.iter().enumerate() {
+            if !is_queue_url(url) {
+                return fail(&format!("wakeup.publish[{i}]"), queue_hint);
+            }
+        }
+        if let Some(url) = &self.wakeup.queue
+            && !is_queue_url(url)
+        {
+            return fail("wakeup.queue", queue_hint);
+        }
+        if let Some(e) = &self.wakeup.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return fail("wakeup.endpoint", "must start with http:// or https://");
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.wakeup.fallback_poll) {
+            return fail("wakeup.fallback_poll", "must be between 1s and 1h");
         }
         Ok(())
     }
@@ -881,6 +952,12 @@ mod tests {
         assert!(err.to_string().contains("source.slot"), "{err}");
         let err = Config::from_toml("t", "[source]\nurl = \"postgres://x\"\ntables = [\"nodot\"]\n", &[]).unwrap_err();
         assert!(err.to_string().contains("source.tables[0]"), "{err}");
+        let err = Config::from_toml("t", "[wakeup]\npublish = [\"https://sqs.eu-west-1.amazonaws.com/1/a\", \"wakeups\"]\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("wakeup.publish[1]"), "{err}");
+        let err = Config::from_toml("t", "[wakeup]\nfallback_poll = \"0s\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("wakeup.fallback_poll"), "{err}");
+        let c = Config::from_toml("t", "[wakeup]\nqueue = \"http://127.0.0.1:4566/000000000000/w1\"\nfallback_poll = \"10s\"\n", &[]).unwrap();
+        assert_eq!(c.wakeup.fallback_poll, Duration::from_secs(10));
     }
 
     #[test]

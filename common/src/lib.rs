@@ -13,6 +13,8 @@
 //! - [`pgtext`]: parsing PostgreSQL text output (what pgoutput sends) into values.
 //! - [`telemetry`]: logs, metrics and the health endpoints of the services.
 //! - [`service`]: runtime, signals and exit status of the service binaries.
+//! - [`wakeup`]: "batch committed" notifications through SQS, and the AWS
+//!   set-up of every SQS client.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -44,6 +46,7 @@ pub mod service;
 pub mod telemetry;
 pub mod time;
 pub mod types;
+pub mod wakeup;
 
 pub use change::{Change, Op, Value};
 pub use ident::TableName;

@@ -7,6 +7,7 @@
 //! - [`decode`]: Relation messages to schema versions, tuples to changes.
 //! - [`batch`], [`run`]: batching, spilling, committing and acknowledging.
 //! - [`metrics`]: what `/metrics` shows.
+//! - [`wakeup`]: "batch committed" messages to SQS for waiting writers.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -19,4 +20,5 @@ pub mod run;
 pub mod setup;
 pub mod snapshot;
 pub mod source;
+pub mod wakeup;
 pub mod walstream;

@@ -113,12 +113,21 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         Some(a) => a,
         None => DEFAULT_LISTEN.parse().expect("valid default address"),
     };
-    let (bound, server) = strata_common::telemetry::serve(listen, registry, telemetry.ready.clone())
+    let (bound, server) = strata_common::telemetry::serve(listen, registry.clone(), telemetry.ready.clone())
         .await
         .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     let work = shutdown.child_token();
     let lost = CancellationToken::new();
+    let log = match crate::wakeup::Publisher::new(&config.wakeup, &source.stream, &registry).await? {
+        Some(publisher) => {
+            let (notices, commits) = crate::wakeup::commit_notices();
+            tokio::spawn(publisher.run(commits, work.clone()));
+            tracing::info!(queues = config.wakeup.publish.len(), "sending a wake-up to SQS for each committed batch");
+            log.with_commit_notices(notices)
+        }
+        None => log,
+    };
     let renewer = tokio::spawn(renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
     let ctx = Ctx { config, source: &source, log: &log, status: &status, telemetry: &telemetry };
     let result = stream_with_retries(&ctx, work.clone()).await;

@@ -41,11 +41,26 @@ pub struct Retention {
 pub struct StreamLog {
     stage: Stage,
     keys: StreamKeys,
+    /// Told the seq of every batch this log (or a clone of it) commits.
+    commits: Option<std::sync::Arc<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl StreamLog {
     pub fn new(stage: &Stage, stream: &str) -> Result<Self> {
-        Ok(StreamLog { stage: stage.clone(), keys: StreamKeys::new(stream)? })
+        Ok(StreamLog { stage: stage.clone(), keys: StreamKeys::new(stream)?, commits: None })
+    }
+
+    /// This log, telling `commits` the seq of each batch it commits, once
+    /// the manifest is durable (the reader's wake-up publisher listens).
+    pub fn with_commit_notices(mut self, commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>) -> Self {
+        self.commits = Some(commits);
+        self
+    }
+
+    fn committed(&self, seq: u64) {
+        if let Some(tx) = &self.commits {
+            tx.send_replace(seq);
+        }
     }
 
     pub fn keys(&self) -> &StreamKeys {
@@ -62,9 +77,15 @@ impl StreamLog {
     pub async fn commit(&self, m: &Manifest) -> Result<()> {
         m.validate(&self.keys).map_err(|reason| StageError::Invalid { what: format!("manifest {}", m.seq), reason })?;
         match self.stage.create(&self.keys.manifest(m.seq), Bytes::from(m.to_json())).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.committed(m.seq);
+                Ok(())
+            }
             Err(StageError::Conflict { .. }) => match self.read_opt(m.seq).await? {
-                Some(existing) if existing == *m => Ok(()),
+                Some(existing) if existing == *m => {
+                    self.committed(m.seq);
+                    Ok(())
+                }
                 _ => Err(StageError::SeqTaken { stream: self.keys.stream().to_owned(), seq: m.seq }),
             },
             Err(e) => Err(e),

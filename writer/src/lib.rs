@@ -7,6 +7,7 @@
 //! - [`worker`]: one destination's delivery loop.
 //! - [`replay`]: replay and as-of rebuild requests.
 //! - [`run`]: the reconcile loop that runs workers under leases.
+//! - [`wakeup`]: idle workers woken by SQS messages instead of polling.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -19,4 +20,5 @@ pub mod run;
 pub mod schedule;
 pub mod spec;
 pub mod transform;
+pub mod wakeup;
 pub mod worker;

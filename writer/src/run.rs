@@ -66,9 +66,14 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
     tracing::info!(address = %bound, holder, "writer started");
+    let (wakeups, listener) = crate::wakeup::Listener::new(&config.wakeup, &registry).await?;
+    let listening = shutdown.child_token();
+    if let Some(listener) = listener {
+        tokio::spawn(listener.run(listening.clone()));
+    }
     let mut running: HashMap<String, Running> = HashMap::new();
     loop {
-        if let Err(e) = reconcile(&stage, &holder, &mut running, &registry).await {
+        if let Err(e) = reconcile(&stage, &holder, &mut running, &registry, &wakeups).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile pass failed; retrying");
         } else {
             ready.set(true);
@@ -86,6 +91,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         }
         let _ = r.leases.release(&r.lease, Timestamp::now()).await;
     }
+    listening.cancel();
     server.abort();
     Ok(())
 }
@@ -103,6 +109,7 @@ async fn reconcile(
     holder: &str,
     running: &mut HashMap<String, Running>,
     registry: &Registry,
+    wakeups: &crate::wakeup::Wakeups,
 ) -> Result<()> {
     let specs = control::list(stage).await?;
     let wanted: HashMap<String, DestinationSpec> = specs.into_iter().map(|s| (s.value.name.clone(), s.value)).collect();
@@ -173,7 +180,8 @@ async fn reconcile(
             tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
         }
         r.token = CancellationToken::new();
-        r.task = tokio::spawn(worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), Some(request)));
+        let waiter = wakeups.waiter(&r.spec.stream);
+        r.task = tokio::spawn(worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), waiter, Some(request)));
     }
 
     // Start what should run here.
@@ -193,7 +201,7 @@ async fn reconcile(
         tracing::info!(destination = name, kind = spec.describe(), "starting worker");
         let token = CancellationToken::new();
         let status: SharedWorkerStatus = Arc::new(Mutex::new(WorkerStatus::default()));
-        let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), None));
+        let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), wakeups.waiter(&spec.stream), None));
         running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, status, failed: false });
     }
 

@@ -32,8 +32,7 @@ use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::destinations::{Batch, DestError, Destination, Reject, RollUp, TableChanges};
 use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
 
-/// How often an idle worker looks for the next batch.
-const POLL: Duration = Duration::from_millis(200);
+use crate::wakeup::{POLL, Waiter};
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -333,10 +332,11 @@ pub async fn run(
     spec: DestinationSpec,
     token: CancellationToken,
     status: SharedWorkerStatus,
+    mut waiter: Waiter,
     replay: Option<Versioned<ReplayRequest>>,
 ) -> Result<()> {
     let mut active = None;
-    let result = run_inner(&stage, &spec, &token, &status, replay, &mut active).await;
+    let result = run_inner(&stage, &spec, &token, &status, &mut waiter, replay, &mut active).await;
     if let Err(e) = &result {
         let message = format!("{e:#}");
         set(&status, |s| {
@@ -366,6 +366,7 @@ async fn run_inner(
     spec: &DestinationSpec,
     token: &CancellationToken,
     status: &SharedWorkerStatus,
+    waiter: &mut Waiter,
     replay: Option<Versioned<ReplayRequest>>,
     active: &mut Option<ActiveReplay>,
 ) -> Result<()> {
@@ -477,7 +478,7 @@ async fn run_inner(
                     return Ok(());
                 }
                 set(&status, |s| s.state = "running".to_owned());
-                if !sleep(&token, POLL).await {
+                if !waiter.wait(&token).await {
                     return Ok(());
                 }
                 continue;

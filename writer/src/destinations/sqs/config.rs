@@ -86,16 +86,6 @@ pub fn is_fifo(queue_url: &str) -> bool {
     queue_url.trim_end_matches('/').ends_with(".fifo")
 }
 
-/// The region in an AWS queue URL's host (`sqs.eu-west-1.amazonaws.com`).
-pub fn region_of_url(queue_url: &str) -> Option<String> {
-    let host = queue_url.split_once("://")?.1.split('/').next()?;
-    let mut parts = host.split('.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("sqs"), Some(region), Some("amazonaws")) if !region.is_empty() => Some(region.to_owned()),
-        _ => None,
-    }
-}
-
 impl SqsSpec {
     pub fn new(queue_url: String) -> SqsSpec {
         SqsSpec {
@@ -166,8 +156,6 @@ mod tests {
         let ok = SqsSpec::new("https://sqs.eu-west-1.amazonaws.com/1/orders.fifo".into());
         assert!(ok.validate().is_ok());
         assert!(is_fifo(&ok.queue_url));
-        assert_eq!(region_of_url(&ok.queue_url).as_deref(), Some("eu-west-1"));
-        assert_eq!(region_of_url("http://127.0.0.1:4566/1/q"), None);
         assert!(!is_fifo("http://127.0.0.1:4566/1/q"));
 
         let mut s = ok.clone();

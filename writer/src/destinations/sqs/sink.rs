@@ -23,19 +23,16 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::config::Region;
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use sha2::{Digest, Sha256};
 use strata_common::TableName;
 use strata_stager::Stage;
 use strata_stager::keys::DestinationKeys;
 
-use super::config::{Oversize, SQS_MAX_MESSAGE_BYTES, SqsSpec, region_of_url};
+use super::config::{Oversize, SQS_MAX_MESSAGE_BYTES, SqsSpec};
 use super::message::{Offloaded, dedup_id, group_id, pointer};
 use super::retry::{classify, is_transient_code};
 use crate::destinations::{Batch, DestError, Destination, Reject};
@@ -113,19 +110,9 @@ impl SqsSink {
     /// region from the spec, the environment or the queue URL), then
     /// connects.
     pub async fn connect(name: &str, spec: &SqsSpec, stage: &Stage) -> Result<SqsSink, DestError> {
-        let region = RegionProviderChain::first_try(spec.region.clone().map(Region::new))
-            .or_default_provider()
-            .or_else(region_of_url(&spec.queue_url).map(Region::new));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
-        if let Some(endpoint) = &spec.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let sdk = loader.load().await;
-        if sdk.region().is_none() {
-            return Err(DestError::Permanent(
-                "sqs: no AWS region: set region in the destination, or AWS_REGION in the writer's environment".to_owned(),
-            ));
-        }
+        let sdk = strata_common::wakeup::sqs_sdk_config(spec.region.as_deref(), spec.endpoint.as_deref(), &spec.queue_url)
+            .await
+            .map_err(|e| DestError::Permanent(format!("sqs: {e}")))?;
         SqsSink::with_sdk_config(name, spec, stage, &sdk).await
     }
 

@@ -1,0 +1,201 @@
+//! Wake-ups: idle workers wait on "batch N committed" messages from SQS
+//! instead of polling the stage every [`POLL`].
+//!
+//! With `wakeup.queue` set, one listener task long-polls that queue (20 s
+//! receives), deletes what it receives, and wakes the workers of each
+//! stream named. An idle worker then sleeps until woken or until
+//! `wakeup.fallback_poll`, whichever comes first, and reads the stage as
+//! after any poll: a wake-up is a hint, so a lost, late or duplicated one
+//! costs latency, never a change. When the queue cannot be read, the
+//! listener says so in the log and workers poll at [`POLL`] until it can.
+//! Without a queue, workers poll at [`POLL`], as they always have.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use strata_common::config::WakeupConfig;
+use strata_common::telemetry::{Registry, Value};
+use strata_common::wakeup::{Wakeup, sqs_sdk_config};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How often an idle worker polls the stage when it has no wake-ups.
+pub const POLL: Duration = Duration::from_millis(200);
+/// The long-poll wait of one receive: SQS's maximum.
+const RECEIVE_WAIT_SECS: i32 = 20;
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The writer's wake-ups: a watch channel per stream, and whether they
+/// are flowing (the listener reads its queue) or workers must poll.
+#[derive(Clone)]
+pub struct Wakeups {
+    streams: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    /// Set while the listener reads its queue.
+    live: Arc<AtomicBool>,
+    fallback_poll: Duration,
+}
+
+/// One worker's end: waits for the next batch of its stream.
+pub struct Waiter {
+    rx: watch::Receiver<u64>,
+    live: Arc<AtomicBool>,
+    fallback_poll: Duration,
+}
+
+impl Wakeups {
+    /// No queue: workers poll the stage every [`POLL`].
+    pub fn polling() -> Wakeups {
+        Wakeups { streams: Default::default(), live: Arc::new(AtomicBool::new(false)), fallback_poll: POLL }
+    }
+
+    fn sender(&self, stream: &str) -> watch::Sender<u64> {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.entry(stream.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
+    }
+
+    pub fn waiter(&self, stream: &str) -> Waiter {
+        Waiter { rx: self.sender(stream).subscribe(), live: self.live.clone(), fallback_poll: self.fallback_poll }
+    }
+
+    fn wake(&self, w: &Wakeup) {
+        self.sender(&w.stream).send_replace(w.seq);
+    }
+}
+
+impl Waiter {
+    /// Sleeps until a wake-up for this stream, or the poll period; returns
+    /// false when `token` is cancelled first.
+    pub async fn wait(&mut self, token: &CancellationToken) -> bool {
+        let period = if self.live.load(Ordering::Relaxed) { self.fallback_poll } else { POLL };
+        tokio::select! {
+            _ = token.cancelled() => false,
+            _ = tokio::time::sleep(period) => true,
+            _ = self.rx.changed() => true,
+        }
+    }
+}
+
+/// The listener of `config.queue`: wakes workers as messages arrive.
+pub struct Listener {
+    client: Client,
+    queue: String,
+    wakeups: Wakeups,
+    received: Value,
+    malformed: Value,
+}
+
+impl Listener {
+    /// The wake-ups of `config` and, when it names a queue, the listener
+    /// that feeds them. Fails when no AWS region can be found.
+    pub async fn new(config: &WakeupConfig, registry: &Registry) -> Result<(Wakeups, Option<Listener>)> {
+        let Some(queue) = &config.queue else { return Ok((Wakeups::polling(), None)) };
+        let sdk = sqs_sdk_config(config.region.as_deref(), config.endpoint.as_deref(), queue)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("wakeup.queue")?;
+        let wakeups = Wakeups { fallback_poll: config.fallback_poll, ..Wakeups::polling() };
+        let listener = Listener {
+            client: Client::new(&sdk),
+            queue: queue.clone(),
+            wakeups: wakeups.clone(),
+            received: registry.counter("strata_writer_wakeups_total", "Wake-up messages received from SQS.", &[]),
+            malformed: registry.counter("strata_writer_wakeups_malformed_total", "Messages on the wake-up queue that were not wake-ups.", &[]),
+        };
+        Ok((wakeups, Some(listener)))
+    }
+
+    /// Receives until `token` is cancelled.
+    pub async fn run(self, token: CancellationToken) {
+        let mut delay = BACKOFF_MIN;
+        loop {
+            // Until a receive has worked, one that answers at once: workers
+            // poll the stage until the queue is known to be readable.
+            let wait = if self.wakeups.live.load(Ordering::Relaxed) { RECEIVE_WAIT_SECS } else { 0 };
+            let receive = self.client.receive_message().queue_url(&self.queue).max_number_of_messages(10).wait_time_seconds(wait).send();
+            let out = tokio::select! {
+                _ = token.cancelled() => return,
+                out = receive => out,
+            };
+            let messages = match out {
+                Ok(out) => {
+                    if !self.wakeups.live.swap(true, Ordering::Relaxed) {
+                        tracing::info!(queue = self.queue, "waiting on wake-ups; idle workers poll the stage every fallback_poll");
+                    }
+                    delay = BACKOFF_MIN;
+                    out.messages.unwrap_or_default()
+                }
+                Err(e) => {
+                    if self.wakeups.live.swap(false, Ordering::Relaxed) || delay == BACKOFF_MIN {
+                        let error = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+                        tracing::warn!(queue = self.queue, error, "cannot read the wake-up queue; workers poll the stage meanwhile");
+                    }
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let mut deletes = Vec::new();
+            for (i, m) in messages.iter().enumerate() {
+                match Wakeup::parse(m.body().unwrap_or("")) {
+                    Ok(w) => {
+                        self.received.inc_by(1);
+                        self.wakeups.wake(&w);
+                    }
+                    Err(why) => {
+                        // Deleted all the same: it would come back forever.
+                        self.malformed.inc_by(1);
+                        tracing::warn!(queue = self.queue, message_id = m.message_id(), why, "dropping a message that is not a wake-up");
+                    }
+                }
+                if let Some(handle) = m.receipt_handle()
+                    && let Ok(entry) = DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()
+                {
+                    deletes.push(entry);
+                }
+            }
+            if !deletes.is_empty()
+                && let Err(e) = self.client.delete_message_batch().queue_url(&self.queue).set_entries(Some(deletes)).send().await
+            {
+                // They come back after their visibility timeout: a spare wake-up, no harm.
+                tracing::debug!(queue = self.queue, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "could not delete wake-ups");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_on_its_stream_only_and_polls_otherwise() {
+        let wakeups = Wakeups { fallback_poll: Duration::from_secs(30), ..Wakeups::polling() };
+        wakeups.live.store(true, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        let mut main = wakeups.waiter("main");
+        let t0 = tokio::time::Instant::now();
+        wakeups.wake(&Wakeup::new("other", 1));
+        wakeups.wake(&Wakeup::new("main", 7));
+        assert!(main.wait(&token).await);
+        assert!(t0.elapsed() < Duration::from_millis(1), "woken at once");
+        // Nothing new: the fallback period.
+        assert!(main.wait(&token).await);
+        assert_eq!(t0.elapsed(), Duration::from_secs(30));
+        // Wake-ups not flowing: the ordinary poll.
+        wakeups.live.store(false, Ordering::Relaxed);
+        let t1 = tokio::time::Instant::now();
+        assert!(main.wait(&token).await);
+        assert_eq!(t1.elapsed(), POLL);
+        token.cancel();
+        assert!(!main.wait(&token).await);
+    }
+}
