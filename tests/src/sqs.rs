@@ -26,6 +26,17 @@ pub fn writer_env(emulator: &Emulator) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Starts a service binary (`strata-reader-under-test`,
+/// `strata-writer-under-test`) with `config_text` as its config, its AWS
+/// clients pointed at the emulator.
+pub fn spawn_service(exe: &str, dir: &std::path::Path, name: &str, config_text: &str, emulator: &Emulator) -> crate::reader::ServiceProcess {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config_text).expect("test helper");
+    let env = writer_env(emulator);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    crate::reader::ServiceProcess::spawn_with(std::path::Path::new(exe), &path, std::process::Stdio::null(), &env).expect("test helper")
+}
+
 /// A received message: its body, and its FIFO group.
 #[derive(Debug, Clone)]
 pub struct Received {

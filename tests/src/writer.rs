@@ -67,6 +67,22 @@ pub async fn wait_caught_up(stage: &Stage, destination: &str) {
     panic!("destination {destination} did not catch up within 60 s");
 }
 
+/// Waits until `destination`'s worker shows `failed` in its lease status;
+/// returns the error it shows.
+pub async fn wait_failed(stage: &Stage, destination: &str) -> String {
+    let keys = strata_stager::keys::DestinationKeys::new(destination).expect("test helper");
+    let lease = strata_stager::lease::Leases::new(stage, keys.lease());
+    for _ in 0..600 {
+        if let Some(status) = lease.read().await.expect("test helper").map(|l| l.value.status)
+            && status["state"] == "failed"
+        {
+            return status["last_error"].as_str().unwrap_or_default().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("destination {destination} was not shown as failed within 60 s");
+}
+
 /// Waits until the reader has staged everything committed so far: the
 /// reader confirms a position to its slot only once everything before it
 /// is durable in the stage (or was nothing to stage). The target is the WAL

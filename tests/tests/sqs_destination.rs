@@ -13,18 +13,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use strata_common::config::Config;
 use strata_stager::Stage;
 use strata_stager::keys::DestinationKeys;
-use strata_stager::lease::Leases;
 use strata_tests::emulator::Emulator;
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text, staged_changes, wait_for_slot};
-use strata_tests::sqs::{Sqs, first_ids, writer_env};
-use strata_tests::writer::{spec_of, wait_caught_up, wait_staged};
+use strata_tests::sqs::{Sqs, first_ids, spawn_service};
+use strata_tests::writer::{spec_of, wait_caught_up, wait_failed, wait_staged};
 use strata_writer::destinations::sqs::config::{Oversize, SqsSpec};
 use strata_writer::spec::{DestinationKind, OnError, StartPosition};
 
@@ -38,11 +37,7 @@ fn sqs_spec(emulator: &Emulator, url: &str) -> SqsSpec {
 }
 
 fn spawn_writer(dir: &Path, stage_dir: &Path, src_url: &str, emulator: &Emulator) -> ServiceProcess {
-    let config_path = dir.join("writer.toml");
-    std::fs::write(&config_path, config_text(src_url, stage_dir, "")).unwrap();
-    let env = writer_env(emulator);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    ServiceProcess::spawn_with(Path::new(WRITER), &config_path, std::process::Stdio::null(), &env).unwrap()
+    spawn_service(WRITER, dir, "writer", &config_text(src_url, stage_dir, ""), emulator)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -112,21 +107,6 @@ async fn a_fifo_queue_gets_every_change_once_in_key_order_through_failures() {
     assert_eq!(stats["entries"], staged.len() as u64 + 40, "siblings of a failed entry are not resent: {stats:?}");
     assert!(stats["calls"] * 2 < stats["entries"], "entries go in batches: {stats:?}");
     reader.stop().await.unwrap();
-}
-
-/// Waits until `name`'s worker shows `failed`; returns its error.
-async fn wait_failed(stage: &Stage, name: &str) -> String {
-    let lease = Leases::new(stage, DestinationKeys::new(name).unwrap().lease());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = lease.read().await.unwrap().map(|l| l.value.status)
-            && status["state"] == "failed"
-        {
-            return status["last_error"].as_str().unwrap_or_default().to_owned();
-        }
-        assert!(Instant::now() < deadline, "{name} was not shown as failed within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

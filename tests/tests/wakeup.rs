@@ -5,26 +5,40 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strata_stager::Stage;
 use strata_tests::emulator::Emulator;
 use strata_tests::pg::{PgCluster, connect};
-use strata_tests::reader::{RunningReader, ServiceProcess, config, config_text, wait_for_slot};
-use strata_tests::sqs::{Sqs, writer_env};
+use strata_tests::reader::{RunningReader, config, config_text, wait_for_slot};
+use strata_tests::sqs::{Sqs, spawn_service};
 use strata_tests::writer::{spec, wait_caught_up};
 use strata_writer::spec::{PostgresMode, StartPosition};
 
 const READER: &str = env!("CARGO_BIN_EXE_strata-reader-under-test");
 const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
 
-fn spawn(exe: &str, dir: &Path, name: &str, text: String, emulator: &Emulator) -> ServiceProcess {
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    let env = writer_env(emulator);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    ServiceProcess::spawn_with(Path::new(exe), &path, std::process::Stdio::null(), &env).unwrap()
+/// A source with table `t`, an empty destination database, and a local stage.
+struct Setup {
+    src_url: String,
+    dst_url: String,
+    src: tokio_postgres::Client,
+    dir: tempfile::TempDir,
+    stage_dir: std::path::PathBuf,
+    stage: Stage,
+}
+
+async fn setup() -> Setup {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let dst_url = cluster.fresh_database().await.unwrap();
+    let src = connect(&src_url).await.unwrap();
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let stage = Stage::local(&stage_dir).unwrap();
+    strata_writer::control::add(&stage, &spec("mirror", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
+    Setup { src_url, dst_url, src, dir, stage_dir, stage }
 }
 
 /// How long until row `id` is at the destination.
@@ -45,19 +59,12 @@ async fn an_idle_writer_delivers_on_a_wake_up_not_on_its_poll() {
     let emulator = Emulator::start().await.unwrap();
     let sqs = Sqs::new(&emulator).await;
     let queue = sqs.create_queue("writer-1", None).await.unwrap();
-    let cluster = PgCluster::shared();
-    let src_url = cluster.fresh_database().await.unwrap();
-    let dst_url = cluster.fresh_database().await.unwrap();
-    let src = connect(&src_url).await.unwrap();
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let stage_dir = dir.path().join("stage");
-    let stage = Stage::local(&stage_dir).unwrap();
-    strata_writer::control::add(&stage, &spec("mirror", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
-    let reader = spawn(READER, dir.path(), "reader", config_text(&src_url, &stage_dir, &format!("[wakeup]\npublish = [{queue:?}]\n")), &emulator);
+    let Setup { src_url, dst_url, src, dir, stage_dir, stage } = setup().await;
+    let reader_text = config_text(&src_url, &stage_dir, &format!("[wakeup]\npublish = [{queue:?}]\n"));
+    let reader = spawn_service(READER, dir.path(), "reader", &reader_text, &emulator);
     wait_for_slot(&src, "strata_main").await.unwrap();
     let writer_text = config_text(&src_url, &stage_dir, &format!("[wakeup]\nqueue = {queue:?}\nfallback_poll = \"60s\"\n"));
-    let writer = spawn(WRITER, dir.path(), "writer", writer_text, &emulator);
+    let writer = spawn_service(WRITER, dir.path(), "writer", &writer_text, &emulator);
     src.batch_execute("INSERT INTO t VALUES (0)").await.unwrap();
     wait_caught_up(&stage, "mirror").await;
     let dst = connect(&dst_url).await.unwrap();
@@ -79,19 +86,11 @@ async fn an_idle_writer_delivers_on_a_wake_up_not_on_its_poll() {
 async fn a_writer_whose_wake_up_queue_cannot_be_read_polls_the_stage() {
     let emulator = Emulator::start().await.unwrap();
     let missing = format!("{}/000000000000/no-such-queue", emulator.endpoint());
-    let cluster = PgCluster::shared();
-    let src_url = cluster.fresh_database().await.unwrap();
-    let dst_url = cluster.fresh_database().await.unwrap();
-    let src = connect(&src_url).await.unwrap();
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let stage_dir = dir.path().join("stage");
-    let stage = Stage::local(&stage_dir).unwrap();
+    let Setup { src_url, dst_url, src, dir, stage_dir, stage } = setup().await;
     let reader = RunningReader::start(config(&src_url, &stage_dir, ""));
     wait_for_slot(&src, "strata_main").await.unwrap();
-    strata_writer::control::add(&stage, &spec("mirror", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
     let writer_text = config_text(&src_url, &stage_dir, &format!("[wakeup]\nqueue = {missing:?}\nfallback_poll = \"60s\"\n"));
-    let writer = spawn(WRITER, dir.path(), "writer", writer_text, &emulator);
+    let writer = spawn_service(WRITER, dir.path(), "writer", &writer_text, &emulator);
     src.batch_execute("INSERT INTO t VALUES (0)").await.unwrap();
     wait_caught_up(&stage, "mirror").await;
     let dst = connect(&dst_url).await.unwrap();

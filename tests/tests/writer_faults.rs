@@ -17,7 +17,7 @@ use strata_stager::log::StreamLog;
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text, wait_for_slot};
 use strata_tests::workload::{Rng, workload};
-use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
+use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_failed, wait_staged};
 use strata_writer::spec::{PostgresMode, StartPosition};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
@@ -216,20 +216,8 @@ async fn a_permanent_error_is_shown_in_status_and_retried_after_resume() {
     let writer = ServiceProcess::spawn(Path::new(WRITER), &writer_config(dir.path(), &stage_dir, &src_url, "w")).unwrap();
     admin.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
     wait_staged(&admin).await;
-    let lease = Leases::new(&stage, DestinationKeys::new("later").unwrap().lease());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let l = lease.read().await.unwrap().map(|l| l.value.status);
-        if let Some(status) = l
-            && status["state"] == "failed"
-        {
-            let error = status["last_error"].as_str().unwrap_or_default().to_owned();
-            assert!(error.contains("does not exist"), "status shows the error: {error}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the destination was not shown as failed within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let error = wait_failed(&stage, "later").await;
+    assert!(error.contains("does not exist"), "status shows the error: {error}");
     admin.batch_execute(&format!("CREATE DATABASE {missing}")).await.unwrap();
     strata_writer::control::update(&stage, "later", |s| s.paused = false).await.unwrap();
     wait_caught_up(&stage, "later").await;
@@ -291,18 +279,8 @@ async fn rejected_changes_go_to_the_dead_letter_folder_under_skip_and_pause_othe
     assert!(letters.iter().all(|l| l.3.contains("items_qty_check")), "{letters:?}");
 
     // The default policy stops at the bad batch, with the error shown.
-    let lease = Leases::new(&stage, DestinationKeys::new("pause").unwrap().lease());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = lease.read().await.unwrap().map(|l| l.value.status)
-            && status["state"] == "failed"
-        {
-            assert!(status["last_error"].as_str().unwrap_or_default().contains("items_qty_check"), "{status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the pause destination was not shown as failed within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let error = wait_failed(&stage, "pause").await;
+    assert!(error.contains("items_qty_check"), "{error}");
     let paused_at: i64 = connect(&pause_url).await.unwrap().query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
     assert_eq!(paused_at, 20, "nothing past the rejected batch");
     assert!(writer.terminate().unwrap().success());
