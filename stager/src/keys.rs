@@ -212,10 +212,6 @@ impl DestinationKeys {
         path(format!("{}/dead-letter/{seq:020}-{:016X}-{ord:010}.json", self.root, lsn.as_u64()))
     }
 
-    pub fn payloads_prefix(&self) -> Path {
-        path(format!("{}/payloads", self.root))
-    }
-
     /// A message body too large for its queue, sent as a pointer to this
     /// key: named by the change, so sending it again overwrites it.
     pub fn payload(&self, lsn: strata_common::Lsn, ord: u32) -> Path {

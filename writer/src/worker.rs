@@ -8,6 +8,9 @@
 //! it for status. Transient errors are retried forever with exponential
 //! backoff and jitter, and shown in the status while they last; a permanent
 //! error stops the worker with the error shown, until the spec changes.
+//! A caught-up worker waits for the next batch through a
+//! [`Waiter`](crate::wakeup::Waiter): a poll of the stage every 200 ms, or
+//! an SQS wake-up when the writer has a wake-up queue.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,8 +34,8 @@ use crate::destinations::sqs::SqsSink;
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::destinations::{Batch, DestError, Destination, Reject, RollUp, TableChanges};
 use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
-
 use crate::wakeup::{POLL, Waiter};
+
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
