@@ -62,7 +62,7 @@ fn set(status: &SharedWorkerStatus, f: impl FnOnce(&mut WorkerStatus)) {
 }
 
 /// Full jitter: a random delay up to `cap`.
-fn jitter(cap: Duration) -> Duration {
+pub(crate) fn jitter(cap: Duration) -> Duration {
     let r = uuid::Uuid::new_v4().as_u128() as u64;
     Duration::from_millis(r % (cap.as_millis().max(1) as u64))
 }

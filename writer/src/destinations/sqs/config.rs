@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use strata_common::TableName;
+use strata_common::config::is_queue_url;
 
 /// Entries per `SendMessageBatch` unless set: SQS's own maximum.
 pub const DEFAULT_BATCH_SIZE: usize = 10;
@@ -103,13 +104,12 @@ impl SqsSpec {
 
     /// Checks the spec without I/O, naming the failing field.
     pub fn validate(&self) -> Result<(), String> {
-        let url_ok = |u: &str| (u.starts_with("https://") || u.starts_with("http://")) && u.split_once("://").is_some_and(|(_, r)| r.contains('/'));
-        if !url_ok(&self.queue_url) {
+        if !is_queue_url(&self.queue_url) {
             return Err(format!("sqs queue_url {:?} must be a queue URL like https://sqs.us-east-1.amazonaws.com/123456789012/orders", self.queue_url));
         }
         for (table, url) in &self.routes {
             TableName::parse(table).map_err(|e| format!("sqs routes: table {table:?}: {e}"))?;
-            if !url_ok(url) {
+            if !is_queue_url(url) {
                 return Err(format!("sqs routes: queue URL {url:?} of {table} is not a queue URL"));
             }
         }

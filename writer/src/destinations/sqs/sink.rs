@@ -37,6 +37,7 @@ use super::message::{Offloaded, dedup_id, group_id, pointer};
 use super::retry::{classify, is_transient_code};
 use crate::destinations::{Batch, DestError, Destination, Reject};
 use crate::envelope::{change_id, envelope};
+use crate::worker::jitter;
 
 /// Sends of one entry, or of one whole call, before a lane gives up and
 /// the worker retries the batch (with its own, longer backoff).
@@ -95,11 +96,6 @@ pub struct SqsSink {
     last: Progress,
 }
 
-fn jitter(cap: Duration) -> Duration {
-    let r = uuid::Uuid::new_v4().as_u128() as u64;
-    Duration::from_millis(r % (cap.as_millis().max(1) as u64))
-}
-
 fn backoff(attempt: u32) -> Duration {
     let d = BACKOFF_MIN.saturating_mul(1 << attempt.min(10)).min(BACKOFF_MAX);
     d / 2 + jitter(d / 2)
@@ -110,7 +106,8 @@ impl SqsSink {
     /// region from the spec, the environment or the queue URL), then
     /// connects.
     pub async fn connect(name: &str, spec: &SqsSpec, stage: &Stage) -> Result<SqsSink, DestError> {
-        let sdk = strata_common::wakeup::sqs_sdk_config(spec.region.as_deref(), spec.endpoint.as_deref(), &spec.queue_url)
+        // The spec's endpoint, if any, is set by `with_sdk_config`.
+        let sdk = strata_common::wakeup::sqs_sdk_config(spec.region.as_deref(), None, &spec.queue_url)
             .await
             .map_err(|e| DestError::Permanent(format!("sqs: {e}")))?;
         SqsSink::with_sdk_config(name, spec, stage, &sdk).await
@@ -417,16 +414,8 @@ impl Destination for SqsSink {
     async fn rejects(&mut self, batch: &Batch) -> Result<Vec<Reject>, DestError> {
         let mut out = Vec::new();
         if self.oversize == Oversize::Reject {
-            for (ti, t) in batch.tables.iter().enumerate() {
-                let max = self.queues[self.queue_of(&t.schema.table)].max_bytes;
-                for (ci, c) in t.changes.iter().enumerate() {
-                    let bytes = envelope(&batch.stream, &t.schema, c, batch.staged_at).to_string().len();
-                    if bytes > max {
-                        let id = change_id(&batch.stream, c);
-                        out.push(Reject { table: ti, change: ci, error: format!("change {id} of {}: its envelope is {bytes} bytes, over the queue's {max}", t.schema.table) });
-                    }
-                }
-            }
+            // Made only for the oversized ones it reports; nothing is sent.
+            self.messages(batch, &mut out).await?;
         }
         if self.last.seqs == (batch.first_seq, batch.seq) && !self.last.refused.is_empty() {
             for (ti, t) in batch.tables.iter().enumerate() {
