@@ -150,7 +150,7 @@ class SqsFaults:
     def _stats(self, queue: str) -> dict[str, int]:
         return self.stats.setdefault(
             queue,
-            {"calls": 0, "entries": 0, "failed": 0, "throttled": 0, "single_sends": 0, "seen": 0},
+            {"calls": 0, "entries": 0, "failed": 0, "throttled": 0, "single_sends": 0},
         )
 
     def control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -172,7 +172,7 @@ class SqsFaults:
             if path == "/_strata/sqs/stats" and method == "GET":
                 queue = parse_qs(environ.get("QUERY_STRING", "")).get("queue", [""])[0]
                 with self.lock:
-                    stats = {k: v for k, v in self._stats(queue).items() if k != "seen"}
+                    stats = dict(self._stats(queue))
                 return _json_response(start_response, "200 OK", stats)
         except (KeyError, ValueError, TypeError) as exc:
             return _json_response(start_response, "400 Bad Request", {"error": str(exc)})
@@ -212,8 +212,7 @@ class SqsFaults:
                 kept = []
                 for entry in request.get("Entries", []):
                     stats["entries"] += 1
-                    stats["seen"] += 1
-                    if fault and fault["fail_budget"] > 0 and stats["seen"] % fault["fail_every"] == 0:
+                    if fault and fault["fail_budget"] > 0 and stats["entries"] % fault["fail_every"] == 0:
                         fault["fail_budget"] -= 1
                         stats["failed"] += 1
                         failed.append(

@@ -71,13 +71,9 @@ impl Emulator {
 
     /// Creates a bucket (a PUT on the bucket URL, as S3's API has it).
     pub async fn create_bucket(&self, bucket: &str) -> Result<()> {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let req = format!("PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", self.port);
-        s.write_all(req.as_bytes()).await?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).await?;
-        if !resp.starts_with("HTTP/1.1 200") && !resp.starts_with("HTTP/1.0 200") {
-            bail!("creating bucket {bucket}: {}", resp.lines().next().unwrap_or("no response"));
+        let (status, body) = request(self.port, "PUT", &format!("/{bucket}"), "").await?;
+        if status != 200 {
+            bail!("creating bucket {bucket}: {status} {body}");
         }
         Ok(())
     }
@@ -115,4 +111,22 @@ impl Emulator {
         self.create_bucket(&bucket).await?;
         Ok(Stage::open(&format!("s3://{bucket}/{prefix}"), &self.s3_options())?)
     }
+}
+
+/// One unsigned HTTP/1.1 request to the emulator on `port`; its status and body.
+/// A non-empty body is sent as JSON.
+pub async fn request(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let content_type = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        port,
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await?;
+    let status = resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status in the emulator's answer")?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
 }

@@ -10,7 +10,6 @@ use aws_config::BehaviorVersion;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{Credentials, Region};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::emulator::Emulator;
 
@@ -119,7 +118,7 @@ impl Sqs {
 
     /// Sets the emulator's injected faults for queue `name` (see `infra/emulator.py`).
     pub async fn inject(&self, faults: serde_json::Value) -> Result<()> {
-        let (status, body) = self.http("POST", "/_strata/sqs/faults", &faults.to_string()).await?;
+        let (status, body) = crate::emulator::request(self.port, "POST", "/_strata/sqs/faults", &faults.to_string()).await?;
         if status != 200 {
             bail!("setting faults: {status} {body}");
         }
@@ -128,26 +127,11 @@ impl Sqs {
 
     /// What reached queue `name`: calls, entries, failed, throttled, single_sends.
     pub async fn stats(&self, name: &str) -> Result<HashMap<String, u64>> {
-        let (status, body) = self.http("GET", &format!("/_strata/sqs/stats?queue={name}"), "").await?;
+        let (status, body) = crate::emulator::request(self.port, "GET", &format!("/_strata/sqs/stats?queue={name}"), "").await?;
         if status != 200 {
             bail!("reading stats: {status} {body}");
         }
         Ok(serde_json::from_str(&body)?)
-    }
-
-    async fn http(&self, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.port,
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).await?;
-        let status = resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        Ok((status, body))
     }
 }
 

@@ -338,6 +338,10 @@ async fn sqs_bench(args: &Args) -> Result<()> {
     // Baseline: the same envelopes, one SendMessage each, one at a time.
     let mut schemas = std::collections::HashMap::new();
     let log = StreamLog::new(&stage, "main")?;
+    let mut staged_at = std::collections::HashMap::new();
+    for seq in 1..=batches {
+        staged_at.insert(seq, log.read(seq).await?.created_at);
+    }
     let mut bodies = Vec::with_capacity(staged.len());
     for (seq, version, change) in &staged {
         let schema = match schemas.get(&(change.table.clone(), *version)) {
@@ -348,8 +352,8 @@ async fn sqs_bench(args: &Args) -> Result<()> {
                 s
             }
         };
-        let staged_at = log.read(*seq).await?.created_at;
-        bodies.push(strata_writer::envelope::envelope("main", &schema, change, staged_at).to_string());
+        let at = *staged_at.get(seq).context("a staged change of a batch past the head")?;
+        bodies.push(strata_writer::envelope::envelope("main", &schema, change, at).to_string());
     }
     let t0 = Instant::now();
     for body in bodies {
