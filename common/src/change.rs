@@ -116,6 +116,15 @@ pub enum Value {
     Json(String),
     /// One-dimensional array; elements may be `Null`.
     Array(Vec<Value>),
+    /// The exact text form of a legal PostgreSQL value that its column's
+    /// typed storage cannot hold: a timestamp past the microsecond range,
+    /// a multi-dimensional array, `NaN` in a `numeric(p,s)`, or any value
+    /// whose parsing failed for a reason nobody foresaw. The stage keeps
+    /// the typed cell NULL and the text in `_strata_raw`; a destination
+    /// hands the text back to PostgreSQL, which reads it as the original
+    /// value. It fits every column type, but never stands inside an array
+    /// (the whole array is raw instead).
+    Raw(String),
 }
 
 /// Days between 1970-01-01 and 2000-01-01, to shift PostgreSQL dates.
@@ -129,7 +138,7 @@ impl Value {
     /// Whether this value may stand in a column of type `ty`.
     pub fn fits(&self, ty: &ColumnType) -> bool {
         match (self, ty) {
-            (Value::Null | Value::Unchanged, _) => true,
+            (Value::Null | Value::Unchanged | Value::Raw(_), _) => true,
             (Value::Bool(_), ColumnType::Bool)
             | (Value::Int16(_), ColumnType::Int16)
             | (Value::Int32(_), ColumnType::Int32)
@@ -147,7 +156,7 @@ impl Value {
             | (Value::Json(_), ColumnType::Json) => true,
             (Value::Decimal(v), ColumnType::Decimal { precision, .. }) => decimal_fits(*v, *precision),
             (Value::Array(items), ColumnType::Array { element }) => {
-                items.iter().all(|v| !matches!(v, Value::Unchanged) && v.fits(element))
+                items.iter().all(|v| !matches!(v, Value::Unchanged | Value::Raw(_)) && v.fits(element))
             }
             _ => false,
         }
@@ -155,8 +164,8 @@ impl Value {
 
     /// A JSON rendering that loses nothing: decimals as strings (exact),
     /// bytea as base64, times as ISO 8601, ±infinity and NaN as strings,
-    /// JSON columns as their text, and [`Value::Unchanged`] as
-    /// `{"__strata_unchanged": true}`.
+    /// JSON columns as their text, [`Value::Raw`] as its PostgreSQL text
+    /// form, and [`Value::Unchanged`] as `{"__strata_unchanged": true}`.
     pub fn to_json(&self, ty: &ColumnType) -> serde_json::Value {
         match self {
             Value::Null => serde_json::Value::Null,
@@ -178,7 +187,7 @@ impl Value {
                 };
                 json!(format_decimal(*v, scale))
             }
-            Value::Text(s) | Value::Json(s) => json!(s),
+            Value::Text(s) | Value::Json(s) | Value::Raw(s) => json!(s),
             Value::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
             Value::Date(d) => json!(format_date(*d)),
             Value::Time(t) => json!(format_time(*t)),
@@ -347,5 +356,9 @@ mod tests {
         let arr = ColumnType::Array { element: Box::new(ColumnType::Int32) };
         assert!(Value::Array(vec![Value::Int32(1), Value::Null]).fits(&arr));
         assert!(!Value::Array(vec![Value::Unchanged]).fits(&arr));
+        // A raw value fits any column, but only as a whole value.
+        assert!(Value::Raw("NaN".into()).fits(&dec));
+        assert!(Value::Raw("{{1,2},{3,4}}".into()).fits(&arr));
+        assert!(!Value::Array(vec![Value::Raw("1".into())]).fits(&arr));
     }
 }

@@ -6,6 +6,12 @@
 //! connection ([`REQUIRED_SETTINGS`]): ISO dates, ISO 8601 intervals, UTC,
 //! hex bytea and round-trip float digits. A value that does not parse is an
 //! error naming what was expected — never a silent NULL.
+//!
+//! The reader does not stop on such an error: PostgreSQL accepted the value,
+//! so it is legal, and only our typed storage cannot hold it (a timestamp
+//! past 294247 AD, which overflows microseconds since 1970; a
+//! multi-dimensional array; `NaN` in a `numeric(p,s)`). [`parse_lossless`]
+//! keeps its exact text as [`Value::Raw`] instead, and says why.
 
 use crate::change::{PG_EPOCH_OFFSET_DAYS, Value, decimal_fits};
 use crate::types::ColumnType;
@@ -31,6 +37,16 @@ pub struct TextError {
 fn err<T>(text: &str, expected: &'static str, reason: impl Into<String>) -> Result<T, TextError> {
     let shown: String = if text.chars().count() > 100 { text.chars().take(100).chain("…".chars()).collect() } else { text.to_owned() };
     Err(TextError { text: shown, expected, reason: reason.into() })
+}
+
+/// Parses one non-NULL value like [`parse_text`], but never fails: a value
+/// the typed column cannot hold comes back as [`Value::Raw`] with its exact
+/// text, together with the reason, for the caller to count and report.
+pub fn parse_lossless(ty: &ColumnType, text: &str) -> (Value, Option<TextError>) {
+    match parse_text(ty, text) {
+        Ok(v) => (v, None),
+        Err(e) => (Value::Raw(text.to_owned()), Some(e)),
+    }
 }
 
 /// Parses one non-NULL value of type `ty` from its PostgreSQL text form.
@@ -415,7 +431,7 @@ pub fn format_text(ty: &ColumnType, value: &Value) -> Option<String> {
         Value::Float32(v) => format_float(f64::from(*v), v.to_string()),
         Value::Float64(v) => format_float(*v, v.to_string()),
         Value::Decimal(v) => format_decimal(*v, scale(ty)),
-        Value::Text(s) | Value::Json(s) => s.clone(),
+        Value::Text(s) | Value::Json(s) | Value::Raw(s) => s.clone(),
         Value::Bytes(b) => {
             let mut out = String::with_capacity(2 + 2 * b.len());
             out.push_str("\\x");
@@ -648,6 +664,27 @@ mod tests {
             let back = parse_text(&ty, &text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
             prop_assert!(same(&v, &back), "{v:?} -> {text:?} -> {back:?}");
         }
+    }
+
+    #[test]
+    fn values_typed_storage_cannot_hold_stay_exact_as_raw() {
+        // Each is a value PostgreSQL accepts; none fits its typed column.
+        let cases = [
+            (ColumnType::Timestamp, "294276-12-31 23:59:59.999999"),
+            (ColumnType::TimestampTz, "294276-12-31 23:59:59.999999+00"),
+            (ColumnType::Array { element: Box::new(ColumnType::Int32) }, "{{1,2},{3,4}}"),
+            (ColumnType::Array { element: Box::new(ColumnType::Int32) }, "[1:2][1:2]={{1,2},{3,4}}"),
+            (ColumnType::Decimal { precision: 10, scale: 2 }, "NaN"),
+        ];
+        for (ty, text) in cases {
+            let (v, why) = parse_lossless(&ty, text);
+            assert_eq!(v, Value::Raw(text.to_owned()), "{text}");
+            assert!(why.is_some(), "{text}");
+            assert_eq!(format_text(&ty, &v).as_deref(), Some(text));
+        }
+        // The latest timestamp the typed column holds still parses typed.
+        let (v, why) = parse_lossless(&ColumnType::Timestamp, "294246-12-31 23:59:59.999999");
+        assert!(matches!(v, Value::Timestamp(_)) && why.is_none(), "{v:?}");
     }
 
     #[test]

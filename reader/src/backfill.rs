@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::TextFallbacks;
 use crate::setup::SourceDb;
 use crate::snapshot::plan;
 use crate::snapshot::{Phase, SnapshotState, copy};
@@ -262,6 +263,7 @@ pub struct Task {
     pub watch_publication: Option<Duration>,
     /// Rows per chunk.
     pub chunk_rows: u64,
+    pub fallbacks: TextFallbacks,
     pub token: CancellationToken,
 }
 
@@ -337,7 +339,7 @@ impl Task {
             }
             let mark = format!("{}/{}/{nonce}", req.value.id, req.value.chunks);
             emit(&client, &Mark { mark: mark.clone(), edge: Edge::Low, table: table.clone(), key: key.clone() }).await?;
-            let (rows, last) = read_chunk(&client, &table, &columns, &key_at, req.value.last_key.as_deref(), self.chunk_rows).await?;
+            let (rows, last) = self.read_chunk(&client, &table, &columns, &key_at, req.value.last_key.as_deref()).await?;
             let n = rows.len() as u64;
             let (staged_tx, staged_rx) = oneshot::channel();
             self.chunks
@@ -418,45 +420,48 @@ fn literal(text: &str, pg_type: &str) -> String {
     format!("'{}'::{pg_type}", text.replace('\'', "''"))
 }
 
-/// The next chunk after `after` in key order, with the text forms of the
-/// last row's key.
-async fn read_chunk(
-    client: &Client,
-    table: &TableName,
-    columns: &[ColumnSchema],
-    key_at: &[usize],
-    after: Option<&[String]>,
-    limit: u64,
-) -> Result<(Vec<Vec<Value>>, Option<Vec<String>>)> {
-    use futures::StreamExt;
-    let list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let key: Vec<String> = key_at.iter().map(|&i| quote_ident(&columns[i].name)).collect();
-    let mut sql = format!("COPY (SELECT {} FROM ONLY {}", list.join(", "), table.quoted());
-    if let Some(after) = after {
-        if after.len() != key_at.len() {
-            bail!("the saved position has {} key values, {table} has {} key columns now", after.len(), key_at.len());
+impl Task {
+    /// The next chunk after `after` in key order, with the text forms of the
+    /// last row's key.
+    async fn read_chunk(
+        &self,
+        client: &Client,
+        table: &TableName,
+        columns: &[ColumnSchema],
+        key_at: &[usize],
+        after: Option<&[String]>,
+    ) -> Result<(Vec<Vec<Value>>, Option<Vec<String>>)> {
+        use futures::StreamExt;
+        let (limit, fallbacks) = (self.chunk_rows, &self.fallbacks);
+        let list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let key: Vec<String> = key_at.iter().map(|&i| quote_ident(&columns[i].name)).collect();
+        let mut sql = format!("COPY (SELECT {} FROM ONLY {}", list.join(", "), table.quoted());
+        if let Some(after) = after {
+            if after.len() != key_at.len() {
+                bail!("the saved position has {} key values, {table} has {} key columns now", after.len(), key_at.len());
+            }
+            let bound: Vec<String> = after.iter().zip(key_at).map(|(v, &i)| literal(v, &columns[i].pg_type)).collect();
+            sql.push_str(&format!(" WHERE ({}) > ({})", key.join(", "), bound.join(", ")));
         }
-        let bound: Vec<String> = after.iter().zip(key_at).map(|(v, &i)| literal(v, &columns[i].pg_type)).collect();
-        sql.push_str(&format!(" WHERE ({}) > ({})", key.join(", "), bound.join(", ")));
+        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}) TO STDOUT", key.join(", ")));
+        let stream = client.copy_out(&sql).await.with_context(|| format!("reading a chunk of {table}"))?;
+        futures::pin_mut!(stream);
+        let mut lines = Lines::default();
+        let mut rows = Vec::new();
+        let mut last = None;
+        while let Some(chunk) = stream.next().await {
+            lines.push(&chunk?);
+            lines.for_each(|line| {
+                let (raw, values) = copy::values(table, columns, line, fallbacks).with_context(|| format!("a row of {table}"))?;
+                let key_text: Option<Vec<String>> =
+                    key_at.iter().map(|&i| raw.get(i).and_then(|f| f.as_deref()).and_then(|b| String::from_utf8(b.to_vec()).ok())).collect();
+                last = Some(key_text.ok_or_else(|| anyhow!("a key of {table} is NULL or not UTF-8"))?);
+                rows.push(values);
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
+        Ok((rows, last))
     }
-    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}) TO STDOUT", key.join(", ")));
-    let stream = client.copy_out(&sql).await.with_context(|| format!("reading a chunk of {table}"))?;
-    futures::pin_mut!(stream);
-    let mut lines = Lines::default();
-    let mut rows = Vec::new();
-    let mut last = None;
-    while let Some(chunk) = stream.next().await {
-        lines.push(&chunk?);
-        lines.for_each(|line| {
-            let (raw, values) = copy::values(columns, line).with_context(|| format!("a row of {table}"))?;
-            let key_text: Option<Vec<String>> =
-                key_at.iter().map(|&i| raw.get(i).and_then(|f| f.as_deref()).and_then(|b| String::from_utf8(b.to_vec()).ok())).collect();
-            last = Some(key_text.ok_or_else(|| anyhow!("a key of {table} is NULL or not UTF-8"))?);
-            rows.push(values);
-            Ok::<_, anyhow::Error>(())
-        })?;
-    }
-    Ok((rows, last))
 }
 
 #[cfg(test)]

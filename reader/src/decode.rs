@@ -8,18 +8,20 @@
 //! messages PostgreSQL repeats per session never mint spurious versions.
 //!
 //! Tuples become [`Value`]s by parsing each column's text form per its
-//! [`ColumnType`]; a value that does not parse stops the reader with an error
-//! naming table, column and LSN rather than staging something wrong.
+//! [`ColumnType`](strata_common::ColumnType); a value the typed column cannot
+//! hold is staged as its exact text ([`Value::Raw`]) through
+//! [`TextFallbacks`], which counts and reports it: PostgreSQL accepted it, so
+//! it must never stop the stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use strata_common::pgtext::parse_text;
 use strata_common::{Change, Lsn, Op, TableName, Timestamp, Value};
 use strata_stager::log::StreamLog;
 use strata_stager::schema::{ReplicaIdentity, TableSchema};
 
+use crate::metrics::TextFallbacks;
 use crate::setup::SourceDb;
 use crate::source::{Datum, OldTuple, Relation};
 
@@ -37,6 +39,7 @@ pub struct Decoder {
     log: StreamLog,
     relations: HashMap<u32, (Arc<TableName>, Arc<TableSchema>)>,
     latest: HashMap<TableName, Arc<TableSchema>>,
+    fallbacks: TextFallbacks,
 }
 
 fn identity(code: u8) -> Result<ReplicaIdentity> {
@@ -50,8 +53,8 @@ fn identity(code: u8) -> Result<ReplicaIdentity> {
 }
 
 impl Decoder {
-    pub fn new(log: &StreamLog) -> Self {
-        Decoder { log: log.clone(), relations: HashMap::new(), latest: HashMap::new() }
+    pub fn new(log: &StreamLog, fallbacks: TextFallbacks) -> Self {
+        Decoder { log: log.clone(), relations: HashMap::new(), latest: HashMap::new(), fallbacks }
     }
 
     /// Handles a Relation message seen in the transaction committing at `at`;
@@ -113,7 +116,7 @@ impl Decoder {
         self.relations.get(&relation).ok_or_else(|| anyhow!("change for relation {relation} before its Relation message"))
     }
 
-    fn row(schema: &TableSchema, datums: Vec<Datum>, image: &str, at: Position) -> Result<Vec<Value>> {
+    fn row(&self, schema: &TableSchema, datums: Vec<Datum>, image: &str, at: Position) -> Result<Vec<Value>> {
         if datums.len() != schema.columns.len() {
             bail!(
                 "{} at LSN {}: {image} tuple has {} columns, the Relation message announced {}",
@@ -133,8 +136,7 @@ impl Decoder {
                 Datum::Text(bytes) => {
                     let text = std::str::from_utf8(&bytes)
                         .map_err(|_| anyhow!("{} column {:?} at LSN {}: value is not UTF-8", schema.table, col.name, at.lsn))?;
-                    parse_text(&col.column_type, text)
-                        .map_err(|e| anyhow!("{} column {:?} ({}) at LSN {} ord {}: {e}", schema.table, col.name, col.pg_type, at.lsn, at.ord))
+                    Ok(self.fallbacks.parse(&schema.table, col, text))
                 }
             })
             .collect()
@@ -150,8 +152,8 @@ impl Decoder {
         at: Position,
     ) -> Result<(Arc<TableSchema>, Change)> {
         let (table, schema) = self.lookup(relation)?;
-        let after = new.map(|d| Self::row(schema, d, "new", at)).transpose()?;
-        let before = old.map(|(_, d)| Self::row(schema, d, "old", at)).transpose()?;
+        let after = new.map(|d| self.row(schema, d, "new", at)).transpose()?;
+        let before = old.map(|(_, d)| self.row(schema, d, "old", at)).transpose()?;
         Ok((
             schema.clone(),
             Change { op, table: table.clone(), lsn: at.lsn, ord: at.ord, xid: Some(at.xid), commit_ts: at.commit_ts, after, before },

@@ -395,6 +395,7 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
             durable: durable_rx.clone(),
             watch_publication: seam.point.map(|_| ctx.config.snapshot.new_tables_check),
             chunk_rows: ctx.config.batch.max_rows.clamp(1, backfill::MAX_CHUNK_ROWS),
+            fallbacks: telemetry.metrics.fallbacks.clone(),
             token: token.child_token(),
         }
         .run(),
@@ -435,7 +436,7 @@ async fn pump(
     let Ctx { config, log, status, telemetry, .. } = *ctx;
     let metrics = &telemetry.metrics;
     let limits = &config.batch;
-    let mut decoder = Decoder::new(log);
+    let mut decoder = Decoder::new(log, metrics.fallbacks.clone());
     let mut pending = Pending::default();
     let mut batch_rows = 0u64;
     let mut spilled = false;

@@ -8,7 +8,9 @@
 //!
 //! [`Value::Unchanged`] is stored as NULL in its column plus the column's name
 //! in `_strata_unchanged`, and restored on decode, so an untouched TOASTed
-//! value never reads back as NULL.
+//! value never reads back as NULL. [`Value::Raw`] likewise: NULL in its
+//! typed column, its text in `_strata_raw` (`_strata_before_raw` for the old
+//! row) under the column's name.
 //!
 //! A table with no columns (legal in PostgreSQL) has no `_strata_before`
 //! column, since Parquet cannot store an empty group; an empty before image
@@ -16,7 +18,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::builder::{ListBuilder, MapBuilder, MapFieldNames, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
@@ -24,7 +26,7 @@ use arrow_array::types::{
 };
 use arrow_array::{
     Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray, Float32Array,
-    Float64Array, Int16Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+    Float64Array, Int16Array, Int32Array, Int64Array, ListArray, MapArray, RecordBatch, StringArray, StructArray,
     Time64MicrosecondArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
@@ -41,8 +43,8 @@ use strata_common::{Change, ColumnType, Lsn, Op, TableName, Timestamp, Value};
 
 use crate::error::{Result, StageError};
 use crate::schema::{
-    COL_BEFORE, COL_COMMIT_TS, COL_LSN, COL_OP, COL_ORD, COL_UNCHANGED, COL_XID, META_SCHEMA_VERSION, META_TABLE,
-    RESERVED_PREFIX, TableSchema,
+    COL_BEFORE, COL_BEFORE_RAW, COL_COMMIT_TS, COL_LSN, COL_OP, COL_ORD, COL_RAW, COL_UNCHANGED, COL_XID,
+    META_SCHEMA_VERSION, META_TABLE, RESERVED_PREFIX, TableSchema, raw_type,
 };
 
 /// Parquet writer settings for every data file: zstd, page statistics (so
@@ -137,13 +139,36 @@ pub fn encode_batch(schema: &TableSchema, changes: &[Change]) -> Result<RecordBa
         let valid = NullBuffer::from(changes.iter().map(|c| c.before.is_some()).collect::<Vec<bool>>());
         let before = StructArray::try_new(before_fields, children, Some(valid))
             .map_err(|e| StageError::Invalid { what: format!("before image of {table}"), reason: e.to_string() })?;
+        columns.push(raw_map(schema, changes.iter().map(|c| c.after.as_deref())));
         columns.push(Arc::new(before));
+        columns.push(raw_map(schema, changes.iter().map(|c| c.before.as_deref())));
     }
     for i in 0..width {
         columns.push(user_column(|c| c.after.as_ref(), i)?);
     }
     RecordBatch::try_new(arrow_schema, columns)
         .map_err(|e| StageError::Invalid { what: format!("record batch of {table}"), reason: e.to_string() })
+}
+
+/// The `_strata_raw` (or `_strata_before_raw`) column of one image of
+/// `changes`: a map of column name → text for each row holding a
+/// [`Value::Raw`], NULL for the others.
+fn raw_map<'a>(schema: &TableSchema, images: impl Iterator<Item = Option<&'a [Value]>>) -> ArrayRef {
+    let names = MapFieldNames { entry: "key_value".to_owned(), key: "key".to_owned(), value: "value".to_owned() };
+    let mut map = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    for image in images {
+        let mut any = false;
+        for (v, col) in image.unwrap_or_default().iter().zip(&schema.columns) {
+            if let Value::Raw(text) = v {
+                map.keys().append_value(&col.name);
+                map.values().append_value(text);
+                any = true;
+            }
+        }
+        // Only fails when keys and values differ in length, which the loop rules out.
+        map.append(any).expect("keys and values are appended in pairs");
+    }
+    Arc::new(map.finish())
 }
 
 /// Writes record batches of one schema as a Parquet file.
@@ -287,6 +312,12 @@ fn decode_batch(
         let fields: Vec<Field> = columns.iter().map(|c| Field::new(&c.name, c.column_type.arrow_type(), true)).collect();
         Some(column(batch, COL_BEFORE, &DataType::Struct(fields.into()))?.as_struct())
     };
+    // Files written before the raw maps existed have none.
+    let raw_column = |name: &str| match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(_) => column(batch, name, &raw_type()).map(|c| Some(c.as_map())),
+    };
+    let (raw, before_raw) = (raw_column(COL_RAW)?, raw_column(COL_BEFORE_RAW)?);
 
     for row in 0..batch.num_rows() {
         let op = Op::from_code(ops.value(row)).ok_or_else(|| format!("row {row}: unknown op {:?}", ops.value(row)))?;
@@ -311,14 +342,18 @@ fn decode_batch(
                         vals[i] = Value::Unchanged;
                     }
                 }
+                restore_raw(raw, COL_RAW, columns, row, &mut vals)?;
                 Some(vals)
             }
             Op::Delete | Op::Truncate => None,
         };
         let before = match before {
-            Some(b) if !b.is_null(row) => Some(
-                columns.iter().enumerate().map(|(i, c)| read_value(&c.column_type, b.column(i).as_ref(), row)).collect(),
-            ),
+            Some(b) if !b.is_null(row) => {
+                let mut vals: Vec<Value> =
+                    columns.iter().enumerate().map(|(i, c)| read_value(&c.column_type, b.column(i).as_ref(), row)).collect();
+                restore_raw(before_raw, COL_BEFORE_RAW, columns, row, &mut vals)?;
+                Some(vals)
+            }
             _ => None,
         };
         out.push(Change {
@@ -331,6 +366,31 @@ fn decode_batch(
             after,
             before,
         });
+    }
+    Ok(())
+}
+
+/// Puts the raw texts of `row` (from the map column `name`) into `vals`,
+/// where the typed cells must be NULL.
+fn restore_raw(
+    raw: Option<&MapArray>,
+    name: &str,
+    columns: &[FileColumn],
+    row: usize,
+    vals: &mut [Value],
+) -> std::result::Result<(), String> {
+    let Some(raw) = raw.filter(|m| !m.is_null(row)) else { return Ok(()) };
+    let entries = raw.value(row);
+    let (keys, texts) = (entries.column(0).as_string::<i32>(), entries.column(1).as_string::<i32>());
+    for (k, text) in keys.iter().zip(texts.iter()) {
+        let (Some(k), Some(text)) = (k, text) else {
+            return Err(format!("row {row}: null entry in {name}"));
+        };
+        let i = columns.iter().position(|c| c.name == k).ok_or_else(|| format!("row {row}: {name} names unknown column {k:?}"))?;
+        if !matches!(vals[i], Value::Null) {
+            return Err(format!("row {row}: {name} holds column {k:?}, whose typed cell is not NULL"));
+        }
+        vals[i] = Value::Raw(text.to_owned());
     }
     Ok(())
 }
@@ -384,7 +444,7 @@ fn collect<'a, T>(ty: &ColumnType, vals: &[&'a Value], f: impl Fn(&'a Value) -> 
     vals.iter()
         .enumerate()
         .map(|(i, v)| match v {
-            Value::Null | Value::Unchanged => Ok(None),
+            Value::Null | Value::Unchanged | Value::Raw(_) => Ok(None),
             v => f(v).map(Some).ok_or_else(|| (i, mismatch(ty, v))),
         })
         .collect()
@@ -397,7 +457,7 @@ fn mismatch(ty: &ColumnType, v: &Value) -> String {
 }
 
 fn nulls_of(vals: &[&Value]) -> Option<NullBuffer> {
-    let valid: Vec<bool> = vals.iter().map(|v| !matches!(v, Value::Null | Value::Unchanged)).collect();
+    let valid: Vec<bool> = vals.iter().map(|v| !matches!(v, Value::Null | Value::Unchanged | Value::Raw(_))).collect();
     if valid.iter().all(|v| *v) { None } else { Some(NullBuffer::from(valid)) }
 }
 
@@ -504,9 +564,9 @@ fn build_array(ty: &ColumnType, vals: &[&Value]) -> BuildResult<ArrayRef> {
             let mut items: Vec<&Value> = Vec::new();
             for (i, v) in vals.iter().enumerate() {
                 match v {
-                    Value::Null | Value::Unchanged => {}
+                    Value::Null | Value::Unchanged | Value::Raw(_) => {}
                     Value::Array(xs) => {
-                        if let Some(bad) = xs.iter().find(|x| matches!(x, Value::Unchanged | Value::Array(_))) {
+                        if let Some(bad) = xs.iter().find(|x| matches!(x, Value::Unchanged | Value::Raw(_) | Value::Array(_))) {
                             return Err((i, mismatch(ty, bad)));
                         }
                         items.extend(xs.iter());

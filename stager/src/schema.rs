@@ -16,7 +16,25 @@
 //! | `_strata_xid` | UInt32, nullable | transaction id (null for snapshot rows) |
 //! | `_strata_commit_ts` | Timestamp(µs, UTC) | commit time |
 //! | `_strata_unchanged` | List<Utf8>, nullable | columns whose TOASTed value was not sent |
+//! | `_strata_raw` | Map<Utf8, Utf8>, nullable | column → exact text of a new-row value its typed column cannot hold |
 //! | `_strata_before` | Struct of the table's columns, nullable | old key or old row, when sent |
+//! | `_strata_before_raw` | Map<Utf8, Utf8>, nullable | the same for the old row |
+//!
+//! A value in `_strata_raw` stands beside a NULL typed cell: a timestamp
+//! past 294247 AD (microseconds since 1970 overflow 64 bits), a
+//! multi-dimensional array, `NaN` in a `numeric(p,s)`. The text is
+//! PostgreSQL's output form under the reader's pinned settings (ISO dates,
+//! UTC), so `CAST(_strata_raw['c'] AS …)` in PostgreSQL gives the value back.
+//! `_strata_before` and both raw maps exist only in tables with columns
+//! (Parquet cannot store an empty group); files written before the raw maps
+//! existed read as having none.
+//!
+//! PostgreSQL's `infinity` and `-infinity` are stored as the extreme values of
+//! the storage type, as PostgreSQL stores them: `date` as `i32::MAX` and
+//! `i32::MIN` days (Arrow prints 5881580-07-11 and -5877641-06-23), timestamps
+//! as `i64::MAX` and `i64::MIN` microseconds (294247-01-10T04:00:54.775807
+//! and -290308-12-21T19:59:05.224192). A query that must tell them apart from
+//! real dates compares with those values; no real date reaches them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,9 +52,8 @@ pub const COL_XID: &str = "_strata_xid";
 pub const COL_COMMIT_TS: &str = "_strata_commit_ts";
 pub const COL_UNCHANGED: &str = "_strata_unchanged";
 pub const COL_BEFORE: &str = "_strata_before";
-
-/// Number of metadata columns before the user's.
-pub const META_COLUMNS: usize = 7;
+pub const COL_RAW: &str = "_strata_raw";
+pub const COL_BEFORE_RAW: &str = "_strata_before_raw";
 
 /// Prefix reserved for metadata columns; no user column may start with it.
 pub const RESERVED_PREFIX: &str = "_strata_";
@@ -195,7 +212,9 @@ impl TableSchema {
         // Parquet cannot store an empty group, so a table with no columns
         // (legal in PostgreSQL) has no before-image column.
         if !user.is_empty() {
+            fields.push(raw_field(COL_RAW));
             fields.push(Field::new(COL_BEFORE, DataType::Struct(Fields::from(user.clone())), true));
+            fields.push(raw_field(COL_BEFORE_RAW));
         }
         fields.extend(user);
         let mut meta = HashMap::new();
@@ -217,7 +236,19 @@ impl TableSchema {
     }
 }
 
-/// The metadata columns, in order, without `_strata_before`.
+/// The Arrow type of `_strata_raw` and `_strata_before_raw`: column name →
+/// text, with Parquet's standard names for a map's parts.
+pub fn raw_type() -> DataType {
+    let entries = Fields::from(vec![Field::new("key", DataType::Utf8, false), Field::new("value", DataType::Utf8, true)]);
+    DataType::Map(Arc::new(Field::new("key_value", DataType::Struct(entries), false)), false)
+}
+
+fn raw_field(name: &str) -> Field {
+    Field::new(name, raw_type(), true)
+}
+
+/// The metadata columns every file has, in order; tables with columns add
+/// `_strata_raw`, `_strata_before` and `_strata_before_raw`.
 fn metadata_fields() -> Vec<Field> {
     vec![
         Field::new(COL_OP, DataType::Utf8, false),

@@ -105,3 +105,13 @@ impl TestServer {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
+
+/// The whole response (status line, headers, body) to a GET of `path` on
+/// loopback `port`: for a service's `/metrics`, `/healthz` and `/readyz`.
+pub async fn get(port: u16, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("test helper: connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.expect("test helper: request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("test helper: response");
+    out
+}

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use strata_common::config::SecretUrl;
 use strata_common::ident::quote_ident;
-use strata_common::pgtext::{REQUIRED_SETTINGS, parse_text};
+use strata_common::pgtext::REQUIRED_SETTINGS;
 use strata_common::{Change, Lsn, Op, TableName, Timestamp, Value};
 use strata_stager::log::{EncodedPart, TableBatch};
 use strata_stager::schema::{ColumnSchema, TableSchema};
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::copytext::{Fields, Lines, fields};
 use super::plan::PageRange;
 use crate::batch::change_size;
+use crate::metrics::TextFallbacks;
 
 /// One table being copied, shared by the workers copying its ranges.
 pub struct TableCopy {
@@ -60,6 +61,7 @@ pub struct Shared {
     /// Next `_strata_ord`: unique among the rows of one point.
     pub ords: AtomicU64,
     pub jobs: Mutex<VecDeque<Job>>,
+    pub fallbacks: TextFallbacks,
 }
 
 /// Opens a connection with the session settings the text parser expects,
@@ -183,8 +185,14 @@ async fn encode(table: &TableCopy, changes: Vec<Change>) -> Result<EncodedPart> 
     Ok(tokio::task::spawn_blocking(move || EncodedPart::encode(batch)).await.map_err(|e| anyhow!("encoder task failed: {e}"))??)
 }
 
-/// The raw fields of a COPY text row of `columns`, unescaped, and their values.
-pub fn values<'a>(columns: &[ColumnSchema], line: &'a [u8]) -> Result<(Fields<'a>, Vec<Value>)> {
+/// The raw fields of a COPY text row of `table`'s `columns`, unescaped, and
+/// their values; a value its typed column cannot hold is kept as its text.
+pub fn values<'a>(
+    table: &TableName,
+    columns: &[ColumnSchema],
+    line: &'a [u8],
+    fallbacks: &TextFallbacks,
+) -> Result<(Fields<'a>, Vec<Value>)> {
     if columns.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -199,7 +207,7 @@ pub fn values<'a>(columns: &[ColumnSchema], line: &'a [u8]) -> Result<(Fields<'a
             None => Ok(Value::Null),
             Some(bytes) => {
                 let text = std::str::from_utf8(bytes).map_err(|_| anyhow!("column {:?}: value is not UTF-8", col.name))?;
-                parse_text(&col.column_type, text).map_err(|e| anyhow!("column {:?} ({}): {e}", col.name, col.pg_type))
+                Ok(fallbacks.parse(table, col, text))
             }
         })
         .collect::<Result<_>>()?;
@@ -208,7 +216,7 @@ pub fn values<'a>(columns: &[ColumnSchema], line: &'a [u8]) -> Result<(Fields<'a
 
 /// One COPY row as a snapshot read.
 fn row(shared: &Shared, table: &TableCopy, line: &[u8]) -> Result<Change> {
-    let (_, values) = values(&table.schema.columns, line)?;
+    let (_, values) = values(&table.table, &table.schema.columns, line, &shared.fallbacks)?;
     let ord = shared.ords.fetch_add(1, Ordering::Relaxed);
     let ord = u32::try_from(ord).map_err(|_| anyhow!("more than 2^32 snapshot rows at one point; the ordinal would wrap"))?;
     Ok(Change {

@@ -267,7 +267,7 @@ impl<'a> Copier<'a> {
             point: export.point,
             stream_point,
             next_seq,
-            decoder: Decoder::new(ctx.log),
+            decoder: Decoder::new(ctx.log, ctx.metrics.fallbacks.clone()),
             db,
         })
     }
@@ -311,6 +311,7 @@ impl<'a> Copier<'a> {
             max_bytes: ctx.config.batch.max_bytes,
             ords: AtomicU64::new(0),
             jobs: Mutex::new(VecDeque::new()),
+            fallbacks: ctx.metrics.fallbacks.clone(),
         });
         // Partial rows of an interrupted copy: a truncate first, so any
         // reader of the stage discards them before the new copy's rows.

@@ -118,9 +118,15 @@ fn scalar_value(ty: &ColumnType) -> BoxedStrategy<Value> {
     }
 }
 
+/// Any text, as the fallback for a value the typed column cannot hold
+/// carries: empty, unicode, the map's own punctuation.
+fn raw_value() -> BoxedStrategy<Value> {
+    "\\PC{0,24}".prop_map(Value::Raw).boxed()
+}
+
 fn value(ty: &ColumnType, allow_unchanged: bool) -> BoxedStrategy<Value> {
     let unchanged_weight = if allow_unchanged { 1 } else { 0 };
-    prop_oneof![1 => Just(Value::Null), unchanged_weight => Just(Value::Unchanged), 6 => scalar_value(ty)].boxed()
+    prop_oneof![1 => Just(Value::Null), unchanged_weight => Just(Value::Unchanged), 1 => raw_value(), 6 => scalar_value(ty)].boxed()
 }
 
 fn row(types: &[ColumnType], allow_unchanged: bool) -> BoxedStrategy<Vec<Value>> {
@@ -254,6 +260,42 @@ fn extremes_nulls_and_unchanged_round_trip() {
         mk(Op::Truncate, 4, None, None),
     ];
     assert_round_trip(&schema, &changes);
+}
+
+#[test]
+fn raw_values_read_back_exact_beside_null_typed_cells() {
+    let ts = ColumnType::Timestamp;
+    let ints = ColumnType::Array { element: Box::new(ColumnType::Int32) };
+    let dec = ColumnType::Decimal { precision: 10, scale: 2 };
+    let schema = schema_of(&[ColumnType::Int64, ts, ints, dec]);
+    let table = Arc::new(schema.table.clone());
+    let far = Value::Raw("294276-12-31 23:59:59.999999".to_owned());
+    let grid = Value::Raw("[0:1][1:2]={{1,2},{3,4}}".to_owned());
+    let nan = Value::Raw("NaN".to_owned());
+    let change = |op, after: Option<Vec<Value>>, before: Option<Vec<Value>>| Change {
+        op,
+        table: table.clone(),
+        lsn: Lsn(7),
+        ord: 0,
+        xid: Some(1),
+        commit_ts: Timestamp(0),
+        after,
+        before,
+    };
+    let changes = vec![
+        change(Op::Insert, Some(vec![Value::Int64(1), far.clone(), grid.clone(), nan.clone()]), None),
+        change(Op::Update, Some(vec![Value::Int64(1), Value::Timestamp(0), Value::Unchanged, Value::Decimal(5)]), Some(vec![Value::Int64(1), far.clone(), grid.clone(), nan.clone()])),
+        change(Op::Delete, None, Some(vec![Value::Int64(1), Value::Null, Value::Null, nan])),
+    ];
+    assert_round_trip(&schema, &changes);
+
+    // The typed cells are NULL: a reader of the file sees no made-up value.
+    let batch = encode_batch(&schema, &changes).unwrap();
+    let typed = batch.column_by_name(&schema.columns[1].name).unwrap();
+    assert!(typed.is_null(0));
+    let raw = batch.column_by_name(COL_RAW).unwrap().as_map();
+    assert!(!raw.is_null(0) && raw.is_null(1) && raw.is_null(2));
+    assert_eq!(raw.value(0).len(), 3);
 }
 
 #[test]
