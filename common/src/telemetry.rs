@@ -3,7 +3,11 @@
 //!
 //! Logs go to stderr, human-readable by default or JSON (`--log-format
 //! json`); the filter comes from `RUST_LOG`, else the configured level, else
-//! `info`. Metric names follow `strata_<component>_<what>_<unit>`.
+//! `info`. INFO is for state changes and periodic summaries: the replication
+//! client's routine protocol traffic (a line per standby status update,
+//! hundreds a second on a busy stream) shows only at `debug` and below
+//! ([`default_filter`]). Metric names follow
+//! `strata_<component>_<what>_<unit>`.
 //!
 //! The HTTP responder answers GET requests only, one per connection, with a
 //! bounded request size and a timeout: it serves scrapers and probes on a
@@ -26,13 +30,32 @@ use crate::config::LogFormat;
 /// call is ignored), which keeps tests that start services in-process simple.
 pub fn init(format: LogFormat, level: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(default_filter(level.unwrap_or("info"))))
+        .unwrap_or_else(|_| EnvFilter::new(default_filter("info")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Crates that log routine protocol traffic at INFO: capped at WARN unless
+/// the configured level is `debug` or `trace`.
+const CHATTY_CRATES: &[&str] = &["pg_walstream"];
+
+/// The filter for a configured `level`: that level for everything, with
+/// [`CHATTY_CRATES`] held to WARN when the level is `info` or quieter.
+pub fn default_filter(level: &str) -> String {
+    let verbose = matches!(level.trim().to_ascii_lowercase().as_str(), "debug" | "trace");
+    if verbose {
+        return level.to_owned();
+    }
+    let mut filter = level.to_owned();
+    // A level that names the crate itself says what the user wants.
+    for c in CHATTY_CRATES.iter().filter(|c| !level.contains(*c)) {
+        filter.push_str(&format!(",{c}=warn"));
+    }
+    filter
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,6 +77,16 @@ impl Value {
     /// Sets a gauge.
     pub fn set(&self, v: f64) {
         self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    /// A counter's value.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// A gauge's value.
+    pub fn gauge(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
     }
 }
 
@@ -192,6 +225,17 @@ mod tests {
         let text = r.render();
         assert!(text.contains("# TYPE strata_test_rows_total counter\nstrata_test_rows_total{stream=\"a\\\"b\"} 3\n"), "{text}");
         assert!(text.contains("strata_test_lag_seconds 1.5\n"), "{text}");
+    }
+
+    #[test]
+    fn protocol_chatter_shows_only_when_asked_for() {
+        assert_eq!(default_filter("info"), "info,pg_walstream=warn");
+        assert_eq!(default_filter("warn"), "warn,pg_walstream=warn");
+        assert_eq!(default_filter("DEBUG"), "DEBUG");
+        assert_eq!(default_filter("info,pg_walstream=info"), "info,pg_walstream=info");
+        for level in ["info", "debug", "info,strata_reader=trace"] {
+            assert!(EnvFilter::try_new(default_filter(level)).is_ok(), "{level}");
+        }
     }
 
     #[tokio::test]

@@ -2,11 +2,13 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use strata_common::pgtext::{TextError, parse_lossless};
 use strata_common::telemetry::{Registry, Value};
 use strata_common::{Lsn, TableName, Timestamp};
 use strata_stager::schema::ColumnSchema;
+use tokio_util::sync::CancellationToken;
 
 /// Default address of the reader's `/metrics`, `/healthz` and `/readyz`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -54,6 +56,29 @@ impl ReaderMetrics {
             self.registry.counter("strata_reader_snapshot_rows_total", "Rows copied by the snapshot, per table.", &l),
             self.registry.counter("strata_reader_snapshot_bytes_total", "Bytes of COPY text read by the snapshot, per table.", &l),
         )
+    }
+
+    /// Logs, every `every` until `token` is cancelled, one line with what
+    /// was staged since the last one and the current lag.
+    pub async fn log_summaries(self, every: Duration, token: CancellationToken) {
+        let mut last = (self.changes.count(), self.transactions.count(), self.batches.count());
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let now = (self.changes.count(), self.transactions.count(), self.batches.count());
+            tracing::info!(
+                changes = now.0.saturating_sub(last.0),
+                transactions = now.1.saturating_sub(last.1),
+                batches = now.2.saturating_sub(last.2),
+                lag_bytes = self.lag_bytes.gauge(),
+                lag_seconds = self.lag_seconds.gauge(),
+                period_seconds = every.as_secs(),
+                "stream summary"
+            );
+            last = now;
+        }
     }
 
     /// Updates the lag gauges from the server's position, the durable

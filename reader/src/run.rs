@@ -95,6 +95,11 @@ fn update(status: &SharedStatus, f: impl FnOnce(&mut ReaderStatus)) {
     }
 }
 
+/// How often the reader logs a one-line summary at INFO: often enough to see
+/// that it is alive and how far behind it is, rare enough that an idle
+/// stream's log stays small (1,440 lines a day).
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
 /// Runs the stream of `config` until `shutdown` is cancelled.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let source = config.source.clone().context("the reader needs a [source] section")?;
@@ -129,6 +134,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         None => log,
     };
     let renewer = tokio::spawn(renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
+    tokio::spawn(telemetry.metrics.clone().log_summaries(SUMMARY_EVERY, work.clone()));
     let ctx = Ctx { config, source: &source, log: &log, status: &status, telemetry: &telemetry };
     let result = stream_with_retries(&ctx, work.clone()).await;
     work.cancel();

@@ -276,15 +276,6 @@ async fn schema_changes_mid_stream_get_new_versions() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
-async fn http_get(port: u16, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
-
 /// Asserts the reader's slot confirms the server's current WAL position
 /// within 30 s, with nothing to stage.
 async fn assert_slot_reaches_wal_end(c: &Client, after: &str) {
@@ -321,9 +312,9 @@ async fn an_idle_stream_holds_no_wal_back_and_serves_metrics() {
     let stage = Stage::local(dir.path()).unwrap();
     wait_for_changes(&stage, "main", 3).await.unwrap();
 
-    assert!(http_get(port, "/readyz").await.starts_with("HTTP/1.1 200"));
-    assert!(http_get(port, "/healthz").await.starts_with("HTTP/1.1 200"));
-    let metrics = http_get(port, "/metrics").await;
+    assert!(strata_tests::http::get(port, "/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(strata_tests::http::get(port, "/healthz").await.starts_with("HTTP/1.1 200"));
+    let metrics = strata_tests::http::get(port, "/metrics").await;
     assert!(metrics.contains("strata_reader_changes_total{stream=\"main\"} 3"), "{metrics}");
     // Statements sent in one simple query run as one implicit transaction.
     assert!(metrics.contains("strata_reader_transactions_total{stream=\"main\"} 1"), "{metrics}");
@@ -338,4 +329,41 @@ async fn an_idle_stream_holds_no_wal_back_and_serves_metrics() {
     assert_slot_reaches_wal_end(&c, "another database").await;
     assert_eq!(staged_changes(&stage, "main").await.unwrap().len(), 3, "unpublished tables are not staged");
     reader.stop().await.unwrap();
+}
+
+/// At the default level the reader logs state changes, not protocol
+/// traffic: a busy then idle stream writes a few lines, none per standby
+/// status update (the replication client logs each at INFO).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_default_log_level_shows_state_changes_not_protocol_traffic() {
+    let cluster = PgCluster::shared();
+    let url = cluster.fresh_database().await.unwrap();
+    let c = session(&url).await;
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = strata_tests::reader::write_config(dir.path(), &url, &dir.path().join("stage"), "").unwrap();
+    let log_path = dir.path().join("reader.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata-reader-under-test"))
+        .arg("--config")
+        .arg(&config_path)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_slot(&c, "strata_main").await.unwrap();
+    for i in 0..200 {
+        c.batch_execute(&format!("INSERT INTO t VALUES ({i})")).await.unwrap();
+    }
+    // Idle: keepalives and status updates keep flowing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("replication started")), "state changes are logged at INFO:\n{log}");
+    assert!(!log.contains("standby status"), "status updates stay at debug:\n{log}");
+    // Start-up (lease, endpoints, publication, slot, snapshot, streaming)
+    // takes about ten lines; 200 transactions and 6 idle seconds add none.
+    assert!(lines.len() <= 25, "{} lines:\n{log}", lines.len());
 }
