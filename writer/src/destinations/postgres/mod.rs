@@ -17,8 +17,14 @@
 //! History mode appends every change to a table of the same name, after six
 //! metadata columns (`_strata_op`, `_strata_lsn`, `_strata_ord`,
 //! `_strata_xid`, `_strata_commit_ts`, `_strata_unchanged`) whose
-//! `(_strata_lsn, _strata_ord)` primary key makes storing a change twice an
-//! error rather than a silent duplicate.
+//! `(_strata_lsn, _strata_ord)` primary key stores each change once: a
+//! replay that re-delivers changes the table holds keeps the stored ones.
+//!
+//! A replay (`--from T`) onto a mirror re-applies the changes from T on:
+//! upserts and deletes by key are idempotent, so a table with a key ends
+//! equal to the source. A table without a key is applied by matching whole
+//! rows and cannot tell a re-delivered insert from a new one: rebuild it
+//! with `--as-of` instead.
 
 pub mod config;
 pub mod retry;

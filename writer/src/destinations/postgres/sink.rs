@@ -9,6 +9,7 @@ use strata_common::ident::quote_ident;
 use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, Op, TableName, Value};
 use strata_stager::schema::{ReplicaIdentity, TableSchema};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 
 use super::config::connect;
@@ -89,7 +90,7 @@ impl Destination for PostgresSink {
                    seq bigint NOT NULL, lsn text NOT NULL, commit_ts timestamptz, updated_at timestamptz NOT NULL DEFAULT now())";
         if let Err(e) = self.client.batch_execute(ddl).await {
             // Two writers creating it at once: one loses with a duplicate; the table is there.
-            if e.code() != Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            if e.code() != Some(&SqlState::UNIQUE_VIOLATION) {
                 return Err(classify("creating strata.cursors", &e));
             }
         }
@@ -506,11 +507,22 @@ async fn temp_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String]
 }
 
 /// `COPY … FROM STDIN` in text format.
-async fn copy_in(tx: &Transaction<'_>, table: &str, columns: &[String], rows: &[Vec<Option<String>>]) -> Result<(), DestError> {
+async fn copy_in(tx: &Transaction<'_>, table: &str, columns: &[String], rows: &[TextRow]) -> Result<(), DestError> {
+    copy_rows(tx, table, columns, rows).await.map_err(|(context, e)| classify(context, &e))
+}
+
+/// [`copy_in`] with PostgreSQL's own error, and what was being done, so a
+/// caller can branch on the SQLSTATE.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &[String],
+    rows: &[TextRow],
+) -> Result<(), (&'static str, tokio_postgres::Error)> {
     let sink = tx
         .copy_in::<_, bytes::Bytes>(&format!("COPY {table} ({}) FROM STDIN", columns.join(", ")))
         .await
-        .map_err(err("starting COPY"))?;
+        .map_err(|e| ("starting COPY", e))?;
     futures::pin_mut!(sink);
     let mut buf = BytesMut::with_capacity(COPY_CHUNK);
     for row in rows {
@@ -525,13 +537,13 @@ async fn copy_in(tx: &Transaction<'_>, table: &str, columns: &[String], rows: &[
         }
         buf.put_u8(b'\n');
         if buf.len() >= COPY_CHUNK {
-            sink.send(buf.split().freeze()).await.map_err(err("sending COPY data"))?;
+            sink.send(buf.split().freeze()).await.map_err(|e| ("sending COPY data", e))?;
         }
     }
     if !buf.is_empty() {
-        sink.send(buf.freeze()).await.map_err(err("sending COPY data"))?;
+        sink.send(buf.freeze()).await.map_err(|e| ("sending COPY data", e))?;
     }
-    sink.finish().await.map_err(err("finishing COPY"))?;
+    sink.finish().await.map_err(|e| ("finishing COPY", e))?;
     Ok(())
 }
 
@@ -603,7 +615,26 @@ async fn apply_history(tx: &Transaction<'_>, schema: &TableSchema, changes: &[Ch
             row
         })
         .collect();
-    copy_in(tx, &schema.table.quoted(), &columns, &rows).await
+    // A replay re-delivers changes the table may hold already (the cursor
+    // was moved back, the rows were not): the plain COPY fails on the key,
+    // and the batch goes in again keeping what is there, so each change is
+    // stored once. The savepoint keeps the fast path a single COPY.
+    let target = schema.table.quoted();
+    tx_execute(tx, "SAVEPOINT strata_history").await?;
+    match copy_rows(tx, &target, &columns, &rows).await {
+        Ok(()) => tx_execute(tx, "RELEASE SAVEPOINT strata_history").await,
+        Err((_, e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx_execute(tx, "ROLLBACK TO SAVEPOINT strata_history").await?;
+            let tmp = "strata_history_redelivered";
+            tx_execute(tx, &format!("CREATE TEMP TABLE {tmp} (LIKE {target}) ON COMMIT DROP")).await?;
+            copy_in(tx, tmp, &columns, &rows).await?;
+            let list = columns.join(", ");
+            let sql = format!("INSERT INTO {target} ({list}) SELECT {list} FROM {tmp} ON CONFLICT (_strata_lsn, _strata_ord) DO NOTHING");
+            tx.execute(&sql, &[]).await.map_err(err(&format!("appending redelivered changes to {}", schema.table)))?;
+            tx_execute(tx, &format!("DROP TABLE {tmp}")).await
+        }
+        Err((context, e)) => Err(classify(context, &e)),
+    }
 }
 
 /// Tables without a key: changes in order, rows matched on their whole old
