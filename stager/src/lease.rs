@@ -146,7 +146,13 @@ impl Leases {
 
     /// Gives the lease up so another process can take it at once.
     pub async fn release(&self, held: &Versioned<Lease>, now: Timestamp) -> Result<()> {
-        let lease = Lease { expires_at: now, renewed_at: now, ..held.value.clone() };
+        self.release_with_status(held, now, held.value.status.clone()).await
+    }
+
+    /// [`Leases::release`], leaving `status` as the holder's last word (a
+    /// failure stays visible after its holder exits).
+    pub async fn release_with_status(&self, held: &Versioned<Lease>, now: Timestamp, status: serde_json::Value) -> Result<()> {
+        let lease = Lease { expires_at: now, renewed_at: now, status, ..held.value.clone() };
         self.stage.put_json_if(&self.path, &lease, Some(&held.version)).await.map(|_| ())
     }
 }

@@ -286,3 +286,54 @@ async fn rejected_changes_go_to_the_dead_letter_folder_under_skip_and_pause_othe
     assert!(writer.terminate().unwrap().success());
     reader.stop().await.unwrap();
 }
+
+/// A data file that no longer decodes is an error retrying cannot heal: the
+/// destination is shown `failed` with the file named, in `status` and in
+/// `/metrics`, is not retried, and still shows so after the writer exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_stage_file_fails_the_destination_visibly_and_is_not_retried() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let dst_url = cluster.fresh_database().await.unwrap();
+    let admin = connect(&src_url).await.unwrap();
+    admin.batch_execute("CREATE TABLE t (id int PRIMARY KEY)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let reader = RunningReader::start(Config::from_toml("t", &config_text(&src_url, &stage_dir, ""), &[]).unwrap());
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    admin.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
+    wait_staged(&admin).await;
+    reader.stop().await.unwrap();
+    let stage = Stage::local(&stage_dir).unwrap();
+    let log = StreamLog::new(&stage, "main").unwrap();
+    let head = log.head(None).await.unwrap().unwrap();
+    let file = log.read(head).await.unwrap().files[0].path.clone();
+    std::fs::write(stage_dir.join(&file), b"not parquet").unwrap();
+
+    strata_writer::control::add(&stage, &spec("m", &dst_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
+    let port = strata_tests::process::free_port();
+    let config = dir.path().join("w.toml");
+    std::fs::write(&config, config_text(&src_url, &stage_dir, "").replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))).unwrap();
+    let writer = ServiceProcess::spawn(Path::new(WRITER), &config).unwrap();
+    let error = wait_failed(&stage, "m").await;
+    assert!(error.contains(&file) && error.contains("corrupt"), "the error names the file: {error}");
+    // Several reconcile passes later it is still failed, and was never retried.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let keys = DestinationKeys::new("m").unwrap();
+    let status = Leases::new(&stage, keys.lease()).read().await.unwrap().unwrap().value.status;
+    assert_eq!(status["state"], "failed");
+    assert_eq!(status["retries"], 0, "{status}");
+    assert!(status["failed_at"].is_string(), "{status}");
+    let metrics = strata_tests::http::get(port, "/metrics").await;
+    assert!(metrics.contains(r#"strata_writer_destination_failed{destination="m",stream="main"} 1"#), "{metrics}");
+    assert!(writer.terminate().unwrap().success());
+
+    // After the writer exits, `status` still says why.
+    let out = std::process::Command::new(WRITER).args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["state"], "failed (no writer holds it)", "{row}");
+    assert!(row["error"].as_str().unwrap().contains(&file), "{row}");
+    assert!(row["failed_at"].is_string(), "{row}");
+}

@@ -363,10 +363,15 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
         let cursor = Cursors::new(stage, &s.name)?.load().await?.map(|c| c.value);
         let lease: Option<Lease> = Leases::new(stage, DestinationKeys::new(&s.name)?.lease()).read().await?.map(|l| l.value);
         let live = lease.as_ref().filter(|l| !l.is_expired(Timestamp::now()));
-        let state = match (&s.paused, live) {
-            (true, _) => "paused".to_owned(),
-            (false, Some(l)) => l.status.get("state").and_then(|v| v.as_str()).unwrap_or("running").to_owned(),
-            (false, None) => "unassigned".to_owned(),
+        // A failure outlives the writer that saw it: the released lease
+        // keeps its last status until a writer takes the destination again.
+        let failed = lease.as_ref().filter(|l| l.status.get("state").and_then(|v| v.as_str()) == Some("failed"));
+        let shown = live.or(failed);
+        let state = match (&s.paused, live, failed) {
+            (true, _, _) => "paused".to_owned(),
+            (false, Some(l), _) => l.status.get("state").and_then(|v| v.as_str()).unwrap_or("running").to_owned(),
+            (false, None, Some(_)) => "failed (no writer holds it)".to_owned(),
+            (false, None, None) => "unassigned".to_owned(),
         };
         let delivered = cursor.as_ref().map_or(0, |c| c.seq);
         rows.push(serde_json::json!({
@@ -379,7 +384,8 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
             "head": head,
             "head_commit_ts": head_ts,
             "lag_batches": head.map_or(0, |h| h.saturating_sub(delivered)),
-            "error": live.and_then(|l| l.status.get("last_error").cloned()).filter(|e| !e.is_null()),
+            "error": shown.and_then(|l| l.status.get("last_error").cloned()).filter(|e| !e.is_null()),
+            "failed_at": failed.and_then(|l| l.status.get("failed_at").cloned()).filter(|e| !e.is_null()),
             "on_error": s.on_error,
             "schedule": s.schedule.to_string(),
             "next_run": live.and_then(|l| l.status.get("next_run").cloned()).filter(|v| !v.is_null()),
@@ -403,7 +409,8 @@ async fn status(stage: &Stage, json: bool) -> Result<()> {
                 r["schedule"].as_str().unwrap_or("?"),
                 r["next_run"].as_str().map(|t| format!(" (next run {t})")).unwrap_or_default(),
                 r["owner"].as_str().map(|o| format!("\towner {o}")).unwrap_or_default(),
-                r["error"].as_str().map(|e| format!("\terror: {e}")).unwrap_or_default(),
+                r["error"].as_str().map(|e| format!("\terror: {e}")).unwrap_or_default()
+                    + &r["failed_at"].as_str().map(|t| format!(" (since {t})")).unwrap_or_default(),
                 match r["dead_letters"].as_u64() {
                     Some(n) if n > 0 => format!("\t{n} changes dead-lettered"),
                     _ => String::new(),

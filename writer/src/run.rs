@@ -52,8 +52,15 @@ struct Running {
 
 /// Whether a worker's error is a permanent delivery failure, as opposed to
 /// one a fresh worker may get past (stage hiccups, a lost race).
+/// Whether retrying cannot heal `e`: the destination rejected the data
+/// ([`DestError::Permanent`](crate::destinations::DestError::Permanent)),
+/// or the stage holds something that will not read differently next time
+/// (a corrupt manifest or data file, a checksum mismatch, an invalid name).
 fn is_permanent(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| matches!(c.downcast_ref::<crate::destinations::DestError>(), Some(crate::destinations::DestError::Permanent(_))))
+    e.chain().any(|c| {
+        matches!(c.downcast_ref::<crate::destinations::DestError>(), Some(crate::destinations::DestError::Permanent(_)))
+            || c.downcast_ref::<StageError>().is_some_and(|e| !e.is_retriable())
+    })
 }
 
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
@@ -89,7 +96,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         if let Ok(Err(e)) = r.task.await {
             tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
         }
-        let _ = r.leases.release(&r.lease, Timestamp::now()).await;
+        release(&r.leases, &r.lease, &r.status).await;
     }
     listening.cancel();
     server.abort();
@@ -101,7 +108,15 @@ async fn stop(name: &str, r: Running) {
     if let Ok(Err(e)) = r.task.await {
         tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
     }
-    let _ = r.leases.release(&r.lease, Timestamp::now()).await;
+    release(&r.leases, &r.lease, &r.status).await;
+}
+
+/// Gives up a destination's lease, leaving the worker's last status in it,
+/// so that `status` still shows a failure (and its error) after the writer
+/// exits.
+async fn release(leases: &Leases, lease: &Versioned<Lease>, status: &SharedWorkerStatus) {
+    let status = status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
+    let _ = leases.release_with_status(lease, Timestamp::now(), status).await;
 }
 
 async fn reconcile(
@@ -143,7 +158,7 @@ async fn reconcile(
                         tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped; restarting it");
                     }
                     if let Some(r) = running.remove(&name) {
-                        let _ = r.leases.release(&r.lease, Timestamp::now()).await;
+                        release(&r.leases, &r.lease, &r.status).await;
                     }
                     continue;
                 }
@@ -218,6 +233,9 @@ async fn reconcile(
             registry.gauge("strata_writer_lag_seconds", "Age of the last delivered commit while batches wait; 0 when caught up.", &labels).set(lag);
         }
         registry.gauge("strata_writer_retries", "Transient delivery failures retried since the worker started.", &labels).set(s.retries as f64);
+        registry
+            .gauge("strata_writer_destination_failed", "1 while the destination is stopped by an error retrying cannot heal.", &labels)
+            .set(if r.failed { 1.0 } else { 0.0 });
     }
     Ok(())
 }

@@ -46,6 +46,8 @@ pub struct WorkerStatus {
     pub cursor: Option<u64>,
     pub cursor_commit_ts: Option<Timestamp>,
     pub last_error: Option<String>,
+    /// When the worker stopped on an error retrying cannot heal.
+    pub failed_at: Option<Timestamp>,
     pub retries: u64,
     /// The delivery schedule in force.
     pub schedule: String,
@@ -345,6 +347,7 @@ pub async fn run(
         set(&status, |s| {
             s.state = "failed".to_owned();
             s.last_error = Some(message.clone());
+            s.failed_at = Some(Timestamp::now());
         });
         if let Some(a) = active {
             let _ = replay::set_state(&stage, &a.request, ReplayState::Failed, Some(message)).await;
