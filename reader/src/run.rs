@@ -139,8 +139,11 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let result = stream_with_retries(&ctx, work.clone()).await;
     work.cancel();
     server.abort();
+    // The last status stays in reader.json, so a reader that stopped on an
+    // error retrying cannot heal still says which, after it has exited.
+    let last = status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
     if let Ok(Some(held)) = renewer.await
-        && let Err(e) = leases.release(&held, Timestamp::now()).await
+        && let Err(e) = leases.release_with_status(&held, Timestamp::now(), last).await
     {
         tracing::warn!(error = %e, "could not release the reader lease; it expires by itself");
     }

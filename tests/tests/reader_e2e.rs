@@ -367,3 +367,39 @@ async fn the_default_log_level_shows_state_changes_not_protocol_traffic() {
     // takes about ten lines; 200 transactions and 6 idle seconds add none.
     assert!(lines.len() <= 25, "{} lines:\n{log}", lines.len());
 }
+
+/// A source error retrying cannot heal (here a database that does not
+/// exist) ends the reader with a non-zero status and the error, and
+/// `reader.json` keeps it after the reader has exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_permanent_source_error_exits_non_zero_and_stays_in_the_stream_status() {
+    let cluster = PgCluster::shared();
+    let missing = cluster.url(&format!("db_missing_{}", uuid::Uuid::new_v4().simple()));
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let config_path = strata_tests::reader::write_config(dir.path(), &missing, &stage_dir, "").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_strata-reader-under-test"))
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the reader kept retrying an error that cannot heal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!exit.success(), "exit status {exit}");
+    assert!(stderr.contains("does not exist"), "the error is shown: {stderr}");
+    let stage = Stage::local(&stage_dir).unwrap();
+    let keys = strata_stager::keys::StreamKeys::new("main").unwrap();
+    let lease = strata_stager::lease::Leases::new(&stage, keys.reader()).read().await.unwrap().unwrap();
+    assert_eq!(lease.value.status["state"], "failed", "{}", lease.value.status);
+    assert!(lease.value.status["last_error"].as_str().unwrap().contains("does not exist"), "{}", lease.value.status);
+}
