@@ -32,6 +32,31 @@ fn request(id: &str, destination: &str, from: Option<Timestamp>, as_of: Option<T
     }
 }
 
+/// `(lsn, ord)` of every staged change committed at or after `from`, sorted.
+async fn staged_positions(stage: &Stage, from: Option<Timestamp>) -> Vec<(String, i64)> {
+    let log = StreamLog::new(stage, "main").unwrap();
+    let mut out = Vec::new();
+    for seq in 1..=log.head(None).await.unwrap().unwrap() {
+        for f in log.read(seq).await.unwrap().files {
+            for c in log.read_file(&f).await.unwrap().changes {
+                if from.is_none_or(|t| c.commit_ts >= t) {
+                    out.push((c.lsn.to_string(), c.ord as i64));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `(lsn, ord)` of every row of the history table `public.t`, sorted.
+async fn history_positions(c: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    let rows = c.query("SELECT _strata_lsn::text, _strata_ord FROM public.t", &[]).await.unwrap();
+    let mut out: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    out.sort();
+    out
+}
+
 async fn wait_replay(stage: &Stage, id: &str) {
     for _ in 0..1200 {
         let all = strata_writer::replay::list(stage).await.unwrap();
@@ -94,27 +119,8 @@ async fn replay_from_a_time_and_rebuild_as_of_a_time() {
     wait_caught_up(&stage, "from").await;
 
     // --from T: exactly the staged changes committed at or after T.
-    let log = StreamLog::new(&stage, "main").unwrap();
-    let mut expected = Vec::new();
-    for seq in 1..=log.head(None).await.unwrap().unwrap() {
-        for f in log.read(seq).await.unwrap().files {
-            for c in log.read_file(&f).await.unwrap().changes {
-                if c.commit_ts >= at {
-                    expected.push((c.lsn.to_string(), c.ord as i64));
-                }
-            }
-        }
-    }
-    expected.sort();
-    let dest = session(&from_url).await;
-    let mut got: Vec<(String, i64)> = dest
-        .query("SELECT _strata_lsn::text, _strata_ord FROM public.t", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    got.sort();
+    let expected = staged_positions(&stage, Some(at)).await;
+    let got = history_positions(&session(&from_url).await).await;
     assert_eq!(expected.len(), 14, "10 inserts, then 2 updates and 2 deletes, after T");
     assert_eq!(got, expected, "exactly the changes committed at or after T");
 
@@ -205,20 +211,8 @@ async fn replay_onto_caught_up_destinations_under_writes() {
     wait_caught_up(&stage, "mirror").await;
 
     // History: every staged change exactly once, nothing else.
-    let log = StreamLog::new(&stage, "main").unwrap();
-    let mut staged = Vec::new();
-    for seq in 1..=log.head(None).await.unwrap().unwrap() {
-        for f in log.read(seq).await.unwrap().files {
-            for c in log.read_file(&f).await.unwrap().changes {
-                staged.push((c.lsn.to_string(), c.ord as i64));
-            }
-        }
-    }
-    staged.sort();
-    let hist = session(&hist_url).await;
-    let mut got: Vec<(String, i64)> =
-        hist.query("SELECT _strata_lsn::text, _strata_ord FROM public.t", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
-    got.sort();
+    let staged = staged_positions(&stage, None).await;
+    let got = history_positions(&session(&hist_url).await).await;
     assert!(staged.len() > 100, "{} staged changes", staged.len());
     assert_eq!(got, staged, "each staged change once in the history after the replay");
 
