@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::TextFallbacks;
+use crate::decode::TextFallbacks;
 use crate::setup::SourceDb;
 use crate::snapshot::plan;
 use crate::snapshot::{Phase, SnapshotState, copy};

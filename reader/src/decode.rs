@@ -13,15 +13,16 @@
 //! [`TextFallbacks`], which counts and reports it: PostgreSQL accepted it, so
 //! it must never stop the stream.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
+use strata_common::pgtext::{TextError, parse_lossless};
+use strata_common::telemetry::Registry;
 use strata_common::{Change, Lsn, Op, TableName, Timestamp, Value};
 use strata_stager::log::StreamLog;
-use strata_stager::schema::{ReplicaIdentity, TableSchema};
+use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
 
-use crate::metrics::TextFallbacks;
 use crate::setup::SourceDb;
 use crate::source::{Datum, OldTuple, Relation};
 
@@ -163,5 +164,55 @@ impl Decoder {
     /// A truncate of one relation as a staged change.
     pub fn truncate(&self, relation: u32, at: Position) -> Result<(Arc<TableSchema>, Change)> {
         self.change(Op::Truncate, relation, None, None, at)
+    }
+}
+
+/// Values staged as their exact text (`_strata_raw`) because their typed
+/// column cannot hold them. Each is counted in
+/// `strata_reader_values_staged_as_text_total{table,column}`, and the first
+/// of each table and column is logged with the reason: a legal value never
+/// stops the stream, but nobody should be surprised by a NULL typed cell.
+#[derive(Clone)]
+pub struct TextFallbacks {
+    registry: Registry,
+    stream: String,
+    logged: Arc<Mutex<HashSet<(TableName, String)>>>,
+}
+
+impl TextFallbacks {
+    pub fn new(registry: &Registry, stream: &str) -> Self {
+        TextFallbacks { registry: registry.clone(), stream: stream.to_owned(), logged: Arc::default() }
+    }
+
+    /// Parses a value of `column` of `table`, keeping what does not parse as
+    /// [`Value::Raw`], counted and reported.
+    pub fn parse(&self, table: &TableName, column: &ColumnSchema, text: &str) -> Value {
+        let (value, error) = parse_lossless(&column.column_type, text);
+        if let Some(e) = error {
+            self.record(table, column, &e);
+        }
+        value
+    }
+
+    fn record(&self, table: &TableName, column: &ColumnSchema, error: &TextError) {
+        let name = table.to_string();
+        let l = [("stream", self.stream.as_str()), ("table", name.as_str()), ("column", column.name.as_str())];
+        self.registry
+            .counter(
+                "strata_reader_values_staged_as_text_total",
+                "Values staged as exact text in _strata_raw because their typed column cannot hold them.",
+                &l,
+            )
+            .inc_by(1);
+        let first = self.logged.lock().unwrap_or_else(|p| p.into_inner()).insert((table.clone(), column.name.clone()));
+        if first {
+            tracing::warn!(
+                table = %table,
+                column = %column.name,
+                pg_type = %column.pg_type,
+                reason = %error.reason,
+                "a value its typed column cannot hold is staged as exact text in _strata_raw; later ones of this column are only counted"
+            );
+        }
     }
 }

@@ -50,12 +50,11 @@ struct Running {
     failed: bool,
 }
 
-/// Whether a worker's error is a permanent delivery failure, as opposed to
-/// one a fresh worker may get past (stage hiccups, a lost race).
 /// Whether retrying cannot heal `e`: the destination rejected the data
 /// ([`DestError::Permanent`](crate::destinations::DestError::Permanent)),
 /// or the stage holds something that will not read differently next time
-/// (a corrupt manifest or data file, a checksum mismatch, an invalid name).
+/// (a corrupt manifest or data file, a checksum mismatch, an invalid name),
+/// as opposed to what a fresh worker may get past (stage hiccups, a lost race).
 fn is_permanent(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         matches!(c.downcast_ref::<crate::destinations::DestError>(), Some(crate::destinations::DestError::Permanent(_)))

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::copytext::{Fields, Lines, fields};
 use super::plan::PageRange;
 use crate::batch::change_size;
-use crate::metrics::TextFallbacks;
+use crate::decode::TextFallbacks;
 
 /// One table being copied, shared by the workers copying its ranges.
 pub struct TableCopy {
