@@ -82,6 +82,13 @@ impl fmt::Debug for TableName {
     }
 }
 
+/// Quotes a string constant for SQL as an escape string (`E'…'`), which
+/// reads the same whatever `standard_conforming_strings` says: `it's a\b`
+/// becomes `E'it''s a\\b'`.
+pub fn quote_literal(s: &str) -> String {
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// Quotes an identifier for SQL: `a"b` becomes `"a""b"`.
 pub fn quote_ident(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -144,6 +151,12 @@ fn split_qualified(input: &str) -> Result<Vec<String>, IdentError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn literals_quote_quotes_and_backslashes() {
+        assert_eq!(quote_literal("plain"), "E'plain'");
+        assert_eq!(quote_literal(r"it's a\b"), r"E'it''s a\\b'");
+    }
 
     #[test]
     fn parses_plain_and_quoted() {

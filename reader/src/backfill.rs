@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use strata_common::config::SourceConfig;
-use strata_common::ident::quote_ident;
+use strata_common::ident::{quote_ident, quote_literal};
 use strata_common::{Change, Lsn, TableName, Timestamp, Value};
 use strata_stager::log::StreamLog;
 use strata_stager::schema::{ColumnSchema, TableSchema};
@@ -417,7 +417,7 @@ async fn emit(client: &Client, mark: &Mark) -> Result<()> {
 
 /// `'text'::type` literal of a key value.
 fn literal(text: &str, pg_type: &str) -> String {
-    format!("'{}'::{pg_type}", text.replace('\'', "''"))
+    format!("{}::{pg_type}", quote_literal(text))
 }
 
 impl Task {
@@ -490,6 +490,7 @@ mod tests {
             columns: vec![column("n", false), column("id", true)],
             since_lsn: None,
             database: None,
+            relfilenode: None,
         }
     }
 

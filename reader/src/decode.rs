@@ -85,6 +85,7 @@ impl Decoder {
             columns,
             since_lsn: Some(at),
             database: Some(db.database().await?),
+            relfilenode: db.relfilenode(rel.oid).await?,
         };
         let latest = match self.latest.get(&table) {
             Some(s) => Some(s.clone()),
@@ -103,7 +104,18 @@ impl Decoder {
                 if let Some(l) = &latest {
                     candidate.inherit_names(l);
                 }
-                candidate.version = latest.map_or(1, |l| l.version + 1);
+                candidate.version = latest.as_ref().map_or(1, |l| l.version + 1);
+                if let Some(before) = latest.as_ref().and_then(|l| l.relfilenode)
+                    && candidate.relfilenode.is_some_and(|now| now != before)
+                {
+                    // The change rewrote the table: existing rows got values
+                    // no WAL change carries, so they are read again. Asked
+                    // before the version is staged, so a crash in between
+                    // repeats the request rather than losing it.
+                    let reason = format!("schema v{} rewrote the table (volatile default, stored generated column or type change)", candidate.version);
+                    let req = crate::backfill::request(&self.log, &table, &reason).await.with_context(|| format!("requesting a backfill of {table}"))?;
+                    tracing::info!(table = %table, version = candidate.version, backfill = req.id, "table rewritten by a schema change; backfilling it");
+                }
                 self.log.write_schema(&candidate).await.with_context(|| format!("staging schema v{} of {table}", candidate.version))?;
                 tracing::info!(table = %table, version = candidate.version, "new schema version");
                 Arc::new(candidate)

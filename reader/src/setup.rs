@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, bail};
 use strata_common::config::SourceConfig;
 use strata_common::ident::quote_ident;
+use strata_common::pgtext::{REQUIRED_SETTINGS, parse_text};
 use strata_common::types::CatalogType;
-use strata_common::{ColumnType, Lsn, TableName};
+use strata_common::{ColumnType, Lsn, TableName, Value};
 use strata_stager::schema::ColumnSchema;
 use tokio_postgres::Client;
 
@@ -52,7 +53,23 @@ impl SourceDb {
                 tracing::warn!(error = %e, "source connection ended");
             }
         });
+        // Values read from the catalog (a column's missing value) come in
+        // the same text forms as the stream's.
+        let settings: String = REQUIRED_SETTINGS.iter().map(|(name, value)| format!("SET {name} = '{value}'; ")).collect();
+        client.batch_execute(&settings).await.context("pinning the session settings of the source connection")?;
         Ok(SourceDb { client, conn_task, type_cache: HashMap::new(), name_cache: HashMap::new(), database: None })
+    }
+
+    /// The table's storage file (`pg_relation_filenode`), which a rewrite
+    /// changes; `None` for relations without storage (partitioned tables).
+    pub async fn relfilenode(&self, oid: u32) -> Result<Option<u32>> {
+        let node: Option<u32> = self
+            .client
+            .query_one("SELECT pg_relation_filenode($1::oid)", &[&oid])
+            .await
+            .with_context(|| format!("reading the storage file of relation {oid}"))?
+            .get(0);
+        Ok(node.filter(|n| *n != 0))
     }
 
     pub fn client(&self) -> &Client {
@@ -234,14 +251,16 @@ impl SourceDb {
     /// looked up by name in the catalog of now (a column renamed again since
     /// the Relation message gets none).
     pub async fn column_schemas(&mut self, oid: u32, columns: &[RelationColumn]) -> Result<Vec<ColumnSchema>> {
-        let numbers: HashMap<String, i16> = self
+        let rows = self
             .client
-            .query("SELECT attname::text, attnum FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped", &[&oid])
+            .query(
+                "SELECT attname::text, attnum, CASE WHEN atthasmissing THEN attmissingval::text END \
+                 FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped",
+                &[&oid],
+            )
             .await
-            .with_context(|| format!("reading the column numbers of relation {oid}"))?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .with_context(|| format!("reading the columns of relation {oid}"))?;
+        let numbers: HashMap<String, (i16, Option<String>)> = rows.into_iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
         let mut out = Vec::with_capacity(columns.len());
         for c in columns {
             out.push(ColumnSchema {
@@ -251,8 +270,9 @@ impl SourceDb {
                 type_modifier: c.type_modifier,
                 column_type: self.column_type(c.type_oid, c.type_modifier).await?,
                 key: c.key,
-                attnum: numbers.get(&c.name).copied(),
+                attnum: numbers.get(&c.name).map(|(n, _)| *n),
                 former_names: Vec::new(),
+                missing_value: numbers.get(&c.name).and_then(|(_, m)| m.as_deref()).and_then(missing_element),
             });
         }
         Ok(out)
@@ -272,5 +292,34 @@ impl SourceDb {
         let name = name.unwrap_or_else(|| format!("oid {oid}"));
         self.name_cache.insert((oid, modifier), name.clone());
         Ok(name)
+    }
+}
+
+/// The value inside `pg_attribute.attmissingval`'s text form, a one-element
+/// array of the column's type (`{42}`, `{"a \"b\""}`, `{"{1,2}"}` for an
+/// array column); `None` for NULL or a form that is not one element.
+fn missing_element(array_text: &str) -> Option<String> {
+    let list = ColumnType::Array { element: Box::new(ColumnType::Text) };
+    match parse_text(&list, array_text) {
+        Ok(Value::Array(items)) => match items.as_slice() {
+            [Value::Text(v)] => Some(v.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_values_come_out_of_their_one_element_array() {
+        assert_eq!(missing_element("{42}").as_deref(), Some("42"));
+        assert_eq!(missing_element(r#"{"he said \"hi\", {x}"}"#).as_deref(), Some(r#"he said "hi", {x}"#));
+        assert_eq!(missing_element(r#"{"{1,2}"}"#).as_deref(), Some("{1,2}"));
+        assert_eq!(missing_element(r#"{"{}"}"#).as_deref(), Some("{}"));
+        assert_eq!(missing_element("{NULL}"), None);
+        assert_eq!(missing_element("{1,2}"), None);
     }
 }

@@ -288,6 +288,7 @@ fn decode_batch(
         columns: Vec::new(),
         since_lsn: None,
         database: None,
+        relfilenode: None,
     }
     .arrow_schema();
     let ty = |name: &str| meta_schema.field_with_name(name).map(|f| f.data_type().clone()).map_err(|e| e.to_string());

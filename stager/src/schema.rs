@@ -99,6 +99,13 @@ pub struct ColumnSchema {
     /// destination can rename instead of dropping and re-adding it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub former_names: Vec<String>,
+    /// The value rows that existed when this column was added received
+    /// without any WAL change (`ADD COLUMN … DEFAULT` with a non-volatile
+    /// default: PostgreSQL's `attmissingval`), as PostgreSQL's text form;
+    /// absent when none (no default, a NULL one, or a table rewritten since).
+    /// A destination adding the column gives existing rows this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_value: Option<String>,
 }
 
 impl ColumnSchema {
@@ -113,6 +120,7 @@ impl ColumnSchema {
             key,
             attnum: None,
             former_names: Vec::new(),
+            missing_value: None,
         }
     }
 }
@@ -136,6 +144,13 @@ pub struct TableSchema {
     /// envelopes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// The table's storage file at the source (`pg_relation_filenode`) when
+    /// this version was staged. A later version with another one means the
+    /// table was rewritten (a volatile default, a stored generated column
+    /// added, a type change `USING` an expression): existing rows changed
+    /// without WAL changes, and the reader backfills the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relfilenode: Option<u32>,
 }
 
 impl TableSchema {
@@ -283,10 +298,12 @@ mod tests {
                     key: false,
                     attnum: *attnum,
                     former_names: Vec::new(),
+                    missing_value: None,
                 })
                 .collect(),
             since_lsn: None,
             database: None,
+            relfilenode: None,
         }
     }
 

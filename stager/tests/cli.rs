@@ -45,6 +45,7 @@ async fn three_batches(stage: &Stage) -> Vec<Manifest> {
                 key: true,
                 attnum: None,
                 former_names: Vec::new(),
+                missing_value: None,
             },
             ColumnSchema {
                 name: "total".to_owned(),
@@ -55,10 +56,12 @@ async fn three_batches(stage: &Stage) -> Vec<Manifest> {
                 key: false,
                 attnum: None,
                 former_names: Vec::new(),
+                missing_value: None,
             },
         ],
         since_lsn: None,
         database: None,
+        relfilenode: None,
     });
     let log = StreamLog::new(stage, "main").unwrap();
     log.write_schema(&schema).await.unwrap();

@@ -34,6 +34,7 @@ fn schema() -> Arc<TableSchema> {
         key,
         attnum: None,
         former_names: Vec::new(),
+        missing_value: None,
     };
     Arc::new(TableSchema {
         format: 1,
@@ -45,6 +46,7 @@ fn schema() -> Arc<TableSchema> {
         columns: vec![col("id", "integer", 23, ColumnType::Int32, true), col("v", "text", 25, ColumnType::Text, false)],
         since_lsn: None,
         database: None,
+        relfilenode: None,
     })
 }
 

@@ -12,7 +12,7 @@ use strata_stager::manifest::BatchKind;
 use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
 
 fn column(name: &str, pg_type: &str, ty: ColumnType) -> ColumnSchema {
-    ColumnSchema { name: name.to_owned(), pg_type: pg_type.to_owned(), type_oid: 0, type_modifier: -1, column_type: ty, key: name == "id", attnum: None, former_names: Vec::new() }
+    ColumnSchema { name: name.to_owned(), pg_type: pg_type.to_owned(), type_oid: 0, type_modifier: -1, column_type: ty, key: name == "id", attnum: None, former_names: Vec::new(), missing_value: None }
 }
 
 #[tokio::test]
@@ -35,6 +35,7 @@ async fn pyarrow_reads_hive_partitioned_change_files() {
         ],
         since_lsn: None,
         database: None,
+        relfilenode: None,
     });
     let log = StreamLog::new(&stage, "main").unwrap();
     log.write_schema(&schema).await.unwrap();

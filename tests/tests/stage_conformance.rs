@@ -42,6 +42,7 @@ fn schema(stream: &str, table: &TableName) -> Arc<TableSchema> {
                 key: true,
                 attnum: None,
                 former_names: Vec::new(),
+                missing_value: None,
             },
             ColumnSchema {
                 name: "note".to_owned(),
@@ -52,10 +53,12 @@ fn schema(stream: &str, table: &TableName) -> Arc<TableSchema> {
                 key: false,
                 attnum: None,
                 former_names: Vec::new(),
+                missing_value: None,
             },
         ],
         since_lsn: None,
         database: None,
+        relfilenode: None,
     })
 }
 

@@ -104,6 +104,7 @@ mod tests {
             ],
             since_lsn: None,
             database: Some("shop".into()),
+            relfilenode: None,
         }
     }
 

@@ -46,10 +46,12 @@ fn schema_of(types: &[ColumnType]) -> TableSchema {
                 key: i == 0,
                 attnum: None,
                 former_names: Vec::new(),
+                missing_value: None,
             })
             .collect(),
         since_lsn: None,
         database: None,
+        relfilenode: None,
     }
 }
 

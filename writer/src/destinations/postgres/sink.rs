@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use futures::SinkExt;
-use strata_common::ident::quote_ident;
+use strata_common::ident::{quote_ident, quote_literal};
 use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, Op, TableName, Value};
 use strata_stager::schema::{ReplicaIdentity, TableSchema};
@@ -302,10 +302,20 @@ async fn sync_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String]
         }
     }
     let mut alters = Vec::new();
+    // Columns added with the value existing source rows received (their
+    // default, which PostgreSQL filled in without WAL changes): existing
+    // mirror rows get it too. Not in a history, whose rows are past changes.
+    let mut filled = Vec::new();
     for (c, t) in schema.columns.iter().zip(types) {
         let col = quote_ident(&c.name);
         match existing.get(&c.name) {
-            None => alters.push(format!("ADD COLUMN {col} {t}")),
+            None => match c.missing_value.as_deref().filter(|_| !history) {
+                Some(v) => {
+                    alters.push(format!("ADD COLUMN {col} {t} DEFAULT {}::{t}", quote_literal(v)));
+                    filled.push(format!("ALTER COLUMN {col} DROP DEFAULT"));
+                }
+                None => alters.push(format!("ADD COLUMN {col} {t}")),
+            },
             Some(have) if have != t => alters.push(format!("ALTER COLUMN {col} TYPE {t} USING {col}::text::{t}")),
             Some(_) => {}
         }
@@ -320,6 +330,11 @@ async fn sync_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String]
         let ddl = format!("ALTER TABLE {target} {}", alters.join(", "));
         tx.batch_execute(&ddl).await.map_err(err(&format!("altering {}", schema.table)))?;
         tracing::info!(table = %schema.table, version = schema.version, changes = alters.len(), "altered destination table");
+    }
+    if !filled.is_empty() {
+        // The default served the existing rows only; later rows carry their own values.
+        let ddl = format!("ALTER TABLE {target} {}", filled.join(", "));
+        tx.batch_execute(&ddl).await.map_err(err(&format!("altering {}", schema.table)))?;
     }
     Ok(())
 }

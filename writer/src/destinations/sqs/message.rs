@@ -98,6 +98,7 @@ mod tests {
             ],
             since_lsn: None,
             database: None,
+            relfilenode: None,
         }
     }
 
