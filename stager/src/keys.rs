@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! streams/{stream}/log/{seq:020}.json                 batch manifest: the commit point
-//! streams/{stream}/tables/{schema}.{table}/dt={YYYY-MM-DD}/hr={HH}/{seq:020}-{part:04}.parquet
+//! streams/{stream}/tables/{schema}.{table}/{YYYY-MM-DD}/{HH}/{seq:020}-{part:04}.parquet
 //! streams/{stream}/schemas/{schema}.{table}/{version:010}.json
 //! streams/{stream}/reader.json                        reader lease + status
 //! streams/{stream}/retention.json                     first seq kept after retention (absent: 1)
@@ -67,6 +67,23 @@ pub fn parse_table_segment(segment: &str) -> Result<TableName> {
     })
 }
 
+/// `{YYYY-MM-DD}/{HH}` of a commit time, in UTC: the folders of the stage's
+/// data files and of the files destination (format 2).
+///
+/// Plain folders, not Hive `key=value` ones: format 1's `dt=`/`hr=` shadowed
+/// user columns of those names in every engine that applies Hive
+/// partitioning, and a reserved `_strata_date=` would be skipped whole by
+/// pyarrow, which treats `_`-prefixed paths as hidden. No folder name can
+/// collide with a column; engines prune on `_strata_commit_ts` statistics,
+/// and a path glob (`…/2026-11-20/*/*.parquet`) selects a day or hour.
+pub fn partition(at: Timestamp) -> String {
+    match at.to_datetime() {
+        Some(dt) => dt.format("%Y-%m-%d/%H").to_string(),
+        // Out of chrono's range only for absurd clocks; still a valid key.
+        None => "0000-00-00/00".to_owned(),
+    }
+}
+
 fn path(s: String) -> Path {
     // Every segment built here is non-empty and percent-encoded (no '/', no
     // control characters, never "." or ".."), which is all Path::parse checks.
@@ -119,15 +136,11 @@ impl StreamKeys {
 
     /// A data file, partitioned by the commit time of its first row.
     pub fn data_file(&self, table: &TableName, first_commit: Timestamp, seq: u64, part: u32) -> Path {
-        let (date, hour) = match first_commit.to_datetime() {
-            Some(dt) => (dt.format("%Y-%m-%d").to_string(), dt.format("%H").to_string()),
-            // Out of chrono's range only for absurd clocks; still a valid key.
-            None => ("0000-00-00".to_owned(), "00".to_owned()),
-        };
         path(format!(
-            "{}/tables/{}/dt={date}/hr={hour}/{seq:0width$}-{part:04}.parquet",
+            "{}/tables/{}/{}/{seq:0width$}-{part:04}.parquet",
             self.root,
             table_segment(table),
+            partition(first_commit),
             width = SEQ_WIDTH
         ))
     }
@@ -249,7 +262,7 @@ mod tests {
         let ts: Timestamp = "2026-11-20T10:59:59Z".parse().unwrap();
         assert_eq!(
             k.data_file(&t, ts, 7, 3).as_ref(),
-            "streams/prod/tables/public.users/dt=2026-11-20/hr=10/00000000000000000007-0003.parquet"
+            "streams/prod/tables/public.users/2026-11-20/10/00000000000000000007-0003.parquet"
         );
         assert_eq!(k.schema(&t, 2).as_ref(), "streams/prod/schemas/public.users/0000000002.json");
         assert_eq!(k.parse_manifest_key(&k.manifest(42)), Some(42));

@@ -29,5 +29,26 @@ pub mod verify;
 pub use error::{Result, StageError};
 pub use store::{Stage, Versioned};
 
-/// The staging format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The staging format version this build writes.
+///
+/// - 1: the first format.
+/// - 2: data files are foldered by plain `{YYYY-MM-DD}/{HH}` (v1's Hive
+///   `dt=`/`hr=` shadow user columns of those names when a reader applies
+///   Hive partitioning; see [`keys::partition`]), carry `_strata_raw` and
+///   `_strata_before_raw`, and schema versions record missing values and
+///   the table's storage file. Nothing in the layout of v1 objects changed
+///   meaning, so v1 manifests, schemas and data files read as before (keys
+///   are always taken from manifests, never rebuilt).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format this build reads.
+pub const OLDEST_FORMAT: u32 = 1;
+
+/// Whether this build reads objects of `format`; the error names both ends.
+pub fn check_format(format: u32) -> std::result::Result<(), String> {
+    if (OLDEST_FORMAT..=FORMAT_VERSION).contains(&format) {
+        Ok(())
+    } else {
+        Err(format!("format {format} is not supported (this build reads formats {OLDEST_FORMAT} to {FORMAT_VERSION})"))
+    }
+}

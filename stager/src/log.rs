@@ -17,6 +17,7 @@
 //! binary search — no listing on any hot path.
 
 use bytes::Bytes;
+use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use strata_common::{Change, TableName, Timestamp};
 
@@ -144,6 +145,27 @@ impl StreamLog {
             }
         }
         Ok(Some(known))
+    }
+
+    /// The keys of `table`'s data files in committed batches, in commit
+    /// order, up to the last batch whose first commit is at or before
+    /// `as_of` (that batch may hold later rows: filter on
+    /// `_strata_commit_ts`). What a query engine should read: a glob also
+    /// finds files no manifest lists, uploaded before a commit or left for gc.
+    pub async fn committed_files(&self, table: &TableName, as_of: Option<Timestamp>) -> Result<Vec<Path>> {
+        let mut out = Vec::new();
+        let Some(head) = self.head(None).await? else { return Ok(out) };
+        for seq in self.low().await?..=head {
+            let m = self.read(seq).await?;
+            if as_of.is_some_and(|t| m.commit_ts.min > t) {
+                break;
+            }
+            for f in m.files.iter().filter(|f| f.table == *table) {
+                let key = Path::parse(&f.path).map_err(|e| StageError::Corrupt { path: self.keys.manifest(seq), reason: format!("file path {:?}: {e}", f.path) })?;
+                out.push(key);
+            }
+        }
+        Ok(out)
     }
 
     /// The first batch whose newest commit is at or after `t`, by binary

@@ -120,9 +120,7 @@ impl Manifest {
     /// at `seq`. Everything a reader of the stage relies on is checked here,
     /// so a hand-edited or truncated manifest is refused with a reason.
     pub fn validate(&self, keys: &StreamKeys) -> std::result::Result<(), String> {
-        if self.format != crate::FORMAT_VERSION {
-            return Err(format!("format {} is not supported (this build reads format {})", self.format, crate::FORMAT_VERSION));
-        }
+        crate::check_format(self.format)?;
         if self.stream != keys.stream() {
             return Err(format!("belongs to stream {:?}, not {:?}", self.stream, keys.stream()));
         }

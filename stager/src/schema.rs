@@ -163,9 +163,7 @@ impl TableSchema {
         if self.version == 0 {
             return Err(invalid("versions start at 1".to_owned()));
         }
-        if self.format != crate::FORMAT_VERSION {
-            return Err(invalid(format!("format {} is not {}", self.format, crate::FORMAT_VERSION)));
-        }
+        crate::check_format(self.format).map_err(invalid)?;
         let mut seen = std::collections::HashSet::new();
         for c in &self.columns {
             if c.name.is_empty() {

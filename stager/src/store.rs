@@ -138,6 +138,16 @@ impl Stage {
         Ok(Stage { store: fs.clone(), backend: Backend::Local { fs, root }, url: url.into() })
     }
 
+    /// Where another program finds the object at `key`: an absolute path on
+    /// a local stage, `s3://bucket/prefix/key` on S3 (what DuckDB, pyarrow
+    /// and Spark take).
+    pub fn location(&self, key: &Path) -> String {
+        match &self.backend {
+            Backend::Local { root, .. } => root.join(key.as_ref()).display().to_string(),
+            Backend::Remote => format!("{}/{}", self.url.trim_end_matches('/'), key.as_ref()),
+        }
+    }
+
     /// The stage's URL (no credentials are ever part of it).
     pub fn url(&self) -> &str {
         &self.url

@@ -88,6 +88,6 @@ print(json.dumps({"files": [os.path.relpath(p, sys.argv[1]) for p in paths], "ke
     let batches = StreamLog::new(&stage, "main").unwrap().head(None).await.unwrap().unwrap();
     assert!((files.len() as u64) < batches, "{} files for {batches} batches: rolled up", files.len());
     let first = files[0].as_str().unwrap();
-    assert!(first.starts_with("public.events/dt=") && first.contains("/hr=") && first.ends_with("-v0001.parquet"), "{first}");
+    assert!(first.starts_with("public.events/20") && first.split('/').count() == 4 && first.ends_with("-v0001.parquet"), "{first}");
     reader.stop().await.unwrap();
 }

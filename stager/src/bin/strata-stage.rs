@@ -5,6 +5,7 @@
 //! strata-stage show   SEQ [--stream S] [--format table|jsonl] [--table schema.name]
 //! strata-stage verify [--stream S] [--json]          exit 1 when anything is missing or corrupt
 //! strata-stage gc     [--stream S] [--grace 24h] [--retention 30d] [--dry-run] [--json]
+//! strata-stage files  --table schema.name [--stream S] [--as-of T]   committed data files, one per line
 //! ```
 //!
 //! The stage is `--stage URL`, else the config's `stage.url`, else the
@@ -79,6 +80,20 @@ enum Command {
         stream: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Print the committed data files of a table, one location per line, in
+    /// commit order: what a query engine should read (a glob also finds
+    /// files no manifest lists yet, or any more).
+    Files {
+        /// The table (schema.name).
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only batches committed at or before this time (RFC 3339); the
+        /// last one may hold later rows: filter on `_strata_commit_ts`.
+        #[arg(long)]
+        as_of: Option<String>,
     },
     /// Delete unreferenced files past the grace period, and batches past the retention.
     Gc {
@@ -177,6 +192,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             if !ok {
                 return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Files { table, stream, as_of } => {
+            let log = StreamLog::new(&stage, &pick_stream(&stage, stream).await?)?;
+            let table = TableName::parse(&table).context("--table")?;
+            let as_of = as_of.map(|t| t.parse::<Timestamp>()).transpose().map_err(anyhow::Error::msg).context("--as-of")?;
+            for key in log.committed_files(&table, as_of).await.with_context(|| format!("listing the files of {table}"))? {
+                println!("{}", stage.location(&key));
             }
         }
         Command::Gc { stream, grace, retention, dry_run, json } => {

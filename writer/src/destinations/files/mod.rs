@@ -3,11 +3,13 @@
 //! any object_store URL — a local path, another bucket.
 //!
 //! ```text
-//! {url}/{schema}.{table}/dt={YYYY-MM-DD}/hr={HH}/{first seq:020}-v{version:04}.parquet|jsonl
+//! {url}/{schema}.{table}/{YYYY-MM-DD}/{HH}/{first seq:020}-v{version:04}.parquet|jsonl
 //! ```
 //!
-//! - Hive-partitioned by table and by the commit time of a file's first
-//!   change, so DuckDB, pyarrow or Spark read a table's folder directly.
+//! - Foldered by table and by the commit time of a file's first change, so
+//!   DuckDB, pyarrow or Spark read a table's folder directly; the time
+//!   folders are plain (`2026-11-20/10`), as in the stage, so no Hive
+//!   partition key ever shadows a user column.
 //! - Roll-up: consecutive staged batches are gathered into one file per
 //!   table until `roll_up_rows` rows, or until the oldest has waited
 //!   `roll_up_secs` — a busy stream does not make a file per batch.

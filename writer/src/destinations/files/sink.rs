@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use strata_common::{Change, TableName};
 use strata_stager::Stage;
-use strata_stager::keys::table_segment;
+use strata_stager::keys::{partition, table_segment};
 use strata_stager::schema::TableSchema;
 
 use super::config::{FileFormat, FilesSpec};
@@ -25,17 +25,13 @@ impl FilesSink {
     }
 }
 
-/// `{schema}.{table}/dt=…/hr=…/{first seq}-v{version}.{ext}`.
+/// `{schema}.{table}/{YYYY-MM-DD}/{HH}/{first seq}-v{version}.{ext}`.
 pub fn file_path(schema: &TableSchema, first: &Change, first_seq: u64, format: FileFormat) -> String {
-    let (date, hour) = match first.commit_ts.to_datetime() {
-        Some(dt) => (dt.format("%Y-%m-%d").to_string(), dt.format("%H").to_string()),
-        None => ("0000-00-00".to_owned(), "00".to_owned()),
-    };
     let ext = match format {
         FileFormat::Parquet => "parquet",
         FileFormat::Jsonl => "jsonl",
     };
-    format!("{}/dt={date}/hr={hour}/{first_seq:020}-v{:04}.{ext}", table_segment(&schema.table), schema.version)
+    format!("{}/{}/{first_seq:020}-v{:04}.{ext}", table_segment(&schema.table), partition(first.commit_ts), schema.version)
 }
 
 impl Destination for FilesSink {
