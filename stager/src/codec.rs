@@ -34,7 +34,7 @@ use arrow_schema::{DataType, Field, SchemaRef};
 use bytes::Bytes;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use strata_common::change::decimal_fits;
@@ -216,52 +216,83 @@ pub fn parquet_row_count(path: &Path, bytes: Bytes) -> Result<u64> {
 
 /// Decodes a data file written by [`encode_file`]; `path` names it in errors.
 pub fn decode_file(path: &Path, bytes: Bytes) -> Result<DecodedFile> {
-    let corrupt = |reason: String| StageError::Corrupt { path: path.clone(), reason };
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
-    // The builder's schema carries the file's key-value metadata; the built
-    // reader's (projected) schema does not.
-    let schema = builder.schema().clone();
-    let reader = builder.build().map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
-    let meta = schema.metadata();
-    let table: TableName = meta
-        .get(META_TABLE)
-        .and_then(|t| serde_json::from_str(t).ok())
-        .ok_or_else(|| corrupt(format!("missing or invalid {META_TABLE} metadata")))?;
-    table.validate().map_err(|e| corrupt(e.to_string()))?;
-    let schema_version: u32 = meta
-        .get(META_SCHEMA_VERSION)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| corrupt(format!("missing or invalid {META_SCHEMA_VERSION} metadata")))?;
-
-    let columns: Vec<FileColumn> = schema
-        .fields()
-        .iter()
-        .filter(|f| !f.name().starts_with(RESERVED_PREFIX))
-        .map(|f| {
-            let ty = f
-                .metadata()
-                .get(META_COLUMN_TYPE)
-                .ok_or_else(|| corrupt(format!("column {:?} has no {META_COLUMN_TYPE} metadata", f.name())))
-                .and_then(|t| ColumnType::from_json(t).map_err(|e| corrupt(format!("column {:?}: {e}", f.name()))))?;
-            if !f.data_type().equals_datatype(&ty.arrow_type()) {
-                return Err(corrupt(format!("column {:?} is stored as {} but declared {}", f.name(), f.data_type(), ty.to_json())));
-            }
-            Ok(FileColumn {
-                name: f.name().clone(),
-                column_type: ty,
-                pg_type: f.metadata().get(META_PG_TYPE).cloned().unwrap_or_default(),
-            })
-        })
-        .collect::<Result<_>>()?;
-
-    let table = Arc::new(table);
+    let mut reader = FileReader::open(path, bytes, DECODE_BATCH_ROWS)?;
     let mut changes = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| corrupt(format!("reading rows: {e}")))?;
-        decode_batch(&batch, &table, &columns, &mut changes).map_err(corrupt)?;
+    while let Some(chunk) = reader.next_chunk()? {
+        changes.extend(chunk);
     }
-    Ok(DecodedFile { table, schema_version, columns, changes })
+    Ok(DecodedFile { table: reader.table, schema_version: reader.schema_version, columns: reader.columns, changes })
+}
+
+/// Rows decoded at a time by [`decode_file`].
+const DECODE_BATCH_ROWS: usize = 8192;
+
+/// A data file decoded a chunk of rows at a time, so that a reader of a
+/// large file holds its compressed bytes and one chunk of changes, never
+/// all its rows at once.
+pub struct FileReader {
+    path: Path,
+    pub table: Arc<TableName>,
+    pub schema_version: u32,
+    pub columns: Vec<FileColumn>,
+    reader: ParquetRecordBatchReader,
+}
+
+impl FileReader {
+    /// Opens a data file written by [`encode_file`], checking its metadata;
+    /// chunks hold up to `chunk_rows` changes. `path` names it in errors.
+    pub fn open(path: &Path, bytes: Bytes, chunk_rows: usize) -> Result<FileReader> {
+        let corrupt = |reason: String| StageError::Corrupt { path: path.clone(), reason };
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        // The builder's schema carries the file's key-value metadata; the built
+        // reader's (projected) schema does not.
+        let schema = builder.schema().clone();
+        let reader =
+            builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        let meta = schema.metadata();
+        let table: TableName = meta
+            .get(META_TABLE)
+            .and_then(|t| serde_json::from_str(t).ok())
+            .ok_or_else(|| corrupt(format!("missing or invalid {META_TABLE} metadata")))?;
+        table.validate().map_err(|e| corrupt(e.to_string()))?;
+        let schema_version: u32 = meta
+            .get(META_SCHEMA_VERSION)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt(format!("missing or invalid {META_SCHEMA_VERSION} metadata")))?;
+
+        let columns: Vec<FileColumn> = schema
+            .fields()
+            .iter()
+            .filter(|f| !f.name().starts_with(RESERVED_PREFIX))
+            .map(|f| {
+                let ty = f
+                    .metadata()
+                    .get(META_COLUMN_TYPE)
+                    .ok_or_else(|| corrupt(format!("column {:?} has no {META_COLUMN_TYPE} metadata", f.name())))
+                    .and_then(|t| ColumnType::from_json(t).map_err(|e| corrupt(format!("column {:?}: {e}", f.name()))))?;
+                if !f.data_type().equals_datatype(&ty.arrow_type()) {
+                    return Err(corrupt(format!("column {:?} is stored as {} but declared {}", f.name(), f.data_type(), ty.to_json())));
+                }
+                Ok(FileColumn {
+                    name: f.name().clone(),
+                    column_type: ty,
+                    pg_type: f.metadata().get(META_PG_TYPE).cloned().unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(FileReader { path: path.clone(), table: Arc::new(table), schema_version, columns, reader })
+    }
+
+    /// The next chunk of changes in file order; `None` after the last.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<Change>>> {
+        let corrupt = |reason: String| StageError::Corrupt { path: self.path.clone(), reason };
+        let Some(batch) = self.reader.next() else { return Ok(None) };
+        let batch = batch.map_err(|e| corrupt(format!("reading rows: {e}")))?;
+        let mut changes = Vec::with_capacity(batch.num_rows());
+        decode_batch(&batch, &self.table, &self.columns, &mut changes).map_err(corrupt)?;
+        Ok(Some(changes))
+    }
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, expected: &DataType) -> std::result::Result<&'a ArrayRef, String> {

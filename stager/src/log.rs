@@ -21,7 +21,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use strata_common::{Change, TableName, Timestamp};
 
-use crate::codec::{DecodedFile, decode_file};
+use crate::codec::{DecodedFile, FileReader, decode_file};
 use crate::error::{Result, StageError};
 use crate::keys::StreamKeys;
 use crate::manifest::{FileEntry, Manifest, checksum};
@@ -258,14 +258,31 @@ impl StreamLog {
         let bytes = self.stage.get(&path).await?;
         check_file(&path, entry, &bytes)?;
         let decoded = decode_file(&path, bytes)?;
-        if *decoded.table != entry.table || decoded.schema_version != entry.schema_version {
-            return Err(StageError::Corrupt {
-                path,
-                reason: format!("holds {} v{}, manifest says {} v{}", decoded.table, decoded.schema_version, entry.table, entry.schema_version),
-            });
-        }
+        check_identity(&path, entry, &decoded.table, decoded.schema_version)?;
         Ok(decoded)
     }
+
+    /// Opens a data file to decode `chunk_rows` changes at a time (a large
+    /// part of a huge transaction, read without holding all its rows).
+    pub async fn open_file(&self, entry: &FileEntry, chunk_rows: usize) -> Result<FileReader> {
+        let path = entry.key()?;
+        let bytes = self.stage.get(&path).await?;
+        check_file(&path, entry, &bytes)?;
+        let reader = FileReader::open(&path, bytes, chunk_rows)?;
+        check_identity(&path, entry, &reader.table, reader.schema_version)?;
+        Ok(reader)
+    }
+}
+
+/// Checks that a data file holds the table and version its manifest entry says.
+fn check_identity(path: &Path, entry: &FileEntry, table: &TableName, version: u32) -> Result<()> {
+    if *table != entry.table || version != entry.schema_version {
+        return Err(StageError::Corrupt {
+            path: path.clone(),
+            reason: format!("holds {table} v{version}, manifest says {} v{}", entry.table, entry.schema_version),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a data file's bytes against its manifest entry.

@@ -76,6 +76,7 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
         commit_ts_max: changes.last().unwrap().commit_ts,
         staged_at: changes.last().unwrap().commit_ts,
         tables: vec![TableChanges { schema: schema(), changes }],
+        part: None,
     }
 }
 

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use strata_common::{Lsn, TableName, Timestamp};
+use strata_common::{Change, Lsn, TableName, Timestamp};
 use strata_stager::cursor::{Cursor, Cursors};
 use strata_stager::log::{StreamLog, first_at_or_after};
+use strata_stager::manifest::FileEntry;
 use strata_stager::schema::TableSchema;
 use strata_stager::keys::DestinationKeys;
 use strata_stager::{Stage, StageError, Versioned};
@@ -32,8 +33,9 @@ use crate::destinations::webhook::WebhookSink;
 use crate::destinations::files::FilesSink;
 use crate::destinations::sqs::SqsSink;
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
-use crate::destinations::{Batch, DestError, Destination, Reject, RollUp, TableChanges};
+use crate::destinations::{Batch, DestError, Destination, PartId, Reject, RollUp, TableChanges};
 use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
+use crate::transform::Prepared;
 use crate::wakeup::{POLL, Waiter};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -132,6 +134,36 @@ impl AnyDestination {
             AnyDestination::Webhook(d) => d.rejects(batch).await,
             AnyDestination::Files(d) => d.rejects(batch).await,
             AnyDestination::Sqs(d) => d.rejects(batch).await,
+        }
+    }
+
+    async fn begin_parts(&mut self, header: &Batch) -> Result<bool, DestError> {
+        match self {
+            AnyDestination::Postgres(d) => d.begin_parts(header).await,
+            AnyDestination::Stdout(d) => d.begin_parts(header).await,
+            AnyDestination::Webhook(d) => d.begin_parts(header).await,
+            AnyDestination::Files(d) => d.begin_parts(header).await,
+            AnyDestination::Sqs(d) => d.begin_parts(header).await,
+        }
+    }
+
+    async fn apply_part(&mut self, part: &Batch) -> Result<(), DestError> {
+        match self {
+            AnyDestination::Postgres(d) => d.apply_part(part).await,
+            AnyDestination::Stdout(d) => d.apply_part(part).await,
+            AnyDestination::Webhook(d) => d.apply_part(part).await,
+            AnyDestination::Files(d) => d.apply_part(part).await,
+            AnyDestination::Sqs(d) => d.apply_part(part).await,
+        }
+    }
+
+    async fn finish_parts(&mut self, header: &Batch) -> Result<(), DestError> {
+        match self {
+            AnyDestination::Postgres(d) => d.finish_parts(header).await,
+            AnyDestination::Stdout(d) => d.finish_parts(header).await,
+            AnyDestination::Webhook(d) => d.finish_parts(header).await,
+            AnyDestination::Files(d) => d.finish_parts(header).await,
+            AnyDestination::Sqs(d) => d.finish_parts(header).await,
         }
     }
 
@@ -257,15 +289,59 @@ async fn initial(log: &StreamLog, start: StartPosition) -> Result<(u64, Option<T
     })
 }
 
-/// Fetches and decodes batch `seq` (`None` if not committed yet), keeping
-/// only changes committed at or after `from` and at or before `until`.
+/// Batches holding more rows than this are delivered part by part (one
+/// staged data file at a time) instead of decoded whole: a decoded change
+/// takes some 600 bytes, so this bounds a whole batch near 30 MiB, and a
+/// transaction of any size costs a few parts of memory (the reader cuts
+/// parts at `batch.max_bytes`).
+const WHOLE_BATCH_MAX_ROWS: u64 = 50_000;
+
+/// A committed batch, ready to deliver.
+enum Staged {
+    /// Decoded whole.
+    Whole(Batch),
+    /// Too large to hold at once: delivered part by part.
+    Large(LargeBatch),
+}
+
+/// A batch's manifest, resolved: `header.tables` has one entry per data
+/// file (its schema, no changes), in the manifest's order.
+struct LargeBatch {
+    header: Batch,
+    files: Vec<FileEntry>,
+}
+
+impl Staged {
+    fn header(&self) -> &Batch {
+        match self {
+            Staged::Whole(b) => b,
+            Staged::Large(l) => &l.header,
+        }
+    }
+}
+
+/// The changes committed at or after `from` and at or before `until`, of
+/// one file's changes in commit order.
+fn window(mut changes: Vec<Change>, from: Option<Timestamp>, until: Option<Timestamp>) -> Vec<Change> {
+    if let Some(t) = from {
+        changes.drain(..first_at_or_after(&changes, t));
+    }
+    if let Some(t) = until {
+        changes.retain(|c| c.commit_ts <= t);
+    }
+    changes
+}
+
+/// Fetches batch `seq` (`None` if not committed yet), decoding it unless it
+/// is large, keeping only changes committed at or after `from` and at or
+/// before `until`.
 async fn fetch(
     log: &StreamLog,
     seq: u64,
     schemas: &mut HashMap<(TableName, u32), Arc<TableSchema>>,
     from: Option<Timestamp>,
     until: Option<Timestamp>,
-) -> Result<Option<Batch>, StageError> {
+) -> Result<Option<Staged>, StageError> {
     let Some(m) = log.read_opt(seq).await? else { return Ok(None) };
     let mut tables = Vec::with_capacity(m.files.len());
     for f in &m.files {
@@ -278,16 +354,67 @@ async fn fetch(
                 s
             }
         };
-        let mut changes = log.read_file(f).await?.changes;
-        if let Some(t) = from {
-            changes.drain(..first_at_or_after(&changes, t));
-        }
-        if let Some(t) = until {
-            changes.retain(|c| c.commit_ts <= t);
-        }
-        tables.push(TableChanges { schema, changes });
+        tables.push(TableChanges { schema, changes: Vec::new() });
     }
-    Ok(Some(Batch { seq, first_seq: seq, stream: m.stream, lsn_end: m.lsn.end, commit_ts_min: m.commit_ts.min, commit_ts_max: m.commit_ts.max, staged_at: m.created_at, tables }))
+    let mut batch = Batch {
+        seq,
+        first_seq: seq,
+        stream: m.stream,
+        lsn_end: m.lsn.end,
+        commit_ts_min: m.commit_ts.min,
+        commit_ts_max: m.commit_ts.max,
+        staged_at: m.created_at,
+        tables,
+        part: None,
+    };
+    if m.counts.rows > WHOLE_BATCH_MAX_ROWS {
+        return Ok(Some(Staged::Large(LargeBatch { header: batch, files: m.files })));
+    }
+    for (t, f) in batch.tables.iter_mut().zip(&m.files) {
+        t.changes = window(log.read_file(f).await?.changes, from, until);
+    }
+    Ok(Some(Staged::Whole(batch)))
+}
+
+/// Changes per part of a batch delivered part by part: about 12 MiB
+/// decoded, so a worker holds a few dozen MiB whatever the batch's size,
+/// and the files destination writes files of a useful size.
+const PART_ROWS: usize = 20_000;
+
+/// Delivers a large batch a part (a chunk of [`PART_ROWS`] changes of one
+/// data file) at a time, so at most one part is decoded at once. A
+/// transactional destination applies every part in one transaction,
+/// committed with its position at the end.
+async fn deliver_parts(
+    log: &StreamLog,
+    dest: &mut AnyDestination,
+    transforms: &mut Prepared,
+    large: &LargeBatch,
+    window_of: (Option<Timestamp>, Option<Timestamp>),
+) -> Result<(), DestError> {
+    let header = &large.header;
+    let stage_error = |e: StageError| {
+        let message = format!("reading batch {}: {e}", header.seq);
+        if e.is_retriable() { DestError::Transient(message) } else { DestError::Permanent(message) }
+    };
+    let index = |n: usize| u32::try_from(n).map_err(|_| DestError::Permanent(format!("batch {} is cut into over 2^32 parts", header.seq)));
+    if !dest.begin_parts(&transforms.apply(header)).await? {
+        return Ok(());
+    }
+    for (file, (table, entry)) in header.tables.iter().zip(&large.files).enumerate() {
+        let mut reader = log.open_file(entry, PART_ROWS).await.map_err(stage_error)?;
+        let mut chunk = 0;
+        while let Some(changes) = reader.next_chunk().map_err(stage_error)? {
+            let part = Batch {
+                tables: vec![TableChanges { schema: table.schema.clone(), changes: window(changes, window_of.0, window_of.1) }],
+                part: Some(PartId { file: index(file)?, chunk: index(chunk)? }),
+                ..header.clone()
+            };
+            dest.apply_part(&transforms.apply(&part)).await?;
+            chunk += 1;
+        }
+    }
+    dest.finish_parts(header).await
 }
 
 /// Gathers the batches after `first` into one delivery until it holds
@@ -308,10 +435,12 @@ async fn gather(
     while rows < roll.rows {
         let next = parts.last().map_or(0, |b| b.seq) + 1;
         match fetch(log, next, schemas, None, None).await? {
-            Some(b) => {
+            Some(Staged::Whole(b)) => {
                 rows += b.rows();
                 parts.push(b);
             }
+            // Delivered alone, part by part.
+            Some(Staged::Large(_)) => break,
             None => {
                 let left = deadline.saturating_sub(Timestamp::now().0);
                 if left <= 0 || !sleep(token, POLL.min(Duration::from_micros(left.unsigned_abs()))).await {
@@ -420,7 +549,7 @@ async fn run_inner(
     let mut schemas = HashMap::new();
     let mut delay = BACKOFF_MIN;
     // The next batch, fetched and decoded while the current one is applied.
-    let mut prefetched: Option<Batch> = None;
+    let mut prefetched: Option<Staged> = None;
     // A scheduled destination's current run delivers up to this seq.
     let mut run_until: Option<u64> = None;
     set(&status, |s| s.schedule = spec.schedule.to_string());
@@ -461,11 +590,11 @@ async fn run_inner(
         set(&status, |s| s.cursor = Some(next - 1));
         let until = active.as_ref().and_then(|a| a.until.map(|(t, _)| t));
         let fetched = match prefetched.take() {
-            Some(b) if b.seq == next && from.is_none() => Ok(Some(b)),
+            Some(b) if b.header().seq == next && from.is_none() => Ok(Some(b)),
             _ => fetch(&log, next, &mut schemas, from, until).await,
         };
-        let batch = match fetched {
-            Ok(Some(b)) if until.is_some_and(|t| b.commit_ts_min > t) => {
+        let staged = match fetched {
+            Ok(Some(b)) if until.is_some_and(|t| b.header().commit_ts_min > t) => {
                 // The rebuild has reached its time.
                 if let Some(a) = active.take()
                     && finish_replay(&stage, &spec, a).await?
@@ -499,32 +628,41 @@ async fn run_inner(
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batch {next} of stream {:?}", spec.stream))),
         };
-        // Roll-up gathers the following batches into this delivery (not
-        // during a replay, whose first and last batches are cut by time).
-        let batch = match AnyDestination::roll_up(&spec) {
-            Some(roll) if active.is_none() && from.is_none() => match gather(&log, batch, roll, &mut schemas, &token).await {
-                Ok(b) => b,
-                Err(e) if e.is_retriable() => {
-                    tracing::warn!(destination = spec.name, seq = next, error = %e, "reading the stage failed; retrying");
-                    if !sleep(&token, delay + jitter(delay)).await {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batches after {next} of stream {:?}", spec.stream))),
-            },
-            _ => batch,
-        };
-        let batch = transforms.apply(&batch);
-        let (applied, ahead) = tokio::join!(dest.apply(&batch), fetch(&log, next + 1, &mut schemas, None, until));
-        // A failed read-ahead is retried in turn, as an ordinary fetch.
-        prefetched = ahead.ok().flatten();
-        let applied = match applied {
-            Err(e) if !e.is_retriable() && spec.on_error == OnError::Skip => {
-                tracing::warn!(destination = spec.name, seq = batch.seq, error = %e, "batch rejected; looking for the changes to skip");
-                skip_rejected(&stage, &spec, &mut dest, &batch).await
+        let (batch, applied) = match staged {
+            Staged::Large(large) => {
+                let applied = deliver_parts(&log, &mut dest, &mut transforms, &large, (from, until)).await;
+                (large.header, applied)
             }
-            other => other,
+            Staged::Whole(batch) => {
+                // Roll-up gathers the following batches into this delivery (not
+                // during a replay, whose first and last batches are cut by time).
+                let batch = match AnyDestination::roll_up(&spec) {
+                    Some(roll) if active.is_none() && from.is_none() => match gather(&log, batch, roll, &mut schemas, &token).await {
+                        Ok(b) => b,
+                        Err(e) if e.is_retriable() => {
+                            tracing::warn!(destination = spec.name, seq = next, error = %e, "reading the stage failed; retrying");
+                            if !sleep(&token, delay + jitter(delay)).await {
+                                return Ok(());
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batches after {next} of stream {:?}", spec.stream))),
+                    },
+                    _ => batch,
+                };
+                let batch = transforms.apply(&batch);
+                let (applied, ahead) = tokio::join!(dest.apply(&batch), fetch(&log, next + 1, &mut schemas, None, until));
+                // A failed read-ahead is retried in turn, as an ordinary fetch.
+                prefetched = ahead.ok().flatten();
+                let applied = match applied {
+                    Err(e) if !e.is_retriable() && spec.on_error == OnError::Skip => {
+                        tracing::warn!(destination = spec.name, seq = batch.seq, error = %e, "batch rejected; looking for the changes to skip");
+                        skip_rejected(&stage, &spec, &mut dest, &batch).await
+                    }
+                    other => other,
+                };
+                (batch, applied)
+            }
         };
         match applied {
             Ok(()) => {

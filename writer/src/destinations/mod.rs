@@ -30,7 +30,8 @@ pub struct TableChanges {
     pub changes: Vec<Change>,
 }
 
-/// A staged batch, decoded, ready to deliver.
+/// A staged batch, decoded, ready to deliver — or, for a batch delivered
+/// part by part, one of its parts (`part` set, `tables` that part's).
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// The last staged batch this holds (the cursor moves to it).
@@ -46,6 +47,20 @@ pub struct Batch {
     pub staged_at: Timestamp,
     /// In the manifest's file order: a table's parts stay in commit order.
     pub tables: Vec<TableChanges>,
+    /// Which part of a batch delivered part by part this is; `None` for a
+    /// whole batch.
+    pub part: Option<PartId>,
+}
+
+/// A part of a batch delivered part by part: a chunk of rows of one of its
+/// data files. Both numbers depend on the staged batch alone, so a
+/// redelivery cuts the same parts (the files destination names files by them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartId {
+    /// The data file's index in the manifest.
+    pub file: u32,
+    /// The chunk's index in the file.
+    pub chunk: u32,
 }
 
 /// A change a destination refuses: `batch.tables[table].changes[change]`.
@@ -150,4 +165,30 @@ pub trait Destination: Send {
     /// Sets the destination's own position back to `seq` for a replay,
     /// first emptying `truncate` (the tables of a rebuild), atomically.
     fn reset(&mut self, seq: u64, truncate: &[strata_common::TableName]) -> impl Future<Output = Result<(), DestError>> + Send;
+
+    /// Starts delivering a batch too large to hold at once (`header` has no
+    /// tables): its parts follow through [`Destination::apply_part`], in
+    /// order, then [`Destination::finish_parts`]. Returns false when the
+    /// batch is durable here already, and no part should be sent.
+    ///
+    /// The default suits destinations without transactions: nothing to
+    /// open, and each part is delivered as it comes (at least once: after a
+    /// failure the whole batch is delivered again).
+    fn begin_parts(&mut self, header: &Batch) -> impl Future<Output = Result<bool, DestError>> + Send {
+        let _ = header;
+        async { Ok(true) }
+    }
+
+    /// Delivers one part (`part.part` is set); a transactional destination
+    /// applies it inside the transaction [`Destination::begin_parts`] opened.
+    fn apply_part(&mut self, part: &Batch) -> impl Future<Output = Result<(), DestError>> + Send {
+        self.apply(part)
+    }
+
+    /// Returns once every part of `header`'s batch is durable (a
+    /// transactional destination commits them, with its position, here).
+    fn finish_parts(&mut self, header: &Batch) -> impl Future<Output = Result<(), DestError>> + Send {
+        let _ = header;
+        async { Ok(()) }
+    }
 }

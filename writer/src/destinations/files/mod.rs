@@ -3,7 +3,7 @@
 //! any object_store URL — a local path, another bucket.
 //!
 //! ```text
-//! {url}/{schema}.{table}/{YYYY-MM-DD}/{HH}/{first seq:020}-v{version:04}.parquet|jsonl
+//! {url}/{schema}.{table}/{YYYY-MM-DD}/{HH}/{first seq:020}[-p{file:04}-{chunk:04}]-v{version:04}.parquet|jsonl
 //! ```
 //!
 //! - Foldered by table and by the commit time of a file's first change, so
@@ -19,6 +19,9 @@
 //!   boundaries depend only on the staged batches (row counts), or end
 //!   later when more was staged meanwhile, and a longer group holds the
 //!   shorter one's rows.
+//! - A batch too large to hold at once (a huge transaction) is never rolled
+//!   up: it is written part by part, a file per chunk of a staged data file
+//!   (`-p{file}-{chunk}`), so the writer holds one chunk at a time.
 
 pub mod config;
 pub mod retry;

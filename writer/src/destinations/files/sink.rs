@@ -25,13 +25,22 @@ impl FilesSink {
     }
 }
 
-/// `{schema}.{table}/{YYYY-MM-DD}/{HH}/{first seq}-v{version}.{ext}`.
-pub fn file_path(schema: &TableSchema, first: &Change, first_seq: u64, format: FileFormat) -> String {
+/// `{schema}.{table}/{YYYY-MM-DD}/{HH}/{first seq}[-p{file}-{chunk}]-v{version}.{ext}`:
+/// a part of a batch delivered part by part has its own file, named by the
+/// part's place in the batch, so a redelivery overwrites it.
+pub fn file_path(schema: &TableSchema, first: &Change, batch: &Batch, format: FileFormat) -> String {
     let ext = match format {
         FileFormat::Parquet => "parquet",
         FileFormat::Jsonl => "jsonl",
     };
-    format!("{}/{}/{first_seq:020}-v{:04}.{ext}", table_segment(&schema.table), partition(first.commit_ts), schema.version)
+    let part = batch.part.map(|p| format!("-p{:04}-{:04}", p.file, p.chunk)).unwrap_or_default();
+    format!(
+        "{}/{}/{:020}{part}-v{:04}.{ext}",
+        table_segment(&schema.table),
+        partition(first.commit_ts),
+        batch.first_seq,
+        schema.version
+    )
 }
 
 impl Destination for FilesSink {
@@ -51,7 +60,7 @@ impl Destination for FilesSink {
         for (schema, mut changes) in groups {
             changes.sort_by_key(|c| (c.lsn, c.ord));
             let Some(first) = changes.first() else { continue };
-            let path = file_path(&schema, first, batch.first_seq, self.format);
+            let path = file_path(&schema, first, batch, self.format);
             let bytes = match self.format {
                 FileFormat::Parquet => {
                     let s = schema.clone();

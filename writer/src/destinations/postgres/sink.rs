@@ -10,7 +10,7 @@ use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, Op, TableName, Value};
 use strata_stager::schema::{ReplicaIdentity, TableSchema};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
 use super::config::connect;
 use super::retry::classify;
@@ -32,6 +32,19 @@ pub struct PostgresSink {
     types: HashMap<(TableName, u32), Arc<Vec<String>>>,
     /// The staged version each destination table was last brought in line with.
     synced: HashMap<TableName, u32>,
+    /// The delivery whose transaction is open, between `begin_parts` and
+    /// `finish_parts`.
+    open: Option<OpenDelivery>,
+}
+
+/// What a delivery in progress has done inside its transaction.
+#[derive(Default)]
+struct OpenDelivery {
+    /// Temp tables created (each is named by this count).
+    temps: u32,
+    /// Tables brought in line with a staged version; recorded in the sink
+    /// once the transaction commits.
+    synced: Vec<(TableName, u32)>,
 }
 
 impl Drop for PostgresSink {
@@ -54,6 +67,7 @@ impl PostgresSink {
             mode: spec.mode,
             types: HashMap::new(),
             synced: HashMap::new(),
+            open: None,
         })
     }
 
@@ -112,47 +126,12 @@ impl Destination for PostgresSink {
     }
 
     async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
-        let mut types = Vec::with_capacity(batch.tables.len());
-        for t in &batch.tables {
-            types.push(self.resolve_types(&t.schema).await?);
-        }
-        let destination = self.destination.clone();
-        let mut synced = Vec::new();
-        let tx = self.client.transaction().await.map_err(err("beginning"))?;
-        let done: i64 = tx
-            .query_one("SELECT seq FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&destination])
-            .await
-            .map_err(err("locking the cursor row"))?
-            .get(0);
-        if done as u64 >= batch.seq {
-            // Already applied (a redelivery after a crash, or another writer).
-            tx.rollback().await.map_err(err("rolling back"))?;
+        // A whole batch is a batch of one part.
+        if !self.begin_parts(batch).await? {
             return Ok(());
         }
-        let mut temps = 0u32;
-        for (t, types) in batch.tables.iter().zip(&types) {
-            let history = self.mode == PostgresMode::History;
-            if self.synced.get(&t.schema.table) != Some(&t.schema.version) {
-                sync_table(&tx, &t.schema, types, history).await?;
-                synced.push((t.schema.table.clone(), t.schema.version));
-            }
-            if history {
-                apply_history(&tx, &t.schema, &t.changes).await?;
-            } else {
-                apply_mirror(&tx, &t.schema, types, &t.changes, &mut temps).await?;
-            }
-        }
-        let seq = i64::try_from(batch.seq).map_err(|_| DestError::Permanent(format!("seq {} out of range", batch.seq)))?;
-        tx.execute(
-            "UPDATE strata.cursors SET seq = $2, stream = $3, lsn = $4, commit_ts = $5::text::timestamptz, updated_at = now() \
-             WHERE destination = $1",
-            &[&destination, &seq, &batch.stream, &batch.lsn_end.to_string(), &batch.commit_ts_max.to_string()],
-        )
-        .await
-        .map_err(err("moving the cursor row"))?;
-        tx.commit().await.map_err(err("committing"))?;
-        self.synced.extend(synced);
-        Ok(())
+        self.apply_part(batch).await?;
+        self.finish_parts(batch).await
     }
 
     async fn rejects(&mut self, batch: &Batch) -> Result<Vec<Reject>, DestError> {
@@ -167,28 +146,28 @@ impl Destination for PostgresSink {
         // Each change alone, in order, behind a savepoint: what fails is rolled
         // back and recorded, what succeeds stays so later changes see it.
         for (ti, (t, types)) in batch.tables.iter().zip(&types).enumerate() {
-            tx_execute(&tx, "SAVEPOINT strata_table").await?;
-            if let Err(e) = sync_table(&tx, &t.schema, types, history).await {
+            tx_execute(tx.client(), "SAVEPOINT strata_table").await?;
+            if let Err(e) = sync_table(tx.client(), &t.schema, types, history).await {
                 if e.is_retriable() {
                     return Err(e);
                 }
-                tx_execute(&tx, "ROLLBACK TO SAVEPOINT strata_table").await?;
+                tx_execute(tx.client(), "ROLLBACK TO SAVEPOINT strata_table").await?;
                 out.extend((0..t.changes.len()).map(|ci| Reject { table: ti, change: ci, error: e.to_string() }));
                 continue;
             }
             for (ci, c) in t.changes.iter().enumerate() {
-                tx_execute(&tx, "SAVEPOINT strata_change").await?;
+                tx_execute(tx.client(), "SAVEPOINT strata_change").await?;
                 let one = std::slice::from_ref(c);
                 let applied = if history {
-                    apply_history(&tx, &t.schema, one).await
+                    apply_history(tx.client(), &t.schema, one).await
                 } else {
-                    apply_mirror(&tx, &t.schema, types, one, &mut temps).await
+                    apply_mirror(tx.client(), &t.schema, types, one, &mut temps).await
                 };
                 match applied {
-                    Ok(()) => tx_execute(&tx, "RELEASE SAVEPOINT strata_change").await?,
+                    Ok(()) => tx_execute(tx.client(), "RELEASE SAVEPOINT strata_change").await?,
                     Err(e) if e.is_retriable() => return Err(e),
                     Err(e) => {
-                        tx_execute(&tx, "ROLLBACK TO SAVEPOINT strata_change").await?;
+                        tx_execute(tx.client(), "ROLLBACK TO SAVEPOINT strata_change").await?;
                         out.push(Reject { table: ti, change: ci, error: e.to_string() });
                     }
                 }
@@ -198,12 +177,105 @@ impl Destination for PostgresSink {
         Ok(out)
     }
 
+    async fn begin_parts(&mut self, header: &Batch) -> Result<bool, DestError> {
+        // Types are resolved before the transaction: a type name the server
+        // cannot parse is an error, which would abort it.
+        for t in &header.tables {
+            self.resolve_types(&t.schema).await?;
+        }
+        if self.open.take().is_some() {
+            // Left open by a delivery that was abandoned midway.
+            self.client.batch_execute("ROLLBACK").await.map_err(err("rolling back an abandoned delivery"))?;
+        }
+        self.client.batch_execute("BEGIN").await.map_err(err("beginning"))?;
+        let locked = self.client.query_one("SELECT seq FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&self.destination]).await;
+        let done: i64 = match locked {
+            Ok(row) => row.get(0),
+            Err(e) => return Err(self.abandon(classify("locking the cursor row", &e)).await),
+        };
+        if done as u64 >= header.seq {
+            // Already applied (a redelivery after a crash, or another writer).
+            self.client.batch_execute("ROLLBACK").await.map_err(err("rolling back"))?;
+            return Ok(false);
+        }
+        self.open = Some(OpenDelivery::default());
+        Ok(true)
+    }
+
+    async fn apply_part(&mut self, part: &Batch) -> Result<(), DestError> {
+        let Some(mut open) = self.open.take() else {
+            return Err(DestError::Permanent(format!("part of batch {} delivered outside its transaction", part.seq)));
+        };
+        let applied = self.apply_tables(part, &mut open).await;
+        match applied {
+            Ok(()) => {
+                self.open = Some(open);
+                Ok(())
+            }
+            Err(e) => Err(self.abandon(e).await),
+        }
+    }
+
+    async fn finish_parts(&mut self, header: &Batch) -> Result<(), DestError> {
+        let Some(open) = self.open.take() else {
+            return Err(DestError::Permanent(format!("batch {} finished outside its transaction", header.seq)));
+        };
+        let seq = i64::try_from(header.seq).map_err(|_| DestError::Permanent(format!("seq {} out of range", header.seq)))?;
+        let moved = self
+            .client
+            .execute(
+                "UPDATE strata.cursors SET seq = $2, stream = $3, lsn = $4, commit_ts = $5::text::timestamptz, updated_at = now() \
+                 WHERE destination = $1",
+                &[&self.destination, &seq, &header.stream, &header.lsn_end.to_string(), &header.commit_ts_max.to_string()],
+            )
+            .await;
+        if let Err(e) = moved {
+            return Err(self.abandon(classify("moving the cursor row", &e)).await);
+        }
+        if let Err(e) = self.client.batch_execute("COMMIT").await {
+            return Err(classify("committing", &e));
+        }
+        self.synced.extend(open.synced);
+        Ok(())
+    }
+
     async fn reset(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
         self.reset_position(seq, truncate).await
     }
 }
 
 impl PostgresSink {
+    /// Applies the tables of one part inside the open transaction.
+    async fn apply_tables(&mut self, part: &Batch, open: &mut OpenDelivery) -> Result<(), DestError> {
+        let history = self.mode == PostgresMode::History;
+        for t in &part.tables {
+            let types = self.resolve_types(&t.schema).await?;
+            let version = (t.schema.table.clone(), t.schema.version);
+            let synced = self.synced.get(&t.schema.table) == Some(&t.schema.version) || open.synced.contains(&version);
+            if !synced {
+                sync_table(&self.client, &t.schema, &types, history).await?;
+                open.synced.retain(|(table, _)| *table != t.schema.table);
+                open.synced.push(version);
+            }
+            if history {
+                apply_history(&self.client, &t.schema, &t.changes).await?;
+            } else {
+                apply_mirror(&self.client, &t.schema, &types, &t.changes, &mut open.temps).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls the open transaction back after `e` (best effort: a broken
+    /// connection has rolled it back already) and returns `e`.
+    async fn abandon(&mut self, e: DestError) -> DestError {
+        self.open = None;
+        if let Err(rollback) = self.client.batch_execute("ROLLBACK").await {
+            tracing::debug!(destination = self.destination, error = %rollback, "rollback after a failed delivery");
+        }
+        e
+    }
+
     async fn reset_position(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
         self.durable_seq().await?;
         let tx = self.client.transaction().await.map_err(err("beginning"))?;
@@ -227,7 +299,7 @@ impl PostgresSink {
 /// Columns that identify a row at the destination: the replica identity key
 /// under DEFAULT or USING INDEX; none under FULL (every column is flagged
 /// then) or NOTHING.
-async fn tx_execute(tx: &Transaction<'_>, sql: &str) -> Result<(), DestError> {
+async fn tx_execute(tx: &Client, sql: &str) -> Result<(), DestError> {
     tx.batch_execute(sql).await.map_err(|e| classify(sql, &e))
 }
 
@@ -255,7 +327,7 @@ const HISTORY_COLUMNS: &[(&str, &str)] = &[
 /// staged version: adds new columns, drops removed ones, and changes types
 /// through their text form. A history table starts with the metadata
 /// columns, which are never dropped.
-async fn sync_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], history: bool) -> Result<(), DestError> {
+async fn sync_table(tx: &Client, schema: &TableSchema, types: &[String], history: bool) -> Result<(), DestError> {
     let target = schema.table.quoted();
     tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema.table.schema)))
         .await
@@ -391,7 +463,7 @@ fn texts(schema: &TableSchema, row: &[Value], cols: &[usize]) -> Vec<Option<Stri
 }
 
 async fn apply_mirror(
-    tx: &Transaction<'_>,
+    tx: &Client,
     schema: &TableSchema,
     types: &[String],
     changes: &[Change],
@@ -452,7 +524,7 @@ async fn apply_mirror(
 /// set of columns they carry (unchanged-TOAST columns are left out, so the
 /// destination keeps its value).
 async fn flush(
-    tx: &Transaction<'_>,
+    tx: &Client,
     schema: &TableSchema,
     types: &[String],
     keys: &[usize],
@@ -511,7 +583,7 @@ fn quoted(schema: &TableSchema, cols: &[usize]) -> Vec<String> {
     cols.iter().map(|&i| quote_ident(&schema.columns[i].name)).collect()
 }
 
-async fn temp_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], cols: &[usize], temps: &mut u32) -> Result<String, DestError> {
+async fn temp_table(tx: &Client, schema: &TableSchema, types: &[String], cols: &[usize], temps: &mut u32) -> Result<String, DestError> {
     *temps += 1;
     let name = format!("strata_tmp_{temps}");
     let defs: Vec<String> = cols.iter().map(|&i| format!("{} {}", quote_ident(&schema.columns[i].name), types[i])).collect();
@@ -522,14 +594,14 @@ async fn temp_table(tx: &Transaction<'_>, schema: &TableSchema, types: &[String]
 }
 
 /// `COPY … FROM STDIN` in text format.
-async fn copy_in(tx: &Transaction<'_>, table: &str, columns: &[String], rows: &[TextRow]) -> Result<(), DestError> {
+async fn copy_in(tx: &Client, table: &str, columns: &[String], rows: &[TextRow]) -> Result<(), DestError> {
     copy_rows(tx, table, columns, rows).await.map_err(|(context, e)| classify(context, &e))
 }
 
 /// [`copy_in`] with PostgreSQL's own error, and what was being done, so a
 /// caller can branch on the SQLSTATE.
 async fn copy_rows(
-    tx: &Transaction<'_>,
+    tx: &Client,
     table: &str,
     columns: &[String],
     rows: &[TextRow],
@@ -576,7 +648,7 @@ fn escape_copy(s: &str, buf: &mut BytesMut) {
 }
 
 /// Moves the row at `before`'s key to `row`'s key, setting the columns `row` carries.
-async fn rekey(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], keys: &[usize], before: &[Value], row: &[Value]) -> Result<(), DestError> {
+async fn rekey(tx: &Client, schema: &TableSchema, types: &[String], keys: &[usize], before: &[Value], row: &[Value]) -> Result<(), DestError> {
     let mut params: Vec<Option<String>> = Vec::new();
     let mut sets = Vec::new();
     for (i, v) in row.iter().enumerate() {
@@ -599,7 +671,7 @@ async fn rekey(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], key
 
 /// History mode: every change appended with its metadata; deletes carry
 /// their old image, truncates a row of NULLs.
-async fn apply_history(tx: &Transaction<'_>, schema: &TableSchema, changes: &[Change]) -> Result<(), DestError> {
+async fn apply_history(tx: &Client, schema: &TableSchema, changes: &[Change]) -> Result<(), DestError> {
     let mut columns: Vec<String> = HISTORY_COLUMNS.iter().map(|(n, _)| (*n).to_owned()).collect();
     let all: Vec<usize> = (0..schema.columns.len()).collect();
     columns.extend(quoted(schema, &all));
@@ -654,7 +726,7 @@ async fn apply_history(tx: &Transaction<'_>, schema: &TableSchema, changes: &[Ch
 
 /// Tables without a key: changes in order, rows matched on their whole old
 /// image (one matching row per change, as PostgreSQL's own apply does).
-async fn apply_keyless(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], changes: &[Change]) -> Result<(), DestError> {
+async fn apply_keyless(tx: &Client, schema: &TableSchema, types: &[String], changes: &[Change]) -> Result<(), DestError> {
     let target = schema.table.quoted();
     if schema.columns.is_empty() {
         // A table without columns (legal in PostgreSQL): rows are all alike.
@@ -706,7 +778,7 @@ async fn apply_keyless(tx: &Transaction<'_>, schema: &TableSchema, types: &[Stri
     Ok(())
 }
 
-async fn delete_matching(tx: &Transaction<'_>, schema: &TableSchema, types: &[String], before: &[Value]) -> Result<(), DestError> {
+async fn delete_matching(tx: &Client, schema: &TableSchema, types: &[String], before: &[Value]) -> Result<(), DestError> {
     let mut params: Vec<Option<String>> = Vec::new();
     let mut conds = Vec::new();
     for (i, c) in schema.columns.iter().enumerate() {
