@@ -55,7 +55,11 @@ async fn columns_filled_without_wal_changes_reach_the_mirror() {
     let src = session(&src_url).await;
     src.batch_execute(
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 300) g;
-         CREATE TABLE m (id int PRIMARY KEY, v text); INSERT INTO m SELECT g, 'row ' || g FROM generate_series(1, 200) g",
+         CREATE TABLE m (id int PRIMARY KEY, v text); INSERT INTO m SELECT g, 'row ' || g FROM generate_series(1, 200) g;
+         CREATE TABLE odd (id int PRIMARY KEY, ts timestamp, grid int[], price numeric(10,2));
+         INSERT INTO odd SELECT g, CASE WHEN g % 2 = 0 THEN '294276-12-31 23:59:59.999999' ELSE '2000-01-01' END::timestamp,
+           CASE WHEN g % 3 = 0 THEN '{{1,2},{3,4}}' ELSE '{5}' END::int[], CASE WHEN g % 5 = 0 THEN 'NaN'::numeric ELSE g END
+           FROM generate_series(1, 100) g",
     )
     .await
     .unwrap();
@@ -70,7 +74,7 @@ async fn columns_filled_without_wal_changes_reach_the_mirror() {
     strata_writer::control::add(&stage, &spec("mirror", &mirror_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
     strata_writer::control::add(&stage, &spec("history", &history_url, StartPosition::Earliest, PostgresMode::History)).await.unwrap();
 
-    // A workload on other rows throughout.
+    // A workload on other rows throughout, values typed columns cannot hold included.
     let stop = Arc::new(AtomicBool::new(false));
     let workload = {
         let (url, stop) = (src_url.clone(), stop.clone());
@@ -78,9 +82,15 @@ async fn columns_filled_without_wal_changes_reach_the_mirror() {
             let c = session(&url).await;
             let mut i = 1000;
             while !stop.load(Ordering::Relaxed) && i < 3000 {
-                c.batch_execute(&format!("INSERT INTO t (id, v) VALUES ({i}, 'w'); UPDATE t SET v = v || '.' WHERE id = {}", i - 1))
-                    .await
-                    .unwrap();
+                c.batch_execute(&format!(
+                    "INSERT INTO t (id, v) VALUES ({i}, 'w'); UPDATE t SET v = v || '.' WHERE id = {prev};
+                     INSERT INTO odd (id, ts, grid, price) VALUES ({i}, '294276-06-0{d} 00:00:00', '[0:1][1:1]={{{{{i}}},{{7}}}}', 'NaN');
+                     UPDATE odd SET price = 'NaN', grid = '{{{{1}},{{2}}}}' WHERE id = {prev}",
+                    prev = i - 1,
+                    d = 1 + i % 9
+                ))
+                .await
+                .unwrap();
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -92,6 +102,8 @@ async fn columns_filled_without_wal_changes_reach_the_mirror() {
         "ALTER TABLE m ADD COLUMN c int DEFAULT 42",
         "ALTER TABLE m ADD COLUMN s timestamptz DEFAULT now(), ADD COLUMN q text DEFAULT E'it''s a \\\\ {x}', ADD COLUMN a int[] DEFAULT '{1,2}'",
         "ALTER TABLE m ADD COLUMN e text DEFAULT NULL",
+        // A missing value that the typed column cannot hold either.
+        "ALTER TABLE odd ADD COLUMN far timestamp DEFAULT '294276-12-31 23:59:59'",
     ] {
         src.batch_execute(ddl).await.unwrap_or_else(|e| panic!("{ddl}: {e}"));
         src.batch_execute("UPDATE m SET v = v || '*' WHERE id = 1").await.unwrap();
@@ -105,6 +117,7 @@ async fn columns_filled_without_wal_changes_reach_the_mirror() {
         "ALTER TABLE t ADD COLUMN r timestamptz DEFAULT clock_timestamp()",
         "ALTER TABLE t ADD COLUMN g bigint GENERATED ALWAYS AS (id * 2) STORED",
         "ALTER TABLE t ALTER COLUMN c TYPE bigint USING c * 10 + id",
+        "ALTER TABLE odd ADD COLUMN r timestamptz DEFAULT clock_timestamp()",
     ] {
         src.batch_execute(ddl).await.unwrap_or_else(|e| panic!("{ddl}: {e}"));
         // A change after it, so pgoutput sends the new relation.
@@ -122,10 +135,14 @@ async fn columns_filled_without_wal_changes_reach_the_mirror() {
     wait_caught_up(&stage, "history").await;
 
     let mirror = session(&mirror_url).await;
-    assert!(list(&log).await.unwrap().iter().all(|r| r.value.table.name == "t"), "m was never rewritten, so never backfilled");
+    assert!(list(&log).await.unwrap().iter().all(|r| r.value.table.name != "m"), "m was never rewritten, so never backfilled");
     let expected_m = checksum(&src, "public.m").await;
     assert_eq!(expected_m.0, 200);
     assert_eq!(checksum(&mirror, "public.m").await, expected_m, "existing rows of m got the missing values");
+    let expected_odd = checksum(&src, "public.odd").await;
+    assert!(expected_odd.0 > 100, "{} rows", expected_odd.0);
+    assert_eq!(checksum(&mirror, "public.odd").await, expected_odd, "odd values, DDL and workload: the mirror equals the source");
+    eprintln!("mirror equals source: t {expected:?} (replicated columns), m {expected_m:?}, odd {expected_odd:?}", expected = checksum(&src, "(SELECT id, v, c, s, q, a, r FROM t)").await);
     let replicated = "(SELECT id, v, c, s, q, a, r FROM t)";
     let expected = checksum(&src, replicated).await;
     assert!(expected.0 > 300, "{} rows", expected.0);
