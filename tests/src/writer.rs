@@ -7,6 +7,7 @@ use strata_common::Timestamp;
 use strata_common::pgtext::REQUIRED_SETTINGS;
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
+use strata_writer::replay::{ReplayRequest, ReplayState, Then};
 use strata_writer::spec::{DestinationKind, DestinationSpec, PostgresMode, PostgresSpec, StartPosition};
 use tokio_postgres::Client;
 
@@ -134,4 +135,37 @@ pub async fn assert_mirror_equals_source(stage: &Stage, stage_dir: &std::path::P
     }
     token.cancel();
     writer.await.expect("writer task").expect("writer run");
+}
+
+/// A pending replay request of `destination`: `--from` or `--as-of` (then stop).
+pub fn replay_request(id: &str, destination: &str, from: Option<Timestamp>, as_of: Option<Timestamp>) -> ReplayRequest {
+    let now = Timestamp::now();
+    ReplayRequest {
+        format: 1,
+        id: id.to_owned(),
+        destination: destination.to_owned(),
+        from,
+        as_of,
+        then: Then::Stop,
+        state: ReplayState::Pending,
+        created_at: now,
+        updated_at: now,
+        error: None,
+    }
+}
+
+/// Waits until replay `id` is done; panics if it failed.
+pub async fn wait_replay(stage: &Stage, id: &str) {
+    for _ in 0..1200 {
+        let all = strata_writer::replay::list(stage).await.expect("test helper");
+        if let Some(r) = all.iter().find(|r| r.value.id == id) {
+            match r.value.state {
+                ReplayState::Done => return,
+                ReplayState::Failed => panic!("replay {id} failed: {:?}", r.value.error),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replay {id} did not finish within 60 s");
 }

@@ -13,7 +13,7 @@ use strata_stager::Stage;
 use strata_tests::http::TestServer;
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text, staged_changes, wait_for_slot};
-use strata_tests::writer::{spec_of, wait_caught_up, wait_staged};
+use strata_tests::writer::{replay_request, spec_of, wait_caught_up, wait_replay, wait_staged};
 use strata_writer::destinations::webhook::config::WebhookSpec;
 use strata_writer::destinations::webhook::sink::signature;
 use strata_writer::spec::{DestinationKind, StartPosition};
@@ -133,27 +133,8 @@ async fn a_replay_resends_the_same_envelopes_from_its_time_on() {
     let first = envelopes(&server.requests());
     let sent_before = server.requests().len();
 
-    let now = strata_common::Timestamp::now();
-    let request = strata_writer::replay::ReplayRequest {
-        format: 1,
-        id: "again".to_owned(),
-        destination: "hook".to_owned(),
-        from: Some(at),
-        as_of: None,
-        then: strata_writer::replay::Then::Stop,
-        state: strata_writer::replay::ReplayState::Pending,
-        created_at: now,
-        updated_at: now,
-        error: None,
-    };
-    strata_writer::replay::submit(&stage, &request).await.unwrap();
-    for _ in 0..600 {
-        let done = strata_writer::replay::list(&stage).await.unwrap().iter().any(|r| r.value.state == strata_writer::replay::ReplayState::Done);
-        if done && server.requests().len() > sent_before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    strata_writer::replay::submit(&stage, &replay_request("again", "hook", Some(at), None)).await.unwrap();
+    wait_replay(&stage, "again").await;
     wait_caught_up(&stage, "hook").await;
     let again = envelopes(&server.requests()[sent_before..]);
 

@@ -11,26 +11,9 @@ use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, config_text, wait_for_slot};
-use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
-use strata_writer::replay::{ReplayRequest, ReplayState, Then};
+use strata_tests::writer::{checksum, replay_request as request, session, spec, wait_caught_up, wait_replay, wait_staged};
 use strata_writer::spec::{PostgresMode, StartPosition};
 use tokio_util::sync::CancellationToken;
-
-fn request(id: &str, destination: &str, from: Option<Timestamp>, as_of: Option<Timestamp>) -> ReplayRequest {
-    let now = Timestamp::now();
-    ReplayRequest {
-        format: 1,
-        id: id.to_owned(),
-        destination: destination.to_owned(),
-        from,
-        as_of,
-        then: Then::Stop,
-        state: ReplayState::Pending,
-        created_at: now,
-        updated_at: now,
-        error: None,
-    }
-}
 
 /// `(lsn, ord)` of every staged change committed at or after `from`, sorted.
 async fn staged_positions(stage: &Stage, from: Option<Timestamp>) -> Vec<(String, i64)> {
@@ -55,21 +38,6 @@ async fn history_positions(c: &tokio_postgres::Client) -> Vec<(String, i64)> {
     let mut out: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     out.sort();
     out
-}
-
-async fn wait_replay(stage: &Stage, id: &str) {
-    for _ in 0..1200 {
-        let all = strata_writer::replay::list(stage).await.unwrap();
-        if let Some(r) = all.iter().find(|r| r.value.id == id) {
-            match r.value.state {
-                ReplayState::Done => return,
-                ReplayState::Failed => panic!("replay {id} failed: {:?}", r.value.error),
-                _ => {}
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("replay {id} did not finish within 60 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
