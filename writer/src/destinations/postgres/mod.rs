@@ -23,8 +23,11 @@
 //! A replay (`--from T`) onto a mirror re-applies the changes from T on:
 //! upserts and deletes by key are idempotent, so a table with a key ends
 //! equal to the source. A table without a key is applied by matching whole
-//! rows and cannot tell a re-delivered insert from a new one: rebuild it
-//! with `--as-of` instead.
+//! rows and cannot tell a re-delivered insert from a new one, so the reset
+//! records the seq the destination held (`strata.cursors.held_until`), and
+//! such tables skip re-delivered batches up to it — rows and columns alike,
+//! since they hold those changes already. A rebuild (`--as-of`) empties the
+//! tables and clears the mark.
 
 pub mod config;
 pub mod retry;

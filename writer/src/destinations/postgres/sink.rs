@@ -45,6 +45,10 @@ struct OpenDelivery {
     /// Tables brought in line with a staged version; recorded in the sink
     /// once the transaction commits.
     synced: Vec<(TableName, u32)>,
+    /// The batch is one a replay re-delivers, which the destination held
+    /// before (`strata.cursors.held_until`): mirror tables without a key
+    /// skip it.
+    held: bool,
 }
 
 impl Drop for PostgresSink {
@@ -108,6 +112,11 @@ impl Destination for PostgresSink {
                 return Err(classify("creating strata.cursors", &e));
             }
         }
+        // Added after the first release: tables created before lack it.
+        self.client
+            .batch_execute("ALTER TABLE strata.cursors ADD COLUMN IF NOT EXISTS held_until bigint")
+            .await
+            .map_err(err("adding strata.cursors.held_until"))?;
         // A row always exists, so that every apply can lock it.
         self.client
             .execute(
@@ -188,9 +197,12 @@ impl Destination for PostgresSink {
             self.client.batch_execute("ROLLBACK").await.map_err(err("rolling back an abandoned delivery"))?;
         }
         self.client.batch_execute("BEGIN").await.map_err(err("beginning"))?;
-        let locked = self.client.query_one("SELECT seq FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&self.destination]).await;
-        let done: i64 = match locked {
-            Ok(row) => row.get(0),
+        let locked = self
+            .client
+            .query_one("SELECT seq, held_until FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&self.destination])
+            .await;
+        let (done, held_until): (i64, Option<i64>) = match locked {
+            Ok(row) => (row.get(0), row.get(1)),
             Err(e) => return Err(self.abandon(classify("locking the cursor row", &e)).await),
         };
         if done as u64 >= header.seq {
@@ -198,7 +210,8 @@ impl Destination for PostgresSink {
             self.client.batch_execute("ROLLBACK").await.map_err(err("rolling back"))?;
             return Ok(false);
         }
-        self.open = Some(OpenDelivery::default());
+        let held = held_until.is_some_and(|h| header.seq as i64 <= h);
+        self.open = Some(OpenDelivery { held, ..Default::default() });
         Ok(true)
     }
 
@@ -249,6 +262,12 @@ impl PostgresSink {
     async fn apply_tables(&mut self, part: &Batch, open: &mut OpenDelivery) -> Result<(), DestError> {
         let history = self.mode == PostgresMode::History;
         for t in &part.tables {
+            if !history && open.held && key_columns(&t.schema).is_empty() {
+                // Re-delivered by a replay to a table without a key, which
+                // holds these changes already and cannot match them again:
+                // neither its rows nor its columns go back to this batch.
+                continue;
+            }
             let types = self.resolve_types(&t.schema).await?;
             let version = (t.schema.table.clone(), t.schema.version);
             let synced = self.synced.get(&t.schema.table) == Some(&t.schema.version) || open.synced.contains(&version);
@@ -279,9 +298,11 @@ impl PostgresSink {
     async fn reset_position(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
         self.durable_seq().await?;
         let tx = self.client.transaction().await.map_err(err("beginning"))?;
-        tx.query_one("SELECT seq FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&self.destination])
+        let held: i64 = tx
+            .query_one("SELECT seq FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&self.destination])
             .await
-            .map_err(err("locking the cursor row"))?;
+            .map_err(err("locking the cursor row"))?
+            .get(0);
         for t in truncate {
             let exists: bool = tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&t.quoted()]).await.map_err(err("looking up a table"))?.get(0);
             if exists {
@@ -289,9 +310,16 @@ impl PostgresSink {
             }
         }
         let seq = i64::try_from(seq).map_err(|_| DestError::Permanent(format!("seq {seq} out of range")))?;
-        tx.execute("UPDATE strata.cursors SET seq = $2, updated_at = now() WHERE destination = $1", &[&self.destination, &seq])
-            .await
-            .map_err(err("resetting the cursor row"))?;
+        // What the tables hold up to now is re-delivered; mirror tables
+        // without a key must not apply it twice. A rebuild empties them.
+        let held_until = truncate.is_empty().then_some(held);
+        tx.execute(
+            "UPDATE strata.cursors SET seq = $2, updated_at = now(), \
+             held_until = CASE WHEN $3::bigint IS NULL THEN NULL ELSE GREATEST(held_until, $3) END WHERE destination = $1",
+            &[&self.destination, &seq, &held_until],
+        )
+        .await
+        .map_err(err("resetting the cursor row"))?;
         tx.commit().await.map_err(err("committing"))
     }
 }
