@@ -491,6 +491,7 @@ mod tests {
             since_lsn: None,
             database: None,
             relfilenode: None,
+            generated: Vec::new(),
         }
     }
 

@@ -86,6 +86,7 @@ impl Decoder {
             since_lsn: Some(at),
             database: Some(db.database().await?),
             relfilenode: db.relfilenode(rel.oid).await?,
+            generated: db.generated_columns(rel.oid).await?,
         };
         let latest = match self.latest.get(&table) {
             Some(s) => Some(s.clone()),

@@ -14,7 +14,7 @@ use strata_common::ident::quote_ident;
 use strata_common::pgtext::{REQUIRED_SETTINGS, parse_text};
 use strata_common::types::CatalogType;
 use strata_common::{ColumnType, Lsn, TableName, Value};
-use strata_stager::schema::ColumnSchema;
+use strata_stager::schema::{ColumnSchema, GeneratedColumn};
 use tokio_postgres::Client;
 
 use crate::source::RelationColumn;
@@ -276,6 +276,24 @@ impl SourceDb {
             });
         }
         Ok(out)
+    }
+
+    /// The stored generated columns of relation `oid`, in column order.
+    pub async fn generated_columns(&self, oid: u32) -> Result<Vec<GeneratedColumn>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), pg_get_expr(d.adbin, d.adrelid), a.attnum \
+                 FROM pg_attribute a JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                 WHERE a.attrelid = $1::oid AND a.attgenerated = 's' AND NOT a.attisdropped ORDER BY a.attnum",
+                &[&oid],
+            )
+            .await
+            .with_context(|| format!("reading the generated columns of relation {oid}"))?;
+        Ok(rows
+            .iter()
+            .map(|r| GeneratedColumn { name: r.get(0), pg_type: r.get(1), expression: r.get(2), attnum: Some(r.get(3)) })
+            .collect())
     }
 
     /// `format_type(oid, typmod)`: the type as PostgreSQL spells it.

@@ -320,6 +320,7 @@ fn decode_batch(
         since_lsn: None,
         database: None,
         relfilenode: None,
+        generated: Vec::new(),
     }
     .arrow_schema();
     let ty = |name: &str| meta_schema.field_with_name(name).map(|f| f.data_type().clone()).map_err(|e| e.to_string());

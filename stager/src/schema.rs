@@ -151,6 +151,26 @@ pub struct TableSchema {
     /// without WAL changes, and the reader backfills the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relfilenode: Option<u32>,
+    /// The table's stored generated columns. PostgreSQL 15's pgoutput
+    /// does not send them (nor do the snapshot and backfill read them), so
+    /// they carry no values in the stage; a mirror defines them with the
+    /// same expression and computes its own, as a native subscriber does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generated: Vec<GeneratedColumn>,
+}
+
+/// A stored generated column (`GENERATED ALWAYS AS (expression) STORED`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedColumn {
+    pub name: String,
+    /// The type as `format_type` prints it.
+    pub pg_type: String,
+    /// The expression as `pg_get_expr` prints it.
+    pub expression: String,
+    /// The column's number at the source, for its place among the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attnum: Option<i16>,
 }
 
 impl TableSchema {
@@ -180,6 +200,11 @@ impl TableSchema {
             }
             c.column_type.check().map_err(|e| invalid(format!("column {:?}: {e}", c.name)))?;
         }
+        for g in &self.generated {
+            if g.name.is_empty() || g.name.starts_with(RESERVED_PREFIX) || !seen.insert(g.name.as_str()) {
+                return Err(invalid(format!("generated column {:?} is empty, reserved or appears twice", g.name)));
+            }
+        }
         Ok(())
     }
 
@@ -198,6 +223,7 @@ impl TableSchema {
                 && (a.attnum.is_none() || b.attnum.is_none() || a.attnum == b.attnum)
         };
         self.replica_identity == other.replica_identity
+            && self.generated == other.generated
             && self.columns.len() == other.columns.len()
             && self.columns.iter().zip(&other.columns).all(|(a, b)| same(a, b))
     }
@@ -302,6 +328,7 @@ mod tests {
             since_lsn: None,
             database: None,
             relfilenode: None,
+            generated: Vec::new(),
         }
     }
 

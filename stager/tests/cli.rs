@@ -62,6 +62,7 @@ async fn three_batches(stage: &Stage) -> Vec<Manifest> {
         since_lsn: None,
         database: None,
         relfilenode: None,
+        generated: Vec::new(),
     });
     let log = StreamLog::new(stage, "main").unwrap();
     log.write_schema(&schema).await.unwrap();

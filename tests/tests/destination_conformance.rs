@@ -47,6 +47,7 @@ fn schema() -> Arc<TableSchema> {
         since_lsn: None,
         database: None,
         relfilenode: None,
+        generated: Vec::new(),
     })
 }
 

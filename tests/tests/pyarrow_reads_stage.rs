@@ -37,6 +37,7 @@ async fn pyarrow_reads_a_tables_change_files() {
         since_lsn: None,
         database: None,
         relfilenode: None,
+        generated: Vec::new(),
     });
     let log = StreamLog::new(&stage, "main").unwrap();
     log.write_schema(&schema).await.unwrap();

@@ -59,6 +59,7 @@ fn schema(stream: &str, table: &TableName) -> Arc<TableSchema> {
         since_lsn: None,
         database: None,
         relfilenode: None,
+        generated: Vec::new(),
     })
 }
 

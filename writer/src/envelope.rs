@@ -105,6 +105,7 @@ mod tests {
             since_lsn: None,
             database: Some("shop".into()),
             relfilenode: None,
+            generated: Vec::new(),
         }
     }
 

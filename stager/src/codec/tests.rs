@@ -52,6 +52,7 @@ fn schema_of(types: &[ColumnType]) -> TableSchema {
         since_lsn: None,
         database: None,
         relfilenode: None,
+        generated: Vec::new(),
     }
 }
 

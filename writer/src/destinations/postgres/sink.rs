@@ -8,7 +8,7 @@ use futures::SinkExt;
 use strata_common::ident::{quote_ident, quote_literal};
 use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, Op, TableName, Value};
-use strata_stager::schema::{ReplicaIdentity, TableSchema};
+use strata_stager::schema::{GeneratedColumn, ReplicaIdentity, TableSchema};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -363,7 +363,16 @@ async fn sync_table(tx: &Client, schema: &TableSchema, types: &[String], history
     let exists: bool = tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&target]).await.map_err(err("looking up the table"))?.get(0);
     if !exists {
         let mut defs: Vec<String> = if history { HISTORY_COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect() } else { Vec::new() };
-        defs.extend(schema.columns.iter().zip(types).map(|(c, t)| format!("{} {t}", quote_ident(&c.name))));
+        let mut columns: Vec<(Option<i16>, String)> =
+            schema.columns.iter().zip(types).map(|(c, t)| (c.attnum, format!("{} {t}", quote_ident(&c.name)))).collect();
+        if !history {
+            columns.extend(schema.generated.iter().map(|g| (g.attnum, generated_def(g))));
+            // In the source's column order where every number is known.
+            if columns.iter().all(|(n, _)| n.is_some()) {
+                columns.sort_by_key(|(n, _)| *n);
+            }
+        }
+        defs.extend(columns.into_iter().map(|(_, d)| d));
         let keys = key_columns(schema);
         if history {
             defs.push("PRIMARY KEY (_strata_lsn, _strata_ord)".to_owned());
@@ -420,11 +429,17 @@ async fn sync_table(tx: &Client, schema: &TableSchema, types: &[String], history
             Some(_) => {}
         }
     }
+    let generated: &[GeneratedColumn] = if history { &[] } else { &schema.generated };
     for name in existing.keys() {
         let metadata = history && HISTORY_COLUMNS.iter().any(|(n, _)| n == name);
-        if !metadata && !schema.columns.iter().any(|c| &c.name == name) {
+        if !metadata && !schema.columns.iter().any(|c| &c.name == name) && !generated.iter().any(|g| &g.name == name) {
             alters.push(format!("DROP COLUMN {}", quote_ident(name)));
         }
+    }
+    // Generated columns are added after the others, which they may read;
+    // the destination computes their values for existing rows.
+    for g in generated.iter().filter(|g| !existing.contains_key(&g.name)) {
+        alters.push(format!("ADD COLUMN {}", generated_def(g)));
     }
     if !alters.is_empty() {
         let ddl = format!("ALTER TABLE {target} {}", alters.join(", "));
@@ -437,6 +452,11 @@ async fn sync_table(tx: &Client, schema: &TableSchema, types: &[String], history
         tx.batch_execute(&ddl).await.map_err(err(&format!("altering {}", schema.table)))?;
     }
     Ok(())
+}
+
+/// `name type GENERATED ALWAYS AS (expression) STORED`, as at the source.
+fn generated_def(g: &GeneratedColumn) -> String {
+    format!("{} {} GENERATED ALWAYS AS ({}) STORED", quote_ident(&g.name), g.pg_type, g.expression)
 }
 
 /// What a key ends up as after a batch's changes to it.
