@@ -289,11 +289,10 @@ async fn initial(log: &StreamLog, start: StartPosition) -> Result<(u64, Option<T
     })
 }
 
-/// Batches holding more rows than this are delivered part by part (one
-/// staged data file at a time) instead of decoded whole: a decoded change
-/// takes some 600 bytes, so this bounds a whole batch near 30 MiB, and a
-/// transaction of any size costs a few parts of memory (the reader cuts
-/// parts at `batch.max_bytes`).
+/// Batches holding more rows than this are delivered part by part (see
+/// [`deliver_parts`]) instead of decoded whole: a decoded change takes some
+/// 600 bytes, so this bounds a whole batch near 30 MiB, and a transaction
+/// of any size costs one part of decoded memory.
 const WHOLE_BATCH_MAX_ROWS: u64 = 50_000;
 
 /// A committed batch, ready to deliver.

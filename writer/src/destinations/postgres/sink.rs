@@ -187,14 +187,14 @@ impl Destination for PostgresSink {
     }
 
     async fn begin_parts(&mut self, header: &Batch) -> Result<bool, DestError> {
+        if self.open.take().is_some() {
+            // Left open by a delivery abandoned midway (its stage read failed).
+            self.client.batch_execute("ROLLBACK").await.map_err(err("rolling back an abandoned delivery"))?;
+        }
         // Types are resolved before the transaction: a type name the server
         // cannot parse is an error, which would abort it.
         for t in &header.tables {
             self.resolve_types(&t.schema).await?;
-        }
-        if self.open.take().is_some() {
-            // Left open by a delivery that was abandoned midway.
-            self.client.batch_execute("ROLLBACK").await.map_err(err("rolling back an abandoned delivery"))?;
         }
         self.client.batch_execute("BEGIN").await.map_err(err("beginning"))?;
         let locked = self
