@@ -25,6 +25,13 @@ pub const REQUIRED_SETTINGS: &[(&str, &str)] = &[
     ("extra_float_digits", "3"),
 ];
 
+/// The `SET` statements of [`REQUIRED_SETTINGS`], each with its setting's
+/// name (for errors), values quoted: what every session whose text output
+/// strata reads, or whose input it writes, runs first.
+pub fn setting_statements() -> impl Iterator<Item = (&'static str, String)> {
+    REQUIRED_SETTINGS.iter().map(|(name, value)| (*name, format!("SET {name} = '{}'", value.replace('\'', "''"))))
+}
+
 /// A value whose text does not match its column type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot read {text:?} as {expected}: {reason}")]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, bail};
 use strata_common::config::SourceConfig;
 use strata_common::ident::quote_ident;
-use strata_common::pgtext::{REQUIRED_SETTINGS, parse_text};
+use strata_common::pgtext::{parse_text, setting_statements};
 use strata_common::types::CatalogType;
 use strata_common::{ColumnType, Lsn, TableName, Value};
 use strata_stager::schema::{ColumnSchema, GeneratedColumn};
@@ -55,8 +55,8 @@ impl SourceDb {
         });
         // Values read from the catalog (a column's missing value) come in
         // the same text forms as the stream's.
-        let settings: String = REQUIRED_SETTINGS.iter().map(|(name, value)| format!("SET {name} = '{value}'; ")).collect();
-        client.batch_execute(&settings).await.context("pinning the session settings of the source connection")?;
+        let settings: Vec<String> = setting_statements().map(|(_, sql)| sql).collect();
+        client.batch_execute(&settings.join("; ")).await.context("pinning the session settings of the source connection")?;
         Ok(SourceDb { client, conn_task, type_cache: HashMap::new(), name_cache: HashMap::new(), database: None })
     }
 

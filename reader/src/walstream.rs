@@ -26,7 +26,7 @@ use bytes::{Buf, Bytes};
 use pg_walstream::{CancellationToken, LogicalReplicationMessage, LogicalReplicationParser, PgReplicationConnection, ReplicationError, TupleData};
 use strata_common::config::SecretUrl;
 use strata_common::ident::quote_ident;
-use strata_common::pgtext::REQUIRED_SETTINGS;
+use strata_common::pgtext::setting_statements;
 use strata_common::{Lsn, Timestamp};
 
 use crate::source::{ChangeSource, Datum, OldTuple, Relation, RelationColumn, SourceError, SourceEvent};
@@ -84,8 +84,7 @@ impl PgWalSource {
         let redacted = conninfo.redacted();
         let mut conn = tokio::task::block_in_place(|| PgReplicationConnection::connect(&info))
             .map_err(|e| map_err(&format!("connecting to {redacted}"), e))?;
-        for (name, value) in REQUIRED_SETTINGS {
-            let sql = format!("SET {name} = '{}'", value.replace('\'', "''"));
+        for (name, sql) in setting_statements() {
             let r = tokio::task::block_in_place(|| conn.exec(&sql)).map_err(|e| map_err(&format!("setting {name}"), e))?;
             if let Some(msg) = r.error_message().filter(|m| !m.is_empty()) {
                 return Err(SourceError::Permanent(format!("setting {name} on the replication connection: {msg}")));

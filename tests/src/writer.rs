@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use strata_common::Timestamp;
-use strata_common::pgtext::REQUIRED_SETTINGS;
+use strata_common::pgtext::setting_statements;
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 use strata_writer::replay::{ReplayRequest, ReplayState, Then};
@@ -15,8 +15,8 @@ use crate::pg::connect;
 
 pub async fn session(url: &str) -> Client {
     let c = connect(url).await.expect("test helper");
-    for (name, value) in REQUIRED_SETTINGS {
-        c.batch_execute(&format!("SET {name} = '{value}'")).await.expect("test helper");
+    for (_, sql) in setting_statements() {
+        c.batch_execute(&sql).await.expect("test helper");
     }
     c
 }

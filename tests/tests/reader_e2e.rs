@@ -6,13 +6,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use strata_common::pgtext::{REQUIRED_SETTINGS, parse_text};
+use strata_common::pgtext::parse_text;
 use strata_common::{Change, Op, TableName, Value};
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 use strata_stager::schema::TableSchema;
-use strata_tests::pg::{PgCluster, connect};
+use strata_tests::pg::PgCluster;
 use strata_tests::reader::{RunningReader, config, staged_changes, text_columns, wait_for_changes, wait_for_slot};
+use strata_tests::writer::session;
 use tokio_postgres::Client;
 
 /// What the test committed, as PostgreSQL reported it (`col::text`).
@@ -24,14 +25,6 @@ struct Expected {
     before: Option<Vec<Option<String>>>,
     /// The before image holds only the key columns (REPLICA IDENTITY DEFAULT).
     key_only: bool,
-}
-
-async fn session(url: &str) -> Client {
-    let c = connect(url).await.unwrap();
-    for (name, value) in REQUIRED_SETTINGS {
-        c.batch_execute(&format!("SET {name} = '{value}'")).await.unwrap();
-    }
-    c
 }
 
 /// Runs `sql` (which must end without RETURNING) and returns each affected

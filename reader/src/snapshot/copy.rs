@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use strata_common::config::SecretUrl;
 use strata_common::ident::quote_ident;
-use strata_common::pgtext::REQUIRED_SETTINGS;
+use strata_common::pgtext::setting_statements;
 use strata_common::{Change, Lsn, Op, TableName, Timestamp, Value};
 use strata_stager::log::{EncodedPart, TableBatch};
 use strata_stager::schema::{ColumnSchema, TableSchema};
@@ -75,8 +75,9 @@ pub async fn connect(url: &SecretUrl, snapshot_name: Option<&str>) -> Result<Cli
         }
     });
     let mut setup = String::new();
-    for (name, value) in REQUIRED_SETTINGS {
-        setup.push_str(&format!("SET {name} = '{}'; ", value.replace('\'', "''")));
+    for (_, sql) in setting_statements() {
+        setup.push_str(&sql);
+        setup.push_str("; ");
     }
     if let Some(name) = snapshot_name {
         setup.push_str(&format!("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}';", name.replace('\'', "''")));

@@ -1,6 +1,6 @@
 //! Connecting to a Postgres destination.
 
-use strata_common::pgtext::REQUIRED_SETTINGS;
+use strata_common::pgtext::setting_statements;
 use tokio_postgres::Client;
 
 use super::retry::classify;
@@ -20,9 +20,9 @@ pub async fn connect(spec: &PostgresSpec) -> Result<(Client, tokio::task::JoinHa
             tracing::debug!(error = %e, "destination connection ended");
         }
     });
-    for (name, value) in REQUIRED_SETTINGS {
+    for (name, sql) in setting_statements() {
         client
-            .batch_execute(&format!("SET {name} = '{value}'"))
+            .batch_execute(&sql)
             .await
             .map_err(|e| classify(&format!("setting {name}"), &e))?;
     }
