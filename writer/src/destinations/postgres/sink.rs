@@ -7,18 +7,19 @@ use bytes::{BufMut, BytesMut};
 use futures::SinkExt;
 use strata_common::ident::{quote_ident, quote_literal};
 use strata_common::pgtext::format_text;
-use strata_common::{Change, ColumnType, Op, TableName, Value};
-use strata_stager::schema::{GeneratedColumn, ReplicaIdentity, TableSchema};
+use strata_common::{Change, ColumnType, TableName, Value};
+use strata_stager::schema::{GeneratedColumn, TableSchema};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::config::connect;
+use super::mirror::{apply_mirror, key_columns};
 use super::retry::classify;
 use crate::destinations::{Batch, DestError, Destination, Reject};
 use crate::spec::{PostgresMode, PostgresSpec};
 
 /// One row of COPY text values (`None` is NULL).
-type TextRow = Vec<Option<String>>;
+pub(super) type TextRow = Vec<Option<String>>;
 
 /// COPY data is sent in chunks of about this size.
 const COPY_CHUNK: usize = 1 << 20;
@@ -57,7 +58,7 @@ impl Drop for PostgresSink {
     }
 }
 
-fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> DestError + '_ {
+pub(super) fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> DestError + '_ {
     move |e| classify(context, &e)
 }
 
@@ -324,21 +325,11 @@ impl PostgresSink {
     }
 }
 
-/// Columns that identify a row at the destination: the replica identity key
-/// under DEFAULT or USING INDEX; none under FULL (every column is flagged
-/// then) or NOTHING.
+/// Runs `sql` in the session, naming it in the error.
 async fn tx_execute(tx: &Client, sql: &str) -> Result<(), DestError> {
     tx.batch_execute(sql).await.map_err(|e| classify(sql, &e))
 }
 
-fn key_columns(schema: &TableSchema) -> Vec<usize> {
-    match schema.replica_identity {
-        ReplicaIdentity::Default | ReplicaIdentity::Index => {
-            schema.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect()
-        }
-        ReplicaIdentity::Full | ReplicaIdentity::Nothing => Vec::new(),
-    }
-}
 
 /// The metadata columns a history table starts with; `(_strata_lsn,
 /// _strata_ord)` is its primary key, so a change can never be stored twice.
@@ -459,190 +450,12 @@ fn generated_def(g: &GeneratedColumn) -> String {
     format!("{} {} GENERATED ALWAYS AS ({}) STORED", quote_ident(&g.name), g.pg_type, g.expression)
 }
 
-/// What a key ends up as after a batch's changes to it.
-enum Final {
-    Delete(Vec<Value>),
-    Upsert(Vec<Value>),
-}
-
-/// Changes of one table between truncates, compacted per key.
-#[derive(Default)]
-struct Compacted {
-    order: Vec<String>,
-    last: HashMap<String, Final>,
-}
-
-impl Compacted {
-    fn set(&mut self, key: String, f: Final) {
-        if self.last.insert(key.clone(), f).is_none() {
-            self.order.push(key);
-        }
-    }
-
-    fn upserted(&self, key: &str) -> Option<&Vec<Value>> {
-        match self.last.get(key) {
-            Some(Final::Upsert(row)) => Some(row),
-            _ => None,
-        }
-    }
-}
-
-fn key_string(schema: &TableSchema, keys: &[usize], row: &[Value]) -> String {
-    keys.iter()
-        .map(|&i| format_text(&schema.columns[i].column_type, &row[i]).unwrap_or_else(|| "\u{1}".to_owned()))
-        .collect::<Vec<_>>()
-        .join("\u{0}")
-}
-
-/// `after` with its unchanged columns filled from `base` where known.
-fn fill_unchanged(after: &[Value], base: Option<&Vec<Value>>) -> Vec<Value> {
-    after
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match (v, base) {
-            (Value::Unchanged, Some(b)) => b[i].clone(),
-            (v, _) => v.clone(),
-        })
-        .collect()
-}
-
-fn texts(schema: &TableSchema, row: &[Value], cols: &[usize]) -> Vec<Option<String>> {
-    cols.iter().map(|&i| format_text(&schema.columns[i].column_type, &row[i])).collect()
-}
-
-async fn apply_mirror(
-    tx: &Client,
-    schema: &TableSchema,
-    types: &[String],
-    changes: &[Change],
-    temps: &mut u32,
-) -> Result<(), DestError> {
-    let keys = key_columns(schema);
-    if keys.is_empty() {
-        return apply_keyless(tx, schema, types, changes).await;
-    }
-    let target = schema.table.quoted();
-    let mut seg = Compacted::default();
-    for c in changes {
-        let missing = |image: &str| DestError::Permanent(format!("{} at {}/{}: {} has no {image} image", schema.table, c.lsn, c.ord, c.op));
-        match c.op {
-            Op::Truncate => {
-                flush(tx, schema, types, &keys, std::mem::take(&mut seg), temps).await?;
-                tx.batch_execute(&format!("TRUNCATE {target}")).await.map_err(err(&format!("truncating {}", schema.table)))?;
-            }
-            Op::Insert | Op::Read => {
-                let after = c.after.as_ref().ok_or_else(|| missing("new"))?;
-                seg.set(key_string(schema, &keys, after), Final::Upsert(after.clone()));
-            }
-            Op::Update => {
-                let after = c.after.as_ref().ok_or_else(|| missing("new"))?;
-                let new_key = key_string(schema, &keys, after);
-                let old_key = c.before.as_ref().map(|b| key_string(schema, &keys, b)).filter(|k| *k != new_key);
-                match old_key {
-                    None => {
-                        let row = fill_unchanged(after, seg.upserted(&new_key));
-                        seg.set(new_key, Final::Upsert(row));
-                    }
-                    Some(old_key) => {
-                        let before = c.before.as_ref().ok_or_else(|| missing("old"))?;
-                        let row = fill_unchanged(after, seg.upserted(&old_key));
-                        if row.iter().any(|v| matches!(v, Value::Unchanged)) {
-                            // The key moved and some values stayed in the old
-                            // row: move that row in place rather than delete
-                            // and re-insert it.
-                            flush(tx, schema, types, &keys, std::mem::take(&mut seg), temps).await?;
-                            rekey(tx, schema, types, &keys, before, &row).await?;
-                        } else {
-                            seg.set(old_key, Final::Delete(before.clone()));
-                            seg.set(new_key, Final::Upsert(row));
-                        }
-                    }
-                }
-            }
-            Op::Delete => {
-                let before = c.before.as_ref().ok_or_else(|| missing("old"))?;
-                seg.set(key_string(schema, &keys, before), Final::Delete(before.clone()));
-            }
-        }
-    }
-    flush(tx, schema, types, &keys, seg, temps).await
-}
-
-/// Applies a compacted segment: deletes first, then upserts grouped by the
-/// set of columns they carry (unchanged-TOAST columns are left out, so the
-/// destination keeps its value).
-async fn flush(
-    tx: &Client,
-    schema: &TableSchema,
-    types: &[String],
-    keys: &[usize],
-    seg: Compacted,
-    temps: &mut u32,
-) -> Result<(), DestError> {
-    if seg.order.is_empty() {
-        return Ok(());
-    }
-    let target = schema.table.quoted();
-    let mut last = seg.last;
-    let mut deletes = Vec::new();
-    let mut groups: Vec<(Vec<usize>, Vec<TextRow>)> = Vec::new();
-    for key in &seg.order {
-        match last.remove(key) {
-            Some(Final::Delete(before)) => deletes.push(texts(schema, &before, keys)),
-            Some(Final::Upsert(row)) => {
-                let present: Vec<usize> = (0..row.len()).filter(|&i| !matches!(row[i], Value::Unchanged)).collect();
-                let values = texts(schema, &row, &present);
-                match groups.iter_mut().find(|(cols, _)| *cols == present) {
-                    Some((_, rows)) => rows.push(values),
-                    None => groups.push((present, vec![values])),
-                }
-            }
-            None => {}
-        }
-    }
-    let cond = |t: &str, d: &str| {
-        keys.iter().map(|&i| format!("{t}.{c} = {d}.{c}", c = quote_ident(&schema.columns[i].name))).collect::<Vec<_>>().join(" AND ")
-    };
-    if !deletes.is_empty() {
-        let tmp = temp_table(tx, schema, types, keys, temps).await?;
-        copy_in(tx, &tmp, &quoted(schema, keys), &deletes).await?;
-        tx.batch_execute(&format!("DELETE FROM {target} t USING {tmp} d WHERE {}", cond("t", "d")))
-            .await
-            .map_err(err(&format!("deleting from {}", schema.table)))?;
-    }
-    for (cols, rows) in groups {
-        let tmp = temp_table(tx, schema, types, &cols, temps).await?;
-        let names = quoted(schema, &cols);
-        copy_in(tx, &tmp, &names, &rows).await?;
-        let updates: Vec<String> =
-            cols.iter().filter(|i| !keys.contains(i)).map(|&i| format!("{c} = EXCLUDED.{c}", c = quote_ident(&schema.columns[i].name))).collect();
-        let on_conflict = if updates.is_empty() { "DO NOTHING".to_owned() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
-        let sql = format!(
-            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {tmp} ON CONFLICT ({keys}) {on_conflict}",
-            cols = names.join(", "),
-            keys = quoted(schema, keys).join(", ")
-        );
-        tx.batch_execute(&sql).await.map_err(err(&format!("upserting into {}", schema.table)))?;
-    }
-    Ok(())
-}
-
-fn quoted(schema: &TableSchema, cols: &[usize]) -> Vec<String> {
+pub(super) fn quoted(schema: &TableSchema, cols: &[usize]) -> Vec<String> {
     cols.iter().map(|&i| quote_ident(&schema.columns[i].name)).collect()
 }
 
-async fn temp_table(tx: &Client, schema: &TableSchema, types: &[String], cols: &[usize], temps: &mut u32) -> Result<String, DestError> {
-    *temps += 1;
-    let name = format!("strata_tmp_{temps}");
-    let defs: Vec<String> = cols.iter().map(|&i| format!("{} {}", quote_ident(&schema.columns[i].name), types[i])).collect();
-    tx.batch_execute(&format!("CREATE TEMP TABLE {name} ({}) ON COMMIT DROP", defs.join(", ")))
-        .await
-        .map_err(err("creating a temp table"))?;
-    Ok(name)
-}
-
 /// `COPY … FROM STDIN` in text format.
-async fn copy_in(tx: &Client, table: &str, columns: &[String], rows: &[TextRow]) -> Result<(), DestError> {
+pub(super) async fn copy_in(tx: &Client, table: &str, columns: &[String], rows: &[TextRow]) -> Result<(), DestError> {
     copy_rows(tx, table, columns, rows).await.map_err(|(context, e)| classify(context, &e))
 }
 
@@ -693,28 +506,6 @@ fn escape_copy(s: &str, buf: &mut BytesMut) {
             b => buf.put_u8(b),
         }
     }
-}
-
-/// Moves the row at `before`'s key to `row`'s key, setting the columns `row` carries.
-async fn rekey(tx: &Client, schema: &TableSchema, types: &[String], keys: &[usize], before: &[Value], row: &[Value]) -> Result<(), DestError> {
-    let mut params: Vec<Option<String>> = Vec::new();
-    let mut sets = Vec::new();
-    for (i, v) in row.iter().enumerate() {
-        if matches!(v, Value::Unchanged) {
-            continue;
-        }
-        params.push(format_text(&schema.columns[i].column_type, v));
-        sets.push(format!("{} = ${}::text::{}", quote_ident(&schema.columns[i].name), params.len(), types[i]));
-    }
-    let mut conds = Vec::new();
-    for &i in keys {
-        params.push(format_text(&schema.columns[i].column_type, &before[i]));
-        conds.push(format!("{} = ${}::text::{}", quote_ident(&schema.columns[i].name), params.len(), types[i]));
-    }
-    let sql = format!("UPDATE {} SET {} WHERE {}", schema.table.quoted(), sets.join(", "), conds.join(" AND "));
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-    tx.execute(&sql, &refs).await.map_err(err(&format!("moving a row of {} to its new key", schema.table)))?;
-    Ok(())
 }
 
 /// History mode: every change appended with its metadata; deletes carry
@@ -770,78 +561,4 @@ async fn apply_history(tx: &Client, schema: &TableSchema, changes: &[Change]) ->
         }
         Err((context, e)) => Err(classify(context, &e)),
     }
-}
-
-/// Tables without a key: changes in order, rows matched on their whole old
-/// image (one matching row per change, as PostgreSQL's own apply does).
-async fn apply_keyless(tx: &Client, schema: &TableSchema, types: &[String], changes: &[Change]) -> Result<(), DestError> {
-    let target = schema.table.quoted();
-    if schema.columns.is_empty() {
-        // A table without columns (legal in PostgreSQL): rows are all alike.
-        for c in changes {
-            let sql = match c.op {
-                Op::Insert | Op::Read => format!("INSERT INTO {target} DEFAULT VALUES"),
-                Op::Truncate => format!("TRUNCATE {target}"),
-                Op::Delete | Op::Update => format!("DELETE FROM {target} WHERE ctid = (SELECT ctid FROM {target} LIMIT 1)"),
-            };
-            tx.batch_execute(&sql).await.map_err(err(&format!("applying to {}", schema.table)))?;
-            if c.op == Op::Update {
-                tx.batch_execute(&format!("INSERT INTO {target} DEFAULT VALUES")).await.map_err(err(&format!("applying to {}", schema.table)))?;
-            }
-        }
-        return Ok(());
-    }
-    let all: Vec<usize> = (0..schema.columns.len()).collect();
-    let names = quoted(schema, &all);
-    let mut inserts: Vec<Vec<Option<String>>> = Vec::new();
-    for c in changes {
-        let missing = |image: &str| {
-            DestError::Permanent(format!(
-                "{} at {}/{}: {} of a table without a key needs the {image} row (set REPLICA IDENTITY FULL at the source)",
-                schema.table, c.lsn, c.ord, c.op
-            ))
-        };
-        match c.op {
-            Op::Insert | Op::Read => inserts.push(texts(schema, c.after.as_ref().ok_or_else(|| missing("new"))?, &all)),
-            Op::Truncate => {
-                copy_in(tx, &target, &names, &std::mem::take(&mut inserts)).await?;
-                tx.batch_execute(&format!("TRUNCATE {target}")).await.map_err(err(&format!("truncating {}", schema.table)))?;
-            }
-            Op::Delete | Op::Update => {
-                if !inserts.is_empty() {
-                    copy_in(tx, &target, &names, &std::mem::take(&mut inserts)).await?;
-                }
-                let before = c.before.as_ref().ok_or_else(|| missing("old"))?;
-                delete_matching(tx, schema, types, before).await?;
-                if c.op == Op::Update {
-                    let after = fill_unchanged(c.after.as_ref().ok_or_else(|| missing("new"))?, Some(before));
-                    inserts.push(texts(schema, &after, &all));
-                }
-            }
-        }
-    }
-    if !inserts.is_empty() {
-        copy_in(tx, &target, &names, &inserts).await?;
-    }
-    Ok(())
-}
-
-async fn delete_matching(tx: &Client, schema: &TableSchema, types: &[String], before: &[Value]) -> Result<(), DestError> {
-    let mut params: Vec<Option<String>> = Vec::new();
-    let mut conds = Vec::new();
-    for (i, c) in schema.columns.iter().enumerate() {
-        params.push(format_text(&c.column_type, &before[i]));
-        let col = quote_ident(&c.name);
-        // json has no equality operator: compare its text, which json keeps verbatim.
-        if c.column_type == ColumnType::Json && types[i] == "json" {
-            conds.push(format!("{col}::text IS NOT DISTINCT FROM ${}", params.len()));
-        } else {
-            conds.push(format!("{col} IS NOT DISTINCT FROM ${}::text::{}", params.len(), types[i]));
-        }
-    }
-    let target = schema.table.quoted();
-    let sql = format!("DELETE FROM {target} WHERE ctid = (SELECT ctid FROM {target} WHERE {} LIMIT 1)", conds.join(" AND "));
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-    tx.execute(&sql, &refs).await.map_err(err(&format!("deleting a row of {}", schema.table)))?;
-    Ok(())
 }
