@@ -89,6 +89,16 @@ ensure_postgres() {
     strata_log "postgres: $("$bin/postgres" --version)"
 }
 
+# The `openssl` command, which the TLS tests use to make a test CA and
+# server and client certificates.
+ensure_openssl() {
+    if ! command -v openssl >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || strata_die "openssl is missing and there is no apt-get to install it"
+        strata_apt_install openssl
+    fi
+    strata_log "openssl: $(openssl version)"
+}
+
 _strata_sha256() {
     sha256sum "$1" | cut -d' ' -f1
 }

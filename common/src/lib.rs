@@ -10,6 +10,7 @@
 //! - [`config`]: `strata.toml` loading with environment overrides and secrets
 //!   that never print.
 //! - [`ident`]: validated table identities.
+//! - [`pgconn`]: connections to PostgreSQL with libpq's TLS settings.
 //! - [`pgtext`]: parsing PostgreSQL text output (what pgoutput sends) into values.
 //! - [`telemetry`]: logs, metrics and the health endpoints of the services.
 //! - [`service`]: runtime, signals and exit status of the service binaries.
@@ -41,6 +42,7 @@ pub mod change;
 pub mod config;
 pub mod ident;
 pub mod lsn;
+pub mod pgconn;
 pub mod pgtext;
 pub mod service;
 pub mod telemetry;

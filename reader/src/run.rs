@@ -234,6 +234,9 @@ fn is_transient(e: &anyhow::Error) -> bool {
         if let Some(s) = cause.downcast_ref::<StageError>() {
             return s.is_retriable();
         }
+        if let Some(c) = cause.downcast_ref::<strata_common::pgconn::ConnectError>() {
+            return c.is_transient();
+        }
         if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
             return match pg.code() {
                 // No SQLSTATE: the connection itself failed.

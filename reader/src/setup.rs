@@ -45,14 +45,7 @@ pub struct SlotState {
 
 impl SourceDb {
     pub async fn connect(source: &SourceConfig) -> Result<SourceDb> {
-        let (client, conn) = tokio_postgres::connect(source.url.expose(), tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("connecting to the source {}", source.url))?;
-        let conn_task = tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "source connection ended");
-            }
-        });
+        let (client, conn_task) = strata_common::pgconn::connect(source.url.expose(), "source").await?;
         // Values read from the catalog (a column's missing value) come in
         // the same text forms as the stream's.
         let settings: Vec<String> = setting_statements().map(|(_, sql)| sql).collect();

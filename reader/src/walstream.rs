@@ -25,6 +25,7 @@
 use bytes::{Buf, Bytes};
 use pg_walstream::{CancellationToken, LogicalReplicationMessage, LogicalReplicationParser, PgReplicationConnection, ReplicationError, TupleData};
 use strata_common::config::SecretUrl;
+use strata_common::pgconn::PgConnect;
 use strata_common::ident::quote_ident;
 use strata_common::pgtext::setting_statements;
 use strata_common::{Lsn, Timestamp};
@@ -62,6 +63,34 @@ pub fn replication_conninfo(conninfo: &str) -> Result<String, SourceError> {
     }
 }
 
+/// Opens a replication connection with the TLS settings every other
+/// connection applies ([`strata_common::pgconn`]), resolved into the libpq
+/// keys the replication crate reads. Its connection set-up is blocking; it
+/// runs under `block_in_place`.
+fn connect(conninfo: &SecretUrl) -> Result<PgReplicationConnection, SourceError> {
+    let parsed: PgConnect = conninfo.expose().parse().map_err(|e| SourceError::Permanent(format!("source.url: {e}")))?;
+    if parsed.tls().client_cert.is_some() {
+        return Err(SourceError::Permanent(format!(
+            "source.url sets sslcert, and the replication connection to {} cannot present a client certificate: \
+             authenticate the replication role by password over TLS (hostssl … scram-sha-256 in pg_hba.conf)",
+            parsed.target()
+        )));
+    }
+    let info = replication_conninfo(&parsed.libpq_string())?;
+    let mode = parsed.tls().effective_mode();
+    tokio::task::block_in_place(|| PgReplicationConnection::connect(&info)).map_err(|e| {
+        let context = format!("connecting to {} with sslmode={mode}", parsed.target());
+        // The crate reports every failed handshake as transient; one that
+        // failed on the certificate fails the same way every time.
+        let message = e.to_string();
+        if message.contains("invalid peer certificate") || message.contains("received fatal alert") {
+            SourceError::Permanent(format!("{context}: {message}"))
+        } else {
+            map_err(&context, e)
+        }
+    })
+}
+
 pub struct PgWalSource {
     conn: PgReplicationConnection,
     parser: LogicalReplicationParser,
@@ -80,10 +109,7 @@ impl PgWalSource {
         if flavor.ok() != Some(tokio::runtime::RuntimeFlavor::MultiThread) {
             return Err(SourceError::Permanent("the replication source needs a multi-thread tokio runtime".to_owned()));
         }
-        let info = replication_conninfo(conninfo.expose())?;
-        let redacted = conninfo.redacted();
-        let mut conn = tokio::task::block_in_place(|| PgReplicationConnection::connect(&info))
-            .map_err(|e| map_err(&format!("connecting to {redacted}"), e))?;
+        let mut conn = connect(conninfo)?;
         for (name, sql) in setting_statements() {
             let r = tokio::task::block_in_place(|| conn.exec(&sql)).map_err(|e| map_err(&format!("setting {name}"), e))?;
             if let Some(msg) = r.error_message().filter(|m| !m.is_empty()) {
@@ -131,10 +157,7 @@ pub struct ExportedSlot {
 
 impl ExportedSlot {
     pub fn create(conninfo: &SecretUrl, slot: &str, temporary: bool) -> Result<Self, SourceError> {
-        let info = replication_conninfo(conninfo.expose())?;
-        let redacted = conninfo.redacted();
-        let mut conn = tokio::task::block_in_place(|| PgReplicationConnection::connect(&info))
-            .map_err(|e| map_err(&format!("connecting to {redacted}"), e))?;
+        let mut conn = connect(conninfo)?;
         let options = pg_walstream::ReplicationSlotOptions { temporary, snapshot: Some("export".to_owned()), ..Default::default() };
         let r = tokio::task::block_in_place(|| {
             conn.create_replication_slot_with_options(slot, pg_walstream::SlotType::Logical, Some("pgoutput"), &options)

@@ -24,6 +24,7 @@ pub mod http;
 pub mod pg;
 pub mod reader;
 pub mod sqs;
+pub mod tls;
 pub mod workload;
 pub mod writer;
 pub mod process;

@@ -37,6 +37,12 @@ impl PgCluster {
 
     /// Starts a new cluster; it is stopped and removed when this process exits.
     pub fn start() -> Result<PgCluster> {
+        Self::start_with(ClusterOptions::default())
+    }
+
+    /// [`PgCluster::start`] with extra settings, files and client
+    /// authentication rules.
+    pub fn start_with(options: ClusterOptions) -> Result<PgCluster> {
         let bin = pg_bin();
         if !bin.join("initdb").exists() {
             bail!("{} has no initdb: run infra/test (it installs PostgreSQL 15)", bin.display());
@@ -45,6 +51,11 @@ impl PgCluster {
         let dir = tempfile::Builder::new().prefix("strata-pg-").tempdir()?.keep();
         let data = dir.join("data");
         let cluster = PgCluster { dir: dir.clone(), bin, port: free_port(), as_postgres };
+        for (name, contents) in &options.files {
+            std::fs::write(dir.join(name), contents).with_context(|| format!("writing {name}"))?;
+            // PostgreSQL refuses a key file others can read.
+            std::fs::set_permissions(dir.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        }
         if as_postgres {
             let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status()?;
             if !status.success() {
@@ -64,12 +75,15 @@ impl PgCluster {
              full_page_writes = off\nmax_connections = 200\nshared_buffers = 128MB\n",
             cluster.port,
             dir.display()
-        );
+        ) + &options.conf;
         std::fs::OpenOptions::new()
             .append(true)
             .open(data.join("postgresql.conf"))
             .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
             .context("writing postgresql.conf")?;
+        if let Some(hba) = &options.hba {
+            std::fs::write(data.join("pg_hba.conf"), hba).context("writing pg_hba.conf")?;
+        }
         cluster.run(
             "pg_ctl",
             &["-D", path_str(&data)?, "-l", path_str(&dir.join("server.log"))?, "-w", "-t", "60", "start"],
@@ -137,27 +151,40 @@ impl PgCluster {
 
     /// Creates a database named by a fresh uuid and returns its URL.
     pub async fn fresh_database(&self) -> Result<String> {
+        Ok(self.url(&self.create_database().await?))
+    }
+
+    /// Creates a database named by a fresh uuid and returns its name.
+    pub async fn create_database(&self) -> Result<String> {
         let name = format!("db_{}", uuid::Uuid::new_v4().simple());
         let client = self.connect("postgres").await?;
         client.batch_execute(&format!("CREATE DATABASE {name}")).await.with_context(|| format!("creating database {name}"))?;
-        Ok(self.url(&name))
+        Ok(name)
     }
 
-    /// A tokio-postgres client on database `db`; its connection task runs in the background.
+    /// A superuser client on database `db` over the Unix socket (trusted in
+    /// every cluster); its connection task runs in the background.
     pub async fn connect(&self, db: &str) -> Result<tokio_postgres::Client> {
-        connect(&self.url(db)).await
+        connect(&format!("host={} port={} user={SUPERUSER} dbname={db}", self.dir.display(), self.port)).await
     }
 }
 
-/// Connects to `url` and spawns the connection task.
+/// Connects to `url` (TLS as its `sslmode` says) and spawns the connection task.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.with_context(|| format!("connecting to {url}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            eprintln!("postgres connection ended: {e}");
-        }
-    });
+    let (client, _task) = strata_common::pgconn::connect(url, "test").await.with_context(|| format!("connecting to {url}"))?;
     Ok(client)
+}
+
+/// What [`PgCluster::start_with`] adds to a default cluster.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterOptions {
+    /// Lines appended to `postgresql.conf`.
+    pub conf: String,
+    /// `pg_hba.conf` in place of initdb's (trust for every local client).
+    pub hba: Option<String>,
+    /// Files written into the cluster's directory (mode 0600, owned by the
+    /// server's user) before it starts: certificates and keys.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 fn path_str(p: &Path) -> Result<&str> {

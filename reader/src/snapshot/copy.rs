@@ -67,13 +67,7 @@ pub struct Shared {
 /// Opens a connection with the session settings the text parser expects,
 /// reading inside `snapshot_name` when given.
 pub async fn connect(url: &SecretUrl, snapshot_name: Option<&str>) -> Result<Client> {
-    let (client, conn) =
-        tokio_postgres::connect(url.expose(), tokio_postgres::NoTls).await.with_context(|| format!("connecting to the source {url}"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "snapshot connection ended");
-        }
-    });
+    let (client, _task) = strata_common::pgconn::connect(url.expose(), "source snapshot").await?;
     let mut setup = String::new();
     for (_, sql) in setting_statements() {
         setup.push_str(&sql);

@@ -11,15 +11,10 @@ use crate::spec::{PostgresSpec, expand_env};
 /// pins the session settings the text forms of staged values assume.
 pub async fn connect(spec: &PostgresSpec) -> Result<(Client, tokio::task::JoinHandle<()>), DestError> {
     let url = expand_env(&spec.url).map_err(DestError::Permanent)?;
-    let redacted = strata_common::config::redact_conn_str(&spec.url);
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| classify(&format!("connecting to {redacted}"), &e))?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "destination connection ended");
-        }
-    });
+    let (client, task) = strata_common::pgconn::connect(&url, "destination").await.map_err(|e| {
+        let message = e.to_string();
+        if e.is_transient() { DestError::Transient(message) } else { DestError::Permanent(message) }
+    })?;
     for (name, sql) in setting_statements() {
         client
             .batch_execute(&sql)
