@@ -1,6 +1,7 @@
-//! The webhook destination against a local HTTP server that checks the
-//! signature and idempotency key of every request and fails for a while
-//! (500s, then 429s with Retry-After), then accepts: every change arrives.
+//! The webhook destination against a local HTTP server that fails for a
+//! while (500s, then 429s with Retry-After), then accepts: every change
+//! arrives, and every request's Standard Webhooks signature passes the
+//! specification's own Python verifier, which rejects a stale or altered one.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,11 +16,46 @@ use strata_tests::pg::{PgCluster, connect};
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text, staged_changes, wait_for_slot};
 use strata_tests::writer::{replay_request, spec_of, wait_caught_up, wait_replay, wait_staged};
 use strata_writer::destinations::webhook::config::WebhookSpec;
-use strata_writer::destinations::webhook::sink::signature;
+use strata_writer::destinations::webhook::sink::SigningKey;
 use strata_writer::spec::{DestinationKind, StartPosition};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
-const SECRET: &str = "webhook test secret";
+/// `whsec_` and base64 of "strata webhook test secret".
+const SECRET: &str = "whsec_c3RyYXRhIHdlYmhvb2sgdGVzdCBzZWNyZXQ=";
+
+/// Runs the `standardwebhooks` package's `Webhook.verify` on each request;
+/// returns "ok" or why it rejected it, per request.
+fn python_verify(cases: &[(std::collections::HashMap<String, String>, Vec<u8>)]) -> Vec<String> {
+    use base64::Engine;
+    const SCRIPT: &str = r#"
+import base64, json, sys
+from standardwebhooks.webhooks import Webhook
+hook = Webhook(sys.argv[1])
+verdicts = []
+for case in json.load(sys.stdin):
+    try:
+        hook.verify(base64.b64decode(case["body"]), case["headers"], json_parse=False)
+        verdicts.append("ok")
+    except Exception as e:
+        verdicts.append("rejected: %s" % e)
+print(json.dumps(verdicts))
+"#;
+    let input: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(headers, body)| serde_json::json!({"headers": headers, "body": base64::engine::general_purpose::STANDARD.encode(body)}))
+        .collect();
+    let mut child = std::process::Command::new(strata_tests::venv_python())
+        .args(["-c", SCRIPT, SECRET])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), serde_json::to_string(&input).unwrap().as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the Python verifier ran");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhook_receives_every_change_signed_through_500s_and_429s() {
@@ -72,13 +108,14 @@ async fn webhook_receives_every_change_signed_through_500s_and_429s() {
     let mut keys_by_body = std::collections::HashMap::new();
     for r in &requests {
         assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/hook"));
-        let sig = r.headers.get("x-strata-signature").expect("signed");
-        assert_eq!(sig, &signature(SECRET.as_bytes(), &r.body), "signature over the exact body");
+        let sent_at: i64 = r.headers.get("webhook-timestamp").expect("timestamped").parse().unwrap();
+        assert!((sent_at - chrono::Utc::now().timestamp()).abs() < 120, "the timestamp is the time of sending");
         let body: Vec<serde_json::Value> = serde_json::from_slice(&r.body).unwrap();
         assert!(!body.is_empty() && body.len() <= 40, "batch_size respected ({})", body.len());
         let ids: Vec<&str> = body.iter().map(|e| e["id"].as_str().unwrap()).collect();
         let key = r.headers.get("idempotency-key").expect("idempotency key");
         assert_eq!(key, &format!("{}..{}", ids[0], ids[ids.len() - 1]));
+        assert_eq!(r.headers.get("webhook-id"), Some(key), "the message id names the changes, as the idempotency key");
         // A redelivered request carries the same key for the same changes.
         if let Some(previous) = keys_by_body.insert(key.clone(), r.body.clone()) {
             assert!(previous == r.body, "a redelivery of {key} carries the same bytes");
@@ -88,6 +125,31 @@ async fn webhook_receives_every_change_signed_through_500s_and_429s() {
     let staged = staged_changes(&stage, "main").await.unwrap();
     let expected: HashSet<String> = staged.iter().map(|(_, _, c)| format!("main:{}:{}", c.lsn.as_u64(), c.ord)).collect();
     assert_eq!(received, expected, "every staged change reached the webhook");
+
+    // Every request passes the reference verifier; the first one altered,
+    // or signed correctly but 10 minutes ago, does not.
+    let mut cases: Vec<_> = requests.iter().map(|r| (r.headers.clone(), r.body.clone())).collect();
+    let (headers, body) = cases[0].clone();
+    let mut altered = body.clone();
+    altered[1] = b' ';
+    let key = SigningKey::parse(SECRET).unwrap();
+    let id = headers["webhook-id"].clone();
+    let signed_at = |t: i64| {
+        let mut h = headers.clone();
+        h.insert("webhook-timestamp".to_owned(), t.to_string());
+        h.insert("webhook-signature".to_owned(), key.sign(&id, t, &body));
+        h
+    };
+    let now = chrono::Utc::now().timestamp();
+    cases.push((headers.clone(), altered));
+    cases.push((signed_at(now - 600), body.clone()));
+    cases.push((signed_at(now), body.clone()));
+    let verdicts = python_verify(&cases);
+    let n = requests.len();
+    assert!(verdicts[..n].iter().all(|v| v == "ok"), "every request verifies: {verdicts:?}");
+    assert!(verdicts[n].contains("No matching signature"), "an altered body is rejected: {}", verdicts[n]);
+    assert!(verdicts[n + 1].contains("too old"), "a stale timestamp is rejected: {}", verdicts[n + 1]);
+    assert_eq!(verdicts[n + 2], "ok", "the same request signed now verifies");
     reader.stop().await.unwrap();
 }
 

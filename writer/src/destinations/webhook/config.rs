@@ -18,7 +18,8 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
 pub struct WebhookSpec {
     /// `http://` or `https://` endpoint; credentials in it as `${VAR}`.
     pub url: String,
-    /// `${VAR}` naming the HMAC-SHA256 signing secret; unsigned when absent.
+    /// `${VAR}` naming the signing secret (Standard Webhooks: `whsec_` and
+    /// base64, or any string); unsigned when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     #[serde(default = "default_batch_size")]
@@ -65,9 +66,9 @@ impl WebhookSpec {
     }
 
     /// The URL and secret with `${VAR}` expanded.
-    pub fn resolve(&self) -> Result<(String, Option<Vec<u8>>), String> {
+    pub fn resolve(&self) -> Result<(String, Option<String>), String> {
         let url = expand_env(&self.url)?;
-        let secret = self.secret.as_deref().map(expand_env).transpose()?.map(String::into_bytes);
+        let secret = self.secret.as_deref().map(expand_env).transpose()?;
         Ok((url, secret))
     }
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use strata_common::TableName;
@@ -14,21 +15,51 @@ use crate::envelope::{change_id, envelope};
 pub struct WebhookSink {
     client: reqwest::Client,
     url: String,
-    secret: Option<Vec<u8>>,
+    secret: Option<SigningKey>,
     batch_size: usize,
 }
 
-/// `sha256={hex}` of HMAC-SHA256(secret, body).
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    // HMAC takes a key of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+/// The key a Standard Webhooks secret stands for: `whsec_<base64>` is the
+/// decoded bytes (what the specification's libraries expect); any other
+/// secret is used as its UTF-8 bytes.
+#[derive(Clone)]
+pub struct SigningKey(Vec<u8>);
+
+impl SigningKey {
+    pub const PREFIX: &'static str = "whsec_";
+
+    pub fn parse(secret: &str) -> Result<SigningKey, String> {
+        let key = match secret.strip_prefix(Self::PREFIX) {
+            Some(encoded) => base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim_end_matches('='))
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded.trim_end_matches('=')))
+                .map_err(|_| "the webhook secret starts with whsec_ but the rest is not base64".to_owned())?,
+            None => secret.as_bytes().to_vec(),
+        };
+        if key.is_empty() {
+            return Err("the webhook secret is empty".to_owned());
+        }
+        Ok(SigningKey(key))
+    }
+
+    /// `v1,{base64 HMAC-SHA256 of "{id}.{timestamp}.{body}"}`: the
+    /// `webhook-signature` header of the Standard Webhooks specification.
+    pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        // HMAC takes a key of any length.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+    }
 }
 
 impl WebhookSink {
     pub fn connect(spec: &WebhookSpec) -> Result<WebhookSink, DestError> {
         let (url, secret) = spec.resolve().map_err(DestError::Permanent)?;
+        let secret = secret.as_deref().map(SigningKey::parse).transpose().map_err(DestError::Permanent)?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(spec.timeout_secs))
             .user_agent(concat!("strata-writer/", env!("CARGO_PKG_VERSION")))
@@ -37,14 +68,20 @@ impl WebhookSink {
         Ok(WebhookSink { client, url, secret, batch_size: spec.batch_size })
     }
 
-    async fn post(&self, key: &str, body: Vec<u8>) -> Result<(), DestError> {
+    /// One request. `id` names its changes, so a retry or a replay of the
+    /// same changes carries the same id (receivers deduplicate on it); the
+    /// timestamp and signature are made per attempt, so a receiver can
+    /// reject an old request replayed by someone else.
+    async fn post(&self, id: &str, body: Vec<u8>) -> Result<(), DestError> {
         let mut request = self
             .client
             .post(&self.url)
             .header("Content-Type", "application/json")
-            .header("Idempotency-Key", key);
-        if let Some(secret) = &self.secret {
-            request = request.header("X-Strata-Signature", signature(secret, &body));
+            .header("webhook-id", id)
+            .header("Idempotency-Key", id);
+        if let Some(key) = &self.secret {
+            let timestamp = chrono::Utc::now().timestamp();
+            request = request.header("webhook-timestamp", timestamp).header("webhook-signature", key.sign(id, timestamp, &body));
         }
         let response = request.body(body).send().await.map_err(|e| classify_error(&e))?;
         let status = response.status();
@@ -90,11 +127,19 @@ impl Destination for WebhookSink {
 mod tests {
     use super::*;
 
+    /// The example of the Standard Webhooks specification: its secret,
+    /// message id, timestamp and body give its signature.
     #[test]
-    fn signature_matches_rfc_4231_test_case_2() {
-        assert_eq!(
-            signature(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+    fn signs_the_specification_example() {
+        let key = SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(key.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body), "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn secrets_without_the_prefix_are_their_bytes() {
+        assert_eq!(SigningKey::parse("hunter2").unwrap().0, b"hunter2");
+        assert!(SigningKey::parse("whsec_not base64!").is_err());
+        assert!(SigningKey::parse("").is_err());
     }
 }
