@@ -3,8 +3,9 @@
 //! Loading happens in three steps, and each names what it rejects:
 //!
 //! 1. The file is parsed as TOML; `${NAME}` in any string is replaced by the
-//!    environment variable `NAME` (an unset one is an error; `$${` is a
-//!    literal `${`). This is how secrets stay out of the file.
+//!    environment variable `NAME` (an unset one is an error), `${file:PATH}`
+//!    by the contents of a file, and `$${` is a literal `${`
+//!    ([`expand_references`]). This is how secrets stay out of the file.
 //! 2. Environment variables `STRATA_<SECTION>__<KEY>` override keys
 //!    (`STRATA_SOURCE__URL`, `STRATA_BATCH__MAX_ROWS`); the double underscore
 //!    separates levels because keys themselves contain single ones. A value is
@@ -506,8 +507,33 @@ fn expand_value(v: &mut toml::Value, origin: &str, key: &str, env: &[(String, St
     Ok(())
 }
 
-/// Replaces `${NAME}` with the variable's value; `$${` is a literal `${`.
 fn expand_str(s: &str, origin: &str, key: &str, env: &[(String, String)]) -> Result<String, ConfigError> {
+    let lookup = |var: &str| env.iter().find(|(k, _)| k == var).map(|(_, v)| v.clone());
+    expand_references(s, &lookup).map_err(|e| match e {
+        ReferenceError::Unterminated => ConfigError::BadReference { origin: origin.to_owned(), key: key.to_owned() },
+        ReferenceError::MissingEnv(var) => ConfigError::MissingEnv { origin: origin.to_owned(), key: key.to_owned(), var },
+        ReferenceError::File { path, message } => {
+            ConfigError::Invalid { origin: origin.to_owned(), key: key.to_owned(), message: format!("reading secret file {path}: {message}") }
+        }
+    })
+}
+
+/// Why a reference could not be expanded (never holds a secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("unterminated ${{…}} reference")]
+    Unterminated,
+    #[error("environment variable {0} is not set")]
+    MissingEnv(String),
+    #[error("reading secret file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// The one rule for secrets, in `strata.toml` and in destination specs
+/// alike: `${NAME}` is the environment variable `NAME`, `${file:PATH}` is
+/// the contents of file `PATH` (as Docker and Kubernetes mount secrets;
+/// one trailing newline dropped), and `$${` is a literal `${`.
+pub fn expand_references(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ReferenceError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -517,16 +543,13 @@ fn expand_str(s: &str, origin: &str, key: &str, env: &[(String, String)]) -> Res
             out.push_str("${");
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
-            let end = tail
-                .find('}')
-                .ok_or_else(|| ConfigError::BadReference { origin: origin.to_owned(), key: key.to_owned() })?;
-            let var = &tail[..end];
-            let value = env.iter().find(|(k, _)| k == var).map(|(_, v)| v).ok_or_else(|| ConfigError::MissingEnv {
-                origin: origin.to_owned(),
-                key: key.to_owned(),
-                var: var.to_owned(),
-            })?;
-            out.push_str(value);
+            let end = tail.find('}').ok_or(ReferenceError::Unterminated)?;
+            let name = &tail[..end];
+            let value = match name.strip_prefix("file:") {
+                Some(path) => read_secret_file(path)?,
+                None => env(name).ok_or_else(|| ReferenceError::MissingEnv(name.to_owned()))?,
+            };
+            out.push_str(&value);
             rest = &tail[end + 1..];
         } else {
             out.push('$');
@@ -535,6 +558,21 @@ fn expand_str(s: &str, origin: &str, key: &str, env: &[(String, String)]) -> Res
     }
     out.push_str(rest);
     Ok(out)
+}
+
+fn read_secret_file(path: &str) -> Result<String, ReferenceError> {
+    let fail = |message: String| ReferenceError::File { path: path.to_owned(), message };
+    if path.is_empty() {
+        return Err(fail("no path after file:".to_owned()));
+    }
+    let mut text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// Applies `STRATA_A__B=value` overrides; returns `(dotted key, variable)` for
@@ -920,6 +958,21 @@ mod tests {
         assert!(matches!(&err, ConfigError::MissingEnv { var, key, .. } if var == "PW" && key == "source.url"), "{err}");
         let lit = Config::from_toml("t", "[stage]\nurl = \"/x/$${HOME}\"\n", &[]).unwrap();
         assert_eq!(lit.stage.url, "/x/${HOME}");
+    }
+
+    #[test]
+    fn file_references_read_mounted_secrets() {
+        let dir = std::env::temp_dir().join(format!("strata-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pg");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let text = format!("[source]\nurl = \"postgres://app:${{file:{}}}@db/app\"\n", file.display());
+        let c = Config::from_toml("t", &text, &[]).unwrap();
+        assert_eq!(c.source.unwrap().url.expose(), "postgres://app:s3cret@db/app", "the trailing newline is dropped");
+        let missing = text.replace("/pg}", "/absent}");
+        let err = Config::from_toml("t", &missing, &[]).unwrap_err().to_string();
+        assert!(err.contains("source.url") && err.contains("absent") && !err.contains("s3cret"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

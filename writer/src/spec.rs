@@ -213,21 +213,11 @@ pub(crate) fn has_literal_password(url: &str) -> bool {
     })
 }
 
-/// Expands `${VAR}` in a spec's connection string from the environment.
+/// Expands a spec's secret references from the writer's environment and
+/// files (`${VAR}`, `${file:PATH}`: the rule of `strata.toml`).
 pub fn expand_env(s: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i + 2..];
-        let end = tail.find('}').ok_or_else(|| "unterminated ${…} reference".to_owned())?;
-        let var = &tail[..end];
-        let value = std::env::var(var).map_err(|_| format!("environment variable {var} (referenced by the destination spec) is not set"))?;
-        out.push_str(&value);
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    strata_common::config::expand_references(s, &|var| std::env::var(var).ok())
+        .map_err(|e| format!("{e} (referenced by the destination spec)"))
 }
 
 #[cfg(test)]
