@@ -93,12 +93,14 @@ pub async fn wait_failed(stage: &Stage, destination: &str) -> String {
 pub async fn wait_staged(source: &Client) {
     let target: String = source.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await.expect("test helper").get(0);
     for _ in 0..1200 {
-        let confirmed: bool = source
+        // NULL while the slot is still being created (it shows as active
+        // before it has a consistent point).
+        let confirmed: Option<bool> = source
             .query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[&target])
             .await
             .expect("test helper")
             .get(0);
-        if confirmed {
+        if confirmed == Some(true) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
