@@ -361,6 +361,7 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     let publication = source.publication_name();
     let slot_name = source.slot_name();
     db.ensure_publication(&publication, &source.tables).await?;
+    db.check_read_privileges(&publication).await?;
     update(status, |s| s.state = "snapshot");
     let shared = status.clone();
     let on_progress: snapshot::OnProgress = Arc::new(move |p| update(&shared, |s| s.snapshot = Some(p)));

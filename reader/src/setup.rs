@@ -137,11 +137,114 @@ impl SourceDb {
         if !schemas.is_empty() {
             parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
         }
+        self.check_can_create_publication(name, tables).await?;
         let sql = format!("CREATE PUBLICATION {} FOR {}", quote_ident(name), parts.join(", "));
         self.client.batch_execute(&sql).await.with_context(|| {
             format!("creating publication {name:?} ({sql}); the role needs CREATE on the database and ownership of the tables")
         })?;
         tracing::info!(publication = name, "created publication");
+        Ok(())
+    }
+
+    /// What `CREATE PUBLICATION` needs, checked first so the error names
+    /// every missing privilege and its object: CREATE on the database,
+    /// ownership of each named table, superuser for `schema.*` (PostgreSQL
+    /// 15 allows `FOR TABLES IN SCHEMA` to superusers only).
+    async fn check_can_create_publication(&self, name: &str, tables: &[String]) -> Result<()> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_user::text, current_database()::text, has_database_privilege(current_database(), 'CREATE'), \
+                        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+                &[],
+            )
+            .await
+            .context("reading the role's privileges")?;
+        let (user, db, can_create, superuser): (String, String, bool, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        if superuser {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if !can_create {
+            missing.push(format!("CREATE on database {db} (GRANT CREATE ON DATABASE {} TO {})", quote_ident(&db), quote_ident(&user)));
+        }
+        for t in tables {
+            if t.ends_with(".*") {
+                missing.push(format!("superuser, for all tables of schema {} ({t}); list the tables instead", t.trim_end_matches(".*")));
+                continue;
+            }
+            let table = TableName::parse(t)?;
+            let owned: Option<bool> = self
+                .client
+                .query_opt(
+                    "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2",
+                    &[&table.schema, &table.name],
+                )
+                .await
+                .with_context(|| format!("looking up table {table}"))?
+                .map(|r| r.get(0));
+            match owned {
+                None => missing.push(format!("table {table}, which does not exist")),
+                Some(false) => missing.push(format!("ownership of table {table} (PostgreSQL lets only a table's owner publish it)")),
+                Some(true) => {}
+            }
+        }
+        if !missing.is_empty() {
+            bail!(
+                "publication {name:?} does not exist, and role {user:?} cannot create it; it lacks {}. \
+                 Either have an administrator create it (CREATE PUBLICATION {} FOR TABLE …), which strata then uses as it is, \
+                 or grant what is missing",
+                missing.join("; "),
+                quote_ident(name)
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that the role can read every table of `publication` (the
+    /// snapshot and backfills select from them) and write the backfill's
+    /// watermark messages; names every missing privilege and its object.
+    pub async fn check_read_privileges(&self, publication: &str) -> Result<()> {
+        let rows = self
+            .client
+            .query(
+                "SELECT schemaname::text, tablename::text, has_schema_privilege(schemaname, 'USAGE'), \
+                        has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT') \
+                 FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2",
+                &[&publication],
+            )
+            .await
+            .with_context(|| format!("reading the tables of publication {publication:?}"))?;
+        let user: String = self.client.query_one("SELECT current_user::text", &[]).await.context("reading the role")?.get(0);
+        let role = quote_ident(&user);
+        let mut missing = Vec::new();
+        let mut schemas_named = std::collections::BTreeSet::new();
+        for r in &rows {
+            let (schema, table, usage, select): (String, String, bool, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            if !usage && schemas_named.insert(schema.clone()) {
+                missing.push(format!("USAGE on schema {schema} (GRANT USAGE ON SCHEMA {} TO {role})", quote_ident(&schema)));
+            }
+            if !select {
+                let name = TableName { schema, name: table };
+                missing.push(format!("SELECT on table {name} (GRANT SELECT ON {} TO {role})", name.quoted()));
+            }
+        }
+        let emit: bool = self
+            .client
+            .query_one("SELECT has_function_privilege('pg_logical_emit_message(boolean, text, text)', 'EXECUTE')", &[])
+            .await
+            .context("checking EXECUTE on pg_logical_emit_message")?
+            .get(0);
+        if !emit {
+            missing.push(format!(
+                "EXECUTE on pg_logical_emit_message, for backfill watermarks \
+                 (GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {role})"
+            ));
+        }
+        if !missing.is_empty() {
+            bail!("role {user:?} lacks privileges strata needs on publication {publication:?}: {}", missing.join("; "));
+        }
         Ok(())
     }
 
