@@ -71,6 +71,22 @@ impl ServiceProcess {
         Ok(ServiceProcess { child })
     }
 
+    /// [`ServiceProcess::spawn_with`] with standard output and error both
+    /// appended to `log`.
+    pub fn spawn_logged(exe: &std::path::Path, config: &std::path::Path, log: &std::path::Path, envs: &[(&str, &str)]) -> Result<ServiceProcess> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+        let child = std::process::Command::new(exe)
+            .arg("--config")
+            .arg(config)
+            .envs(envs.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        Ok(ServiceProcess { child })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
