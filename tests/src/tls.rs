@@ -83,17 +83,24 @@ pub struct TlsCluster {
 
 impl TlsCluster {
     pub async fn start() -> Result<TlsCluster> {
+        let hba = format!(
+            "local all all trust\n\
+             hostssl all {CERT_USER} 127.0.0.1/32 cert\n\
+             hostssl replication {CERT_USER} 127.0.0.1/32 cert\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostssl replication all 127.0.0.1/32 scram-sha-256\n"
+        );
+        Self::start_with("", hba).await
+    }
+
+    /// A cluster with TLS on, `conf` added to its settings and `hba` as
+    /// its client authentication rules.
+    pub async fn start_with(conf: &str, hba: String) -> Result<TlsCluster> {
         let pki = TestPki::generate()?;
         let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         let options = ClusterOptions {
-            conf: "ssl = on\nssl_cert_file = '../server.crt'\nssl_key_file = '../server.key'\nssl_ca_file = '../ca.crt'\n".to_owned(),
-            hba: Some(format!(
-                "local all all trust\n\
-                 hostssl all {CERT_USER} 127.0.0.1/32 cert\n\
-                 hostssl replication {CERT_USER} 127.0.0.1/32 cert\n\
-                 hostssl all all 127.0.0.1/32 scram-sha-256\n\
-                 hostssl replication all 127.0.0.1/32 scram-sha-256\n"
-            )),
+            conf: format!("ssl = on\nssl_cert_file = '../server.crt'\nssl_key_file = '../server.key'\nssl_ca_file = '../ca.crt'\n{conf}"),
+            hba: Some(hba),
             files: vec![
                 ("server.crt".to_owned(), read(&pki.server_cert)?),
                 ("server.key".to_owned(), read(&pki.server_key)?),

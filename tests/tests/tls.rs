@@ -210,3 +210,42 @@ async fn client_certificates_authenticate_ordinary_connections() {
     let error = reader_error(&with_cert).await;
     assert!(error.contains("cannot present a client certificate"), "{error}");
 }
+
+/// libpq's `prefer`: when the handshake itself fails (here: the server
+/// offers only a TLS 1.2 cipher suite rustls refuses), every connection
+/// of the reader — queries and snapshot through `pgconn`, replication
+/// through pg_walstream, which retries the same way — goes on in plain
+/// text; `require` fails for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prefer_goes_on_in_plain_text_when_the_handshake_fails() {
+    let conf = "ssl_max_protocol_version = 'TLSv1.2'\nssl_ciphers = 'ECDHE-ECDSA-AES128-SHA'\n";
+    let hba = "local all all trust\nhost all all 127.0.0.1/32 trust\n".to_owned();
+    let cluster = TlsCluster::start_with(conf, hba).await.unwrap();
+    let db = cluster.pg.create_database().await.unwrap();
+    let admin = cluster.pg.connect(&db).await.unwrap();
+    admin.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)").await.unwrap();
+    let url = format!("postgres://strata@localhost:{}/{db}?sslmode=prefer", cluster.pg.port);
+
+    let error = connect_error(pgconn::connect(&url.replace("prefer", "require"), "test").await);
+    assert!(!error.is_transient() && error.to_string().contains("require"), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let reader = RunningReader::start(config(&url, &stage_dir, ""));
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    admin.batch_execute("INSERT INTO t SELECT generate_series(11, 20)").await.unwrap();
+    wait_staged(&admin).await;
+    let plain: bool = admin
+        .query_one(
+            "SELECT bool_and(NOT s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.backend_type = 'walsender' AND a.datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(plain, "the replication connection went on in plain text");
+    let staged = strata_tests::reader::staged_changes(&Stage::local(&stage_dir).unwrap(), "main").await.unwrap();
+    assert_eq!(staged.len(), 20, "snapshot and stream staged every row");
+    reader.stop().await.unwrap();
+}
