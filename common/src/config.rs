@@ -560,6 +560,13 @@ pub fn expand_references(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Resul
     Ok(out)
 }
 
+/// Whether `s` is exactly one secret reference (`${NAME}` or
+/// `${file:PATH}`) and nothing else: what a spec stored in the stage may
+/// hold in place of a secret.
+pub fn is_reference(s: &str) -> bool {
+    s.strip_prefix("${").and_then(|rest| rest.strip_suffix('}')).is_some_and(|name| !name.is_empty() && !name.contains(['$', '{', '}']))
+}
+
 fn read_secret_file(path: &str) -> Result<String, ReferenceError> {
     let fail = |message: String| ReferenceError::File { path: path.to_owned(), message };
     if path.is_empty() {
@@ -958,6 +965,16 @@ mod tests {
         assert!(matches!(&err, ConfigError::MissingEnv { var, key, .. } if var == "PW" && key == "source.url"), "{err}");
         let lit = Config::from_toml("t", "[stage]\nurl = \"/x/$${HOME}\"\n", &[]).unwrap();
         assert_eq!(lit.stage.url, "/x/${HOME}");
+    }
+
+    #[test]
+    fn references_are_whole_and_single() {
+        for yes in ["${PW}", "${file:/run/secrets/pg}"] {
+            assert!(is_reference(yes), "{yes}");
+        }
+        for no in ["${}", "hunter2", "${A}${B}", "x${PW}", "${PW}x", "${PW", "$${PW}"] {
+            assert!(!is_reference(no), "{no}");
+        }
     }
 
     #[test]

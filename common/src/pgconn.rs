@@ -149,12 +149,20 @@ impl ConnectError {
         match self {
             ConnectError::Config { .. } | ConnectError::TlsFiles { .. } => false,
             ConnectError::Tls { permanent, .. } => !permanent,
-            ConnectError::Postgres { error, .. } => match error.code() {
-                None => true,
-                Some(code) => ["08", "53", "57", "58"].iter().any(|p| code.code().starts_with(p)),
-            },
+            ConnectError::Postgres { error, .. } => error.code().is_none_or(|code| is_transient_sqlstate(code.code())),
         }
     }
+}
+
+/// Whether an error with this SQLSTATE may go away by itself, for every
+/// PostgreSQL connection strata has: 08 connection exceptions, 40
+/// serialization failures and deadlocks, 53 insufficient resources, 57
+/// operator intervention (shutdown, starting up), 58 system errors, and
+/// 55006 object in use (a slot still held by a walsender that has not
+/// exited yet). Anything else — bad data, a missing privilege or object,
+/// a constraint — fails the same way again.
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)) || code == "55006"
 }
 
 /// A parsed connection string: the part tokio-postgres reads and the TLS

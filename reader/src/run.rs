@@ -238,17 +238,8 @@ fn is_transient(e: &anyhow::Error) -> bool {
             return c.is_transient();
         }
         if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
-            return match pg.code() {
-                // No SQLSTATE: the connection itself failed.
-                None => true,
-                // 08 connection exceptions, 57 operator intervention (shutdown,
-                // starting up), 53 insufficient resources, 55006 object in use
-                // (our slot still held by a walsender that has not exited yet).
-                Some(code) => {
-                    let c = code.code();
-                    c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "55006"
-                }
-            };
+            // No SQLSTATE: the connection itself failed.
+            return pg.code().is_none_or(|code| strata_common::pgconn::is_transient_sqlstate(code.code()));
         }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return true;

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_common::Timestamp;
-use strata_common::config::{redact_conn_str, validate_name};
+use strata_common::config::{is_reference, redact_conn_str, validate_name};
 
 /// Where a new destination starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +191,6 @@ impl DestinationSpec {
 
 /// Whether a connection string carries a password that is not a `${VAR}` reference.
 pub(crate) fn has_literal_password(url: &str) -> bool {
-    let is_reference = |p: &str| p.starts_with("${") && p.ends_with('}') && p.len() > 3;
     if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
         let authority = rest.split(['/', '?']).next().unwrap_or("");
         if let Some((userinfo, _)) = authority.rsplit_once('@')

@@ -165,7 +165,7 @@ impl Transforms {
         let keyed = self.columns.iter().any(|r| matches!(r.action, Action::Hash | Action::Fake));
         match &self.hash_key {
             None if keyed => Err("transforms: hash and fake need hash_key, a ${VAR} reference to the key".to_owned()),
-            Some(k) if !(k.starts_with("${") && k.ends_with('}') && k.len() > 3) => {
+            Some(k) if !strata_common::config::is_reference(k) => {
                 Err("transforms: hash_key must be a ${VAR} reference: specs are stored in the stage".to_owned())
             }
             _ => Ok(()),

@@ -51,8 +51,7 @@ impl WebhookSpec {
             return Err(format!("webhook url {} holds a password; write it as ${{VAR}}", redact_conn_str(&self.url)));
         }
         if let Some(secret) = &self.secret {
-            let reference = secret.starts_with("${") && secret.ends_with('}') && secret.len() > 3 && !secret[2..].contains('$');
-            if !reference {
+            if !strata_common::config::is_reference(secret) {
                 return Err("webhook secret must be a ${VAR} reference to an environment variable: specs are stored in the stage".to_owned());
             }
         }
