@@ -20,7 +20,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 /// Implements `Serialize`/`Deserialize` for a type through its `Display` and
-/// `FromStr`, so it is stored exactly as it prints (`"16/B374D848"`).
+/// `FromStr`, so it is stored exactly as it prints (`"16/B374D848"`). Used
+/// by every crate for such types (`strata_common::serde_as_string!(T)`).
+#[macro_export]
 macro_rules! serde_as_string {
     ($t:ty) => {
         impl serde::Serialize for $t {

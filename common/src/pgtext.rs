@@ -13,7 +13,7 @@
 //! multi-dimensional array; `NaN` in a `numeric(p,s)`). [`parse_lossless`]
 //! keeps its exact text as [`Value::Raw`] instead, and says why.
 
-use crate::change::{PG_EPOCH_OFFSET_DAYS, Value, decimal_fits};
+use crate::change::{Value, decimal_fits};
 use crate::types::ColumnType;
 
 /// Session settings under which [`parse_text`] understands every output form.
@@ -515,19 +515,10 @@ fn pg_timestamp(micros: i64, utc: bool) -> String {
     }
 }
 
-/// Shifts a PostgreSQL date (days since 2000-01-01) to days since 1970,
-/// keeping ±infinity.
-pub fn date_from_pg_days(days: i32) -> i32 {
-    match days {
-        i32::MAX | i32::MIN => days,
-        d => d.saturating_add(PG_EPOCH_OFFSET_DAYS),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::{format_date, format_timestamp};
+    use crate::change::{PG_EPOCH_OFFSET_DAYS, format_date, format_timestamp};
 
     fn p(ty: ColumnType, s: &str) -> Value {
         parse_text(&ty, s).unwrap_or_else(|e| panic!("{e}"))

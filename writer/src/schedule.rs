@@ -12,7 +12,6 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use serde::{Deserialize, Serialize};
 use strata_common::Timestamp;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -139,17 +138,7 @@ impl fmt::Display for Schedule {
     }
 }
 
-impl Serialize for Schedule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Schedule {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-}
+strata_common::serde_as_string!(Schedule);
 
 impl Schedule {
     pub fn is_continuous(&self) -> bool {

@@ -37,9 +37,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, TableName, Value};
 use strata_stager::schema::TableSchema;
@@ -187,9 +185,7 @@ pub struct Prepared {
 }
 
 fn mac(key: &[u8], text: &str) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    m.update(text.as_bytes());
-    m.finalize().into_bytes().into()
+    crate::hmac_sha256(key, &[text.as_bytes()])
 }
 
 const FIRST: [&str; 16] = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Edsger", "Frances", "Ken", "Margaret", "Dennis", "Radia", "Niklaus", "Hedy", "Tim", "Sophie", "John"];

@@ -3,8 +3,6 @@
 use std::time::Duration;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use strata_common::TableName;
 
 use super::config::WebhookSpec;
@@ -45,14 +43,9 @@ impl SigningKey {
     /// `v1,{base64 HMAC-SHA256 of "{id}.{timestamp}.{body}"}`: the
     /// `webhook-signature` header of the Standard Webhooks specification.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        // HMAC takes a key of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        mac.update(id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.to_string().as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+        let timestamp = timestamp.to_string();
+        let mac = crate::hmac_sha256(&self.0, &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
+        format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac))
     }
 }
 
