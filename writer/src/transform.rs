@@ -162,9 +162,9 @@ impl Transforms {
         }
         let keyed = self.columns.iter().any(|r| matches!(r.action, Action::Hash | Action::Fake));
         match &self.hash_key {
-            None if keyed => Err("transforms: hash and fake need hash_key, a ${VAR} reference to the key".to_owned()),
+            None if keyed => Err("transforms: hash and fake need hash_key, a ${VAR} or ${file:PATH} reference to the key".to_owned()),
             Some(k) if !strata_common::config::is_reference(k) => {
-                Err("transforms: hash_key must be a ${VAR} reference: specs are stored in the stage".to_owned())
+                Err("transforms: hash_key must be a ${VAR} or ${file:PATH} reference: specs are stored in the stage".to_owned())
             }
             _ => Ok(()),
         }

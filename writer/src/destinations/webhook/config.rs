@@ -50,10 +50,10 @@ impl WebhookSpec {
         if crate::spec::has_literal_password(&self.url) {
             return Err(format!("webhook url {} holds a password; write it as ${{VAR}}", redact_conn_str(&self.url)));
         }
-        if let Some(secret) = &self.secret {
-            if !strata_common::config::is_reference(secret) {
-                return Err("webhook secret must be a ${VAR} reference to an environment variable: specs are stored in the stage".to_owned());
-            }
+        if let Some(secret) = &self.secret
+            && !strata_common::config::is_reference(secret)
+        {
+            return Err("webhook secret must be a ${VAR} or ${file:PATH} reference: specs are stored in the stage".to_owned());
         }
         if !(1..=10_000).contains(&self.batch_size) {
             return Err(format!("webhook batch_size {} must be between 1 and 10000", self.batch_size));
