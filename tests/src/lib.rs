@@ -44,3 +44,23 @@ pub fn venv_python() -> std::path::PathBuf {
     assert!(python.exists(), "{} is missing: run infra/test (it installs the test tools)", python.display());
     python
 }
+
+/// Runs `script` with the venv's Python and `args`, `input` as JSON on its
+/// standard input; returns what it prints on standard output, as JSON.
+pub fn python_json<T: serde::de::DeserializeOwned>(script: &str, args: &[&str], input: &serde_json::Value) -> T {
+    use std::io::Write;
+    let mut child = std::process::Command::new(venv_python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("test helper: starting python");
+    let mut stdin = child.stdin.take().expect("test helper: piped stdin");
+    stdin.write_all(&serde_json::to_vec(input).expect("test helper: JSON input")).expect("test helper: writing to python");
+    drop(stdin);
+    let out = child.wait_with_output().expect("test helper: python output");
+    assert!(out.status.success(), "the python script failed");
+    serde_json::from_slice(&out.stdout).expect("test helper: python printed JSON")
+}

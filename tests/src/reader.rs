@@ -226,3 +226,22 @@ pub async fn text_columns(client: &tokio_postgres::Client, table: &TableName) ->
         })
         .collect())
 }
+
+/// Waits (up to 120 s) until the backfill of `table` on stream `main` is
+/// done, and returns it; panics if it failed.
+pub async fn wait_backfill_done(stage: &Stage, table: &TableName) -> strata_reader::backfill::BackfillRequest {
+    use strata_reader::backfill::{BackfillState, list};
+    let log = StreamLog::new(stage, "main").expect("test helper");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let found = list(&log).await.expect("test helper").into_iter().map(|r| r.value).find(|r| &r.table == table);
+        if let Some(r) = found {
+            assert_ne!(r.state, BackfillState::Failed, "the backfill of {table} failed: {:?}", r.error);
+            if r.state == BackfillState::Done {
+                return r;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the backfill of {table} finished within 120 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

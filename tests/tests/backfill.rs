@@ -6,15 +6,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strata_common::config::Config;
 use strata_common::{Op, TableName};
-use strata_reader::backfill::{BackfillRequest, BackfillState, list};
 use strata_stager::Stage;
-use strata_stager::log::StreamLog;
 use strata_tests::pg::{PgCluster, connect};
-use strata_tests::reader::{RunningReader, config_text, staged_changes, wait_for_slot};
+use strata_tests::reader::{RunningReader, config_text, staged_changes, wait_backfill_done, wait_for_slot};
 use strata_tests::workload::Rng;
 use strata_tests::writer::assert_mirror_equals_source;
 
@@ -41,21 +39,6 @@ async fn writes(url: String, table: &'static str, rows: u64, stop: Arc<AtomicBoo
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     done
-}
-
-async fn wait_done(log: &StreamLog, table: &TableName) -> BackfillRequest {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let found = list(log).await.unwrap().into_iter().map(|r| r.value).find(|r| &r.table == table);
-        if let Some(r) = found {
-            assert_ne!(r.state, BackfillState::Failed, "backfill failed: {:?}", r.error);
-            if r.state == BackfillState::Done {
-                return r;
-            }
-        }
-        assert!(Instant::now() < deadline, "the backfill of {table} finished within 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -98,8 +81,7 @@ async fn backfill_on_request_under_writes_reconstructs_the_table() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("requested"));
 
     let stage = Stage::local(&stage_dir).unwrap();
-    let log = StreamLog::new(&stage, "main").unwrap();
-    let done = wait_done(&log, &TableName::parse("public.accounts").unwrap()).await;
+    let done = wait_backfill_done(&stage, &TableName::parse("public.accounts").unwrap()).await;
     assert!(done.chunks >= 6, "the table went in chunks of 5000 rows ({})", done.chunks);
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -134,12 +116,11 @@ async fn a_table_added_to_the_publication_is_backfilled() {
     let reader = RunningReader::start(Config::from_toml("t", &text, &[]).unwrap());
     wait_for_slot(&admin, "strata_main").await.unwrap();
     let stage = Stage::local(&stage_dir).unwrap();
-    let log = StreamLog::new(&stage, "main").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(writes(src_url.clone(), "later", 25000, stop.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     admin.batch_execute("ALTER PUBLICATION strata_main ADD TABLE later").await.unwrap();
-    let done = wait_done(&log, &TableName::parse("public.later").unwrap()).await;
+    let done = wait_backfill_done(&stage, &TableName::parse("public.later").unwrap()).await;
     assert_eq!(done.reason, "added to the publication");
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();

@@ -5,15 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use strata_common::TableName;
 use strata_common::config::Config;
-use strata_reader::backfill::{BackfillState, list};
 use strata_stager::Stage;
-use strata_stager::log::StreamLog;
 use strata_tests::pg::{PgCluster, connect};
-use strata_tests::reader::{RunningReader, config_text, wait_for_slot};
+use strata_tests::reader::{RunningReader, config_text, wait_backfill_done, wait_for_slot};
 use strata_tests::writer::assert_mirror_equals_source;
 
 const READER: &str = env!("CARGO_BIN_EXE_strata-reader-under-test");
@@ -94,18 +92,7 @@ async fn the_pipeline_runs_as_the_least_privilege_role() {
     assert!(out.status.success(), "backfill request as the role: {}", String::from_utf8_lossy(&out.stderr));
     let stage_dir = dir.path().join("stage");
     let stage = Stage::local(&stage_dir).unwrap();
-    let log = StreamLog::new(&stage, "main").unwrap();
-    let orders = TableName::parse("public.orders").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let request = list(&log).await.unwrap().into_iter().map(|r| r.value).find(|r| r.table == orders);
-        match request.map(|r| (r.state, r.error)) {
-            Some((BackfillState::Done, _)) => break,
-            Some((BackfillState::Failed, error)) => panic!("the backfill as {role} failed: {error:?}"),
-            _ => assert!(Instant::now() < deadline, "the backfill finished within 60 s"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_backfill_done(&stage, &TableName::parse("public.orders").unwrap()).await;
     assert!(!reader.is_finished(), "the reader runs as {role}");
     assert_mirror_equals_source(&stage, &stage_dir, &admin_url, &["public.orders", "public.items"], 500).await;
     reader.stop().await.unwrap();

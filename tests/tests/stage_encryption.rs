@@ -71,17 +71,8 @@ for key in json.load(sys.stdin):
 print(json.dumps(out))
 "#;
     let keys: Vec<String> = objects.iter().map(|o| o.location.to_string()).collect();
-    let mut child = std::process::Command::new(strata_tests::venv_python())
-        .args(["-c", SCRIPT, &emulator.endpoint(), &bucket])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), serde_json::to_string(&keys).unwrap().as_bytes()).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "boto3 head_object ran");
-    let reported: BTreeMap<String, (Option<String>, Option<String>)> = serde_json::from_slice(&out.stdout).unwrap();
+    let reported: BTreeMap<String, (Option<String>, Option<String>)> =
+        strata_tests::python_json(SCRIPT, &[&emulator.endpoint(), &bucket], &serde_json::json!(keys));
     assert_eq!(reported.len(), keys.len());
     for (key, (algorithm, key_id)) in reported {
         assert_eq!(algorithm.as_deref(), Some("aws:kms"), "{key}");

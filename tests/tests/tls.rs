@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 use strata_common::config::{Config, SecretUrl};
 use strata_common::pgconn::{self, ConnectError};
 use strata_common::{Lsn, TableName};
-use strata_reader::backfill::{BackfillState, list};
 use strata_reader::source::SourceError;
 use strata_reader::walstream::PgWalSource;
 use strata_stager::Stage;
-use strata_stager::log::StreamLog;
-use strata_tests::reader::{RunningReader, ServiceProcess, config, config_text, wait_for_slot};
+use strata_tests::reader::{RunningReader, ServiceProcess, config, config_text, wait_backfill_done, wait_for_slot};
 use strata_tests::tls::{CERT_USER, PASSWORD, TlsCluster};
 use strata_tests::writer::{checksum, spec, wait_caught_up, wait_failed, wait_staged};
 use strata_writer::spec::{PostgresMode, StartPosition};
@@ -58,18 +56,7 @@ async fn pipeline(cluster: &TlsCluster, params: &str) {
         .unwrap();
     assert!(out.status.success(), "{params}: backfill request: {}", String::from_utf8_lossy(&out.stderr));
     let stage = Stage::local(&stage_dir).unwrap();
-    let log = StreamLog::new(&stage, "main").unwrap();
-    let table = TableName::parse("public.t").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let request = list(&log).await.unwrap().into_iter().map(|r| r.value).find(|r| r.table == table);
-        match request.map(|r| (r.state, r.error)) {
-            Some((BackfillState::Done, _)) => break,
-            Some((BackfillState::Failed, error)) => panic!("{params}: backfill failed: {error:?}"),
-            _ => assert!(Instant::now() < deadline, "{params}: backfill done within 60 s"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_backfill_done(&stage, &TableName::parse("public.t").unwrap()).await;
     let walsender_tls: bool = admin
         .query_one(
             "SELECT coalesce(bool_and(s.ssl), false) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \

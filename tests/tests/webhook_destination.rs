@@ -44,17 +44,7 @@ print(json.dumps(verdicts))
         .iter()
         .map(|(headers, body)| serde_json::json!({"headers": headers, "body": base64::engine::general_purpose::STANDARD.encode(body)}))
         .collect();
-    let mut child = std::process::Command::new(strata_tests::venv_python())
-        .args(["-c", SCRIPT, SECRET])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), serde_json::to_string(&input).unwrap().as_bytes()).unwrap();
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the Python verifier ran");
-    serde_json::from_slice(&out.stdout).unwrap()
+    strata_tests::python_json(SCRIPT, &[SECRET], &serde_json::Value::Array(input))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
