@@ -10,12 +10,13 @@
 //! - [`config`]: `strata.toml` loading with environment overrides and secrets
 //!   that never print.
 //! - [`ident`]: validated table identities.
-//! - [`pgconn`]: connections to PostgreSQL with libpq's TLS settings.
+//! - `pgconn` (feature `postgres`): connections to PostgreSQL with libpq's
+//!   TLS settings.
 //! - [`pgtext`]: parsing PostgreSQL text output (what pgoutput sends) into values.
 //! - [`telemetry`]: logs, metrics and the health endpoints of the services.
 //! - [`service`]: runtime, signals and exit status of the service binaries.
-//! - [`wakeup`]: "batch committed" notifications through SQS, and the AWS
-//!   set-up of every SQS client.
+//! - [`wakeup`]: "batch committed" notifications through SQS, and (feature
+//!   `aws`) the AWS set-up of every SQS client.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -44,6 +45,7 @@ pub mod change;
 pub mod config;
 pub mod ident;
 pub mod lsn;
+#[cfg(feature = "postgres")]
 pub mod pgconn;
 pub mod pgtext;
 pub mod service;

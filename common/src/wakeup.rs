@@ -6,6 +6,7 @@
 //! reads the stage as it would after a poll, and a lost, late, duplicated
 //! or reordered wake-up costs latency at most, never a change.
 
+#[cfg(feature = "aws")]
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,8 @@ pub fn region_of_url(queue_url: &str) -> Option<String> {
 /// AWS settings for SQS: the standard credential chain; the region from
 /// `region`, else the environment or profile, else `queue_url`'s host; the
 /// endpoint from `endpoint`, else `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL`.
+/// (Feature `aws`, so the stage format does not pull in the AWS SDK.)
+#[cfg(feature = "aws")]
 pub async fn sqs_sdk_config(region: Option<&str>, endpoint: Option<&str>, queue_url: &str) -> Result<SdkConfig, String> {
     use aws_config::meta::region::RegionProviderChain;
     let chain = RegionProviderChain::first_try(region.map(|r| Region::new(r.to_owned())))
