@@ -110,7 +110,11 @@ pub enum Value {
     Timestamp(i64),
     /// Microseconds since the Unix epoch, UTC; `i64::MAX` / `MIN` are ±infinity.
     TimestampTz(i64),
-    Interval { months: i32, days: i32, micros: i64 },
+    Interval {
+        months: i32,
+        days: i32,
+        micros: i64,
+    },
     Uuid([u8; 16]),
     /// JSON text exactly as PostgreSQL produced it.
     Json(String),
@@ -155,9 +159,7 @@ impl Value {
             | (Value::Uuid(_), ColumnType::Uuid)
             | (Value::Json(_), ColumnType::Json) => true,
             (Value::Decimal(v), ColumnType::Decimal { precision, .. }) => decimal_fits(*v, *precision),
-            (Value::Array(items), ColumnType::Array { element }) => {
-                items.iter().all(|v| !matches!(v, Value::Unchanged | Value::Raw(_)) && v.fits(element))
-            }
+            (Value::Array(items), ColumnType::Array { element }) => items.iter().all(|v| !matches!(v, Value::Unchanged | Value::Raw(_)) && v.fits(element)),
             _ => false,
         }
     }

@@ -355,8 +355,7 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (origin, text) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
                 (p.display().to_string(), text)
             }
             None => ("(defaults)".to_owned(), String::new()),
@@ -368,9 +367,7 @@ impl Config {
     /// Loads from text with an explicit environment; `origin` names the text
     /// in errors. Pure: what tests and [`Config::load`] share.
     pub fn from_toml(origin: &str, text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax { path: origin.to_owned(), message: e.to_string() })?;
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax { path: origin.to_owned(), message: e.to_string() })?;
         expand_table(&mut table, origin, "", env)?;
         let overridden = apply_overrides(&mut table, env)?;
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
@@ -600,18 +597,13 @@ fn apply_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Result<
         if path.iter().any(String::is_empty) {
             return Err(ConfigError::Override { var: var.clone(), message: "empty key segment".to_owned() });
         }
-        let existing = lookup(table, &path).cloned().or_else(|| {
-            defaults.as_ref().and_then(|d| d.as_table()).and_then(|d| lookup(d, &path)).cloned()
-        });
+        let existing = lookup(table, &path).cloned().or_else(|| defaults.as_ref().and_then(|d| d.as_table()).and_then(|d| lookup(d, &path)).cloned());
         let value = typed_like(existing.as_ref(), raw).map_err(|message| ConfigError::Override { var: var.clone(), message })?;
         let (last, parents) = path.split_last().expect("path has at least two segments");
         let mut cur = &mut *table;
         for p in parents {
             let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            cur = entry.as_table_mut().ok_or_else(|| ConfigError::Override {
-                var: var.clone(),
-                message: format!("`{p}` is not a section"),
-            })?;
+            cur = entry.as_table_mut().ok_or_else(|| ConfigError::Override { var: var.clone(), message: format!("`{p}` is not a section") })?;
         }
         cur.insert(last.clone(), value);
         applied.push((path.join("."), var.clone()));
@@ -632,12 +624,8 @@ fn typed_like(existing: Option<&toml::Value>, raw: &str) -> Result<toml::Value, 
     };
     match existing {
         Some(toml::Value::String(_)) => Ok(toml::Value::String(raw.to_owned())),
-        Some(toml::Value::Integer(_)) => {
-            raw.trim().parse().map(toml::Value::Integer).map_err(|_| format!("expected an integer, got {raw:?}"))
-        }
-        Some(toml::Value::Float(_)) => {
-            raw.trim().parse().map(toml::Value::Float).map_err(|_| format!("expected a number, got {raw:?}"))
-        }
+        Some(toml::Value::Integer(_)) => raw.trim().parse().map(toml::Value::Integer).map_err(|_| format!("expected an integer, got {raw:?}")),
+        Some(toml::Value::Float(_)) => raw.trim().parse().map(toml::Value::Float).map_err(|_| format!("expected a number, got {raw:?}")),
         Some(toml::Value::Boolean(_)) => match raw.trim() {
             "true" => Ok(toml::Value::Boolean(true)),
             "false" => Ok(toml::Value::Boolean(false)),
@@ -997,12 +985,7 @@ mod tests {
         let c = Config::from_toml(
             "t",
             "[batch]\nmax_rows = 5\n",
-            &env(&[
-                ("STRATA_BATCH__MAX_ROWS", "7"),
-                ("STRATA_BATCH__MAX_AGE", "2s"),
-                ("STRATA_STAGE__URL", "s3://b/p"),
-                ("STRATA_VENV", "/ignored"),
-            ]),
+            &env(&[("STRATA_BATCH__MAX_ROWS", "7"), ("STRATA_BATCH__MAX_AGE", "2s"), ("STRATA_STAGE__URL", "s3://b/p"), ("STRATA_VENV", "/ignored")]),
         )
         .unwrap();
         assert_eq!(c.batch.max_rows, 7);

@@ -66,11 +66,7 @@ impl fmt::Display for TableName {
     /// as itself, so `TableName::parse(&t.to_string()) == t`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let part = |s: &str| {
-            if s.is_empty() || s.contains(['.', '"']) || s.trim() != s {
-                quote_ident(s)
-            } else {
-                s.to_owned()
-            }
+            if s.is_empty() || s.contains(['.', '"']) || s.trim() != s { quote_ident(s) } else { s.to_owned() }
         };
         write!(f, "{}.{}", part(&self.schema), part(&self.name))
     }
@@ -161,10 +157,7 @@ mod tests {
     #[test]
     fn parses_plain_and_quoted() {
         assert_eq!(TableName::parse("public.users").unwrap(), TableName::new("public", "users").unwrap());
-        assert_eq!(
-            TableName::parse(r#""my.schema"."we""ird""#).unwrap(),
-            TableName::new("my.schema", "we\"ird").unwrap()
-        );
+        assert_eq!(TableName::parse(r#""my.schema"."we""ird""#).unwrap(), TableName::new("my.schema", "we\"ird").unwrap());
         assert_eq!(TableName::parse("Public.Users").unwrap().name, "Users");
     }
 

@@ -8,7 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-
 /// A position in the PostgreSQL write-ahead log.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Lsn(pub u64);

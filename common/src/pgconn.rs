@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -89,9 +89,7 @@ impl FromStr for SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             other => {
-                return Err(format!(
-                    "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
-                ));
+                return Err(format!("sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"));
             }
         })
     }
@@ -183,8 +181,7 @@ impl fmt::Debug for PgConnect {
 }
 
 /// What a URI query value keeps unescaped: letters, digits and `-._/`.
-const QUERY_VALUE: &percent_encoding::AsciiSet =
-    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'/');
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'/');
 
 /// The TLS keys strata handles (tokio-postgres would reject most of them).
 const TLS_KEYS: [&str; 5] = ["sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword"];
@@ -194,8 +191,8 @@ impl FromStr for PgConnect {
 
     fn from_str(conn: &str) -> Result<PgConnect, ConnectError> {
         let (rest, pairs) = split_tls_keys(conn).map_err(|message| ConnectError::Config { target: "(unparsed)".to_owned(), message })?;
-        let mut config = tokio_postgres::Config::from_str(&rest)
-            .map_err(|e| ConnectError::Config { target: "(unparsed)".to_owned(), message: e.to_string() })?;
+        let mut config =
+            tokio_postgres::Config::from_str(&rest).map_err(|e| ConnectError::Config { target: "(unparsed)".to_owned(), message: e.to_string() })?;
         let target = describe_target(&config);
         let fail = |message: String| ConnectError::Config { target: target.clone(), message };
         let mut tls = TlsSettings { mode: SslMode::Prefer, root_certs: None, client_cert: None, client_key: None };
@@ -299,9 +296,7 @@ impl PgConnect {
                             // libpq's prefer: a failed handshake tries plain text.
                             (SslMode::Prefer, ConnectError::Tls { .. }) => true,
                             // libpq's allow: plain text refused, try TLS.
-                            (SslMode::Allow, ConnectError::Postgres { error, .. }) => {
-                                error.code().is_some_and(|c| c.code().starts_with("28"))
-                            }
+                            (SslMode::Allow, ConnectError::Postgres { error, .. }) => error.code().is_some_and(|c| c.code().starts_with("28")),
                             _ => false,
                         };
                     if !retry {
@@ -334,9 +329,8 @@ impl PgConnect {
         let mode = self.tls.effective_mode();
         let fail = |message: String| ConnectError::TlsFiles { target: self.target.clone(), mode, message };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| fail(format!("TLS set-up: {e}")))?;
+        let builder =
+            ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| fail(format!("TLS set-up: {e}")))?;
         let verifier: Arc<dyn ServerCertVerifier> = match mode {
             SslMode::Disable | SslMode::Allow | SslMode::Prefer | SslMode::Require => {
                 Arc::new(AnyCertificate { algorithms: provider.signature_verification_algorithms })
@@ -353,8 +347,8 @@ impl PgConnect {
         match (&self.tls.client_cert, &self.tls.client_key) {
             (Some(cert), Some(key)) => {
                 let certs = read_certs(cert).map_err(fail)?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| fail(format!("sslkey {}: {e} (expected an unencrypted PEM private key)", key.display())))?;
+                let key =
+                    PrivateKeyDer::from_pem_file(key).map_err(|e| fail(format!("sslkey {}: {e} (expected an unencrypted PEM private key)", key.display())))?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| fail(format!("sslcert/sslkey: {e}")))
             }
             _ => Ok(builder.with_no_client_auth()),
@@ -405,9 +399,7 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_file_iter(path).and_then(|iter| iter.collect::<Result<Vec<_>, _>>()).map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: holds no PEM certificate", path.display()));
     }
@@ -426,8 +418,7 @@ fn rustls_error(e: &tokio_postgres::Error) -> Option<&rustls::Error> {
             return Some(r);
         }
         // tokio-rustls wraps it in an io::Error, whose `source` skips it.
-        if let Some(r) = c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
+        if let Some(r) = c.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref::<rustls::Error>()) {
             return Some(r);
         }
         cause = c.source();
@@ -446,9 +437,7 @@ fn describe_tls_error(e: &rustls::Error, tls: &TlsSettings, target: &str) -> (St
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
             (format!("the server's certificate is not signed by a CA in {ca} ({e})"), true)
         }
-        rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => (
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => (
             format!(
                 "the server's certificate does not name the host in {target} ({e}); connect by a name the certificate \
                  holds, or use sslmode=verify-ca to check the CA only"
@@ -513,9 +502,7 @@ fn split_tls_keys(conn: &str) -> Result<(String, Vec<(String, String)>), String>
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').ok_or_else(|| format!("URI parameter {pair:?} has no `=`"))?;
             if TLS_KEYS.contains(&key) {
-                let value = percent_encoding::percent_decode_str(value)
-                    .decode_utf8()
-                    .map_err(|_| format!("URI parameter {key} is not UTF-8"))?;
+                let value = percent_encoding::percent_decode_str(value).decode_utf8().map_err(|_| format!("URI parameter {key} is not UTF-8"))?;
                 tls.push((key.to_owned(), value.into_owned()));
             } else {
                 kept.push(pair);
@@ -617,21 +604,11 @@ impl ServerCertVerifier for AnyCertificate {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -658,28 +635,18 @@ impl ServerCertVerifier for ChainVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         match self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. })) if !self.check_name => {
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.webpki.verify_tls13_signature(message, cert, dss)
     }
 

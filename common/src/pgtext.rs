@@ -17,13 +17,8 @@ use crate::change::{Value, decimal_fits};
 use crate::types::ColumnType;
 
 /// Session settings under which [`parse_text`] understands every output form.
-pub const REQUIRED_SETTINGS: &[(&str, &str)] = &[
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "iso_8601"),
-    ("TimeZone", "UTC"),
-    ("bytea_output", "hex"),
-    ("extra_float_digits", "3"),
-];
+pub const REQUIRED_SETTINGS: &[(&str, &str)] =
+    &[("DateStyle", "ISO, YMD"), ("IntervalStyle", "iso_8601"), ("TimeZone", "UTC"), ("bytea_output", "hex"), ("extra_float_digits", "3")];
 
 /// The `SET` statements of [`REQUIRED_SETTINGS`], each with its setting's
 /// name (for errors), values quoted: what every session whose text output
@@ -612,13 +607,13 @@ mod tests {
             ColumnType::Time => (0i64..=86_400_000_000).prop_map(Value::Time).boxed(),
             ColumnType::Timestamp => (-210_866_803_200_000_000i64..=9_224_318_015_999_999).prop_map(Value::Timestamp).boxed(),
             ColumnType::TimestampTz => (-210_866_803_200_000_000i64..=9_224_318_015_999_999).prop_map(Value::TimestampTz).boxed(),
-            ColumnType::Interval => (any::<i32>(), any::<i32>(), any::<i64>())
-                .prop_map(|(months, days, micros)| Value::Interval { months, days, micros })
-                .boxed(),
+            ColumnType::Interval => {
+                (any::<i32>(), any::<i32>(), any::<i64>()).prop_map(|(months, days, micros)| Value::Interval { months, days, micros }).boxed()
+            }
             ColumnType::Uuid => any::<[u8; 16]>().prop_map(Value::Uuid).boxed(),
-            ColumnType::Array { element } => prop::collection::vec(prop_oneof![1 => Just(Value::Null), 3 => value_for(&element)], 0..4)
-                .prop_map(Value::Array)
-                .boxed(),
+            ColumnType::Array { element } => {
+                prop::collection::vec(prop_oneof![1 => Just(Value::Null), 3 => value_for(&element)], 0..4).prop_map(Value::Array).boxed()
+            }
         }
     }
 

@@ -69,14 +69,9 @@ impl FromStr for Timestamp {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(micros) = s.strip_prefix('@').and_then(|r| r.strip_suffix("us")) {
-            return micros
-                .parse()
-                .map(Timestamp)
-                .map_err(|_| ParseTimestampError { input: s.to_owned() });
+            return micros.parse().map(Timestamp).map_err(|_| ParseTimestampError { input: s.to_owned() });
         }
-        DateTime::parse_from_rfc3339(s)
-            .map(|dt| Timestamp(dt.timestamp_micros()))
-            .map_err(|_| ParseTimestampError { input: s.to_owned() })
+        DateTime::parse_from_rfc3339(s).map(|dt| Timestamp(dt.timestamp_micros())).map_err(|_| ParseTimestampError { input: s.to_owned() })
     }
 }
 

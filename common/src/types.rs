@@ -56,7 +56,10 @@ pub enum ColumnType {
     Float32,
     Float64,
     /// Exact decimal; values are unscaled integers ([`Value::Decimal`](crate::Value::Decimal)).
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     Text,
     Bytea,
     Date,
@@ -66,7 +69,9 @@ pub enum ColumnType {
     Interval,
     Uuid,
     Json,
-    Array { element: Box<ColumnType> },
+    Array {
+        element: Box<ColumnType>,
+    },
 }
 
 /// Largest precision Arrow's Decimal128 holds.
@@ -176,12 +181,7 @@ impl ColumnType {
         Self::resolve_depth(type_oid, modifier, catalog, 0)
     }
 
-    fn resolve_depth(
-        type_oid: u32,
-        modifier: i32,
-        catalog: &dyn Fn(u32) -> Option<CatalogType>,
-        depth: u8,
-    ) -> ColumnType {
+    fn resolve_depth(type_oid: u32, modifier: i32, catalog: &dyn Fn(u32) -> Option<CatalogType>, depth: u8) -> ColumnType {
         if let Some(t) = ColumnType::from_builtin(type_oid, modifier) {
             return t;
         }
@@ -191,9 +191,7 @@ impl ColumnType {
             return ColumnType::Text;
         }
         match catalog(type_oid) {
-            Some(CatalogType::Domain { base_oid, base_modifier }) => {
-                Self::resolve_depth(base_oid, base_modifier, catalog, depth + 1)
-            }
+            Some(CatalogType::Domain { base_oid, base_modifier }) => Self::resolve_depth(base_oid, base_modifier, catalog, depth + 1),
             Some(CatalogType::Array { element_oid }) => {
                 match Self::resolve_depth(element_oid, modifier, catalog, depth + 1) {
                     // PostgreSQL has no arrays of arrays; an array-typed
@@ -224,9 +222,7 @@ impl ColumnType {
             ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             ColumnType::Interval => DataType::Struct(interval_fields()),
             ColumnType::Uuid => DataType::FixedSizeBinary(16),
-            ColumnType::Array { element } => {
-                DataType::List(Arc::new(Field::new("item", element.arrow_type(), true)))
-            }
+            ColumnType::Array { element } => DataType::List(Arc::new(Field::new("item", element.arrow_type(), true))),
         }
     }
 
@@ -289,11 +285,7 @@ fn numeric(modifier: i32) -> ColumnType {
 
 /// The struct fields of a staged `interval`.
 pub fn interval_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("months", DataType::Int32, false),
-        Field::new("days", DataType::Int32, false),
-        Field::new("micros", DataType::Int64, false),
-    ])
+    Fields::from(vec![Field::new("months", DataType::Int32, false), Field::new("days", DataType::Int32, false), Field::new("micros", DataType::Int64, false)])
 }
 
 #[cfg(test)]
@@ -335,17 +327,11 @@ mod tests {
         };
         assert_eq!(ColumnType::resolve(90001, -1, &catalog), ColumnType::Text);
         assert_eq!(ColumnType::resolve(90002, -1, &catalog), ColumnType::Int32);
-        assert_eq!(
-            ColumnType::resolve(90003, -1, &catalog),
-            ColumnType::Array { element: Box::new(ColumnType::Text) }
-        );
+        assert_eq!(ColumnType::resolve(90003, -1, &catalog), ColumnType::Array { element: Box::new(ColumnType::Text) });
         // A self-referencing domain cannot loop forever.
         assert_eq!(ColumnType::resolve(90004, -1, &catalog), ColumnType::Text);
         // A domain over int4[] is an int4[]; an array of that domain is text.
-        assert_eq!(
-            ColumnType::resolve(90005, -1, &catalog),
-            ColumnType::Array { element: Box::new(ColumnType::Int32) }
-        );
+        assert_eq!(ColumnType::resolve(90005, -1, &catalog), ColumnType::Array { element: Box::new(ColumnType::Int32) });
         assert_eq!(ColumnType::resolve(90006, -1, &catalog), ColumnType::Text);
         assert_eq!(ColumnType::resolve(123456, -1, &catalog), ColumnType::Text);
     }

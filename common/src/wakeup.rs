@@ -55,9 +55,8 @@ pub fn region_of_url(queue_url: &str) -> Option<String> {
 #[cfg(feature = "aws")]
 pub async fn sqs_sdk_config(region: Option<&str>, endpoint: Option<&str>, queue_url: &str) -> Result<SdkConfig, String> {
     use aws_config::meta::region::RegionProviderChain;
-    let chain = RegionProviderChain::first_try(region.map(|r| Region::new(r.to_owned())))
-        .or_default_provider()
-        .or_else(region_of_url(queue_url).map(Region::new));
+    let chain =
+        RegionProviderChain::first_try(region.map(|r| Region::new(r.to_owned()))).or_default_provider().or_else(region_of_url(queue_url).map(Region::new));
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(chain);
     if let Some(e) = endpoint {
         loader = loader.endpoint_url(e);

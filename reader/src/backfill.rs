@@ -27,24 +27,23 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use strata_common::config::SourceConfig;
 use strata_common::ident::{quote_ident, quote_literal};
 use strata_common::{Change, Lsn, TableName, Timestamp, Value};
+use strata_stager::Versioned;
 use strata_stager::log::StreamLog;
 use strata_stager::schema::{ColumnSchema, TableSchema};
-use strata_stager::Versioned;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::TextFallbacks;
 use crate::setup::SourceDb;
+use crate::snapshot::copytext::Lines;
 use crate::snapshot::plan;
 use crate::snapshot::{Phase, SnapshotState, copy};
-use crate::snapshot::copytext::Lines;
 use crate::source::Relation;
 
 /// Prefix of the watermark messages.
@@ -408,10 +407,7 @@ impl Task {
 
 async fn emit(client: &Client, mark: &Mark) -> Result<()> {
     let content = serde_json::to_string(mark)?;
-    client
-        .execute("SELECT pg_logical_emit_message(true, $1, $2)", &[&MESSAGE_PREFIX, &content])
-        .await
-        .context("emitting a backfill watermark")?;
+    client.execute("SELECT pg_logical_emit_message(true, $1, $2)", &[&MESSAGE_PREFIX, &content]).await.context("emitting a backfill watermark")?;
     Ok(())
 }
 

@@ -33,9 +33,7 @@ fn value_heap(v: &Value) -> u64 {
 /// Memory a buffered change occupies: what `max_bytes` counts, so that the
 /// spill threshold bounds real memory, not an estimate of the encoded size.
 pub fn change_size(c: &Change) -> u64 {
-    let row = |r: &Option<Vec<Value>>| {
-        r.as_ref().map_or(0, |r| (r.capacity() * std::mem::size_of::<Value>()) as u64 + r.iter().map(value_heap).sum::<u64>())
-    };
+    let row = |r: &Option<Vec<Value>>| r.as_ref().map_or(0, |r| (r.capacity() * std::mem::size_of::<Value>()) as u64 + r.iter().map(value_heap).sum::<u64>());
     std::mem::size_of::<Change>() as u64 + row(&c.after) + row(&c.before)
 }
 

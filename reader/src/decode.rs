@@ -72,8 +72,7 @@ impl Decoder {
     /// [`Decoder::relation`] this leaves the decoding of stream tuples alone
     /// (a backfill reads the catalog of now, the stream may be behind it).
     pub async fn version(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<Arc<TableSchema>> {
-        let table = TableName::new(rel.namespace.clone(), rel.name.clone())
-            .map_err(|e| anyhow!("relation {}: {e}", rel.oid))?;
+        let table = TableName::new(rel.namespace.clone(), rel.name.clone()).map_err(|e| anyhow!("relation {}: {e}", rel.oid))?;
         let columns = db.column_schemas(rel.oid, &rel.columns).await?;
         let mut candidate = TableSchema {
             format: strata_stager::FORMAT_VERSION,
@@ -132,13 +131,7 @@ impl Decoder {
 
     fn row(&self, schema: &TableSchema, datums: Vec<Datum>, image: &str, at: Position) -> Result<Vec<Value>> {
         if datums.len() != schema.columns.len() {
-            bail!(
-                "{} at LSN {}: {image} tuple has {} columns, the Relation message announced {}",
-                schema.table,
-                at.lsn,
-                datums.len(),
-                schema.columns.len()
-            );
+            bail!("{} at LSN {}: {image} tuple has {} columns, the Relation message announced {}", schema.table, at.lsn, datums.len(), schema.columns.len());
         }
         datums
             .into_iter()
@@ -148,8 +141,8 @@ impl Decoder {
                 Datum::Unchanged if image == "new" => Ok(Value::Unchanged),
                 Datum::Unchanged => bail!("{} at LSN {}: old tuple marks column {:?} unchanged", schema.table, at.lsn, col.name),
                 Datum::Text(bytes) => {
-                    let text = std::str::from_utf8(&bytes)
-                        .map_err(|_| anyhow!("{} column {:?} at LSN {}: value is not UTF-8", schema.table, col.name, at.lsn))?;
+                    let text =
+                        std::str::from_utf8(&bytes).map_err(|_| anyhow!("{} column {:?} at LSN {}: value is not UTF-8", schema.table, col.name, at.lsn))?;
                     Ok(self.fallbacks.parse(&schema.table, col, text))
                 }
             })
@@ -168,10 +161,7 @@ impl Decoder {
         let (table, schema) = self.lookup(relation)?;
         let after = new.map(|d| self.row(schema, d, "new", at)).transpose()?;
         let before = old.map(|(_, d)| self.row(schema, d, "old", at)).transpose()?;
-        Ok((
-            schema.clone(),
-            Change { op, table: table.clone(), lsn: at.lsn, ord: at.ord, xid: Some(at.xid), commit_ts: at.commit_ts, after, before },
-        ))
+        Ok((schema.clone(), Change { op, table: table.clone(), lsn: at.lsn, ord: at.ord, xid: Some(at.xid), commit_ts: at.commit_ts, after, before }))
     }
 
     /// A truncate of one relation as a staged change.
@@ -211,11 +201,7 @@ impl TextFallbacks {
         let name = table.to_string();
         let l = [("stream", self.stream.as_str()), ("table", name.as_str()), ("column", column.name.as_str())];
         self.registry
-            .counter(
-                "strata_reader_values_staged_as_text_total",
-                "Values staged as exact text in _strata_raw because their typed column cannot hold them.",
-                &l,
-            )
+            .counter("strata_reader_values_staged_as_text_total", "Values staged as exact text in _strata_raw because their typed column cannot hold them.", &l)
             .inc_by(1);
         let first = self.logged.lock().unwrap_or_else(|p| p.into_inner()).insert((table.clone(), column.name.clone()));
         if first {

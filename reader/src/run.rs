@@ -39,11 +39,11 @@ use tokio_util::sync::CancellationToken;
 
 use strata_common::telemetry::{Readiness, Registry};
 
-use crate::batch::Pending;
-use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
-use crate::decode::{Decoder, Position};
-use crate::setup::SourceDb;
 use crate::backfill::{self, Windows};
+use crate::batch::Pending;
+use crate::decode::{Decoder, Position};
+use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
+use crate::setup::SourceDb;
 use crate::snapshot::{self, Seam, SnapshotCtx, SnapshotProgress};
 use crate::source::{ChangeSource, SourceError, SourceEvent};
 use crate::walstream::PgWalSource;
@@ -370,9 +370,7 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
             // Only snapshot batches so far: changes start at the snapshot's point.
             let resume = match last.kind {
                 BatchKind::Changes => last.lsn.end,
-                BatchKind::Snapshot => seam.point.with_context(|| {
-                    format!("batch {h} is a snapshot batch but {} is missing", log.keys().snapshot())
-                })?,
+                BatchKind::Snapshot => seam.point.with_context(|| format!("batch {h} is a snapshot batch but {} is missing", log.keys().snapshot()))?,
             };
             (resume, h + 1)
         }
@@ -452,9 +450,7 @@ async fn pump(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
-    let send = |w: Work| async {
-        work_tx.send(w).await.map_err(|_| anyhow!("the committer stopped (see its error)"))
-    };
+    let send = |w: Work| async { work_tx.send(w).await.map_err(|_| anyhow!("the committer stopped (see its error)")) };
 
     loop {
         let due = txn.is_none() && batch_end.is_some() && pending.since.is_none_or(|t| t.elapsed() >= limits.max_age);

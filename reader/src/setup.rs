@@ -112,12 +112,7 @@ impl SourceDb {
     /// Creates the publication for `tables` (`schema.table` or `schema.*`)
     /// unless it exists; an existing one is used as it is.
     pub async fn ensure_publication(&self, name: &str, tables: &[String]) -> Result<()> {
-        let exists = self
-            .client
-            .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
-            .await
-            .context("looking up the publication")?
-            .is_some();
+        let exists = self.client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name]).await.context("looking up the publication")?.is_some();
         if exists {
             tracing::info!(publication = name, "using existing publication");
             return Ok(());
@@ -139,9 +134,10 @@ impl SourceDb {
         }
         self.check_can_create_publication(name, tables).await?;
         let sql = format!("CREATE PUBLICATION {} FOR {}", quote_ident(name), parts.join(", "));
-        self.client.batch_execute(&sql).await.with_context(|| {
-            format!("creating publication {name:?} ({sql}); the role needs CREATE on the database and ownership of the tables")
-        })?;
+        self.client
+            .batch_execute(&sql)
+            .await
+            .with_context(|| format!("creating publication {name:?} ({sql}); the role needs CREATE on the database and ownership of the tables"))?;
         tracing::info!(publication = name, "created publication");
         Ok(())
     }
@@ -251,10 +247,7 @@ impl SourceDb {
     pub async fn slot(&self, name: &str) -> Result<Option<SlotState>> {
         let row = self
             .client
-            .query_opt(
-                "SELECT plugin::text, database::text, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-                &[&name],
-            )
+            .query_opt("SELECT plugin::text, database::text, active_pid, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&name])
             .await
             .context("looking up the replication slot")?;
         Ok(row.map(|r| SlotState {
@@ -270,10 +263,7 @@ impl SourceDb {
     pub async fn ensure_slot(&self, name: &str) -> Result<SlotState> {
         let db: String = self.client.query_one("SELECT current_database()::text", &[]).await?.get(0);
         if self.slot(name).await?.is_none() {
-            let created = self
-                .client
-                .query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&name])
-                .await;
+            let created = self.client.query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&name]).await;
             match created {
                 Ok(row) => tracing::info!(slot = name, lsn = row.get::<_, String>(0), "created replication slot"),
                 // Another reader created it between our check and our create.
@@ -300,10 +290,7 @@ impl SourceDb {
         }
         let row = self
             .client
-            .query_opt(
-                "SELECT typtype::text, typbasetype::oid, typtypmod, typelem::oid, typcategory::text FROM pg_type WHERE oid = $1::oid",
-                &[&oid],
-            )
+            .query_opt("SELECT typtype::text, typbasetype::oid, typtypmod, typelem::oid, typcategory::text FROM pg_type WHERE oid = $1::oid", &[&oid])
             .await
             .with_context(|| format!("looking up type {oid}"))?;
         let t = row.map(|r| {
@@ -386,10 +373,7 @@ impl SourceDb {
             )
             .await
             .with_context(|| format!("reading the generated columns of relation {oid}"))?;
-        Ok(rows
-            .iter()
-            .map(|r| GeneratedColumn { name: r.get(0), pg_type: r.get(1), expression: r.get(2), attnum: Some(r.get(3)) })
-            .collect())
+        Ok(rows.iter().map(|r| GeneratedColumn { name: r.get(0), pg_type: r.get(1), expression: r.get(2), attnum: Some(r.get(3)) }).collect())
     }
 
     /// `format_type(oid, typmod)`: the type as PostgreSQL spells it.
@@ -397,12 +381,8 @@ impl SourceDb {
         if let Some(n) = self.name_cache.get(&(oid, modifier)) {
             return Ok(n.clone());
         }
-        let name: Option<String> = self
-            .client
-            .query_one("SELECT format_type($1::oid, $2::int)", &[&oid, &modifier])
-            .await
-            .with_context(|| format!("formatting type {oid}"))?
-            .get(0);
+        let name: Option<String> =
+            self.client.query_one("SELECT format_type($1::oid, $2::int)", &[&oid, &modifier]).await.with_context(|| format!("formatting type {oid}"))?.get(0);
         let name = name.unwrap_or_else(|| format!("oid {oid}"));
         self.name_cache.insert((oid, modifier), name.clone());
         Ok(name)

@@ -61,22 +61,58 @@ pub struct Relation {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceEvent {
-    Begin { final_lsn: Lsn, commit_ts: Timestamp, xid: u32 },
-    Commit { commit_lsn: Lsn, end_lsn: Lsn, commit_ts: Timestamp },
+    Begin {
+        final_lsn: Lsn,
+        commit_ts: Timestamp,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_ts: Timestamp,
+    },
     Relation(Relation),
     /// A type the following Relation uses that is not built in.
-    Type { oid: u32, namespace: String, name: String },
-    Insert { relation: u32, new: Vec<Datum> },
-    Update { relation: u32, old: Option<(OldTuple, Vec<Datum>)>, new: Vec<Datum> },
-    Delete { relation: u32, old: (OldTuple, Vec<Datum>) },
-    Truncate { relations: Vec<u32>, cascade: bool, restart_identity: bool },
+    Type {
+        oid: u32,
+        namespace: String,
+        name: String,
+    },
+    Insert {
+        relation: u32,
+        new: Vec<Datum>,
+    },
+    Update {
+        relation: u32,
+        old: Option<(OldTuple, Vec<Datum>)>,
+        new: Vec<Datum>,
+    },
+    Delete {
+        relation: u32,
+        old: (OldTuple, Vec<Datum>),
+    },
+    Truncate {
+        relations: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
     /// Replication origin of the transaction (set by another replication).
-    Origin { name: String, lsn: Lsn },
+    Origin {
+        name: String,
+        lsn: Lsn,
+    },
     /// `pg_logical_emit_message`; `transactional` ones sit inside a transaction.
-    Message { transactional: bool, lsn: Lsn, prefix: String, content: Bytes },
+    Message {
+        transactional: bool,
+        lsn: Lsn,
+        prefix: String,
+        content: Bytes,
+    },
     /// The server has sent everything up to `wal_end`: no transaction
     /// committing at or below it is still to come.
-    Keepalive { wal_end: Lsn },
+    Keepalive {
+        wal_end: Lsn,
+    },
 }
 
 /// Errors of a source, split by what the caller should do.

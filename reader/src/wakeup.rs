@@ -35,10 +35,7 @@ impl Publisher {
     /// Fails when no AWS region can be found.
     pub async fn new(config: &WakeupConfig, stream: &str, registry: &Registry) -> Result<Option<Publisher>> {
         let Some(first) = config.publish.first() else { return Ok(None) };
-        let sdk = sqs_sdk_config(config.region.as_deref(), config.endpoint.as_deref(), first)
-            .await
-            .map_err(anyhow::Error::msg)
-            .context("wakeup.publish")?;
+        let sdk = sqs_sdk_config(config.region.as_deref(), config.endpoint.as_deref(), first).await.map_err(anyhow::Error::msg).context("wakeup.publish")?;
         let conf = aws_sdk_sqs::config::Builder::from(&sdk)
             .timeout_config(aws_config::timeout::TimeoutConfig::builder().operation_timeout(SEND_TIMEOUT).build())
             .build();

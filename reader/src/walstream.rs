@@ -25,8 +25,8 @@
 use bytes::{Buf, Bytes};
 use pg_walstream::{CancellationToken, LogicalReplicationMessage, LogicalReplicationParser, PgReplicationConnection, ReplicationError, TupleData};
 use strata_common::config::SecretUrl;
-use strata_common::pgconn::PgConnect;
 use strata_common::ident::quote_ident;
+use strata_common::pgconn::PgConnect;
 use strata_common::pgtext::setting_statements;
 use strata_common::{Lsn, Timestamp};
 
@@ -52,10 +52,8 @@ fn map_err(context: &str, e: ReplicationError) -> SourceError {
 /// `conninfo` with `replication=database` added, URL or key=value form.
 pub fn replication_conninfo(conninfo: &str) -> Result<String, SourceError> {
     if conninfo.contains("://") {
-        let mut url = url::Url::parse(conninfo)
-            .map_err(|e| SourceError::Permanent(format!("source.url is not a valid URL: {e}")))?;
-        let pairs: Vec<(String, String)> =
-            url.query_pairs().filter(|(k, _)| k != "replication").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let mut url = url::Url::parse(conninfo).map_err(|e| SourceError::Permanent(format!("source.url is not a valid URL: {e}")))?;
+        let pairs: Vec<(String, String)> = url.query_pairs().filter(|(k, _)| k != "replication").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         url.query_pairs_mut().clear().extend_pairs(pairs).append_pair("replication", "database");
         Ok(url.to_string())
     } else {
@@ -121,13 +119,7 @@ impl PgWalSource {
         tokio::task::block_in_place(|| conn.start_replication(slot, start.as_u64(), &options))
             .map_err(|e| map_err(&format!("starting replication of slot {slot:?} at {start}"), e))?;
         tracing::info!(slot, publication, %start, "replication started");
-        Ok(PgWalSource {
-            conn,
-            parser: LogicalReplicationParser::with_protocol_version(1),
-            token: CancellationToken::new(),
-            received: start,
-            confirmed: start,
-        })
+        Ok(PgWalSource { conn, parser: LogicalReplicationParser::with_protocol_version(1), token: CancellationToken::new(), received: start, confirmed: start })
     }
 
     /// Reports the confirmed position as written, flushed and applied alike.
@@ -136,10 +128,7 @@ impl PgWalSource {
     /// position the idle stream then confirms: WAL is released promptly.
     async fn send_status(&mut self) -> Result<(), SourceError> {
         let at = self.confirmed.as_u64();
-        self.conn
-            .send_standby_status_update(at, at, at, false)
-            .await
-            .map_err(|e| map_err("sending status update", e))
+        self.conn.send_standby_status_update(at, at, at, false).await.map_err(|e| map_err("sending status update", e))
     }
 }
 
@@ -159,18 +148,13 @@ impl ExportedSlot {
     pub fn create(conninfo: &SecretUrl, slot: &str, temporary: bool) -> Result<Self, SourceError> {
         let mut conn = connect(conninfo)?;
         let options = pg_walstream::ReplicationSlotOptions { temporary, snapshot: Some("export".to_owned()), ..Default::default() };
-        let r = tokio::task::block_in_place(|| {
-            conn.create_replication_slot_with_options(slot, pg_walstream::SlotType::Logical, Some("pgoutput"), &options)
-        })
-        .map_err(|e| map_err(&format!("creating replication slot {slot:?} with an exported snapshot"), e))?;
+        let r = tokio::task::block_in_place(|| conn.create_replication_slot_with_options(slot, pg_walstream::SlotType::Logical, Some("pgoutput"), &options))
+            .map_err(|e| map_err(&format!("creating replication slot {slot:?} with an exported snapshot"), e))?;
         let field = |col: i32, what: &str| {
-            r.get_value(0, col)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| SourceError::Protocol(format!("CREATE_REPLICATION_SLOT {slot:?} returned no {what}")))
+            r.get_value(0, col).filter(|v| !v.is_empty()).ok_or_else(|| SourceError::Protocol(format!("CREATE_REPLICATION_SLOT {slot:?} returned no {what}")))
         };
-        let point: Lsn = field(1, "consistent point")?
-            .parse()
-            .map_err(|e| SourceError::Protocol(format!("CREATE_REPLICATION_SLOT {slot:?}: consistent point: {e}")))?;
+        let point: Lsn =
+            field(1, "consistent point")?.parse().map_err(|e| SourceError::Protocol(format!("CREATE_REPLICATION_SLOT {slot:?}: consistent point: {e}")))?;
         let snapshot_name = field(2, "snapshot name")?;
         tracing::info!(slot, temporary, %point, snapshot = snapshot_name, "created replication slot with an exported snapshot");
         Ok(ExportedSlot { _conn: conn, point, snapshot_name })
@@ -196,9 +180,7 @@ fn old_kind(key_type: Option<char>) -> OldTuple {
 fn convert(msg: LogicalReplicationMessage) -> Result<SourceEvent, SourceError> {
     use LogicalReplicationMessage as M;
     Ok(match msg {
-        M::Begin { final_lsn, timestamp, xid } => {
-            SourceEvent::Begin { final_lsn: Lsn(final_lsn), commit_ts: Timestamp::from_pg_micros(timestamp), xid }
-        }
+        M::Begin { final_lsn, timestamp, xid } => SourceEvent::Begin { final_lsn: Lsn(final_lsn), commit_ts: Timestamp::from_pg_micros(timestamp), xid },
         M::Commit { commit_lsn, end_lsn, timestamp, .. } => {
             SourceEvent::Commit { commit_lsn: Lsn(commit_lsn), end_lsn: Lsn(end_lsn), commit_ts: Timestamp::from_pg_micros(timestamp) }
         }
@@ -219,18 +201,12 @@ fn convert(msg: LogicalReplicationMessage) -> Result<SourceEvent, SourceError> {
             old: old_tuple.map(|t| datums(t).map(|d| (old_kind(key_type), d))).transpose()?,
             new: datums(new_tuple)?,
         },
-        M::Delete { relation_id, old_tuple, key_type } => {
-            SourceEvent::Delete { relation: relation_id, old: (old_kind(Some(key_type)), datums(old_tuple)?) }
-        }
-        M::Truncate { relation_ids, flags } => {
-            SourceEvent::Truncate { relations: relation_ids, cascade: flags & 1 != 0, restart_identity: flags & 2 != 0 }
-        }
+        M::Delete { relation_id, old_tuple, key_type } => SourceEvent::Delete { relation: relation_id, old: (old_kind(Some(key_type)), datums(old_tuple)?) },
+        M::Truncate { relation_ids, flags } => SourceEvent::Truncate { relations: relation_ids, cascade: flags & 1 != 0, restart_identity: flags & 2 != 0 },
         M::Origin { origin_lsn, origin_name } => SourceEvent::Origin { name: origin_name, lsn: Lsn(origin_lsn) },
         M::Message { flags, lsn, prefix, content } => SourceEvent::Message { transactional: flags & 1 != 0, lsn: Lsn(lsn), prefix, content },
         other => {
-            return Err(SourceError::Protocol(format!(
-                "unexpected message {other:?}: streaming and two-phase decoding are not requested"
-            )));
+            return Err(SourceError::Protocol(format!("unexpected message {other:?}: streaming and two-phase decoding are not requested")));
         }
     })
 }
@@ -285,10 +261,7 @@ mod tests {
 
     #[test]
     fn adds_replication_mode() {
-        assert_eq!(
-            replication_conninfo("postgres://u:p@h:5/db?sslmode=disable").unwrap(),
-            "postgres://u:p@h:5/db?sslmode=disable&replication=database"
-        );
+        assert_eq!(replication_conninfo("postgres://u:p@h:5/db?sslmode=disable").unwrap(), "postgres://u:p@h:5/db?sslmode=disable&replication=database");
         assert_eq!(replication_conninfo("postgres://h/db?replication=true").unwrap(), "postgres://h/db?replication=database");
         assert_eq!(replication_conninfo("host=h dbname=db").unwrap(), "host=h dbname=db replication=database");
     }

@@ -21,13 +21,12 @@ use std::sync::Arc;
 use arrow_array::builder::{ListBuilder, MapBuilder, MapFieldNames, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType,
-    TimestampMicrosecondType, UInt32Type, UInt64Type,
+    Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Time64MicrosecondType, TimestampMicrosecondType, UInt32Type,
+    UInt64Type,
 };
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray, Float32Array,
-    Float64Array, Int16Array, Int32Array, Int64Array, ListArray, MapArray, RecordBatch, StringArray, StructArray,
-    Time64MicrosecondArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray, Float32Array, Float64Array, Int16Array, Int32Array,
+    Int64Array, ListArray, MapArray, RecordBatch, StringArray, StructArray, Time64MicrosecondArray, TimestampMicrosecondArray, UInt32Array, UInt64Array,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, SchemaRef};
@@ -43,8 +42,8 @@ use strata_common::{Change, ColumnType, Lsn, Op, TableName, Timestamp, Value};
 
 use crate::error::{Result, StageError};
 use crate::schema::{
-    COL_BEFORE, COL_BEFORE_RAW, COL_COMMIT_TS, COL_LSN, COL_OP, COL_ORD, COL_RAW, COL_UNCHANGED, COL_XID,
-    META_SCHEMA_VERSION, META_TABLE, RESERVED_PREFIX, TableSchema, raw_type,
+    COL_BEFORE, COL_BEFORE_RAW, COL_COMMIT_TS, COL_LSN, COL_OP, COL_ORD, COL_RAW, COL_UNCHANGED, COL_XID, META_SCHEMA_VERSION, META_TABLE, RESERVED_PREFIX,
+    TableSchema, raw_type,
 };
 
 /// Parquet writer settings for every data file: zstd, page statistics (so
@@ -60,13 +59,8 @@ pub fn writer_properties() -> WriterProperties {
 /// Builds one record batch of `changes`, all of `schema`'s table.
 pub fn encode_batch(schema: &TableSchema, changes: &[Change]) -> Result<RecordBatch> {
     let table = schema.table.to_string();
-    let fail = |c: &Change, column: &str, reason: String| StageError::Encode {
-        table: table.clone(),
-        lsn: c.lsn,
-        ord: c.ord,
-        column: column.to_owned(),
-        reason,
-    };
+    let fail =
+        |c: &Change, column: &str, reason: String| StageError::Encode { table: table.clone(), lsn: c.lsn, ord: c.ord, column: column.to_owned(), reason };
     let width = schema.columns.len();
     for c in changes {
         if *c.table != schema.table {
@@ -98,12 +92,7 @@ pub fn encode_batch(schema: &TableSchema, changes: &[Change]) -> Result<RecordBa
     let mut unchanged = ListBuilder::new(StringBuilder::new());
     for c in changes {
         let names: Vec<&str> = match &c.after {
-            Some(row) => row
-                .iter()
-                .zip(&schema.columns)
-                .filter(|(v, _)| matches!(v, Value::Unchanged))
-                .map(|(_, col)| col.name.as_str())
-                .collect(),
+            Some(row) => row.iter().zip(&schema.columns).filter(|(v, _)| matches!(v, Value::Unchanged)).map(|(_, col)| col.name.as_str()).collect(),
             None => Vec::new(),
         };
         if names.is_empty() {
@@ -117,14 +106,7 @@ pub fn encode_batch(schema: &TableSchema, changes: &[Change]) -> Result<RecordBa
     }
 
     let arrow_schema = schema.arrow_schema();
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(ops),
-        Arc::new(lsns),
-        Arc::new(ords),
-        Arc::new(xids),
-        Arc::new(ts),
-        Arc::new(unchanged.finish()),
-    ];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(ops), Arc::new(lsns), Arc::new(ords), Arc::new(xids), Arc::new(ts), Arc::new(unchanged.finish())];
     let user_column = |image: fn(&Change) -> Option<&Vec<Value>>, i: usize| -> Result<ArrayRef> {
         let col = &schema.columns[i];
         let vals: Vec<&Value> = changes.iter().map(|c| image(c).map_or(&Value::Null, |row| &row[i])).collect();
@@ -146,8 +128,7 @@ pub fn encode_batch(schema: &TableSchema, changes: &[Change]) -> Result<RecordBa
     for i in 0..width {
         columns.push(user_column(|c| c.after.as_ref(), i)?);
     }
-    RecordBatch::try_new(arrow_schema, columns)
-        .map_err(|e| StageError::Invalid { what: format!("record batch of {table}"), reason: e.to_string() })
+    RecordBatch::try_new(arrow_schema, columns).map_err(|e| StageError::Invalid { what: format!("record batch of {table}"), reason: e.to_string() })
 }
 
 /// The `_strata_raw` (or `_strata_before_raw`) column of one image of
@@ -243,23 +224,17 @@ impl FileReader {
     /// chunks hold up to `chunk_rows` changes. `path` names it in errors.
     pub fn open(path: &Path, bytes: Bytes, chunk_rows: usize) -> Result<FileReader> {
         let corrupt = |reason: String| StageError::Corrupt { path: path.clone(), reason };
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
         // The builder's schema carries the file's key-value metadata; the built
         // reader's (projected) schema does not.
         let schema = builder.schema().clone();
-        let reader =
-            builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        let reader = builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
         let meta = schema.metadata();
-        let table: TableName = meta
-            .get(META_TABLE)
-            .and_then(|t| serde_json::from_str(t).ok())
-            .ok_or_else(|| corrupt(format!("missing or invalid {META_TABLE} metadata")))?;
+        let table: TableName =
+            meta.get(META_TABLE).and_then(|t| serde_json::from_str(t).ok()).ok_or_else(|| corrupt(format!("missing or invalid {META_TABLE} metadata")))?;
         table.validate().map_err(|e| corrupt(e.to_string()))?;
-        let schema_version: u32 = meta
-            .get(META_SCHEMA_VERSION)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| corrupt(format!("missing or invalid {META_SCHEMA_VERSION} metadata")))?;
+        let schema_version: u32 =
+            meta.get(META_SCHEMA_VERSION).and_then(|v| v.parse().ok()).ok_or_else(|| corrupt(format!("missing or invalid {META_SCHEMA_VERSION} metadata")))?;
 
         let columns: Vec<FileColumn> = schema
             .fields()
@@ -274,11 +249,7 @@ impl FileReader {
                 if !f.data_type().equals_datatype(&ty.arrow_type()) {
                     return Err(corrupt(format!("column {:?} is stored as {} but declared {}", f.name(), f.data_type(), ty.to_json())));
                 }
-                Ok(FileColumn {
-                    name: f.name().clone(),
-                    column_type: ty,
-                    pg_type: f.metadata().get(META_PG_TYPE).cloned().unwrap_or_default(),
-                })
+                Ok(FileColumn { name: f.name().clone(), column_type: ty, pg_type: f.metadata().get(META_PG_TYPE).cloned().unwrap_or_default() })
             })
             .collect::<Result<_>>()?;
         Ok(FileReader { path: path.clone(), table: Arc::new(table), schema_version, columns, reader })
@@ -303,12 +274,7 @@ fn column<'a>(batch: &'a RecordBatch, name: &str, expected: &DataType) -> std::r
     Ok(col)
 }
 
-fn decode_batch(
-    batch: &RecordBatch,
-    table: &Arc<TableName>,
-    columns: &[FileColumn],
-    out: &mut Vec<Change>,
-) -> std::result::Result<(), String> {
+fn decode_batch(batch: &RecordBatch, table: &Arc<TableName>, columns: &[FileColumn], out: &mut Vec<Change>) -> std::result::Result<(), String> {
     let meta_schema = crate::schema::TableSchema {
         format: crate::FORMAT_VERSION,
         stream: String::new(),
@@ -335,10 +301,8 @@ fn decode_batch(
             return Err(format!("column {name} has nulls"));
         }
     }
-    let user: Vec<&ArrayRef> = columns
-        .iter()
-        .map(|c| batch.column_by_name(&c.name).ok_or_else(|| format!("missing column {:?}", c.name)))
-        .collect::<std::result::Result<_, _>>()?;
+    let user: Vec<&ArrayRef> =
+        columns.iter().map(|c| batch.column_by_name(&c.name).ok_or_else(|| format!("missing column {:?}", c.name))).collect::<std::result::Result<_, _>>()?;
     let before = if columns.is_empty() {
         None
     } else {
@@ -358,20 +322,13 @@ fn decode_batch(
         let ord = ords.value(row);
         let after = match op {
             Op::Read | Op::Insert | Op::Update => {
-                let mut vals: Vec<Value> = columns
-                    .iter()
-                    .zip(&user)
-                    .map(|(c, arr)| read_value(&c.column_type, arr.as_ref(), row))
-                    .collect();
+                let mut vals: Vec<Value> = columns.iter().zip(&user).map(|(c, arr)| read_value(&c.column_type, arr.as_ref(), row)).collect();
                 if !unchanged.is_null(row) {
                     let names = unchanged.value(row);
                     let names = names.as_string::<i32>();
                     for n in names.iter() {
                         let n = n.ok_or_else(|| format!("row {row}: null name in {COL_UNCHANGED}"))?;
-                        let i = columns
-                            .iter()
-                            .position(|c| c.name == n)
-                            .ok_or_else(|| format!("row {row}: {COL_UNCHANGED} names unknown column {n:?}"))?;
+                        let i = columns.iter().position(|c| c.name == n).ok_or_else(|| format!("row {row}: {COL_UNCHANGED} names unknown column {n:?}"))?;
                         vals[i] = Value::Unchanged;
                     }
                 }
@@ -382,8 +339,7 @@ fn decode_batch(
         };
         let before = match before {
             Some(b) if !b.is_null(row) => {
-                let mut vals: Vec<Value> =
-                    columns.iter().enumerate().map(|(i, c)| read_value(&c.column_type, b.column(i).as_ref(), row)).collect();
+                let mut vals: Vec<Value> = columns.iter().enumerate().map(|(i, c)| read_value(&c.column_type, b.column(i).as_ref(), row)).collect();
                 restore_raw(before_raw, COL_BEFORE_RAW, columns, row, &mut vals)?;
                 Some(vals)
             }
@@ -405,13 +361,7 @@ fn decode_batch(
 
 /// Puts the raw texts of `row` (from the map column `name`) into `vals`,
 /// where the typed cells must be NULL.
-fn restore_raw(
-    raw: Option<&MapArray>,
-    name: &str,
-    columns: &[FileColumn],
-    row: usize,
-    vals: &mut [Value],
-) -> std::result::Result<(), String> {
+fn restore_raw(raw: Option<&MapArray>, name: &str, columns: &[FileColumn], row: usize, vals: &mut [Value]) -> std::result::Result<(), String> {
     let Some(raw) = raw.filter(|m| !m.is_null(row)) else { return Ok(()) };
     let entries = raw.value(row);
     let (keys, texts) = (entries.column(0).as_string::<i32>(), entries.column(1).as_string::<i32>());
@@ -526,11 +476,7 @@ fn build_array(ty: &ColumnType, vals: &[&Value]) -> BuildResult<ArrayRef> {
                 Value::Decimal(x) if decimal_fits(*x, *precision) => Some(*x),
                 _ => None,
             })?;
-            Arc::new(
-                Decimal128Array::from(xs)
-                    .with_precision_and_scale(*precision, *scale)
-                    .map_err(|e| (0, format!("decimal({precision},{scale}): {e}")))?,
-            )
+            Arc::new(Decimal128Array::from(xs).with_precision_and_scale(*precision, *scale).map_err(|e| (0, format!("decimal({precision},{scale}): {e}")))?)
         }
         ColumnType::Text => Arc::new(StringArray::from(collect(ty, vals, |v| match v {
             Value::Text(s) => Some(s.as_str()),
@@ -571,25 +517,15 @@ fn build_array(ty: &ColumnType, vals: &[&Value]) -> BuildResult<ArrayRef> {
             let months: Vec<i32> = xs.iter().map(|x| x.map_or(0, |x| x.0)).collect();
             let days: Vec<i32> = xs.iter().map(|x| x.map_or(0, |x| x.1)).collect();
             let micros: Vec<i64> = xs.iter().map(|x| x.map_or(0, |x| x.2)).collect();
-            let children: Vec<ArrayRef> = vec![
-                Arc::new(Int32Array::from(months)),
-                Arc::new(Int32Array::from(days)),
-                Arc::new(Int64Array::from(micros)),
-            ];
-            Arc::new(
-                StructArray::try_new(interval_fields(), children, nulls_of(vals))
-                    .map_err(|e| (0, format!("interval: {e}")))?,
-            )
+            let children: Vec<ArrayRef> = vec![Arc::new(Int32Array::from(months)), Arc::new(Int32Array::from(days)), Arc::new(Int64Array::from(micros))];
+            Arc::new(StructArray::try_new(interval_fields(), children, nulls_of(vals)).map_err(|e| (0, format!("interval: {e}")))?)
         }
         ColumnType::Uuid => {
             let xs = collect(ty, vals, |v| match v {
                 Value::Uuid(u) => Some(*u),
                 _ => None,
             })?;
-            Arc::new(
-                FixedSizeBinaryArray::try_from_sparse_iter_with_size(xs.into_iter(), 16)
-                    .map_err(|e| (0, format!("uuid: {e}")))?,
-            )
+            Arc::new(FixedSizeBinaryArray::try_from_sparse_iter_with_size(xs.into_iter(), 16).map_err(|e| (0, format!("uuid: {e}")))?)
         }
         ColumnType::Array { element } => {
             let mut offsets = Vec::with_capacity(vals.len() + 1);
@@ -615,10 +551,7 @@ fn build_array(ty: &ColumnType, vals: &[&Value]) -> BuildResult<ArrayRef> {
                 (row, reason)
             })?;
             let field = Arc::new(Field::new("item", element.arrow_type(), true));
-            Arc::new(
-                ListArray::try_new(field, OffsetBuffer::new(ScalarBuffer::from(offsets)), child, nulls_of(vals))
-                    .map_err(|e| (0, format!("array: {e}")))?,
-            )
+            Arc::new(ListArray::try_new(field, OffsetBuffer::new(ScalarBuffer::from(offsets)), child, nulls_of(vals)).map_err(|e| (0, format!("array: {e}")))?)
         }
     })
 }

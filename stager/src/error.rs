@@ -86,9 +86,7 @@ impl StageError {
     pub(crate) fn store(op: &'static str, path: &Path, source: object_store::Error) -> StageError {
         match source {
             object_store::Error::NotFound { .. } => StageError::NotFound { path: path.clone() },
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-                StageError::Conflict { path: path.clone() }
-            }
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => StageError::Conflict { path: path.clone() },
             source => StageError::Store { op, path: path.clone(), source },
         }
     }

@@ -136,13 +136,7 @@ impl StreamKeys {
 
     /// A data file, partitioned by the commit time of its first row.
     pub fn data_file(&self, table: &TableName, first_commit: Timestamp, seq: u64, part: u32) -> Path {
-        path(format!(
-            "{}/tables/{}/{}/{seq:0width$}-{part:04}.parquet",
-            self.root,
-            table_segment(table),
-            partition(first_commit),
-            width = SEQ_WIDTH
-        ))
+        path(format!("{}/tables/{}/{}/{seq:0width$}-{part:04}.parquet", self.root, table_segment(table), partition(first_commit), width = SEQ_WIDTH))
     }
 
     /// The batch seq a data file key was written for.
@@ -260,10 +254,7 @@ mod tests {
         assert_eq!(k.manifest(42).as_ref(), "streams/prod/log/00000000000000000042.json");
         let t = TableName::new("public", "users").unwrap();
         let ts: Timestamp = "2026-11-20T10:59:59Z".parse().unwrap();
-        assert_eq!(
-            k.data_file(&t, ts, 7, 3).as_ref(),
-            "streams/prod/tables/public.users/2026-11-20/10/00000000000000000007-0003.parquet"
-        );
+        assert_eq!(k.data_file(&t, ts, 7, 3).as_ref(), "streams/prod/tables/public.users/2026-11-20/10/00000000000000000007-0003.parquet");
         assert_eq!(k.schema(&t, 2).as_ref(), "streams/prod/schemas/public.users/0000000002.json");
         assert_eq!(k.parse_manifest_key(&k.manifest(42)), Some(42));
         assert_eq!(StreamKeys::parse_data_file_seq(&k.data_file(&t, ts, 7, 3)), Some(7));

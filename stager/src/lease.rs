@@ -103,24 +103,14 @@ impl Leases {
     /// Like [`Leases::acquire`], but also takes over an unexpired lease for
     /// which `holder_is_gone` says its holder no longer exists (a process on
     /// this host that was killed: there is no point waiting out its TTL).
-    pub async fn acquire_unless_live(
-        &self,
-        holder: &str,
-        ttl: Duration,
-        now: Timestamp,
-        holder_is_gone: impl Fn(&Lease) -> bool,
-    ) -> Result<Versioned<Lease>> {
+    pub async fn acquire_unless_live(&self, holder: &str, ttl: Duration, now: Timestamp, holder_is_gone: impl Fn(&Lease) -> bool) -> Result<Versioned<Lease>> {
         let current = self.read().await?;
         let lease = match &current {
             Some(cur) if cur.value.holder == holder && !cur.value.is_expired(now) => {
                 Lease { renewed_at: now, expires_at: Timestamp(now.0.saturating_add(micros(ttl))), ..cur.value.clone() }
             }
             Some(cur) if !cur.value.is_expired(now) && !holder_is_gone(&cur.value) => {
-                return Err(StageError::LeaseHeld {
-                    path: self.path.clone(),
-                    owner: cur.value.holder.clone(),
-                    expires_at: cur.value.expires_at,
-                });
+                return Err(StageError::LeaseHeld { path: self.path.clone(), owner: cur.value.holder.clone(), expires_at: cur.value.expires_at });
             }
             _ => Lease {
                 format: crate::FORMAT_VERSION,

@@ -161,7 +161,8 @@ impl StreamLog {
                 break;
             }
             for f in m.files.iter().filter(|f| f.table == *table) {
-                let key = Path::parse(&f.path).map_err(|e| StageError::Corrupt { path: self.keys.manifest(seq), reason: format!("file path {:?}: {e}", f.path) })?;
+                let key =
+                    Path::parse(&f.path).map_err(|e| StageError::Corrupt { path: self.keys.manifest(seq), reason: format!("file path {:?}: {e}", f.path) })?;
                 out.push(key);
             }
         }
@@ -188,8 +189,7 @@ impl StreamLog {
 
     /// Committed seqs by listing `log/` (maintenance only: `ls`, `verify`, `gc`).
     pub async fn list_seqs(&self) -> Result<Vec<u64>> {
-        let mut seqs: Vec<u64> =
-            self.stage.list(&self.keys.log_prefix()).await?.iter().filter_map(|m| self.keys.parse_manifest_key(&m.location)).collect();
+        let mut seqs: Vec<u64> = self.stage.list(&self.keys.log_prefix()).await?.iter().filter_map(|m| self.keys.parse_manifest_key(&m.location)).collect();
         seqs.sort_unstable();
         Ok(seqs)
     }
@@ -199,10 +199,7 @@ impl StreamLog {
     pub async fn write_schema(&self, schema: &TableSchema) -> Result<()> {
         schema.validate()?;
         if schema.stream != self.keys.stream() {
-            return Err(StageError::Invalid {
-                what: format!("schema of {}", schema.table),
-                reason: format!("belongs to stream {:?}", schema.stream),
-            });
+            return Err(StageError::Invalid { what: format!("schema of {}", schema.table), reason: format!("belongs to stream {:?}", schema.stream) });
         }
         let path = self.keys.schema(&schema.table, schema.version);
         match self.stage.create(&path, Bytes::from(schema.to_json())).await {
@@ -239,13 +236,7 @@ impl StreamLog {
     /// The newest schema version of `table`, by listing its folder.
     pub async fn latest_schema(&self, table: &TableName) -> Result<Option<TableSchema>> {
         let prefix = self.keys.schema_prefix(table);
-        let newest = self
-            .stage
-            .list(&prefix)
-            .await?
-            .iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u32>().ok())
-            .max();
+        let newest = self.stage.list(&prefix).await?.iter().filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse::<u32>().ok()).max();
         match newest {
             Some(v) => self.read_schema(table, v).await.map(Some),
             None => Ok(None),
@@ -313,13 +304,7 @@ pub struct TableBatch {
 
 impl StreamLog {
     /// Writes a whole batch at once: see [`BatchWriter`].
-    pub async fn write_batch(
-        &self,
-        seq: u64,
-        kind: crate::manifest::BatchKind,
-        lsn_start: strata_common::Lsn,
-        tables: Vec<TableBatch>,
-    ) -> Result<Manifest> {
+    pub async fn write_batch(&self, seq: u64, kind: crate::manifest::BatchKind, lsn_start: strata_common::Lsn, tables: Vec<TableBatch>) -> Result<Manifest> {
         let mut w = BatchWriter::new(self, seq, kind);
         for t in tables {
             w.add(t).await?;
@@ -347,10 +332,10 @@ impl EncodedPart {
     /// Encodes `t` (CPU-bound: call it off the async threads). `t` must not
     /// be empty.
     pub fn encode(t: TableBatch) -> Result<EncodedPart> {
-        let first = t.changes.first().ok_or_else(|| StageError::Invalid {
-            what: format!("rows of {}", t.schema.table),
-            reason: "an empty part cannot be encoded".to_owned(),
-        })?;
+        let first = t
+            .changes
+            .first()
+            .ok_or_else(|| StageError::Invalid { what: format!("rows of {}", t.schema.table), reason: "an empty part cannot be encoded".to_owned() })?;
         let (mut min_ts, mut max_ts, mut max_lsn) = (first.commit_ts, first.commit_ts, first.lsn);
         let mut commit_lsns = std::collections::HashSet::new();
         for c in &t.changes {
@@ -466,11 +451,7 @@ impl BatchWriter {
             BatchKind::Snapshot => 0,
             BatchKind::Changes => self.commit_lsns.len() as u64,
         };
-        let counts = Counts {
-            transactions,
-            rows: self.files.iter().map(|f| f.rows).sum(),
-            bytes: self.files.iter().map(|f| f.bytes).sum(),
-        };
+        let counts = Counts { transactions, rows: self.files.iter().map(|f| f.rows).sum(), bytes: self.files.iter().map(|f| f.bytes).sum() };
         let m = Manifest {
             format: crate::FORMAT_VERSION,
             stream: self.log.keys.stream().to_owned(),

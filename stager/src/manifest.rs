@@ -62,8 +62,7 @@ impl FileEntry {
     /// The file's key. `path` is stored as written (already percent-encoded),
     /// so it is parsed, never re-encoded.
     pub fn key(&self) -> Result<object_store::path::Path> {
-        object_store::path::Path::parse(&self.path)
-            .map_err(|e| StageError::Invalid { what: format!("file path {:?}", self.path), reason: e.to_string() })
+        object_store::path::Path::parse(&self.path).map_err(|e| StageError::Invalid { what: format!("file path {:?}", self.path), reason: e.to_string() })
     }
 }
 
@@ -171,8 +170,7 @@ impl Manifest {
     /// Decodes and validates the manifest stored at `keys.manifest(seq)`.
     pub fn from_json(keys: &StreamKeys, seq: u64, bytes: &[u8]) -> Result<Manifest> {
         let path = keys.manifest(seq);
-        let m: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("not a manifest: {e}") })?;
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("not a manifest: {e}") })?;
         m.validate(keys).map_err(|reason| StageError::Corrupt { path: path.clone(), reason })?;
         if m.seq != seq {
             return Err(StageError::Corrupt { path, reason: format!("says seq {}", m.seq) });

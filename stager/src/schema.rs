@@ -268,8 +268,8 @@ impl TableSchema {
     }
 
     pub fn from_json(path: &object_store::path::Path, bytes: &[u8]) -> Result<TableSchema> {
-        let s: TableSchema = serde_json::from_slice(bytes)
-            .map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("not a schema version file: {e}") })?;
+        let s: TableSchema =
+            serde_json::from_slice(bytes).map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("not a schema version file: {e}") })?;
         s.validate().map_err(|e| StageError::Corrupt { path: path.clone(), reason: e.to_string() })?;
         Ok(s)
     }

@@ -128,12 +128,7 @@ impl Stage {
         let root = std::fs::canonicalize(dir).map_err(|e| invalid(e.to_string()))?;
         // fsync: a manifest must be durable before the reader acknowledges its
         // LSN to PostgreSQL, as an S3 PUT is.
-        let fs = Arc::new(
-            LocalFileSystem::new_with_prefix(&root)
-                .map_err(|e| invalid(e.to_string()))?
-                .with_fsync(true)
-                .with_automatic_cleanup(true),
-        );
+        let fs = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| invalid(e.to_string()))?.with_fsync(true).with_automatic_cleanup(true));
         let url = format!("file://{}", root.display());
         Ok(Stage { store: fs.clone(), backend: Backend::Local { fs, root }, url: url.into() })
     }
@@ -168,10 +163,7 @@ impl Stage {
     /// Creates `path` only if absent; [`StageError::Conflict`] otherwise.
     pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        self.store
-            .put_opts(path, PutPayload::from(bytes), opts)
-            .await
-            .map_err(|e| StageError::store("creating", path, e))?;
+        self.store.put_opts(path, PutPayload::from(bytes), opts).await.map_err(|e| StageError::store("creating", path, e))?;
         Ok(())
     }
 
@@ -234,8 +226,8 @@ impl Stage {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(StageError::store("reading", path, e)),
         };
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("invalid JSON for this object: {e}") })?;
+        let value =
+            serde_json::from_slice(&bytes).map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("invalid JSON for this object: {e}") })?;
         Ok(Some(Versioned { value, version }))
     }
 
@@ -243,10 +235,8 @@ impl Stage {
     /// `None`, still absent). Returns the new version; a lost race is
     /// [`StageError::Conflict`].
     pub async fn put_json_if<T: Serialize>(&self, path: &Path, value: &T, expected: Option<&ObjectVersion>) -> Result<ObjectVersion> {
-        let bytes = Bytes::from(serde_json::to_vec_pretty(value).map_err(|e| StageError::Invalid {
-            what: format!("value for {path}"),
-            reason: e.to_string(),
-        })?);
+        let bytes =
+            Bytes::from(serde_json::to_vec_pretty(value).map_err(|e| StageError::Invalid { what: format!("value for {path}"), reason: e.to_string() })?);
         match &self.backend {
             Backend::Remote => {
                 let mode = match expected {
@@ -281,13 +271,7 @@ fn content_version(bytes: &[u8]) -> ObjectVersion {
 }
 
 /// The local-disk compare-and-swap; see the module docs.
-fn local_swap(
-    key: &Path,
-    target: &std::path::Path,
-    lock_path: &std::path::Path,
-    bytes: &[u8],
-    expected: Option<&ObjectVersion>,
-) -> Result<ObjectVersion> {
+fn local_swap(key: &Path, target: &std::path::Path, lock_path: &std::path::Path, bytes: &[u8], expected: Option<&ObjectVersion>) -> Result<ObjectVersion> {
     use std::io::Write;
     let io = |what: &str, e: std::io::Error| StageError::Store {
         op: "updating",
@@ -297,12 +281,7 @@ fn local_swap(
     if let Some(dir) = lock_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| io("creating lock directory", e))?;
     }
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_path)
-        .map_err(|e| io("opening lock file", e))?;
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_path).map_err(|e| io("opening lock file", e))?;
     lock.lock().map_err(|e| io("locking", e))?;
     let current = match std::fs::read(target) {
         Ok(b) => Some(content_version(&b)),

@@ -13,13 +13,7 @@ use strata_stager::manifest::{BatchKind, Manifest};
 use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
 
 fn strata_stage(dir: &std::path::Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata-stage"))
-        .args(args)
-        .arg("--stage")
-        .arg(dir)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("running strata-stage")
+    Command::new(env!("CARGO_BIN_EXE_strata-stage")).args(args).arg("--stage").arg(dir).env_remove("RUST_LOG").output().expect("running strata-stage")
 }
 
 fn text(b: &[u8]) -> String {
@@ -230,10 +224,7 @@ async fn corrupt_manifests_and_bad_input_are_errors_not_panics() {
     // A manifest pointing outside its stream is refused, not followed.
     let mut evil = ms[2].clone();
     evil.files[0].path = "destinations/x/cursor.json".to_owned();
-    stage
-        .put(&object_store::path::Path::from("streams/main/log/00000000000000000003.json"), Bytes::from(evil.to_json()))
-        .await
-        .unwrap();
+    stage.put(&object_store::path::Path::from("streams/main/log/00000000000000000003.json"), Bytes::from(evil.to_json())).await.unwrap();
     let show = strata_stage(dir.path(), &["show", "3"]);
     assert_eq!(show.status.code(), Some(2));
     assert!(text(&show.stderr).contains("outside"), "{}", text(&show.stderr));

@@ -28,9 +28,7 @@ impl Emulator {
     /// Starts the emulator and waits until it serves.
     pub async fn start() -> Result<Emulator> {
         let python = crate::venv_python();
-        let script = std::env::var_os("STRATA_EMULATOR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| crate::repo_root().join("infra/emulator.py"));
+        let script = std::env::var_os("STRATA_EMULATOR").map(std::path::PathBuf::from).unwrap_or_else(|| crate::repo_root().join("infra/emulator.py"));
         let mut child = Command::new(&python)
             .arg(&script)
             .args(["--host", "127.0.0.1", "--port", "0", "--exit-with-stdin"])
@@ -118,11 +116,8 @@ impl Emulator {
 pub async fn request(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
     let content_type = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        port,
-        body.len()
-    );
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", port, body.len());
     s.write_all(req.as_bytes()).await?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).await?;

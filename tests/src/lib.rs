@@ -22,12 +22,12 @@ pub mod emulator;
 pub mod fixtures;
 pub mod http;
 pub mod pg;
+pub mod process;
 pub mod reader;
 pub mod sqs;
 pub mod tls;
 pub mod workload;
 pub mod writer;
-pub mod process;
 
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> std::path::PathBuf {

@@ -84,10 +84,7 @@ impl PgCluster {
         if let Some(hba) = &options.hba {
             std::fs::write(data.join("pg_hba.conf"), hba).context("writing pg_hba.conf")?;
         }
-        cluster.run(
-            "pg_ctl",
-            &["-D", path_str(&data)?, "-l", path_str(&dir.join("server.log"))?, "-w", "-t", "60", "start"],
-        )?;
+        cluster.run("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&dir.join("server.log"))?, "-w", "-t", "60", "start"])?;
         Ok(cluster)
     }
 
@@ -108,12 +105,7 @@ impl PgCluster {
         let out = cmd.args(args).current_dir(&self.dir).output().with_context(|| format!("running {tool}"))?;
         if !out.status.success() {
             let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-            bail!(
-                "{tool} {} failed: {}\n{}\nserver log:\n{log}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("{tool} {} failed: {}\n{}\nserver log:\n{log}", args.join(" "), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         }
         Ok(())
     }

@@ -15,12 +15,7 @@ pub fn free_port() -> u16 {
 pub fn reap_after_exit(cleanup: &str) {
     let pid = std::process::id();
     let script = format!("while kill -0 {pid} 2>/dev/null; do sleep 1; done; {cleanup}");
-    let spawned = Command::new("setsid")
-        .args(["sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+    let spawned = Command::new("setsid").args(["sh", "-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
     if let Err(e) = spawned {
         eprintln!("warning: could not start the cleanup reaper ({e}); run `{cleanup}` by hand");
     }

@@ -158,10 +158,7 @@ pub fn config(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> Config 
 /// are captured.
 pub async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) -> Result<()> {
     for _ in 0..600 {
-        let active: Option<bool> = client
-            .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
-            .await?
-            .map(|r| r.get(0));
+        let active: Option<bool> = client.query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot]).await?.map(|r| r.get(0));
         if active == Some(true) {
             return Ok(());
         }

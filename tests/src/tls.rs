@@ -52,16 +52,12 @@ impl TestPki {
         std::fs::write(d.join("server.ext"), "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n")?;
         std::fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
         for (name, cn) in [("server", "localhost"), ("client", CERT_USER)] {
-            let (k, r, c, subj, ext) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("/CN={cn}"), format!("{name}.ext"));
+            let (k, r, c, subj, ext) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("/CN={cn}"), format!("{name}.ext"));
             let mut args = vec!["req"];
             args.extend(key);
             args.extend(["-keyout", &k, "-out", &r, "-subj", &subj]);
             openssl(d, &args)?;
-            openssl(
-                d,
-                &["x509", "-req", "-in", &r, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &c, "-days", "3", "-extfile", &ext],
-            )?;
+            openssl(d, &["x509", "-req", "-in", &r, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &c, "-days", "3", "-extfile", &ext])?;
         }
         Ok(TestPki {
             ca: d.join("ca.crt"),
@@ -109,11 +105,7 @@ impl TlsCluster {
         };
         let pg = tokio::task::spawn_blocking(move || PgCluster::start_with(options)).await??;
         let admin = pg.connect("postgres").await?;
-        admin
-            .batch_execute(&format!(
-                "ALTER ROLE {SUPERUSER} PASSWORD '{PASSWORD}'; CREATE ROLE {CERT_USER} LOGIN REPLICATION SUPERUSER"
-            ))
-            .await?;
+        admin.batch_execute(&format!("ALTER ROLE {SUPERUSER} PASSWORD '{PASSWORD}'; CREATE ROLE {CERT_USER} LOGIN REPLICATION SUPERUSER")).await?;
         Ok(TlsCluster { pg, pki })
     }
 

@@ -47,7 +47,10 @@ pub async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU
         let update = !ids.is_empty() && rng.below(4) == 0;
         let sql = if update {
             let id = ids[rng.below(ids.len() as u64) as usize];
-            format!("BEGIN; INSERT INTO events SELECT g, 'p' || g FROM generate_series({next_id}, {}) g; UPDATE events SET payload = 'u' WHERE id = {id}; COMMIT", next_id + n - 1)
+            format!(
+                "BEGIN; INSERT INTO events SELECT g, 'p' || g FROM generate_series({next_id}, {}) g; UPDATE events SET payload = 'u' WHERE id = {id}; COMMIT",
+                next_id + n - 1
+            )
         } else {
             format!("BEGIN; INSERT INTO events SELECT g, 'p' || g FROM generate_series({next_id}, {}) g; COMMIT", next_id + n - 1)
         };
@@ -69,4 +72,3 @@ pub async fn workload(url: String, stop: Arc<AtomicBool>, committed: Arc<AtomicU
     }
     ids
 }
-

@@ -66,17 +66,12 @@ async fn backfill_on_request_under_writes_reconstructs_the_table() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The command refuses a table outside the publication, then records a request.
-    let refused = std::process::Command::new(READER)
-        .args(["--config", config_path.to_str().unwrap(), "backfill", "--table", "public.unpublished"])
-        .output()
-        .unwrap();
+    let refused =
+        std::process::Command::new(READER).args(["--config", config_path.to_str().unwrap(), "backfill", "--table", "public.unpublished"]).output().unwrap();
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("public.unpublished") && err.contains("not in publication"), "{err}");
-    let ok = std::process::Command::new(READER)
-        .args(["--config", config_path.to_str().unwrap(), "backfill", "--table", "public.accounts"])
-        .output()
-        .unwrap();
+    let ok = std::process::Command::new(READER).args(["--config", config_path.to_str().unwrap(), "backfill", "--table", "public.accounts"]).output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("requested"));
 

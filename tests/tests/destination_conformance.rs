@@ -84,13 +84,16 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
 /// What a mirror must hold after the batches, and the changes a history must hold.
 fn batches() -> Vec<Batch> {
     vec![
-        batch(1, vec![
-            change(Op::Insert, 10, 0, 1, Some("a")),
-            change(Op::Insert, 10, 1, 2, Some("b")),
-            // Several changes to one key in one batch: the last wins.
-            change(Op::Update, 20, 0, 1, Some("a2")),
-            change(Op::Update, 30, 0, 1, Some("a3")),
-        ]),
+        batch(
+            1,
+            vec![
+                change(Op::Insert, 10, 0, 1, Some("a")),
+                change(Op::Insert, 10, 1, 2, Some("b")),
+                // Several changes to one key in one batch: the last wins.
+                change(Op::Update, 20, 0, 1, Some("a2")),
+                change(Op::Update, 30, 0, 1, Some("a3")),
+            ],
+        ),
         batch(2, vec![change(Op::Delete, 40, 0, 2, None), change(Op::Insert, 50, 0, 3, Some("c"))]),
         batch(3, vec![change(Op::Insert, 60, 0, 2, Some("b again")), change(Op::Update, 70, 0, 3, Some("c2"))]),
     ]
@@ -107,13 +110,8 @@ async fn check(url: &str, mode: PostgresMode) {
     let c = session(url).await;
     match mode {
         PostgresMode::Mirror => {
-            let rows: Vec<(i32, String)> = c
-                .query(r#"SELECT id, v FROM public."Conf ""table""" ORDER BY id"#, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
+            let rows: Vec<(i32, String)> =
+                c.query(r#"SELECT id, v FROM public."Conf ""table""" ORDER BY id"#, &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
             let want: Vec<(i32, String)> = MIRROR.iter().map(|(i, v)| (*i, (*v).to_owned())).collect();
             assert_eq!(rows, want);
         }
@@ -208,11 +206,8 @@ fn stdout_orders_a_batch_across_tables() {
     other.changes = vec![change(Op::Insert, 20, 0, 2, Some("b")), change(Op::Insert, 10, 1, 4, Some("d"))];
     b.tables.push(other);
     let lines = strata_writer::destinations::stdout::sink::lines(&b);
-    let ids: Vec<String> = String::from_utf8(lines)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids: Vec<String> =
+        String::from_utf8(lines).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, ["main:10:0", "main:10:1", "main:20:0", "main:30:0"]);
 }
 
@@ -317,7 +312,13 @@ async fn files_conform() {
     assert_eq!(files.len(), 3, "one file per batch: {files:?}");
     let ids: Vec<String> = files
         .iter()
-        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>())
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
         .collect();
     assert_eq!(ids, all_ids(), "every change once, in commit order");
 }

@@ -81,8 +81,7 @@ print(json.dumps({"files": [os.path.relpath(p, sys.argv[1]) for p in paths], "ke
     let keys: Vec<(u64, u64)> = r["keys"].as_array().unwrap().iter().map(|k| (k[0].as_u64().unwrap(), k[1].as_u64().unwrap())).collect();
     let unique: HashSet<&(u64, u64)> = keys.iter().collect();
     assert_eq!(unique.len(), keys.len(), "no change twice in the files");
-    let staged: HashSet<(u64, u64)> =
-        staged_changes(&stage, "main").await.unwrap().iter().map(|(_, _, c)| (c.lsn.as_u64(), u64::from(c.ord))).collect();
+    let staged: HashSet<(u64, u64)> = staged_changes(&stage, "main").await.unwrap().iter().map(|(_, _, c)| (c.lsn.as_u64(), u64::from(c.ord))).collect();
     assert_eq!(keys.iter().copied().collect::<HashSet<_>>(), staged, "every staged change is in the files");
     let files = r["files"].as_array().unwrap();
     let batches = StreamLog::new(&stage, "main").unwrap().head(None).await.unwrap().unwrap();

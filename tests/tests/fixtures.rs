@@ -18,9 +18,6 @@ async fn throwaway_cluster_is_ready_for_logical_replication() {
     assert!(row.get::<_, i32>(0) >= 150000);
     // A logical slot can be created with pgoutput, which the reader needs.
     client.batch_execute("CREATE TABLE t (id int primary key); CREATE PUBLICATION p FOR TABLE t").await.unwrap();
-    let slot = client
-        .query_one("SELECT slot_name::text FROM pg_create_logical_replication_slot('s_' || md5(random()::text), 'pgoutput')", &[])
-        .await
-        .unwrap();
+    let slot = client.query_one("SELECT slot_name::text FROM pg_create_logical_replication_slot('s_' || md5(random()::text), 'pgoutput')", &[]).await.unwrap();
     client.execute("SELECT pg_drop_replication_slot($1)", &[&slot.get::<_, String>(0)]).await.unwrap();
 }

@@ -55,10 +55,8 @@ async fn reader_exit(config: &std::path::Path) -> (std::process::ExitStatus, Str
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("the reader exits by itself on a missing privilege")
-        .unwrap();
+    let out =
+        tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.expect("the reader exits by itself on a missing privilege").unwrap();
     (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -85,10 +83,7 @@ async fn the_pipeline_runs_as_the_least_privilege_role() {
         )
         .await
         .unwrap();
-    let out = std::process::Command::new(READER)
-        .args(["--config", config_path.to_str().unwrap(), "backfill", "--table", "public.orders"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(READER).args(["--config", config_path.to_str().unwrap(), "backfill", "--table", "public.orders"]).output().unwrap();
     assert!(out.status.success(), "backfill request as the role: {}", String::from_utf8_lossy(&out.stderr));
     let stage_dir = dir.path().join("stage");
     let stage = Stage::local(&stage_dir).unwrap();

@@ -90,13 +90,7 @@ async fn the_qa_copy_holds_no_original_value_and_the_raw_copy_is_untouched() {
     assert_eq!(columns, "id,email,name,phone");
     let qa_rows: Vec<String> = qa.query("SELECT t::text FROM users t", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(qa_rows.len(), 190);
-    let originals: Vec<String> = src
-        .query("SELECT unnest(ARRAY[email, name, ssn, phone]) FROM users", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let originals: Vec<String> = src.query("SELECT unnest(ARRAY[email, name, ssn, phone]) FROM users", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     for row in &qa_rows {
         for o in &originals {
             assert!(!row.contains(o.as_str()), "QA row {row} holds the original value {o}");
@@ -105,20 +99,16 @@ async fn the_qa_copy_holds_no_original_value_and_the_raw_copy_is_untouched() {
     }
     // Deterministic: equal inputs mask alike; a second destination (another
     // run, other batches) holds exactly the same masked table.
-    let pair: Vec<(String, String)> = qa.query("SELECT email, phone FROM users WHERE id IN (1, 2)", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    let pair: Vec<(String, String)> =
+        qa.query("SELECT email, phone FROM users WHERE id IN (1, 2)", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(pair[0], pair[1]);
     assert_eq!(pair[0].1.len(), 64, "hex HMAC-SHA256");
     let qa2 = session(&qa2_url).await;
     assert_eq!(checksum(&qa2, "public.users").await, checksum(&session(&qa_url).await, "public.users").await);
     // Only EU orders reached the QA copy.
     let eu: i64 = src.query_one("SELECT count(*) FROM orders WHERE region = 'eu'", &[]).await.unwrap().get(0);
-    let got: Vec<(i64, i64)> = qa
-        .query("SELECT count(*), count(*) FILTER (WHERE region = 'eu') FROM orders", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let got: Vec<(i64, i64)> =
+        qa.query("SELECT count(*), count(*) FILTER (WHERE region = 'eu') FROM orders", &[]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(got, [(eu, eu)]);
     reader.stop().await.unwrap();
 }

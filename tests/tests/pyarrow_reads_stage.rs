@@ -13,7 +13,17 @@ use strata_stager::manifest::BatchKind;
 use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
 
 fn column(name: &str, pg_type: &str, ty: ColumnType) -> ColumnSchema {
-    ColumnSchema { name: name.to_owned(), pg_type: pg_type.to_owned(), type_oid: 0, type_modifier: -1, column_type: ty, key: name == "id", attnum: None, former_names: Vec::new(), missing_value: None }
+    ColumnSchema {
+        name: name.to_owned(),
+        pg_type: pg_type.to_owned(),
+        type_oid: 0,
+        type_modifier: -1,
+        column_type: ty,
+        key: name == "id",
+        attnum: None,
+        former_names: Vec::new(),
+        missing_value: None,
+    }
 }
 
 #[tokio::test]
@@ -94,8 +104,7 @@ print(json.dumps({
     assert_eq!(r["types"]["tags"], "list<item: string>");
     assert_eq!(r["amount"], "19.99");
     assert_eq!(r["ops"], serde_json::json!(["c"]));
-    let hours: std::collections::BTreeSet<&str> =
-        r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().rsplit_once('/').unwrap().0).collect();
+    let hours: std::collections::BTreeSet<&str> = r["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().rsplit_once('/').unwrap().0).collect();
     assert_eq!(hours.len(), 2, "two {{YYYY-MM-DD}}/{{HH}} folders: {}", r["files"]);
 }
 
@@ -114,9 +123,7 @@ async fn duckdb_and_pyarrow_read_columns_named_like_partitions_and_schema_versio
     let cluster = PgCluster::shared();
     let url = cluster.fresh_database().await.unwrap();
     let src = session(&url).await;
-    src.batch_execute("CREATE TABLE ev (id int PRIMARY KEY, dt date, hr int, v text); CREATE TABLE grow (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    src.batch_execute("CREATE TABLE ev (id int PRIMARY KEY, dt date, hr int, v text); CREATE TABLE grow (id int PRIMARY KEY, v text)").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let reader = RunningReader::start(config(&url, dir.path(), ""));
     wait_for_slot(&src, "strata_main").await.unwrap();
@@ -154,13 +161,8 @@ print(json.dumps({
 }))
 "#;
     let ev = dir.path().join("streams/main/tables/public.ev");
-    let out = std::process::Command::new(strata_tests::venv_python())
-        .arg("-c")
-        .arg(script)
-        .arg(&ev)
-        .arg(serde_json::to_string(&files).unwrap())
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(strata_tests::venv_python()).arg("-c").arg(script).arg(&ev).arg(serde_json::to_string(&files).unwrap()).output().unwrap();
     assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["pyarrow_dt"], serde_json::json!(["1999-01-02", null]), "{r}");

@@ -177,7 +177,11 @@ async fn every_mapped_type_and_operation_is_staged_exactly_once_in_commit_order(
     expected.extend(ins(mixed.clone(), returning(&c, r#"INSERT INTO "Mixed.Case" VALUES (1), (NULL)"#, &mixed).await));
     // Enough single-row transactions to need several batches (max_rows = 100).
     for i in 0..30 {
-        let sql = format!("INSERT INTO all_types (id, t, jb) SELECT g, 'bulk ' || g, jsonb_build_object('g', g) FROM generate_series({}, {}) g", 1000 + i * 10, 1009 + i * 10);
+        let sql = format!(
+            "INSERT INTO all_types (id, t, jb) SELECT g, 'bulk ' || g, jsonb_build_object('g', g) FROM generate_series({}, {}) g",
+            1000 + i * 10,
+            1009 + i * 10
+        );
         expected.extend(ins(all.clone(), returning(&c, &sql, &all).await));
     }
 
@@ -202,11 +206,7 @@ async fn an_untouched_toasted_column_is_staged_as_unchanged() {
     let reader = RunningReader::start(config(&url, dir.path(), ""));
     wait_for_slot(&c, "strata_main").await.unwrap();
     // ~128 KB of poorly compressible text: stored out of line.
-    c.batch_execute(
-        "INSERT INTO doc SELECT 1, string_agg(md5(i::text || random()::text), ''), 1 FROM generate_series(1, 4000) i",
-    )
-    .await
-    .unwrap();
+    c.batch_execute("INSERT INTO doc SELECT 1, string_agg(md5(i::text || random()::text), ''), 1 FROM generate_series(1, 4000) i").await.unwrap();
     c.batch_execute("UPDATE doc SET n = 2 WHERE id = 1").await.unwrap();
     let body: String = c.query_one("SELECT body FROM doc", &[]).await.unwrap().get(0);
     let staged = wait_for_changes(&Stage::local(dir.path()).unwrap(), "main", 2).await.unwrap();
@@ -254,10 +254,7 @@ async fn schema_changes_mid_stream_get_new_versions() {
     for v in 1..=5 {
         shapes.push(cols(&log.read_schema(&table, v).await.unwrap()));
     }
-    assert_eq!(
-        shapes,
-        vec!["id:integer,a:text", "id:integer,a:text,b:integer", "id:integer,b:integer", "id:integer,b:bigint", "id:integer,c:bigint"]
-    );
+    assert_eq!(shapes, vec!["id:integer,a:text", "id:integer,a:text,b:integer", "id:integer,b:integer", "id:integer,b:bigint", "id:integer,c:bigint"]);
     assert_eq!(staged[3].2.after.as_ref().unwrap()[1], Value::Int64(4));
     // Restarting does not mint a new version for an unchanged table.
     let reader = RunningReader::start(config(&url, dir.path(), ""));
@@ -292,9 +289,7 @@ async fn an_idle_stream_holds_no_wal_back_and_serves_metrics() {
     let cluster = PgCluster::shared();
     let url = cluster.fresh_database().await.unwrap();
     let c = session(&url).await;
-    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY); CREATE SCHEMA other; CREATE TABLE other.noise (id int, pad text)")
-        .await
-        .unwrap();
+    c.batch_execute("CREATE TABLE t (id int PRIMARY KEY); CREATE SCHEMA other; CREATE TABLE other.noise (id int, pad text)").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let port = strata_tests::process::free_port();
     let mut cfg = config(&url, dir.path(), "");

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use strata_common::{Op, Value};
 use strata_stager::Stage;
 use strata_tests::pg::{PgCluster, connect};
+use strata_tests::reader::{RunningReader, ServiceProcess, config, staged_changes, wait_for_changes, wait_for_slot, write_config};
 use strata_tests::workload::{Rng, workload};
-use strata_tests::reader::{ServiceProcess, RunningReader, config, staged_changes, wait_for_changes, wait_for_slot, write_config};
 
 const READER: &str = env!("CARGO_BIN_EXE_strata-reader-under-test");
 
@@ -122,10 +122,7 @@ async fn a_two_million_row_transaction_stays_within_memory() {
     wait_for_slot(&admin, "strata_main").await.unwrap();
     admin.batch_execute("INSERT INTO big VALUES (0, 'before', 0)").await.unwrap();
     let started = Instant::now();
-    admin
-        .batch_execute(&format!("INSERT INTO big SELECT g, md5(g::text), g % 1000 FROM generate_series(1, {ROWS}) g"))
-        .await
-        .unwrap();
+    admin.batch_execute(&format!("INSERT INTO big SELECT g, md5(g::text), g % 1000 FROM generate_series(1, {ROWS}) g")).await.unwrap();
     admin.batch_execute("INSERT INTO big VALUES (-1, 'after', 0)").await.unwrap();
     let stage = Stage::local(&stage_dir).unwrap();
     let log = strata_stager::log::StreamLog::new(&stage, "main").unwrap();
@@ -185,16 +182,14 @@ async fn a_second_reader_waits_and_takes_over_when_the_first_stops() {
     wait_for_changes(&stage, "main", 1).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(second.try_wait().unwrap().is_none(), "the second reader waits rather than exiting");
-    let lease: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(stage_dir.join("streams/main/reader.json")).unwrap()).unwrap();
+    let lease: serde_json::Value = serde_json::from_slice(&std::fs::read(stage_dir.join("streams/main/reader.json")).unwrap()).unwrap();
     let holder = lease["holder"].as_str().unwrap().to_owned();
     assert!(holder.contains(&first.pid().to_string()), "the first reader holds the stream: {holder}");
     assert!(first.terminate().unwrap().success());
     admin.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
     let staged = wait_for_changes(&stage, "main", 2).await.unwrap();
     assert_eq!(staged.len(), 2, "nothing staged twice across the hand-over");
-    let lease: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(stage_dir.join("streams/main/reader.json")).unwrap()).unwrap();
+    let lease: serde_json::Value = serde_json::from_slice(&std::fs::read(stage_dir.join("streams/main/reader.json")).unwrap()).unwrap();
     assert!(lease["holder"].as_str().unwrap().contains(&second.pid().to_string()));
     assert!(second.terminate().unwrap().success());
 }

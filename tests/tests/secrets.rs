@@ -59,12 +59,8 @@ async fn no_secret_appears_in_logs_status_metrics_or_the_stage() {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("pg-password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-    let source_url = format!(
-        "postgres://strata:${{file:{}}}@localhost:{}/{src_db}?{}",
-        password_file.display(),
-        cluster.pg.port,
-        cluster.verified("verify-full")
-    );
+    let source_url =
+        format!("postgres://strata:${{file:{}}}@localhost:{}/{src_db}?{}", password_file.display(), cluster.pg.port, cluster.verified("verify-full"));
     let (reader_port, writer_port) = (free_port(), free_port());
     let reader_config = dir.path().join("reader.toml");
     std::fs::write(&reader_config, config_text(reader_port, &stage_url, &options, &source_url)).unwrap();
@@ -78,9 +74,7 @@ async fn no_secret_appears_in_logs_status_metrics_or_the_stage() {
     wait_staged(&admin).await;
 
     let hook = TestServer::start(|_, _| (200, vec![])).await.unwrap();
-    let dest_url = |password_ref: &str| {
-        format!("postgres://strata:{password_ref}@localhost:{}/{dst_db}?{}", cluster.pg.port, cluster.verified("verify-full"))
-    };
+    let dest_url = |password_ref: &str| format!("postgres://strata:{password_ref}@localhost:{}/{dst_db}?{}", cluster.pg.port, cluster.verified("verify-full"));
     let mut mirror = spec("mirror", &dest_url("${DEST_PW}"), StartPosition::Earliest, PostgresMode::Mirror);
     mirror.transforms = serde_json::from_value(serde_json::json!({
         "columns": [{"table": "public.users", "column": "email", "action": "hash"}],
@@ -128,7 +122,14 @@ async fn no_secret_appears_in_logs_status_metrics_or_the_stage() {
         let bytes = stage.get(&o.location).await.unwrap();
         seen.push((format!("stage object {}", o.location), bytes.to_vec()));
     }
-    let secrets = [("source password", PASSWORD), ("AWS secret key", AWS_SECRET), ("webhook secret", HOOK_SECRET), ("webhook key", "hook-secret-5e6f7a8b"), ("masking key", MASK_KEY), ("wrong password", WRONG_PASSWORD)];
+    let secrets = [
+        ("source password", PASSWORD),
+        ("AWS secret key", AWS_SECRET),
+        ("webhook secret", HOOK_SECRET),
+        ("webhook key", "hook-secret-5e6f7a8b"),
+        ("masking key", MASK_KEY),
+        ("wrong password", WRONG_PASSWORD),
+    ];
     let mut leaks = Vec::new();
     for (what, secret) in secrets {
         for (place, bytes) in &seen {

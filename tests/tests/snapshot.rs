@@ -24,16 +24,8 @@ use strata_tests::writer::{assert_mirror_equals_source, session};
 
 const READER: &str = env!("CARGO_BIN_EXE_strata-reader-under-test");
 
-const TABLES: [&str; 8] = [
-    "public.all_types",
-    "public.customers",
-    "public.orders",
-    "public.order_items",
-    "public.a",
-    "public.b",
-    "public.big",
-    "public.\"Odd.Name\"",
-];
+const TABLES: [&str; 8] =
+    ["public.all_types", "public.customers", "public.orders", "public.order_items", "public.a", "public.b", "public.big", "public.\"Odd.Name\""];
 
 /// Tables with foreign keys (a chain and a cycle), every mapped type, a
 /// table without a key, and `big` large enough to split into many ranges.
@@ -189,13 +181,8 @@ async fn kill_9_during_the_snapshot_five_times_loses_and_doubles_nothing() {
     create_source(&src_url, 400_000).await;
     let dir = tempfile::tempdir().unwrap();
     let stage_dir = dir.path().join("stage");
-    let config = strata_tests::reader::write_config(
-        dir.path(),
-        &src_url,
-        &stage_dir,
-        "max_rows = 1000\n[snapshot]\nworkers = 2\nrange_bytes = \"1MiB\"\n",
-    )
-    .unwrap();
+    let config =
+        strata_tests::reader::write_config(dir.path(), &src_url, &stage_dir, "max_rows = 1000\n[snapshot]\nworkers = 2\nrange_bytes = \"1MiB\"\n").unwrap();
     let stage = Stage::local(&stage_dir).unwrap();
     let log = StreamLog::new(&stage, "main").unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -74,9 +74,7 @@ async fn a_fifo_queue_gets_every_change_once_in_key_order_through_failures() {
     assert!(staged.len() > 1000, "a workload worth checking ({} changes)", staged.len());
 
     // Three whole calls throttled, then every 7th entry failed by SQS (40 in all).
-    sqs.inject(serde_json::json!({"queue": "accounts.fifo", "throttle_calls": 3, "fail_every": 7, "fail_budget": 40, "code": "InternalError"}))
-        .await
-        .unwrap();
+    sqs.inject(serde_json::json!({"queue": "accounts.fifo", "throttle_calls": 3, "fail_every": 7, "fail_budget": 40, "code": "InternalError"})).await.unwrap();
     let mut q = sqs_spec(&emulator, &queue_url);
     q.in_flight = 4;
     strata_writer::control::add(&stage, &spec_of("queue", StartPosition::Earliest, DestinationKind::Sqs(q))).await.unwrap();
@@ -85,8 +83,7 @@ async fn a_fifo_queue_gets_every_change_once_in_key_order_through_failures() {
     assert!(writer.terminate().unwrap().success());
 
     let received = sqs.drain(&queue_url, Duration::from_secs(1), staged.len() * 2).await.unwrap();
-    let position: HashMap<String, usize> =
-        staged.iter().enumerate().map(|(i, (_, _, c))| (format!("main:{}:{}", c.lsn.as_u64(), c.ord), i)).collect();
+    let position: HashMap<String, usize> = staged.iter().enumerate().map(|(i, (_, _, c))| (format!("main:{}:{}", c.lsn.as_u64(), c.ord), i)).collect();
     let ids = first_ids(&received);
     assert_eq!(ids.len(), received.len(), "no change arrived twice");
     assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), position.keys().cloned().collect::<HashSet<_>>(), "every staged change arrived");
@@ -202,7 +199,8 @@ fn destination_add_sqs_stores_the_spec_and_names_bad_fields() {
     };
     let queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders.fifo";
     let users = "https://sqs.eu-west-1.amazonaws.com/123456789012/users";
-    let (code, out) = run(&["q", "--sqs", queue, "--sqs-route", &format!("public.users={users}"), "--in-flight", "4", "--oversize", "stage", "--batch-size", "5"]);
+    let (code, out) =
+        run(&["q", "--sqs", queue, "--sqs-route", &format!("public.users={users}"), "--in-flight", "4", "--oversize", "stage", "--batch-size", "5"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("sqs ") && out.contains("1 routed tables"), "{out}");
     let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(stage_dir.join("destinations/q/spec.json")).unwrap()).unwrap();

@@ -99,15 +99,7 @@ fn users() -> TableName {
 }
 
 fn cursor(dest: &str, seq: u64, epoch: u64) -> Cursor {
-    Cursor {
-        format: 1,
-        destination: dest.to_owned(),
-        stream: "s".to_owned(),
-        seq,
-        lsn: Lsn(seq * 100),
-        epoch,
-        updated_at: Timestamp::now(),
-    }
+    Cursor { format: 1, destination: dest.to_owned(), stream: "s".to_owned(), seq, lsn: Lsn(seq * 100), epoch, updated_at: Timestamp::now() }
 }
 
 pub async fn commit_and_read_back(stage: Stage) {

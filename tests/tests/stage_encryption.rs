@@ -34,9 +34,7 @@ async fn every_stage_object_is_encrypted_with_the_configured_key() {
     let cluster = PgCluster::shared();
     let (src_url, dst_url) = (cluster.fresh_database().await.unwrap(), cluster.fresh_database().await.unwrap());
     let src = session(&src_url).await;
-    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 50) g")
-        .await
-        .unwrap();
+    src.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 50) g").await.unwrap();
     let config = Config::from_toml("t", &config_text_for(&src_url, &stage_toml, ""), &[]).unwrap();
     let reader = RunningReader::start(config.clone());
     wait_for_slot(&src, "strata_main").await.unwrap();
@@ -58,7 +56,11 @@ async fn every_stage_object_is_encrypted_with_the_configured_key() {
     let objects = plain.list(&object_store::path::Path::default()).await.unwrap();
     let kinds = [".parquet", "/log/", "/schemas/", "snapshot.json", "reader.json", "cursor.json", "lease.json", "spec.json"];
     for kind in kinds {
-        assert!(objects.iter().any(|o| o.location.as_ref().contains(kind)), "the stage holds a {kind} object: {:?}", objects.iter().map(|o| o.location.to_string()).collect::<Vec<_>>());
+        assert!(
+            objects.iter().any(|o| o.location.as_ref().contains(kind)),
+            "the stage holds a {kind} object: {:?}",
+            objects.iter().map(|o| o.location.to_string()).collect::<Vec<_>>()
+        );
     }
     // HEAD each with boto3 (the emulator's own dependency): what S3 reports.
     const SCRIPT: &str = r#"

@@ -28,10 +28,7 @@ const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
 async fn pipeline(cluster: &TlsCluster, params: &str) {
     let (src_db, dst_db) = (cluster.pg.create_database().await.unwrap(), cluster.pg.create_database().await.unwrap());
     let admin = cluster.pg.connect(&src_db).await.unwrap();
-    admin
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'snap ' || g FROM generate_series(1, 300) g")
-        .await
-        .unwrap();
+    admin.batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'snap ' || g FROM generate_series(1, 300) g").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let stage_dir = dir.path().join("stage");
     let text = config_text(&cluster.url("localhost", &src_db, params), &stage_dir, "max_rows = 100\n");
@@ -50,10 +47,7 @@ async fn pipeline(cluster: &TlsCluster, params: &str) {
         .unwrap();
 
     // The backfill command connects too (to check the publication).
-    let out = std::process::Command::new(READER)
-        .args(["--config", config_path.to_str().unwrap(), "backfill", "--table", "public.t"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(READER).args(["--config", config_path.to_str().unwrap(), "backfill", "--table", "public.t"]).output().unwrap();
     assert!(out.status.success(), "{params}: backfill request: {}", String::from_utf8_lossy(&out.stderr));
     let stage = Stage::local(&stage_dir).unwrap();
     wait_backfill_done(&stage, &TableName::parse("public.t").unwrap()).await;
@@ -71,8 +65,7 @@ async fn pipeline(cluster: &TlsCluster, params: &str) {
     // The spec names the password as ${VAR}; the writer's environment has it.
     let spec_url = format!("postgres://strata:${{DEST_PW}}@localhost:{}/{dst_db}?{params}", cluster.pg.port);
     strata_writer::control::add(&stage, &spec("m", &spec_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
-    let writer =
-        ServiceProcess::spawn_with(Path::new(WRITER), &config_path, std::process::Stdio::null(), &[("DEST_PW", PASSWORD)]).unwrap();
+    let writer = ServiceProcess::spawn_with(Path::new(WRITER), &config_path, std::process::Stdio::null(), &[("DEST_PW", PASSWORD)]).unwrap();
     wait_staged(&admin).await;
     wait_caught_up(&stage, "m").await;
     let dst = cluster.pg.connect(&dst_db).await.unwrap();
@@ -183,8 +176,7 @@ async fn client_certificates_authenticate_ordinary_connections() {
     let cluster = TlsCluster::start().await.unwrap();
     let db = cluster.pg.create_database().await.unwrap();
     let base = format!("postgres://{CERT_USER}@localhost:{}/{db}?{}", cluster.pg.port, cluster.verified("verify-full"));
-    let with_cert =
-        format!("{base}&sslcert={}&sslkey={}", cluster.pki.client_cert.display(), cluster.pki.client_key.display());
+    let with_cert = format!("{base}&sslcert={}&sslkey={}", cluster.pki.client_cert.display(), cluster.pki.client_key.display());
     let (client, _task) = pgconn::connect(&with_cert, "test").await.unwrap();
     let user: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
     assert_eq!(user, CERT_USER);

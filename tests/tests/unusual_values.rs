@@ -79,10 +79,7 @@ async fn values_typed_columns_cannot_hold_reach_a_mirror_exactly() {
         assert!(raw.contains(&text), "{text} is staged as raw text: {raw:?}");
     }
     let metrics = strata_tests::http::get(port, "/metrics").await;
-    assert!(
-        metrics.contains(r#"strata_reader_values_staged_as_text_total{stream="main",table="public.edge",column="price"} 7"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"strata_reader_values_staged_as_text_total{stream="main",table="public.edge",column="price"} 7"#), "{metrics}");
 
     let writer_cfg = config(&src_url, dir.path(), "");
     let token = CancellationToken::new();

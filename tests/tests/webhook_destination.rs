@@ -40,10 +40,8 @@ for case in json.load(sys.stdin):
         verdicts.append("rejected: %s" % e)
 print(json.dumps(verdicts))
 "#;
-    let input: Vec<serde_json::Value> = cases
-        .iter()
-        .map(|(headers, body)| serde_json::json!({"headers": headers, "body": base64::engine::general_purpose::STANDARD.encode(body)}))
-        .collect();
+    let input: Vec<serde_json::Value> =
+        cases.iter().map(|(headers, body)| serde_json::json!({"headers": headers, "body": base64::engine::general_purpose::STANDARD.encode(body)})).collect();
     strata_tests::python_json(SCRIPT, &[SECRET], &serde_json::Value::Array(input))
 }
 
@@ -191,8 +189,7 @@ async fn a_replay_resends_the_same_envelopes_from_its_time_on() {
     let again = envelopes(&server.requests()[sent_before..]);
 
     let staged = staged_changes(&stage, "main").await.unwrap();
-    let from_t: HashSet<String> =
-        staged.iter().filter(|(_, _, c)| c.commit_ts >= at).map(|(_, _, c)| format!("main:{}:{}", c.lsn.as_u64(), c.ord)).collect();
+    let from_t: HashSet<String> = staged.iter().filter(|(_, _, c)| c.commit_ts >= at).map(|(_, _, c)| format!("main:{}:{}", c.lsn.as_u64(), c.ord)).collect();
     assert_eq!(from_t.len(), 20, "the 20 updates are after T");
     let resent: HashSet<String> = again.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(resent, from_t, "exactly the changes committed at or after T are sent again");

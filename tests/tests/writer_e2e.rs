@@ -103,7 +103,8 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
         assert!(expected.0 > 0, "{t} has rows to compare");
         assert_eq!(checksum(&dst, t).await, expected, "{t} equals the source");
     }
-    let columns = |c: &'static str| format!("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = '{c}'");
+    let columns =
+        |c: &'static str| format!("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = '{c}'");
     let names: String = dst.query_one(&columns("kv"), &[]).await.unwrap().get(0);
     assert_eq!(names, "k,val,extra", "the renamed column kept its place and values");
 

@@ -92,11 +92,7 @@ async fn kill_9_twenty_times_applies_nothing_twice() {
     // refused a change applied twice; its row count says none was skipped.
     let history = session(&history_url).await;
     let rows: i64 = history.query_one("SELECT count(*) FROM public.events", &[]).await.unwrap().get(0);
-    let distinct: i64 = history
-        .query_one("SELECT count(*) FROM (SELECT DISTINCT _strata_lsn, _strata_ord FROM public.events) d", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let distinct: i64 = history.query_one("SELECT count(*) FROM (SELECT DISTINCT _strata_lsn, _strata_ord FROM public.events) d", &[]).await.unwrap().get(0);
     let staged = staged_rows(&stage).await;
     assert_eq!((rows as u64, distinct as u64), (staged, staged), "every staged change is in the history exactly once");
     assert_eq!(staged, committed.load(Ordering::SeqCst));

@@ -33,10 +33,7 @@ async fn a_two_million_row_transaction_is_delivered_within_bounded_writer_memory
     let reader = RunningReader::start(config(&src_url, &stage_dir, ""));
     wait_for_slot(&admin, "strata_main").await.unwrap();
     admin.batch_execute("INSERT INTO big VALUES (0, 'before', 0)").await.unwrap();
-    admin
-        .batch_execute(&format!("INSERT INTO big SELECT g, md5(g::text), g % 1000 FROM generate_series(1, {ROWS}) g"))
-        .await
-        .unwrap();
+    admin.batch_execute(&format!("INSERT INTO big SELECT g, md5(g::text), g % 1000 FROM generate_series(1, {ROWS}) g")).await.unwrap();
     admin.batch_execute("UPDATE big SET payload = 'after' WHERE id = 0").await.unwrap();
     let src = session(&src_url).await;
     wait_staged(&src).await;

@@ -124,14 +124,13 @@ mod tests {
 
     #[test]
     fn values_are_faithful_and_unchanged_toast_is_marked() {
-        let after = vec![
-            Value::Int64(7),
-            Value::Decimal(1999),
-            Value::Bytes(vec![0, 255]),
-            Value::TimestampTz(1_795_536_000_000_000),
-            Value::Unchanged,
-        ];
-        let e = envelope("main", &schema(ReplicaIdentity::Default), &change(Op::Update, Some(after), Some(vec![Value::Int64(6), Value::Null, Value::Null, Value::Null, Value::Null])), Timestamp(1_795_536_000_456_000));
+        let after = vec![Value::Int64(7), Value::Decimal(1999), Value::Bytes(vec![0, 255]), Value::TimestampTz(1_795_536_000_000_000), Value::Unchanged];
+        let e = envelope(
+            "main",
+            &schema(ReplicaIdentity::Default),
+            &change(Op::Update, Some(after), Some(vec![Value::Int64(6), Value::Null, Value::Null, Value::Null, Value::Null])),
+            Timestamp(1_795_536_000_456_000),
+        );
         assert_eq!(e["id"], "main:4294967312:3");
         assert_eq!(e["op"], "u");
         assert_eq!(e["after"], json!({"id": 7, "price": "19.99", "blob": "AP8=", "at": "2026-11-24T16:00:00.000000Z", "bio": {"__strata_unchanged": true}}));

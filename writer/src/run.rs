@@ -118,13 +118,7 @@ async fn release(leases: &Leases, lease: &Versioned<Lease>, status: &SharedWorke
     let _ = leases.release_with_status(lease, Timestamp::now(), status).await;
 }
 
-async fn reconcile(
-    stage: &Stage,
-    holder: &str,
-    running: &mut HashMap<String, Running>,
-    registry: &Registry,
-    wakeups: &crate::wakeup::Wakeups,
-) -> Result<()> {
+async fn reconcile(stage: &Stage, holder: &str, running: &mut HashMap<String, Running>, registry: &Registry, wakeups: &crate::wakeup::Wakeups) -> Result<()> {
     let specs = control::list(stage).await?;
     let wanted: HashMap<String, DestinationSpec> = specs.into_iter().map(|s| (s.value.name.clone(), s.value)).collect();
 
@@ -232,9 +226,11 @@ async fn reconcile(
             registry.gauge("strata_writer_lag_seconds", "Age of the last delivered commit while batches wait; 0 when caught up.", &labels).set(lag);
         }
         registry.gauge("strata_writer_retries", "Transient delivery failures retried since the worker started.", &labels).set(s.retries as f64);
-        registry
-            .gauge("strata_writer_destination_failed", "1 while the destination is stopped by an error retrying cannot heal.", &labels)
-            .set(if r.failed { 1.0 } else { 0.0 });
+        registry.gauge("strata_writer_destination_failed", "1 while the destination is stopped by an error retrying cannot heal.", &labels).set(if r.failed {
+            1.0
+        } else {
+            0.0
+        });
     }
     Ok(())
 }

@@ -191,22 +191,17 @@ pub(crate) fn has_literal_password(url: &str) -> bool {
             return true;
         }
         if let Some(query) = rest.split_once('?').map(|(_, q)| q) {
-            return query.split('&').any(|kv| {
-                kv.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v))
-            });
+            return query.split('&').any(|kv| kv.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v)));
         }
         return false;
     }
-    url.split_whitespace().any(|t| {
-        t.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v))
-    })
+    url.split_whitespace().any(|t| t.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v)))
 }
 
 /// Expands a spec's secret references from the writer's environment and
 /// files (`${VAR}`, `${file:PATH}`: the rule of `strata.toml`).
 pub fn expand_env(s: &str) -> Result<String, String> {
-    strata_common::config::expand_references(s, &|var| std::env::var(var).ok())
-        .map_err(|e| format!("{e} (referenced by the destination spec)"))
+    strata_common::config::expand_references(s, &|var| std::env::var(var).ok()).map_err(|e| format!("{e} (referenced by the destination spec)"))
 }
 
 #[cfg(test)]

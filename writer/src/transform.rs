@@ -188,8 +188,12 @@ fn mac(key: &[u8], text: &str) -> [u8; 32] {
     crate::hmac_sha256(key, &[text.as_bytes()])
 }
 
-const FIRST: [&str; 16] = ["Ada", "Alan", "Grace", "Linus", "Barbara", "Edsger", "Frances", "Ken", "Margaret", "Dennis", "Radia", "Niklaus", "Hedy", "Tim", "Sophie", "John"];
-const LAST: [&str; 16] = ["Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Dijkstra", "Allen", "Thompson", "Hamilton", "Ritchie", "Perlman", "Wirth", "Lamarr", "Berners", "Wilson", "Backus"];
+const FIRST: [&str; 16] =
+    ["Ada", "Alan", "Grace", "Linus", "Barbara", "Edsger", "Frances", "Ken", "Margaret", "Dennis", "Radia", "Niklaus", "Hedy", "Tim", "Sophie", "John"];
+const LAST: [&str; 16] = [
+    "Lovelace", "Turing", "Hopper", "Torvalds", "Liskov", "Dijkstra", "Allen", "Thompson", "Hamilton", "Ritchie", "Perlman", "Wirth", "Lamarr", "Berners",
+    "Wilson", "Backus",
+];
 
 /// A realistic value of `kind`, the same for the same input and key.
 pub fn fake(kind: FakeKind, key: &[u8], text: &str) -> String {

@@ -95,10 +95,7 @@ impl Listener {
     /// that feeds them. Fails when no AWS region can be found.
     pub async fn new(config: &WakeupConfig, registry: &Registry) -> Result<(Wakeups, Option<Listener>)> {
         let Some(queue) = &config.queue else { return Ok((Wakeups::polling(), None)) };
-        let sdk = sqs_sdk_config(config.region.as_deref(), config.endpoint.as_deref(), queue)
-            .await
-            .map_err(anyhow::Error::msg)
-            .context("wakeup.queue")?;
+        let sdk = sqs_sdk_config(config.region.as_deref(), config.endpoint.as_deref(), queue).await.map_err(anyhow::Error::msg).context("wakeup.queue")?;
         let wakeups = Wakeups { fallback_poll: config.fallback_poll, ..Wakeups::polling() };
         let listener = Listener {
             client: Client::new(&sdk),

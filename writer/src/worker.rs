@@ -20,20 +20,20 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use strata_common::{Change, Lsn, TableName, Timestamp};
 use strata_stager::cursor::{Cursor, Cursors};
+use strata_stager::keys::DestinationKeys;
 use strata_stager::log::{StreamLog, first_at_or_after};
 use strata_stager::manifest::FileEntry;
 use strata_stager::schema::TableSchema;
-use strata_stager::keys::DestinationKeys;
 use strata_stager::{Stage, StageError, Versioned};
 use tokio_util::sync::CancellationToken;
 
+use crate::destinations::files::FilesSink;
 use crate::destinations::postgres::PostgresSink;
+use crate::destinations::sqs::SqsSink;
 use crate::destinations::stdout::StdoutSink;
 use crate::destinations::webhook::WebhookSink;
-use crate::destinations::files::FilesSink;
-use crate::destinations::sqs::SqsSink;
-use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::destinations::{Batch, DestError, Destination, PartId, Reject, RollUp, TableChanges};
+use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
 use crate::transform::Prepared;
 use crate::wakeup::{POLL, Waiter};
@@ -249,7 +249,12 @@ async fn skip_rejected(stage: &Stage, spec: &DestinationSpec, dest: &mut AnyDest
 
 /// Connects and reads the durable position, retrying transient failures.
 /// `None` when cancelled.
-async fn connect(stage: &Stage, spec: &DestinationSpec, token: &CancellationToken, status: &SharedWorkerStatus) -> Result<Option<(AnyDestination, Option<u64>)>> {
+async fn connect(
+    stage: &Stage,
+    spec: &DestinationSpec,
+    token: &CancellationToken,
+    status: &SharedWorkerStatus,
+) -> Result<Option<(AnyDestination, Option<u64>)>> {
     let mut delay = BACKOFF_MIN;
     loop {
         let attempt = async {
@@ -519,7 +524,15 @@ async fn run_inner(
     if cursor.is_none() {
         // Record the starting point at once, so a restart before the first
         // batch does not move a `latest` start forward.
-        let c = Cursor { format: 1, destination: spec.name.clone(), stream: spec.stream.clone(), seq: next - 1, lsn: Lsn::ZERO, epoch: 0, updated_at: Timestamp::now() };
+        let c = Cursor {
+            format: 1,
+            destination: spec.name.clone(),
+            stream: spec.stream.clone(),
+            seq: next - 1,
+            lsn: Lsn::ZERO,
+            epoch: 0,
+            updated_at: Timestamp::now(),
+        };
         cursor = Some(cursors.advance(None, c).await.context("recording the start position")?);
     }
     if let Some(r) = replay {

@@ -47,9 +47,15 @@ pub struct Job {
 
 /// What workers hand the committer, in order per worker.
 pub enum Msg {
-    Part { table: Arc<TableCopy>, part: EncodedPart, range_done: bool },
+    Part {
+        table: Arc<TableCopy>,
+        part: EncodedPart,
+        range_done: bool,
+    },
     /// A range whose rows (if any) were all in parts already sent.
-    RangeDone { table: Arc<TableCopy> },
+    RangeDone {
+        table: Arc<TableCopy>,
+    },
 }
 
 /// What every worker of one snapshot shares.
@@ -182,12 +188,7 @@ async fn encode(table: &TableCopy, changes: Vec<Change>) -> Result<EncodedPart> 
 
 /// The raw fields of a COPY text row of `table`'s `columns`, unescaped, and
 /// their values; a value its typed column cannot hold is kept as its text.
-pub fn values<'a>(
-    table: &TableName,
-    columns: &[ColumnSchema],
-    line: &'a [u8],
-    fallbacks: &TextFallbacks,
-) -> Result<(Fields<'a>, Vec<Value>)> {
+pub fn values<'a>(table: &TableName, columns: &[ColumnSchema], line: &'a [u8], fallbacks: &TextFallbacks) -> Result<(Fields<'a>, Vec<Value>)> {
     if columns.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -214,14 +215,5 @@ fn row(shared: &Shared, table: &TableCopy, line: &[u8]) -> Result<Change> {
     let (_, values) = values(&table.table, &table.schema.columns, line, &shared.fallbacks)?;
     let ord = shared.ords.fetch_add(1, Ordering::Relaxed);
     let ord = u32::try_from(ord).map_err(|_| anyhow!("more than 2^32 snapshot rows at one point; the ordinal would wrap"))?;
-    Ok(Change {
-        op: Op::Read,
-        table: table.table.clone(),
-        lsn: shared.point,
-        ord,
-        xid: None,
-        commit_ts: shared.commit_ts,
-        after: Some(values),
-        before: None,
-    })
+    Ok(Change { op: Op::Read, table: table.table.clone(), lsn: shared.point, ord, xid: None, commit_ts: shared.commit_ts, after: Some(values), before: None })
 }

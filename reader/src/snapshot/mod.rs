@@ -46,9 +46,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use strata_common::config::{Config, SnapshotMode, SourceConfig};
 use strata_common::{Change, Lsn, Op, TableName, Timestamp};
+use strata_stager::Versioned;
 use strata_stager::log::{BatchWriter, StreamLog, TableBatch};
 use strata_stager::manifest::{BatchKind, SnapshotInfo, SnapshotTable};
-use strata_stager::Versioned;
 use strata_stager::store::ObjectVersion;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -160,9 +160,9 @@ pub async fn ensure(ctx: &SnapshotCtx<'_>, db: &mut SourceDb, token: &Cancellati
         None => {
             let point = match db.slot(&slot).await? {
                 // An earlier start created the slot and died before recording it.
-                Some(existing) => existing
-                    .confirmed_flush
-                    .with_context(|| format!("replication slot {slot:?} has no confirmed position yet; retry once it is consistent"))?,
+                Some(existing) => {
+                    existing.confirmed_flush.with_context(|| format!("replication slot {slot:?} has no confirmed position yet; retry once it is consistent"))?
+                }
                 None => {
                     let e = ExportedSlot::create(&source.url, &slot, false)?;
                     let point = e.point;
@@ -289,16 +289,19 @@ impl<'a> Copier<'a> {
                 }
                 continue;
             }
-            copies.push((t, Arc::new(TableCopy {
-                table: Arc::new(t.table.clone()),
-                schema,
-                level: t.level,
-                partitioned: t.partitioned,
-                estimated_rows: t.estimated_rows,
-                rows: AtomicU64::new(0),
-                bytes: AtomicU64::new(0),
-                done: AtomicBool::new(false),
-            })));
+            copies.push((
+                t,
+                Arc::new(TableCopy {
+                    table: Arc::new(t.table.clone()),
+                    schema,
+                    level: t.level,
+                    partitioned: t.partitioned,
+                    estimated_rows: t.estimated_rows,
+                    rows: AtomicU64::new(0),
+                    bytes: AtomicU64::new(0),
+                    done: AtomicBool::new(false),
+                }),
+            ));
         }
         let graph: HashMap<TableName, SnapshotTable> = tables.iter().map(|t| (t.table.clone(), t.graph.clone())).collect();
         for t in tables.iter().filter(|t| !t.graph.cycle.is_empty()) {
@@ -409,12 +412,7 @@ impl<'a> Copier<'a> {
                     Some(part) => {
                         let mut w = BatchWriter::new(log, self.next_seq, BatchKind::Snapshot);
                         w.add_encoded(part).await?;
-                        w.set_snapshot(SnapshotInfo {
-                            point: self.point,
-                            level,
-                            tables: vec![graph[&*table.table].clone()],
-                            completed: completed.clone(),
-                        });
+                        w.set_snapshot(SnapshotInfo { point: self.point, level, tables: vec![graph[&*table.table].clone()], completed: completed.clone() });
                         let m = w.commit(self.stream_point).await?;
                         self.next_seq += 1;
                         self.ctx.metrics.batches.inc_by(1);

@@ -142,13 +142,8 @@ pub async fn relation(client: &Client, table: &TableName) -> Result<Option<(Rela
         .into_iter()
         .map(|r| r.get(0))
         .collect();
-    let relation = Relation {
-        oid,
-        namespace: table.schema.clone(),
-        name: table.name.clone(),
-        replica_identity: identity.bytes().next().unwrap_or(b'd'),
-        columns,
-    };
+    let relation =
+        Relation { oid, namespace: table.schema.clone(), name: table.name.clone(), replica_identity: identity.bytes().next().unwrap_or(b'd'), columns };
     Ok(Some((relation, key)))
 }
 
@@ -221,10 +216,7 @@ pub async fn joined_since(client: &Client, publication: &str, before: &Membershi
     let schemas: Vec<&String> = now.schemas.iter().filter(|s| !before.schemas.contains(s)).collect();
     if !schemas.is_empty() {
         for r in client
-            .query(
-                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = ANY($2)",
-                &[&publication, &schemas],
-            )
+            .query("SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 AND schemaname = ANY($2)", &[&publication, &schemas])
             .await?
         {
             out.push(TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)).map_err(|e| anyhow!("{e}"))?);
@@ -284,13 +276,7 @@ fn order(tables: &mut [PlannedTable], edges: &[(u32, u32)]) {
     // (a component after every component it reaches): referenced first.
     let mut level = vec![0u32; components.len()];
     for (c, members) in components.iter().enumerate() {
-        let l = members
-            .iter()
-            .flat_map(|&m| deps[m].iter())
-            .filter(|&&d| component_of[d] != c)
-            .map(|&d| level[component_of[d]] + 1)
-            .max()
-            .unwrap_or(0);
+        let l = members.iter().flat_map(|&m| deps[m].iter()).filter(|&&d| component_of[d] != c).map(|&d| level[component_of[d]] + 1).max().unwrap_or(0);
         level[c] = l;
     }
     let names: Vec<TableName> = tables.iter().map(|t| t.table.clone()).collect();
@@ -381,10 +367,7 @@ mod tests {
         // orders → customers, order_items → orders and products; notes unrelated.
         let mut t = vec![table(1, "customers"), table(2, "orders"), table(3, "order_items"), table(4, "products"), table(5, "notes")];
         order(&mut t, &[(2, 1), (3, 2), (3, 4), (99, 1)]);
-        assert_eq!(
-            levels(&t),
-            [("customers".into(), 0), ("orders".into(), 1), ("order_items".into(), 2), ("products".into(), 0), ("notes".into(), 0)]
-        );
+        assert_eq!(levels(&t), [("customers".into(), 0), ("orders".into(), 1), ("order_items".into(), 2), ("products".into(), 0), ("notes".into(), 0)]);
         assert_eq!(t[2].graph.depends_on.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["orders", "products"]);
         assert!(t.iter().all(|t| t.graph.cycle.is_empty()));
     }
@@ -404,11 +387,7 @@ mod tests {
     fn ranges_cover_the_table_and_end_open() {
         let mut t = table(1, "big");
         t.pages = 10;
-        assert_eq!(t.ranges(4), [
-            PageRange { start: 0, end: Some(4) },
-            PageRange { start: 4, end: Some(8) },
-            PageRange { start: 8, end: None }
-        ]);
+        assert_eq!(t.ranges(4), [PageRange { start: 0, end: Some(4) }, PageRange { start: 4, end: Some(8) }, PageRange { start: 8, end: None }]);
         assert_eq!(t.ranges(10), [PageRange { start: 0, end: None }]);
         t.partitioned = true;
         assert_eq!(t.ranges(4), [PageRange { start: 0, end: None }]);

@@ -182,12 +182,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     for p in &report.problems {
                         println!("stream {s:?}: {}: {}", p.key, p.message);
                     }
-                    println!(
-                        "stream {s:?}: {} batches, {} files checked, {} problems",
-                        report.batches,
-                        report.files,
-                        report.problems.len()
-                    );
+                    println!("stream {s:?}: {} batches, {} files checked, {} problems", report.batches, report.files, report.problems.len());
                 }
             }
             if !ok {
@@ -296,7 +291,10 @@ async fn pick_stream(stage: &Stage, stream: Option<String>) -> Result<String> {
 async fn ls(log: &StreamLog, json: bool) -> Result<()> {
     let seqs = log.list_seqs().await?;
     if !json {
-        println!("{:>8}  {:<8}  {:<27}  {:<27}  {:<23}  {:>6}  {:>9}  {:>10}  tables", "seq", "kind", "first commit", "last commit", "lsn (start, end]", "txns", "rows", "bytes");
+        println!(
+            "{:>8}  {:<8}  {:<27}  {:<27}  {:<23}  {:>6}  {:>9}  {:>10}  tables",
+            "seq", "kind", "first commit", "last commit", "lsn (start, end]", "txns", "rows", "bytes"
+        );
     }
     for seq in seqs {
         let m = match log.read(seq).await {
@@ -391,12 +389,9 @@ async fn show(log: &StreamLog, seq: u64, format: ShowFormat, only: Option<&Table
                         r
                     })
                     .collect();
-                let widths: Vec<usize> = (0..header.len())
-                    .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0))
-                    .collect();
-                let line = |r: &[String]| {
-                    r.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" | ").trim_end().to_owned()
-                };
+                let widths: Vec<usize> =
+                    (0..header.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0)).collect();
+                let line = |r: &[String]| r.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect::<Vec<_>>().join(" | ").trim_end().to_owned();
                 println!("{}", line(&header));
                 println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
                 for r in &rows {

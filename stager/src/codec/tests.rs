@@ -92,28 +92,22 @@ fn scalar_value(ty: &ColumnType) -> BoxedStrategy<Value> {
         ColumnType::Int64 => prop_oneof![Just(i64::MIN), Just(i64::MAX), any::<i64>()].prop_map(Value::Int64).boxed(),
         ColumnType::Float32 => any::<f32>().prop_map(Value::Float32).boxed(),
         ColumnType::Float64 => {
-            prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY), Just(-0.0), any::<f64>()]
-                .prop_map(Value::Float64)
-                .boxed()
+            prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY), Just(-0.0), any::<f64>()].prop_map(Value::Float64).boxed()
         }
         ColumnType::Decimal { precision, .. } => {
             let max = 10i128.pow(u32::from(precision)) - 1;
             prop_oneof![Just(max), Just(-max), Just(0), -max..=max].prop_map(Value::Decimal).boxed()
         }
         ColumnType::Text => "\\PC{0,24}".prop_map(Value::Text).boxed(),
-        ColumnType::Json => prop_oneof![Just("{}".to_owned()), "\\PC{0,12}".prop_map(|s| serde_json::json!({"k": s}).to_string())]
-            .prop_map(Value::Json)
-            .boxed(),
+        ColumnType::Json => {
+            prop_oneof![Just("{}".to_owned()), "\\PC{0,12}".prop_map(|s| serde_json::json!({"k": s}).to_string())].prop_map(Value::Json).boxed()
+        }
         ColumnType::Bytea => prop::collection::vec(any::<u8>(), 0..32).prop_map(Value::Bytes).boxed(),
         ColumnType::Date => prop_oneof![Just(i32::MAX), Just(i32::MIN), any::<i32>()].prop_map(Value::Date).boxed(),
         ColumnType::Time => (0i64..=86_400_000_000).prop_map(Value::Time).boxed(),
         ColumnType::Timestamp => prop_oneof![Just(i64::MAX), Just(i64::MIN), any::<i64>()].prop_map(Value::Timestamp).boxed(),
-        ColumnType::TimestampTz => {
-            prop_oneof![Just(i64::MAX), Just(i64::MIN), any::<i64>()].prop_map(Value::TimestampTz).boxed()
-        }
-        ColumnType::Interval => {
-            (any::<i32>(), any::<i32>(), any::<i64>()).prop_map(|(months, days, micros)| Value::Interval { months, days, micros }).boxed()
-        }
+        ColumnType::TimestampTz => prop_oneof![Just(i64::MAX), Just(i64::MIN), any::<i64>()].prop_map(Value::TimestampTz).boxed(),
+        ColumnType::Interval => (any::<i32>(), any::<i32>(), any::<i64>()).prop_map(|(months, days, micros)| Value::Interval { months, days, micros }).boxed(),
         ColumnType::Uuid => any::<[u8; 16]>().prop_map(Value::Uuid).boxed(),
         ColumnType::Array { element } => {
             prop::collection::vec(prop_oneof![1 => Just(Value::Null), 4 => scalar_value(&element)], 0..5).prop_map(Value::Array).boxed()
@@ -148,16 +142,7 @@ fn change(types: Vec<ColumnType>, table: Arc<TableName>) -> impl Strategy<Value 
             _ => Just(None).boxed(),
         };
         let table = table.clone();
-        (after, before).prop_map(move |(after, before)| Change {
-            op,
-            table: table.clone(),
-            lsn: Lsn(lsn),
-            ord,
-            xid,
-            commit_ts: Timestamp(ts),
-            after,
-            before,
-        })
+        (after, before).prop_map(move |(after, before)| Change { op, table: table.clone(), lsn: Lsn(lsn), ord, xid, commit_ts: Timestamp(ts), after, before })
     })
 }
 
@@ -242,8 +227,7 @@ fn extremes_nulls_and_unchanged_round_trip() {
     ];
     let mut after = extremes.clone();
     after.extend(extremes.iter().map(|v| Value::Array(vec![v.clone(), Value::Null])));
-    let empty_arrays: Vec<Value> =
-        types.iter().map(|t| if matches!(t, ColumnType::Array { .. }) { Value::Array(vec![]) } else { Value::Unchanged }).collect();
+    let empty_arrays: Vec<Value> = types.iter().map(|t| if matches!(t, ColumnType::Array { .. }) { Value::Array(vec![]) } else { Value::Unchanged }).collect();
     let nulls = vec![Value::Null; types.len()];
     let mk = |op, ord, after: Option<Vec<Value>>, before: Option<Vec<Value>>| Change {
         op,
@@ -287,7 +271,11 @@ fn raw_values_read_back_exact_beside_null_typed_cells() {
     };
     let changes = vec![
         change(Op::Insert, Some(vec![Value::Int64(1), far.clone(), grid.clone(), nan.clone()]), None),
-        change(Op::Update, Some(vec![Value::Int64(1), Value::Timestamp(0), Value::Unchanged, Value::Decimal(5)]), Some(vec![Value::Int64(1), far.clone(), grid.clone(), nan.clone()])),
+        change(
+            Op::Update,
+            Some(vec![Value::Int64(1), Value::Timestamp(0), Value::Unchanged, Value::Decimal(5)]),
+            Some(vec![Value::Int64(1), far.clone(), grid.clone(), nan.clone()]),
+        ),
         change(Op::Delete, None, Some(vec![Value::Int64(1), Value::Null, Value::Null, nan])),
     ];
     assert_round_trip(&schema, &changes);

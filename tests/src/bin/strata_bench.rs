@@ -136,19 +136,14 @@ async fn snapshot_bench(args: &Args) -> Result<()> {
     let tables: Vec<String> = (0..4).map(|i| format!("snap_{i}")).collect();
     let target = (args.gib * 1024.0 * 1024.0 * 1024.0) as i64;
     for t in &tables {
-        src.batch_execute(&format!(
-            "CREATE TABLE {t} (id bigint PRIMARY KEY, k int, a text, b text, amount numeric(12,2), ts timestamptz, flag bool)"
-        ))
-        .await?;
+        src.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, k int, a text, b text, amount numeric(12,2), ts timestamptz, flag bool)")).await?;
     }
     eprintln!("generating {:.1} GiB of rows in {} tables", args.gib, tables.len());
     let chunk = 500_000i64;
     let mut next = 1i64;
     loop {
-        let size: i64 = src
-            .query_one(&format!("SELECT {} ", tables.iter().map(|t| format!("pg_relation_size('{t}')")).collect::<Vec<_>>().join(" + ")), &[])
-            .await?
-            .get(0);
+        let size: i64 =
+            src.query_one(&format!("SELECT {} ", tables.iter().map(|t| format!("pg_relation_size('{t}')")).collect::<Vec<_>>().join(" + ")), &[]).await?.get(0);
         if size >= target {
             break;
         }
@@ -285,10 +280,7 @@ async fn sqs_bench(args: &Args) -> Result<()> {
     let mut lo = 1;
     while lo <= inserts {
         let hi = (lo + 999).min(inserts);
-        src.batch_execute(&format!(
-            "INSERT INTO orders SELECT g, g % 5000, 'new', (g % 100000) / 100.0, now() FROM generate_series({lo}, {hi}) g"
-        ))
-        .await?;
+        src.batch_execute(&format!("INSERT INTO orders SELECT g, g % 5000, 'new', (g % 100000) / 100.0, now() FROM generate_series({lo}, {hi}) g")).await?;
         lo = hi + 1;
     }
     let mut lo = 1;
@@ -481,10 +473,8 @@ async fn main() -> Result<()> {
     let t0 = Instant::now();
     native.batch_execute("ALTER SUBSCRIPTION native ENABLE").await?;
     loop {
-        let done: bool = src
-            .query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'native_sub'", &[&target])
-            .await?
-            .get(0);
+        let done: bool =
+            src.query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'native_sub'", &[&target]).await?.get(0);
         if done {
             break;
         }

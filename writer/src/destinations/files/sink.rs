@@ -34,13 +34,7 @@ pub fn file_path(schema: &TableSchema, first: &Change, batch: &Batch, format: Fi
         FileFormat::Jsonl => "jsonl",
     };
     let part = batch.part.map(|p| format!("-p{:04}-{:04}", p.file, p.chunk)).unwrap_or_default();
-    format!(
-        "{}/{}/{:020}{part}-v{:04}.{ext}",
-        table_segment(&schema.table),
-        partition(first.commit_ts),
-        batch.first_seq,
-        schema.version
-    )
+    format!("{}/{}/{:020}{part}-v{:04}.{ext}", table_segment(&schema.table), partition(first.commit_ts), batch.first_seq, schema.version)
 }
 
 impl Destination for FilesSink {

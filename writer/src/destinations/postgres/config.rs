@@ -16,10 +16,7 @@ pub async fn connect(spec: &PostgresSpec) -> Result<(Client, tokio::task::JoinHa
         if e.is_transient() { DestError::Transient(message) } else { DestError::Permanent(message) }
     })?;
     for (name, sql) in setting_statements() {
-        client
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| classify(&format!("setting {name}"), &e))?;
+        client.batch_execute(&sql).await.map_err(|e| classify(&format!("setting {name}"), &e))?;
     }
     Ok((client, task))
 }

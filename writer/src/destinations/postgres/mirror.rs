@@ -23,9 +23,7 @@ use crate::destinations::DestError;
 /// then) or NOTHING.
 pub(super) fn key_columns(schema: &TableSchema) -> Vec<usize> {
     match schema.replica_identity {
-        ReplicaIdentity::Default | ReplicaIdentity::Index => {
-            schema.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect()
-        }
+        ReplicaIdentity::Default | ReplicaIdentity::Index => schema.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect(),
         ReplicaIdentity::Full | ReplicaIdentity::Nothing => Vec::new(),
     }
 }
@@ -59,10 +57,7 @@ impl Compacted {
 }
 
 fn key_string(schema: &TableSchema, keys: &[usize], row: &[Value]) -> String {
-    keys.iter()
-        .map(|&i| format_text(&schema.columns[i].column_type, &row[i]).unwrap_or_else(|| "\u{1}".to_owned()))
-        .collect::<Vec<_>>()
-        .join("\u{0}")
+    keys.iter().map(|&i| format_text(&schema.columns[i].column_type, &row[i]).unwrap_or_else(|| "\u{1}".to_owned())).collect::<Vec<_>>().join("\u{0}")
 }
 
 /// `after` with its unchanged columns filled from `base` where known.
@@ -81,13 +76,7 @@ fn texts(schema: &TableSchema, row: &[Value], cols: &[usize]) -> Vec<Option<Stri
     cols.iter().map(|&i| format_text(&schema.columns[i].column_type, &row[i])).collect()
 }
 
-pub(super) async fn apply_mirror(
-    tx: &Client,
-    schema: &TableSchema,
-    types: &[String],
-    changes: &[Change],
-    temps: &mut u32,
-) -> Result<(), DestError> {
+pub(super) async fn apply_mirror(tx: &Client, schema: &TableSchema, types: &[String], changes: &[Change], temps: &mut u32) -> Result<(), DestError> {
     let keys = key_columns(schema);
     if keys.is_empty() {
         return apply_keyless(tx, schema, types, changes).await;
@@ -142,14 +131,7 @@ pub(super) async fn apply_mirror(
 /// Applies a compacted segment: deletes first, then upserts grouped by the
 /// set of columns they carry (unchanged-TOAST columns are left out, so the
 /// destination keeps its value).
-async fn flush(
-    tx: &Client,
-    schema: &TableSchema,
-    types: &[String],
-    keys: &[usize],
-    seg: Compacted,
-    temps: &mut u32,
-) -> Result<(), DestError> {
+async fn flush(tx: &Client, schema: &TableSchema, types: &[String], keys: &[usize], seg: Compacted, temps: &mut u32) -> Result<(), DestError> {
     if seg.order.is_empty() {
         return Ok(());
     }
@@ -171,9 +153,8 @@ async fn flush(
             None => {}
         }
     }
-    let cond = |t: &str, d: &str| {
-        keys.iter().map(|&i| format!("{t}.{c} = {d}.{c}", c = quote_ident(&schema.columns[i].name))).collect::<Vec<_>>().join(" AND ")
-    };
+    let cond =
+        |t: &str, d: &str| keys.iter().map(|&i| format!("{t}.{c} = {d}.{c}", c = quote_ident(&schema.columns[i].name))).collect::<Vec<_>>().join(" AND ");
     if !deletes.is_empty() {
         let tmp = temp_table(tx, schema, types, keys, temps).await?;
         copy_in(tx, &tmp, &quoted(schema, keys), &deletes).await?;
@@ -198,17 +179,13 @@ async fn flush(
     Ok(())
 }
 
-
 async fn temp_table(tx: &Client, schema: &TableSchema, types: &[String], cols: &[usize], temps: &mut u32) -> Result<String, DestError> {
     *temps += 1;
     let name = format!("strata_tmp_{temps}");
     let defs: Vec<String> = cols.iter().map(|&i| format!("{} {}", quote_ident(&schema.columns[i].name), types[i])).collect();
-    tx.batch_execute(&format!("CREATE TEMP TABLE {name} ({}) ON COMMIT DROP", defs.join(", ")))
-        .await
-        .map_err(err("creating a temp table"))?;
+    tx.batch_execute(&format!("CREATE TEMP TABLE {name} ({}) ON COMMIT DROP", defs.join(", "))).await.map_err(err("creating a temp table"))?;
     Ok(name)
 }
-
 
 /// Moves the row at `before`'s key to `row`'s key, setting the columns `row` carries.
 async fn rekey(tx: &Client, schema: &TableSchema, types: &[String], keys: &[usize], before: &[Value], row: &[Value]) -> Result<(), DestError> {
@@ -231,7 +208,6 @@ async fn rekey(tx: &Client, schema: &TableSchema, types: &[String], keys: &[usiz
     tx.execute(&sql, &refs).await.map_err(err(&format!("moving a row of {} to its new key", schema.table)))?;
     Ok(())
 }
-
 
 /// Tables without a key: changes in order, rows matched on their whole old
 /// image (one matching row per change, as PostgreSQL's own apply does).

@@ -9,8 +9,8 @@ use strata_common::ident::{quote_ident, quote_literal};
 use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, TableName, Value};
 use strata_stager::schema::{GeneratedColumn, TableSchema};
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 use super::config::connect;
 use super::mirror::{apply_mirror, key_columns};
@@ -65,15 +65,7 @@ pub(super) fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> DestError 
 impl PostgresSink {
     pub async fn connect(destination: &str, spec: &PostgresSpec) -> Result<Self, DestError> {
         let (client, conn) = connect(spec).await?;
-        Ok(PostgresSink {
-            client,
-            conn,
-            destination: destination.to_owned(),
-            mode: spec.mode,
-            types: HashMap::new(),
-            synced: HashMap::new(),
-            open: None,
-        })
+        Ok(PostgresSink { client, conn, destination: destination.to_owned(), mode: spec.mode, types: HashMap::new(), synced: HashMap::new(), open: None })
     }
 
     /// Resolves, outside any transaction, the destination type of each
@@ -168,11 +160,8 @@ impl Destination for PostgresSink {
             for (ci, c) in t.changes.iter().enumerate() {
                 tx_execute(tx.client(), "SAVEPOINT strata_change").await?;
                 let one = std::slice::from_ref(c);
-                let applied = if history {
-                    apply_history(tx.client(), &t.schema, one).await
-                } else {
-                    apply_mirror(tx.client(), &t.schema, types, one, &mut temps).await
-                };
+                let applied =
+                    if history { apply_history(tx.client(), &t.schema, one).await } else { apply_mirror(tx.client(), &t.schema, types, one, &mut temps).await };
                 match applied {
                     Ok(()) => tx_execute(tx.client(), "RELEASE SAVEPOINT strata_change").await?,
                     Err(e) if e.is_retriable() => return Err(e),
@@ -198,10 +187,7 @@ impl Destination for PostgresSink {
             self.resolve_types(&t.schema).await?;
         }
         self.client.batch_execute("BEGIN").await.map_err(err("beginning"))?;
-        let locked = self
-            .client
-            .query_one("SELECT seq, held_until FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&self.destination])
-            .await;
+        let locked = self.client.query_one("SELECT seq, held_until FROM strata.cursors WHERE destination = $1 FOR UPDATE", &[&self.destination]).await;
         let (done, held_until): (i64, Option<i64>) = match locked {
             Ok(row) => (row.get(0), row.get(1)),
             Err(e) => return Err(self.abandon(classify("locking the cursor row", &e)).await),
@@ -330,7 +316,6 @@ async fn tx_execute(tx: &Client, sql: &str) -> Result<(), DestError> {
     tx.batch_execute(sql).await.map_err(|e| classify(sql, &e))
 }
 
-
 /// The metadata columns a history table starts with; `(_strata_lsn,
 /// _strata_ord)` is its primary key, so a change can never be stored twice.
 const HISTORY_COLUMNS: &[(&str, &str)] = &[
@@ -348,9 +333,7 @@ const HISTORY_COLUMNS: &[(&str, &str)] = &[
 /// columns, which are never dropped.
 async fn sync_table(tx: &Client, schema: &TableSchema, types: &[String], history: bool) -> Result<(), DestError> {
     let target = schema.table.quoted();
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema.table.schema)))
-        .await
-        .map_err(err("creating the schema"))?;
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&schema.table.schema))).await.map_err(err("creating the schema"))?;
     let exists: bool = tx.query_one("SELECT to_regclass($1) IS NOT NULL", &[&target]).await.map_err(err("looking up the table"))?.get(0);
     if !exists {
         let mut defs: Vec<String> = if history { HISTORY_COLUMNS.iter().map(|(n, t)| format!("{n} {t}")).collect() } else { Vec::new() };
@@ -461,16 +444,8 @@ pub(super) async fn copy_in(tx: &Client, table: &str, columns: &[String], rows: 
 
 /// [`copy_in`] with PostgreSQL's own error, and what was being done, so a
 /// caller can branch on the SQLSTATE.
-async fn copy_rows(
-    tx: &Client,
-    table: &str,
-    columns: &[String],
-    rows: &[TextRow],
-) -> Result<(), (&'static str, tokio_postgres::Error)> {
-    let sink = tx
-        .copy_in::<_, bytes::Bytes>(&format!("COPY {table} ({}) FROM STDIN", columns.join(", ")))
-        .await
-        .map_err(|e| ("starting COPY", e))?;
+async fn copy_rows(tx: &Client, table: &str, columns: &[String], rows: &[TextRow]) -> Result<(), (&'static str, tokio_postgres::Error)> {
+    let sink = tx.copy_in::<_, bytes::Bytes>(&format!("COPY {table} ({}) FROM STDIN", columns.join(", "))).await.map_err(|e| ("starting COPY", e))?;
     futures::pin_mut!(sink);
     let mut buf = BytesMut::with_capacity(COPY_CHUNK);
     for row in rows {
@@ -520,13 +495,9 @@ async fn apply_history(tx: &Client, schema: &TableSchema, changes: &[Change]) ->
         .map(|c| {
             let image = c.after.as_ref().or(c.before.as_ref());
             let unchanged: Vec<Value> = match &c.after {
-                Some(after) => schema
-                    .columns
-                    .iter()
-                    .zip(after)
-                    .filter(|(_, v)| matches!(v, Value::Unchanged))
-                    .map(|(col, _)| Value::Text(col.name.clone()))
-                    .collect(),
+                Some(after) => {
+                    schema.columns.iter().zip(after).filter(|(_, v)| matches!(v, Value::Unchanged)).map(|(col, _)| Value::Text(col.name.clone())).collect()
+                }
                 None => Vec::new(),
             };
             let mut row: TextRow = vec![

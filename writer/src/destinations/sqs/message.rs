@@ -66,10 +66,7 @@ pub fn pointer(envelope: &Json, offloaded: &Offloaded) -> Json {
     if let Some(obj) = p.as_object_mut() {
         obj.insert("before".to_owned(), Json::Null);
         obj.insert("after".to_owned(), Json::Null);
-        obj.insert(
-            "offloaded".to_owned(),
-            serde_json::json!({"url": offloaded.url, "bytes": offloaded.bytes, "sha256": offloaded.sha256}),
-        );
+        obj.insert("offloaded".to_owned(), serde_json::json!({"url": offloaded.url, "bytes": offloaded.bytes, "sha256": offloaded.sha256}));
     }
     p
 }

@@ -41,11 +41,7 @@ where
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
             let code = service.err().code().unwrap_or("");
-            if status >= 500 || status == 429 || is_transient_code(code) {
-                DestError::Transient(message)
-            } else {
-                DestError::Permanent(message)
-            }
+            if status >= 500 || status == 429 || is_transient_code(code) { DestError::Transient(message) } else { DestError::Permanent(message) }
         }
         SdkError::ConstructionFailure(_) => DestError::Permanent(message),
         // Timeouts, connection failures, unparseable responses; a missing

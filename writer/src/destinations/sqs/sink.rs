@@ -171,8 +171,7 @@ impl SqsSink {
     /// holds; an oversized envelope is offloaded to the stage, or reported
     /// in `oversized` to be rejected.
     async fn messages(&self, batch: &Batch, oversized: &mut Vec<Reject>) -> Result<Vec<Message>, DestError> {
-        let mut changes: Vec<(usize, usize)> =
-            batch.tables.iter().enumerate().flat_map(|(ti, t)| (0..t.changes.len()).map(move |ci| (ti, ci))).collect();
+        let mut changes: Vec<(usize, usize)> = batch.tables.iter().enumerate().flat_map(|(ti, t)| (0..t.changes.len()).map(move |ci| (ti, ci))).collect();
         changes.sort_by_key(|&(ti, ci)| {
             let c = &batch.tables[ti].changes[ci];
             (c.lsn, c.ord)

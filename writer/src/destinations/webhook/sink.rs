@@ -66,12 +66,7 @@ impl WebhookSink {
     /// timestamp and signature are made per attempt, so a receiver can
     /// reject an old request replayed by someone else.
     async fn post(&self, id: &str, body: Vec<u8>) -> Result<(), DestError> {
-        let mut request = self
-            .client
-            .post(&self.url)
-            .header("Content-Type", "application/json")
-            .header("webhook-id", id)
-            .header("Idempotency-Key", id);
+        let mut request = self.client.post(&self.url).header("Content-Type", "application/json").header("webhook-id", id).header("Idempotency-Key", id);
         if let Some(key) = &self.secret {
             let timestamp = chrono::Utc::now().timestamp();
             request = request.header("webhook-timestamp", timestamp).header("webhook-signature", key.sign(id, timestamp, &body));
@@ -106,9 +101,7 @@ impl Destination for WebhookSink {
 
     async fn rejects(&mut self, _batch: &Batch) -> Result<Vec<Reject>, DestError> {
         // Trying changes one by one would deliver the accepted ones.
-        Err(DestError::Permanent(
-            "a webhook cannot be asked which changes it would reject without delivering them; use --on-error pause".to_owned(),
-        ))
+        Err(DestError::Permanent("a webhook cannot be asked which changes it would reject without delivering them; use --on-error pause".to_owned()))
     }
 
     async fn reset(&mut self, _seq: u64, _truncate: &[TableName]) -> Result<(), DestError> {
