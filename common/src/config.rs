@@ -589,7 +589,9 @@ fn apply_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Result<
     let mut vars: Vec<&(String, String)> = env.iter().collect();
     vars.sort();
     for (var, raw) in vars {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         if !rest.contains(ENV_SEPARATOR) {
             continue;
         }
@@ -696,6 +698,25 @@ impl SecretUrl {
     pub fn redacted(&self) -> String {
         redact_conn_str(&self.0)
     }
+}
+
+/// Whether a connection string carries a password that is not a `${VAR}` reference.
+pub fn has_literal_password(url: &str) -> bool {
+    if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, password)) = userinfo.split_once(':')
+            && !password.is_empty()
+            && !is_reference(password)
+        {
+            return true;
+        }
+        if let Some(query) = rest.split_once('?').map(|(_, q)| q) {
+            return query.split('&').any(|kv| kv.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v)));
+        }
+        return false;
+    }
+    url.split_whitespace().any(|t| t.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v)))
 }
 
 /// Redacts the password of a URL or libpq key=value connection string, and
@@ -826,7 +847,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => n.checked_mul(60_000),
         "h" => n.checked_mul(3_600_000),
         "d" => n.checked_mul(86_400_000),
-        _ => return Err(format!("invalid duration {s:?}: unit must be one of ms, s, m, h, d")),
+        _ => {
+            return Err(format!("invalid duration {s:?}: unit must be one of ms, s, m, h, d"));
+        }
     };
     ms.map(Duration::from_millis).ok_or_else(|| format!("duration {s:?} is too large"))
 }
@@ -856,7 +879,9 @@ pub fn parse_byte_size(s: &str) -> Result<u64, String> {
         "MiB" => 1 << 20,
         "GB" => 1_000_000_000,
         "GiB" => 1 << 30,
-        _ => return Err(format!("invalid size {s:?}: unit must be one of B, kB, KiB, MB, MiB, GB, GiB")),
+        _ => {
+            return Err(format!("invalid size {s:?}: unit must be one of B, kB, KiB, MB, MiB, GB, GiB"));
+        }
     };
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
 }
@@ -915,6 +940,17 @@ mod byte_size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literal_passwords_are_refused() {
+        assert!(has_literal_password("postgres://app:hunter2@db/app"));
+        assert!(!has_literal_password("postgres://app:${PW}@db/app"));
+        assert!(!has_literal_password("postgres://app@db/app"));
+        assert!(has_literal_password("postgres://app@db/app?password=x"));
+        assert!(has_literal_password("host=db password=x"));
+        assert!(!has_literal_password("host=db password=${PW}"));
+        assert!(!has_literal_password("host=db user=app"));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()

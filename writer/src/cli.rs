@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_common::Timestamp;
 use strata_common::config::{Config, LogFormat};
@@ -15,7 +15,7 @@ use strata_stager::lease::{Lease, Leases};
 use strata_stager::log::StreamLog;
 
 use crate::control;
-use crate::spec::{DestinationKind, DestinationSpec, OnError, PostgresMode, PostgresSpec, StartPosition};
+use crate::spec::{DestinationSpec, OnError, StartPosition};
 
 #[derive(Parser)]
 #[command(name = "strata-writer", version, about = "Deliver staged changes to destinations")]
@@ -88,62 +88,20 @@ enum ThenArg {
 }
 
 #[derive(clap::Args)]
-#[command(group(clap::ArgGroup::new("kind").required(true).args(["postgres", "stdout", "webhook", "files", "sqs"])))]
 struct AddArgs {
     name: String,
     /// Stream to deliver.
     #[arg(long, default_value = strata_common::config::DEFAULT_STREAM)]
     stream: String,
-    /// A PostgreSQL destination: its connection string, the password as ${VAR}.
-    #[arg(long)]
-    postgres: Option<String>,
-    /// JSON Lines of change envelopes on the writer's standard output.
-    #[arg(long)]
-    stdout: bool,
-    /// A webhook: POST change envelopes as JSON arrays to this http(s) URL.
-    #[arg(long)]
-    webhook: Option<String>,
-    /// Files on an object store: file:///path, a path, or s3://bucket/prefix.
-    #[arg(long)]
-    files: Option<String>,
-    /// An SQS queue URL; a name ending in .fifo is a FIFO queue (per-key
-    /// order, deduplicated by change id).
-    #[arg(long)]
-    sqs: Option<String>,
-    /// With --sqs: a table's own queue, as schema.table=QUEUE_URL (repeatable).
-    #[arg(long = "sqs-route", requires = "sqs", value_name = "TABLE=URL")]
-    sqs_routes: Vec<String>,
-    /// With --sqs: the AWS region (else the environment's, else the queue URL's).
-    #[arg(long, requires = "sqs")]
-    region: Option<String>,
-    /// With --sqs: a custom endpoint (an emulator, a VPC endpoint).
-    #[arg(long, requires = "sqs")]
-    endpoint: Option<String>,
-    /// With --sqs: SendMessageBatch calls in flight.
-    #[arg(long, requires = "sqs", default_value_t = crate::destinations::sqs::config::DEFAULT_IN_FLIGHT)]
-    in_flight: usize,
-    /// With --sqs: a message over the queue's size limit is rejected (see
-    /// --on-error) or stored in the stage and sent as a pointer.
-    #[arg(long, value_enum, requires = "sqs", default_value = "reject")]
-    oversize: OversizeArg,
-    /// Format of --files.
-    #[arg(long, value_enum, requires = "files", default_value = "parquet")]
-    format: FormatArg,
-    /// Webhook signing secret, as ${VAR} (the variable is read by the writer).
-    #[arg(long, requires = "webhook")]
-    secret: Option<String>,
-    /// Envelopes per request (webhook, default 100) or per SendMessageBatch (sqs, at most 10).
-    #[arg(long)]
-    batch_size: Option<usize>,
-    #[arg(long, value_enum, default_value = "mirror")]
-    mode: ModeArg,
+    #[command(flatten)]
+    kind: crate::destinations::registry::KindArgs,
     /// earliest, latest, or an RFC 3339 time.
     #[arg(long, default_value = "earliest")]
     start: String,
     /// A change the destination rejects: pause the destination, or skip
     /// it into destinations/NAME/dead-letter/ and deliver the rest.
     #[arg(long, value_enum, default_value = "pause")]
-    on_error: OnErrorArg,
+    on_error: OnError,
     /// continuous, `every 10m`, or a cron expression (`0 3 * * *`, UTC).
     #[arg(long, default_value = "continuous")]
     schedule: String,
@@ -151,30 +109,6 @@ struct AddArgs {
     /// redact, hash or fake columns, filter rows (see the README).
     #[arg(long)]
     transforms: Option<std::path::PathBuf>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ModeArg {
-    Mirror,
-    History,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Parquet,
-    Jsonl,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OversizeArg {
-    Reject,
-    Stage,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum OnErrorArg {
-    Pause,
-    Skip,
 }
 
 fn stage(config: &Config) -> Result<Stage> {
@@ -231,31 +165,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     match cmd {
         DestinationCommand::Add(args) => {
-            let AddArgs {
-                name,
-                stream,
-                postgres,
-                stdout,
-                webhook,
-                files,
-                sqs,
-                sqs_routes,
-                region,
-                endpoint,
-                in_flight,
-                oversize,
-                format,
-                secret,
-                batch_size,
-                mode,
-                start,
-                on_error,
-                transforms,
-                schedule,
-            } = *args;
-            if batch_size.is_some() && webhook.is_none() && sqs.is_none() {
-                bail!("--batch-size applies to --webhook and --sqs destinations");
-            }
+            let AddArgs { name, stream, kind, start, on_error, transforms, schedule } = *args;
+            let kind = kind.into_kind().map_err(anyhow::Error::msg)?;
             let schedule: crate::schedule::Schedule = schedule.parse().map_err(anyhow::Error::msg).context("--schedule")?;
             let transforms = match transforms {
                 Some(path) => {
@@ -265,10 +176,6 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                 None => Default::default(),
             };
             let start: StartPosition = start.parse().map_err(anyhow::Error::msg).context("--start")?;
-            let mode = match mode {
-                ModeArg::Mirror => PostgresMode::Mirror,
-                ModeArg::History => PostgresMode::History,
-            };
             let now = Timestamp::now();
             let spec = DestinationSpec {
                 format: 1,
@@ -276,47 +183,10 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
                 stream,
                 start,
                 paused: false,
-                on_error: match on_error {
-                    OnErrorArg::Pause => OnError::Pause,
-                    OnErrorArg::Skip => OnError::Skip,
-                },
+                on_error,
                 transforms,
                 schedule,
-                destination: match (postgres, webhook) {
-                    (Some(url), _) => DestinationKind::Postgres(PostgresSpec { url, mode }),
-                    (None, None) if sqs.is_some() => {
-                        use crate::destinations::sqs::config::{Oversize, SqsSpec};
-                        let mut q = SqsSpec::new(sqs.unwrap_or_default());
-                        for route in sqs_routes {
-                            let (table, url) = route.split_once('=').with_context(|| format!("--sqs-route {route:?}: expected schema.table=QUEUE_URL"))?;
-                            q.routes.insert(table.trim().to_owned(), url.trim().to_owned());
-                        }
-                        q.region = region;
-                        q.endpoint = endpoint;
-                        q.in_flight = in_flight;
-                        q.batch_size = batch_size.unwrap_or(q.batch_size);
-                        q.oversize = match oversize {
-                            OversizeArg::Reject => Oversize::Reject,
-                            OversizeArg::Stage => Oversize::Stage,
-                        };
-                        DestinationKind::Sqs(q)
-                    }
-                    (None, None) if files.is_some() => {
-                        use crate::destinations::files::config::{FileFormat, FilesSpec};
-                        let format = match format {
-                            FormatArg::Parquet => FileFormat::Parquet,
-                            FormatArg::Jsonl => FileFormat::Jsonl,
-                        };
-                        DestinationKind::Files(FilesSpec::new(files.unwrap_or_default(), format))
-                    }
-                    (None, Some(url)) => {
-                        let mut w = crate::destinations::webhook::config::WebhookSpec::new(url, secret);
-                        w.batch_size = batch_size.unwrap_or(w.batch_size);
-                        DestinationKind::Webhook(w)
-                    }
-                    (None, None) if stdout => DestinationKind::Stdout(Default::default()),
-                    (None, None) => bail!("name the destination: --postgres URL, --webhook URL, --sqs QUEUE_URL, --files URL or --stdout"),
-                },
+                destination: kind,
                 created_at: now,
                 updated_at: now,
             };

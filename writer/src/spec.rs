@@ -11,7 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 use strata_common::Timestamp;
-use strata_common::config::{is_reference, redact_conn_str, validate_name};
+use strata_common::config::validate_name;
+
+pub use crate::destinations::DestinationKind;
+pub use crate::destinations::postgres::config::{PostgresMode, PostgresSpec};
 
 /// Where a new destination starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,43 +54,9 @@ impl std::fmt::Display for StartPosition {
 
 strata_common::serde_as_string!(StartPosition);
 
-/// How the Postgres destination writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PostgresMode {
-    /// Same tables, same rows as the source.
-    #[default]
-    Mirror,
-    /// Every change appended, with its metadata columns.
-    History,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresSpec {
-    /// Connection string; the password as `${VAR}`.
-    pub url: String,
-    #[serde(default)]
-    pub mode: PostgresMode,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum DestinationKind {
-    Postgres(PostgresSpec),
-    /// JSON Lines of change envelopes on the writer's standard output.
-    Stdout(crate::destinations::stdout::config::StdoutSpec),
-    /// Change envelopes POSTed as signed JSON arrays.
-    Webhook(crate::destinations::webhook::config::WebhookSpec),
-    /// Parquet or JSON Lines files on any object store, rolled up.
-    Files(crate::destinations::files::config::FilesSpec),
-    /// Change envelopes as SQS messages (standard or FIFO queues).
-    Sqs(crate::destinations::sqs::config::SqsSpec),
-}
-
 /// What a destination does with a change it rejects permanently (bad
 /// data for it: a constraint, a value it cannot hold).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Stop the destination with the error in `status` until its spec changes.
@@ -126,45 +95,12 @@ impl DestinationSpec {
         validate_name(&self.name).map_err(|e| format!("destination name: {e}"))?;
         validate_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
         self.transforms.validate()?;
-        match &self.destination {
-            DestinationKind::Postgres(p) => {
-                if p.url.trim().is_empty() {
-                    return Err("postgres url must not be empty".to_owned());
-                }
-                if has_literal_password(&p.url) {
-                    return Err(format!(
-                        "postgres url {} holds a password, and specs are stored in the stage: write it as ${{VAR}} \
-                         (e.g. postgres://app:${{DEST_PGPASSWORD}}@db/app) and set VAR in the writer's environment",
-                        redact_conn_str(&p.url)
-                    ));
-                }
-            }
-            DestinationKind::Stdout(_) => {}
-            DestinationKind::Webhook(w) => w.validate()?,
-            DestinationKind::Files(f) => f.validate()?,
-            DestinationKind::Sqs(q) => q.validate()?,
-        }
-        Ok(())
+        self.destination.validate()
     }
 
     /// One line for `destination list` and logs: never the connection string.
     pub fn describe(&self) -> String {
-        // Files and webhook URLs are shown as stored: `validate` keeps
-        // literal passwords out of them, and `${VAR}` names no secret.
-        let what = match &self.destination {
-            DestinationKind::Postgres(p) => format!("postgres ({})", format!("{:?}", p.mode).to_lowercase()),
-            DestinationKind::Stdout(_) => "stdout (json lines)".to_owned(),
-            DestinationKind::Files(f) => format!("files {} ({}, up to {} rows per file)", f.url, format!("{:?}", f.format).to_lowercase(), f.roll_up_rows),
-            DestinationKind::Webhook(w) => format!("webhook {} ({} per request{})", w.url, w.batch_size, if w.secret.is_some() { ", signed" } else { "" }),
-            DestinationKind::Sqs(q) => format!(
-                "sqs {}{} ({} per call, {} in flight, oversize {})",
-                q.queue_url,
-                if q.routes.is_empty() { String::new() } else { format!(" + {} routed tables", q.routes.len()) },
-                q.batch_size,
-                q.in_flight,
-                format!("{:?}", q.oversize).to_lowercase()
-            ),
-        };
+        let what = self.destination.describe();
         let mut extra = Vec::new();
         if self.on_error == OnError::Skip {
             extra.push("rejected changes skipped".to_owned());
@@ -179,45 +115,9 @@ impl DestinationSpec {
     }
 }
 
-/// Whether a connection string carries a password that is not a `${VAR}` reference.
-pub(crate) fn has_literal_password(url: &str) -> bool {
-    if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@')
-            && let Some((_, password)) = userinfo.split_once(':')
-            && !password.is_empty()
-            && !is_reference(password)
-        {
-            return true;
-        }
-        if let Some(query) = rest.split_once('?').map(|(_, q)| q) {
-            return query.split('&').any(|kv| kv.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v)));
-        }
-        return false;
-    }
-    url.split_whitespace().any(|t| t.split_once('=').is_some_and(|(k, v)| k.eq_ignore_ascii_case("password") && !v.is_empty() && !is_reference(v)))
-}
-
-/// Expands a spec's secret references from the writer's environment and
-/// files (`${VAR}`, `${file:PATH}`: the rule of `strata.toml`).
-pub fn expand_env(s: &str) -> Result<String, String> {
-    strata_common::config::expand_references(s, &|var| std::env::var(var).ok()).map_err(|e| format!("{e} (referenced by the destination spec)"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn literal_passwords_are_refused() {
-        assert!(has_literal_password("postgres://app:hunter2@db/app"));
-        assert!(!has_literal_password("postgres://app:${PW}@db/app"));
-        assert!(!has_literal_password("postgres://app@db/app"));
-        assert!(has_literal_password("postgres://app@db/app?password=x"));
-        assert!(has_literal_password("host=db password=x"));
-        assert!(!has_literal_password("host=db password=${PW}"));
-        assert!(!has_literal_password("host=db user=app"));
-    }
 
     #[test]
     fn start_positions_parse() {

@@ -172,7 +172,7 @@ impl Transforms {
 
     /// Resolves the key from the environment, ready to apply.
     pub fn prepare(&self) -> Result<Prepared, String> {
-        let key = self.hash_key.as_deref().map(crate::spec::expand_env).transpose()?.map(String::into_bytes);
+        let key = self.hash_key.as_deref().map(crate::destinations::expand_env).transpose()?.map(String::into_bytes);
         Ok(Prepared { rules: self.clone(), key: key.unwrap_or_default(), schemas: HashMap::new() })
     }
 }
@@ -272,7 +272,9 @@ impl Prepared {
         };
         let Some(image) = image else { return true };
         filters.iter().all(|f| {
-            let Some(i) = schema.columns.iter().position(|col| col.name == f.column) else { return true };
+            let Some(i) = schema.columns.iter().position(|col| col.name == f.column) else {
+                return true;
+            };
             let text = match &image[i] {
                 Value::Null => None,
                 // Not sent, so not known: keep the change.

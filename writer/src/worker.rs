@@ -27,14 +27,9 @@ use strata_stager::schema::TableSchema;
 use strata_stager::{Stage, StageError, Versioned};
 use tokio_util::sync::CancellationToken;
 
-use crate::destinations::files::FilesSink;
-use crate::destinations::postgres::PostgresSink;
-use crate::destinations::sqs::SqsSink;
-use crate::destinations::stdout::StdoutSink;
-use crate::destinations::webhook::WebhookSink;
-use crate::destinations::{Batch, DestError, Destination, PartId, Reject, RollUp, TableChanges};
+use crate::destinations::{AnyDestination, Batch, DestError, PartId, RollUp, TableChanges};
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
-use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
+use crate::spec::{DestinationSpec, OnError, StartPosition};
 use crate::transform::Prepared;
 use crate::wakeup::{POLL, Waiter};
 
@@ -76,105 +71,6 @@ async fn sleep(token: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = token.cancelled() => false,
         _ = tokio::time::sleep(d) => true,
-    }
-}
-
-/// A connected destination of any kind.
-enum AnyDestination {
-    Postgres(Box<PostgresSink>),
-    Stdout(StdoutSink),
-    Webhook(WebhookSink),
-    Files(FilesSink),
-    Sqs(Box<SqsSink>),
-}
-
-impl AnyDestination {
-    async fn connect(stage: &Stage, spec: &DestinationSpec) -> Result<Self, DestError> {
-        match &spec.destination {
-            DestinationKind::Postgres(p) => PostgresSink::connect(&spec.name, p).await.map(|d| AnyDestination::Postgres(Box::new(d))),
-            DestinationKind::Stdout(_) => Ok(AnyDestination::Stdout(StdoutSink::new())),
-            DestinationKind::Webhook(w) => WebhookSink::connect(w).map(AnyDestination::Webhook),
-            DestinationKind::Files(f) => FilesSink::connect(f).map(AnyDestination::Files),
-            DestinationKind::Sqs(q) => SqsSink::connect(&spec.name, q, stage).await.map(|d| AnyDestination::Sqs(Box::new(d))),
-        }
-    }
-
-    /// How this destination wants batches gathered, if at all.
-    fn roll_up(spec: &DestinationSpec) -> Option<RollUp> {
-        match &spec.destination {
-            DestinationKind::Files(f) => Some(RollUp { rows: f.roll_up_rows, max_wait: Duration::from_secs(f.roll_up_secs) }),
-            _ => None,
-        }
-    }
-
-    async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
-        match self {
-            AnyDestination::Postgres(d) => d.durable_seq().await,
-            AnyDestination::Stdout(d) => d.durable_seq().await,
-            AnyDestination::Webhook(d) => d.durable_seq().await,
-            AnyDestination::Files(d) => d.durable_seq().await,
-            AnyDestination::Sqs(d) => d.durable_seq().await,
-        }
-    }
-
-    async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
-        match self {
-            AnyDestination::Postgres(d) => d.apply(batch).await,
-            AnyDestination::Stdout(d) => d.apply(batch).await,
-            AnyDestination::Webhook(d) => d.apply(batch).await,
-            AnyDestination::Files(d) => d.apply(batch).await,
-            AnyDestination::Sqs(d) => d.apply(batch).await,
-        }
-    }
-
-    async fn rejects(&mut self, batch: &Batch) -> Result<Vec<Reject>, DestError> {
-        match self {
-            AnyDestination::Postgres(d) => d.rejects(batch).await,
-            AnyDestination::Stdout(d) => d.rejects(batch).await,
-            AnyDestination::Webhook(d) => d.rejects(batch).await,
-            AnyDestination::Files(d) => d.rejects(batch).await,
-            AnyDestination::Sqs(d) => d.rejects(batch).await,
-        }
-    }
-
-    async fn begin_parts(&mut self, header: &Batch) -> Result<bool, DestError> {
-        match self {
-            AnyDestination::Postgres(d) => d.begin_parts(header).await,
-            AnyDestination::Stdout(d) => d.begin_parts(header).await,
-            AnyDestination::Webhook(d) => d.begin_parts(header).await,
-            AnyDestination::Files(d) => d.begin_parts(header).await,
-            AnyDestination::Sqs(d) => d.begin_parts(header).await,
-        }
-    }
-
-    async fn apply_part(&mut self, part: &Batch) -> Result<(), DestError> {
-        match self {
-            AnyDestination::Postgres(d) => d.apply_part(part).await,
-            AnyDestination::Stdout(d) => d.apply_part(part).await,
-            AnyDestination::Webhook(d) => d.apply_part(part).await,
-            AnyDestination::Files(d) => d.apply_part(part).await,
-            AnyDestination::Sqs(d) => d.apply_part(part).await,
-        }
-    }
-
-    async fn finish_parts(&mut self, header: &Batch) -> Result<(), DestError> {
-        match self {
-            AnyDestination::Postgres(d) => d.finish_parts(header).await,
-            AnyDestination::Stdout(d) => d.finish_parts(header).await,
-            AnyDestination::Webhook(d) => d.finish_parts(header).await,
-            AnyDestination::Files(d) => d.finish_parts(header).await,
-            AnyDestination::Sqs(d) => d.finish_parts(header).await,
-        }
-    }
-
-    async fn reset(&mut self, seq: u64, truncate: &[TableName]) -> Result<(), DestError> {
-        match self {
-            AnyDestination::Postgres(d) => d.reset(seq, truncate).await,
-            AnyDestination::Stdout(d) => d.reset(seq, truncate).await,
-            AnyDestination::Webhook(d) => d.reset(seq, truncate).await,
-            AnyDestination::Files(d) => d.reset(seq, truncate).await,
-            AnyDestination::Sqs(d) => d.reset(seq, truncate).await,
-        }
     }
 }
 
@@ -258,7 +154,7 @@ async fn connect(
     let mut delay = BACKOFF_MIN;
     loop {
         let attempt = async {
-            let mut d = AnyDestination::connect(stage, spec).await?;
+            let mut d = spec.destination.connect(&spec.name, stage).await?;
             let seq = d.durable_seq().await?;
             Ok::<_, DestError>((d, seq))
         };
@@ -276,7 +172,9 @@ async fn connect(
                 }
                 delay = (delay * 2).min(BACKOFF_MAX);
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("destination {:?}", spec.name))),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("destination {:?}", spec.name)));
+            }
         }
     }
 }
@@ -346,7 +244,9 @@ async fn fetch(
     from: Option<Timestamp>,
     until: Option<Timestamp>,
 ) -> Result<Option<Staged>, StageError> {
-    let Some(m) = log.read_opt(seq).await? else { return Ok(None) };
+    let Some(m) = log.read_opt(seq).await? else {
+        return Ok(None);
+    };
     let mut tables = Vec::with_capacity(m.files.len());
     for f in &m.files {
         let key = (f.table.clone(), f.schema_version);
@@ -514,7 +414,9 @@ async fn run_inner(
     let cursors = Cursors::new(&stage, &spec.name)?;
     let mut transforms = spec.transforms.prepare().map_err(|e| anyhow::anyhow!("destination {:?}: {e}", spec.name))?;
     set(&status, |s| s.state = "connecting".to_owned());
-    let Some((mut dest, durable)) = connect(&stage, &spec, &token, &status).await? else { return Ok(()) };
+    let Some((mut dest, durable)) = connect(&stage, &spec, &token, &status).await? else {
+        return Ok(());
+    };
     let mut cursor: Option<Versioned<Cursor>> = cursors.load().await?;
     let (mut next, mut from) = match (durable, &cursor) {
         (Some(seq), _) => (seq + 1, None),
@@ -638,7 +540,9 @@ async fn run_inner(
                 delay = (delay * 2).min(BACKOFF_MAX);
                 continue;
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batch {next} of stream {:?}", spec.stream))),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading batch {next} of stream {:?}", spec.stream)));
+            }
         };
         let (batch, applied) = match staged {
             Staged::Large(large) => {
@@ -648,7 +552,7 @@ async fn run_inner(
             Staged::Whole(batch) => {
                 // Roll-up gathers the following batches into this delivery (not
                 // during a replay, whose first and last batches are cut by time).
-                let batch = match AnyDestination::roll_up(&spec) {
+                let batch = match spec.destination.roll_up() {
                     Some(roll) if active.is_none() && from.is_none() => match gather(&log, batch, roll, &mut schemas, &token).await {
                         Ok(b) => b,
                         Err(e) if e.is_retriable() => {
@@ -658,7 +562,9 @@ async fn run_inner(
                             }
                             continue;
                         }
-                        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading batches after {next} of stream {:?}", spec.stream))),
+                        Err(e) => {
+                            return Err(anyhow::Error::new(e).context(format!("reading batches after {next} of stream {:?}", spec.stream)));
+                        }
                     },
                     _ => batch,
                 };
@@ -718,13 +624,17 @@ async fn run_inner(
                 }
                 delay = (delay * 2).min(BACKOFF_MAX);
                 // The connection may be gone: start over from what the destination holds.
-                let Some((d, durable)) = connect(&stage, &spec, &token, &status).await? else { return Ok(()) };
+                let Some((d, durable)) = connect(&stage, &spec, &token, &status).await? else {
+                    return Ok(());
+                };
                 dest = d;
                 if let Some(seq) = durable {
                     next = seq + 1;
                 }
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("delivering batch {next} to {:?}", spec.name))),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("delivering batch {next} to {:?}", spec.name)));
+            }
         }
     }
 }

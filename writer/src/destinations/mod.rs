@@ -7,18 +7,24 @@
 //! [`Destination::durable_seq`], which is then authoritative, and applying a
 //! batch at or below it is a no-op — so redelivery after a crash is harmless.
 //!
-//! One folder per destination, the same files in each: `config` (settings
-//! and connection), `sink` (the [`Destination`] implementation), `retry`
-//! (which errors are transient).
+//! One folder per destination, the same files in each: `config` (its spec:
+//! settings, validation, description), `sink` (the [`Destination`]
+//! implementation and its constructor), `retry` (which errors are
+//! transient). [`registry`] is the one list of them all: spec → validate →
+//! connect. The worker holds any destination as an [`AnyDestination`].
 
 pub mod files;
 pub mod postgres;
+pub mod registry;
 pub mod sqs;
 pub mod stdout;
 pub mod webhook;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+pub use registry::DestinationKind;
 
 use strata_common::{Change, Lsn, Timestamp};
 use strata_stager::schema::TableSchema;
@@ -146,10 +152,19 @@ impl DestError {
     }
 }
 
+/// Expands a spec's secret references from the writer's environment and
+/// files (`${VAR}`, `${file:PATH}`: the rule of `strata.toml`).
+pub fn expand_env(s: &str) -> Result<String, String> {
+    strata_common::config::expand_references(s, &|var| std::env::var(var).ok()).map_err(|e| format!("{e} (referenced by the destination spec)"))
+}
+
 pub trait Destination: Send {
     /// The last batch this destination holds durably, if it records that
-    /// itself (atomically with the data); `None` if it does not.
-    fn durable_seq(&mut self) -> impl Future<Output = Result<Option<u64>, DestError>> + Send;
+    /// itself (atomically with the data); `None` if it does not (the
+    /// default: the worker's cursor is then the position).
+    fn durable_seq(&mut self) -> impl Future<Output = Result<Option<u64>, DestError>> + Send {
+        async { Ok(None) }
+    }
 
     /// Delivers `batch`; returns once it is durable. Delivering a batch that
     /// is already durable must not apply it twice where the destination
@@ -160,11 +175,22 @@ pub trait Destination: Send {
     /// its reason, found by trying them one by one in a transaction that is
     /// then rolled back: nothing is applied. Used by the `skip` policy, which
     /// dead-letters these and applies the rest.
-    fn rejects(&mut self, batch: &Batch) -> impl Future<Output = Result<Vec<Reject>, DestError>> + Send;
+    ///
+    /// The default suits destinations that accept any change.
+    fn rejects(&mut self, batch: &Batch) -> impl Future<Output = Result<Vec<Reject>, DestError>> + Send {
+        let _ = batch;
+        async { Ok(Vec::new()) }
+    }
 
     /// Sets the destination's own position back to `seq` for a replay,
     /// first emptying `truncate` (the tables of a rebuild), atomically.
-    fn reset(&mut self, seq: u64, truncate: &[strata_common::TableName]) -> impl Future<Output = Result<(), DestError>> + Send;
+    ///
+    /// The default suits destinations that keep no position and no tables:
+    /// what they delivered stays, and a replay delivers the changes again.
+    fn reset(&mut self, seq: u64, truncate: &[strata_common::TableName]) -> impl Future<Output = Result<(), DestError>> + Send {
+        let _ = (seq, truncate);
+        async { Ok(()) }
+    }
 
     /// Starts delivering a batch too large to hold at once (`header` has no
     /// tables): its parts follow through [`Destination::apply_part`], in
@@ -192,3 +218,45 @@ pub trait Destination: Send {
         async { Ok(()) }
     }
 }
+
+/// A boxed destination future.
+pub type DestFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DestError>> + Send + 'a>>;
+
+/// [`Destination`] as a trait object: the same methods, their futures boxed
+/// (one allocation per call, per batch or part). Every [`Destination`] is one.
+pub trait DynDestination: Send {
+    fn durable_seq(&mut self) -> DestFuture<'_, Option<u64>>;
+    fn apply<'a>(&'a mut self, batch: &'a Batch) -> DestFuture<'a, ()>;
+    fn rejects<'a>(&'a mut self, batch: &'a Batch) -> DestFuture<'a, Vec<Reject>>;
+    fn reset<'a>(&'a mut self, seq: u64, truncate: &'a [strata_common::TableName]) -> DestFuture<'a, ()>;
+    fn begin_parts<'a>(&'a mut self, header: &'a Batch) -> DestFuture<'a, bool>;
+    fn apply_part<'a>(&'a mut self, part: &'a Batch) -> DestFuture<'a, ()>;
+    fn finish_parts<'a>(&'a mut self, header: &'a Batch) -> DestFuture<'a, ()>;
+}
+
+impl<D: Destination> DynDestination for D {
+    fn durable_seq(&mut self) -> DestFuture<'_, Option<u64>> {
+        Box::pin(Destination::durable_seq(self))
+    }
+    fn apply<'a>(&'a mut self, batch: &'a Batch) -> DestFuture<'a, ()> {
+        Box::pin(Destination::apply(self, batch))
+    }
+    fn rejects<'a>(&'a mut self, batch: &'a Batch) -> DestFuture<'a, Vec<Reject>> {
+        Box::pin(Destination::rejects(self, batch))
+    }
+    fn reset<'a>(&'a mut self, seq: u64, truncate: &'a [strata_common::TableName]) -> DestFuture<'a, ()> {
+        Box::pin(Destination::reset(self, seq, truncate))
+    }
+    fn begin_parts<'a>(&'a mut self, header: &'a Batch) -> DestFuture<'a, bool> {
+        Box::pin(Destination::begin_parts(self, header))
+    }
+    fn apply_part<'a>(&'a mut self, part: &'a Batch) -> DestFuture<'a, ()> {
+        Box::pin(Destination::apply_part(self, part))
+    }
+    fn finish_parts<'a>(&'a mut self, header: &'a Batch) -> DestFuture<'a, ()> {
+        Box::pin(Destination::finish_parts(self, header))
+    }
+}
+
+/// A connected destination of any kind (see [`registry`]).
+pub type AnyDestination = Box<dyn DynDestination>;

@@ -1,14 +1,16 @@
 //! Settings of a files destination, as stored in its spec.
 
 use serde::{Deserialize, Serialize};
-use strata_common::config::redact_conn_str;
+use strata_common::config::{has_literal_password, redact_conn_str};
+
+use crate::destinations::RollUp;
 
 /// Rows gathered per file unless set.
 pub const DEFAULT_ROLL_UP_ROWS: u64 = 100_000;
 /// Longest a staged batch waits for others to share its file, unless set.
 pub const DEFAULT_ROLL_UP_SECS: u64 = 60;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FileFormat {
     /// The stage's row format: metadata columns, then the table's.
@@ -48,12 +50,23 @@ impl FilesSpec {
         if self.url.trim().is_empty() {
             return Err("files url must not be empty".to_owned());
         }
-        if crate::spec::has_literal_password(&self.url) {
+        if has_literal_password(&self.url) {
             return Err(format!("files url {} holds a password; write it as ${{VAR}}", redact_conn_str(&self.url)));
         }
         if self.roll_up_rows == 0 || self.roll_up_secs > 86_400 {
             return Err("files roll_up_rows must be > 0 and roll_up_secs at most 86400".to_owned());
         }
         Ok(())
+    }
+
+    /// One line for `destination list`: the URL as stored (no literal password).
+    pub fn describe(&self) -> String {
+        format!("files {} ({}, up to {} rows per file)", self.url, format!("{:?}", self.format).to_lowercase(), self.roll_up_rows)
+    }
+
+    /// Batches gathered into one file: up to `roll_up_rows`, or what has
+    /// waited `roll_up_secs`.
+    pub fn roll_up(&self) -> RollUp {
+        RollUp { rows: self.roll_up_rows, max_wait: std::time::Duration::from_secs(self.roll_up_secs) }
     }
 }

@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use strata_common::{Change, TableName};
+use strata_common::Change;
 use strata_stager::Stage;
 use strata_stager::keys::{partition, table_segment};
 use strata_stager::schema::TableSchema;
 
 use super::config::{FileFormat, FilesSpec};
 use super::retry::classify;
-use crate::destinations::{Batch, DestError, Destination, Reject};
+use crate::destinations::{Batch, DestError, Destination};
 use crate::envelope::envelope;
 
 pub struct FilesSink {
@@ -19,7 +19,7 @@ pub struct FilesSink {
 
 impl FilesSink {
     pub fn connect(spec: &FilesSpec) -> Result<FilesSink, DestError> {
-        let url = crate::spec::expand_env(&spec.url).map_err(DestError::Permanent)?;
+        let url = crate::destinations::expand_env(&spec.url).map_err(DestError::Permanent)?;
         let store = Stage::open(&url, &Default::default()).map_err(|e| DestError::Permanent(format!("files url: {e}")))?;
         Ok(FilesSink { store, format: spec.format })
     }
@@ -38,10 +38,6 @@ pub fn file_path(schema: &TableSchema, first: &Change, batch: &Batch, format: Fi
 }
 
 impl Destination for FilesSink {
-    async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
-        Ok(None)
-    }
-
     async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
         // One file per table and schema version, its changes in commit order.
         let mut groups: Vec<(Arc<TableSchema>, Vec<Change>)> = Vec::new();
@@ -53,7 +49,9 @@ impl Destination for FilesSink {
         }
         for (schema, mut changes) in groups {
             changes.sort_by_key(|c| (c.lsn, c.ord));
-            let Some(first) = changes.first() else { continue };
+            let Some(first) = changes.first() else {
+                continue;
+            };
             let path = file_path(&schema, first, batch, self.format);
             let bytes = match self.format {
                 FileFormat::Parquet => {
@@ -75,16 +73,6 @@ impl Destination for FilesSink {
             let key = object_store::path::Path::parse(&path).map_err(|e| DestError::Permanent(format!("file key {path}: {e}")))?;
             self.store.put(&key, bytes).await.map_err(|e| classify(&format!("writing {path}"), &e))?;
         }
-        Ok(())
-    }
-
-    async fn rejects(&mut self, _batch: &Batch) -> Result<Vec<Reject>, DestError> {
-        // Any change can be written to a file.
-        Ok(Vec::new())
-    }
-
-    async fn reset(&mut self, _seq: u64, _truncate: &[TableName]) -> Result<(), DestError> {
-        // Files of earlier deliveries stay; a replay writes the changes again.
         Ok(())
     }
 }

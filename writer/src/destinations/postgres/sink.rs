@@ -13,10 +13,10 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use super::config::connect;
+use super::config::{PostgresMode, PostgresSpec};
 use super::mirror::{apply_mirror, key_columns};
 use super::retry::classify;
 use crate::destinations::{Batch, DestError, Destination, Reject};
-use crate::spec::{PostgresMode, PostgresSpec};
 
 /// One row of COPY text values (`None` is NULL).
 pub(super) type TextRow = Vec<Option<String>>;

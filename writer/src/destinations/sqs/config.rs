@@ -26,7 +26,7 @@ pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
 pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 
 /// What happens to a change whose envelope is larger than the queue takes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Oversize {
     /// The change is rejected like any change the destination refuses: the
@@ -100,6 +100,18 @@ impl SqsSpec {
             oversize: Oversize::Reject,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
         }
+    }
+
+    /// One line for `destination list`: queue URLs name no secret.
+    pub fn describe(&self) -> String {
+        format!(
+            "sqs {}{} ({} per call, {} in flight, oversize {})",
+            self.queue_url,
+            if self.routes.is_empty() { String::new() } else { format!(" + {} routed tables", self.routes.len()) },
+            self.batch_size,
+            self.in_flight,
+            format!("{:?}", self.oversize).to_lowercase()
+        )
     }
 
     /// Checks the spec without I/O, naming the failing field.

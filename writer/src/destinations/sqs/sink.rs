@@ -247,7 +247,9 @@ impl SqsSink {
 /// and the queue's byte limit in all, in lane order; on a FIFO queue only
 /// the first pending message of each group.
 fn next_call(pending: &mut VecDeque<Message>, queues: &[Queue], batch_size: usize) -> Vec<Message> {
-    let Some(first) = pending.front() else { return Vec::new() };
+    let Some(first) = pending.front() else {
+        return Vec::new();
+    };
     let queue = &queues[first.queue];
     let (qi, fifo, max_bytes) = (first.queue, queue.fifo, queue.max_bytes);
     let window = if fifo { FIFO_WINDOW.min(pending.len()) } else { batch_size.min(pending.len()) };
@@ -374,10 +376,6 @@ async fn run_lane(client: &Client, queues: &[Queue], batch_size: usize, mut pend
 }
 
 impl Destination for SqsSink {
-    async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
-        Ok(None)
-    }
-
     async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
         if self.last.seqs != (batch.first_seq, batch.seq) {
             self.last = Progress { seqs: (batch.first_seq, batch.seq), ..Default::default() };

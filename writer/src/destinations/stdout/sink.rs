@@ -2,10 +2,8 @@
 
 use std::io::Write;
 
-use strata_common::TableName;
-
 use super::retry::classify;
-use crate::destinations::{Batch, DestError, Destination, Reject};
+use crate::destinations::{Batch, DestError, Destination};
 use crate::envelope::envelope;
 
 pub struct StdoutSink;
@@ -35,10 +33,6 @@ pub fn lines(batch: &Batch) -> Vec<u8> {
 }
 
 impl Destination for StdoutSink {
-    async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
-        Ok(None)
-    }
-
     async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
         let bytes = lines(batch);
         // Blocking writes under the process-wide stdout lock, so the lines
@@ -51,15 +45,5 @@ impl Destination for StdoutSink {
         .await
         .map_err(|e| DestError::Transient(format!("stdout writer task: {e}")))?
         .map_err(|e| classify(&e))
-    }
-
-    async fn rejects(&mut self, _batch: &Batch) -> Result<Vec<Reject>, DestError> {
-        // Any JSON line is accepted.
-        Ok(Vec::new())
-    }
-
-    async fn reset(&mut self, _seq: u64, _truncate: &[TableName]) -> Result<(), DestError> {
-        // Nothing to empty: a replay prints the changes again.
-        Ok(())
     }
 }

@@ -4,9 +4,9 @@
 //! reference, expanded from the writer's environment when it starts.
 
 use serde::{Deserialize, Serialize};
-use strata_common::config::redact_conn_str;
+use strata_common::config::{has_literal_password, redact_conn_str};
 
-use crate::spec::expand_env;
+use crate::destinations::expand_env;
 
 /// Envelopes per request unless set (100).
 pub const DEFAULT_BATCH_SIZE: usize = 100;
@@ -47,7 +47,7 @@ impl WebhookSpec {
         if !scheme_ok {
             return Err(format!("webhook url {} must start with http:// or https://", redact_conn_str(&self.url)));
         }
-        if crate::spec::has_literal_password(&self.url) {
+        if has_literal_password(&self.url) {
             return Err(format!("webhook url {} holds a password; write it as ${{VAR}}", redact_conn_str(&self.url)));
         }
         if let Some(secret) = &self.secret
@@ -62,6 +62,11 @@ impl WebhookSpec {
             return Err(format!("webhook timeout_secs {} must be between 1 and 600", self.timeout_secs));
         }
         Ok(())
+    }
+
+    /// One line for `destination list`: the URL as stored (no literal password).
+    pub fn describe(&self) -> String {
+        format!("webhook {} ({} per request{})", self.url, self.batch_size, if self.secret.is_some() { ", signed" } else { "" })
     }
 
     /// The URL and secret with `${VAR}` expanded.

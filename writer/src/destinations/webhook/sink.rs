@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use base64::Engine;
-use strata_common::TableName;
 
 use super::config::WebhookSpec;
 use super::retry::{classify_error, classify_status};
@@ -83,15 +82,13 @@ impl WebhookSink {
 }
 
 impl Destination for WebhookSink {
-    async fn durable_seq(&mut self) -> Result<Option<u64>, DestError> {
-        Ok(None)
-    }
-
     async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
         let mut changes: Vec<_> = batch.tables.iter().flat_map(|t| t.changes.iter().map(move |c| (&t.schema, c))).collect();
         changes.sort_by_key(|(_, c)| (c.lsn, c.ord));
         for chunk in changes.chunks(self.batch_size) {
-            let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else { continue };
+            let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+                continue;
+            };
             let key = format!("{}..{}", change_id(&batch.stream, first.1), change_id(&batch.stream, last.1));
             let body: Vec<serde_json::Value> = chunk.iter().map(|(schema, c)| envelope(&batch.stream, schema, c, batch.staged_at)).collect();
             self.post(&key, serde_json::Value::Array(body).to_string().into_bytes()).await?;
@@ -102,10 +99,6 @@ impl Destination for WebhookSink {
     async fn rejects(&mut self, _batch: &Batch) -> Result<Vec<Reject>, DestError> {
         // Trying changes one by one would deliver the accepted ones.
         Err(DestError::Permanent("a webhook cannot be asked which changes it would reject without delivering them; use --on-error pause".to_owned()))
-    }
-
-    async fn reset(&mut self, _seq: u64, _truncate: &[TableName]) -> Result<(), DestError> {
-        Ok(())
     }
 }
 

@@ -1,0 +1,171 @@
+//! The one place that lists every kind of destination.
+//!
+//! Each destination's folder holds its spec (`config`: settings, validation,
+//! a one-line description) and its [`Destination`] (`sink`: the constructor
+//! and delivery). This module joins them: the spec's `type` tag, the flags of
+//! `destination add`, and the build step from spec to a running
+//! destination. Adding a kind of destination adds a folder and one arm to
+//! each match here; nothing outside `destinations/` changes.
+
+use clap::ArgGroup;
+use serde::{Deserialize, Serialize};
+use strata_stager::Stage;
+
+use super::files::FilesSink;
+use super::files::config::{FileFormat, FilesSpec};
+use super::postgres::PostgresSink;
+use super::postgres::config::{PostgresMode, PostgresSpec};
+use super::sqs::SqsSink;
+use super::sqs::config::{Oversize, SqsSpec};
+use super::stdout::StdoutSink;
+use super::stdout::config::StdoutSpec;
+use super::webhook::WebhookSink;
+use super::webhook::config::WebhookSpec;
+use super::{AnyDestination, DestError, RollUp};
+
+/// Where a destination's changes go: the `destination` object of a spec,
+/// tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DestinationKind {
+    /// PostgreSQL tables, exactly once: a mirror of the source or a history of changes.
+    Postgres(PostgresSpec),
+    /// JSON Lines of change envelopes on the writer's standard output.
+    Stdout(StdoutSpec),
+    /// Change envelopes POSTed as signed JSON arrays.
+    Webhook(WebhookSpec),
+    /// Parquet or JSON Lines files on any object store, rolled up.
+    Files(FilesSpec),
+    /// Change envelopes as SQS messages (standard or FIFO queues).
+    Sqs(SqsSpec),
+}
+
+impl DestinationKind {
+    /// Checks the settings without I/O, naming the failing field.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            DestinationKind::Postgres(p) => p.validate(),
+            DestinationKind::Stdout(_) => Ok(()),
+            DestinationKind::Webhook(w) => w.validate(),
+            DestinationKind::Files(f) => f.validate(),
+            DestinationKind::Sqs(q) => q.validate(),
+        }
+    }
+
+    /// One line for `destination list` and logs; never a secret (specs hold
+    /// none: `validate` refuses literal passwords, and `${VAR}` names no secret).
+    pub fn describe(&self) -> String {
+        match self {
+            DestinationKind::Postgres(p) => p.describe(),
+            DestinationKind::Stdout(_) => "stdout (json lines)".to_owned(),
+            DestinationKind::Webhook(w) => w.describe(),
+            DestinationKind::Files(f) => f.describe(),
+            DestinationKind::Sqs(q) => q.describe(),
+        }
+    }
+
+    /// How this destination wants consecutive batches gathered into one
+    /// delivery, if at all.
+    pub fn roll_up(&self) -> Option<RollUp> {
+        match self {
+            DestinationKind::Files(f) => Some(f.roll_up()),
+            _ => None,
+        }
+    }
+
+    /// Builds the destination `name` and connects it.
+    pub async fn connect(&self, name: &str, stage: &Stage) -> Result<AnyDestination, DestError> {
+        Ok(match self {
+            DestinationKind::Postgres(p) => Box::new(PostgresSink::connect(name, p).await?),
+            DestinationKind::Stdout(_) => Box::new(StdoutSink::new()),
+            DestinationKind::Webhook(w) => Box::new(WebhookSink::connect(w)?),
+            DestinationKind::Files(f) => Box::new(FilesSink::connect(f)?),
+            DestinationKind::Sqs(q) => Box::new(SqsSink::connect(name, q, stage).await?),
+        })
+    }
+}
+
+/// The flags of `strata-writer destination add` that say where changes go.
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("kind").required(true).args(["postgres", "stdout", "webhook", "files", "sqs"])))]
+pub struct KindArgs {
+    /// A PostgreSQL destination: its connection string, the password as ${VAR}.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// With --postgres: keep the same rows as the source (mirror), or append every change (history).
+    #[arg(long, value_enum, default_value = "mirror")]
+    mode: PostgresMode,
+    /// JSON Lines of change envelopes on the writer's standard output.
+    #[arg(long)]
+    stdout: bool,
+    /// A webhook: POST change envelopes as JSON arrays to this http(s) URL.
+    #[arg(long)]
+    webhook: Option<String>,
+    /// Webhook signing secret, as ${VAR} (the variable is read by the writer).
+    #[arg(long, requires = "webhook")]
+    secret: Option<String>,
+    /// Files on an object store: file:///path, a path, or s3://bucket/prefix.
+    #[arg(long)]
+    files: Option<String>,
+    /// Format of --files.
+    #[arg(long, value_enum, requires = "files", default_value = "parquet")]
+    format: FileFormat,
+    /// An SQS queue URL; a name ending in .fifo is a FIFO queue (per-key
+    /// order, deduplicated by change id).
+    #[arg(long)]
+    sqs: Option<String>,
+    /// With --sqs: a table's own queue, as schema.table=QUEUE_URL (repeatable).
+    #[arg(long = "sqs-route", requires = "sqs", value_name = "TABLE=URL")]
+    sqs_routes: Vec<String>,
+    /// With --sqs: the AWS region (else the environment's, else the queue URL's).
+    #[arg(long, requires = "sqs")]
+    region: Option<String>,
+    /// With --sqs: a custom endpoint (an emulator, a VPC endpoint).
+    #[arg(long, requires = "sqs")]
+    endpoint: Option<String>,
+    /// With --sqs: SendMessageBatch calls in flight.
+    #[arg(long, requires = "sqs", default_value_t = super::sqs::config::DEFAULT_IN_FLIGHT)]
+    in_flight: usize,
+    /// With --sqs: a message over the queue's size limit is rejected (see
+    /// --on-error) or stored in the stage and sent as a pointer.
+    #[arg(long, value_enum, requires = "sqs", default_value = "reject")]
+    oversize: Oversize,
+    /// Envelopes per request (webhook, default 100) or per SendMessageBatch (sqs, at most 10).
+    #[arg(long)]
+    batch_size: Option<usize>,
+}
+
+impl KindArgs {
+    /// The destination these flags name, not yet validated.
+    pub fn into_kind(self) -> Result<DestinationKind, String> {
+        let KindArgs { postgres, mode, stdout, webhook, secret, files, format, sqs, sqs_routes, region, endpoint, in_flight, oversize, batch_size } = self;
+        if batch_size.is_some() && webhook.is_none() && sqs.is_none() {
+            return Err("--batch-size applies to --webhook and --sqs destinations".to_owned());
+        }
+        Ok(if let Some(url) = postgres {
+            DestinationKind::Postgres(PostgresSpec { url, mode })
+        } else if let Some(url) = webhook {
+            let mut w = WebhookSpec::new(url, secret);
+            w.batch_size = batch_size.unwrap_or(w.batch_size);
+            DestinationKind::Webhook(w)
+        } else if let Some(url) = sqs {
+            let mut q = SqsSpec::new(url);
+            for route in sqs_routes {
+                let (table, url) = route.split_once('=').ok_or_else(|| format!("--sqs-route {route:?}: expected schema.table=QUEUE_URL"))?;
+                q.routes.insert(table.trim().to_owned(), url.trim().to_owned());
+            }
+            q.region = region;
+            q.endpoint = endpoint;
+            q.in_flight = in_flight;
+            q.batch_size = batch_size.unwrap_or(q.batch_size);
+            q.oversize = oversize;
+            DestinationKind::Sqs(q)
+        } else if let Some(url) = files {
+            DestinationKind::Files(FilesSpec::new(url, format))
+        } else if stdout {
+            DestinationKind::Stdout(StdoutSpec::default())
+        } else {
+            return Err("name the destination: --postgres URL, --webhook URL, --sqs QUEUE_URL, --files URL or --stdout".to_owned());
+        })
+    }
+}
