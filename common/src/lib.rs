@@ -7,6 +7,7 @@
 //!   fit each mapped type.
 //! - [`lsn`]: PostgreSQL log sequence numbers (`X/Y`).
 //! - [`time`]: commit timestamps (microseconds since the Unix epoch, UTC).
+//! - [`backoff`]: the retry delays of every retry loop.
 //! - [`config`]: `strata.toml` loading with environment overrides and secrets
 //!   that never print.
 //! - [`ident`]: validated table identities.
@@ -41,6 +42,7 @@ macro_rules! serde_as_string {
     };
 }
 
+pub mod backoff;
 pub mod change;
 pub mod config;
 pub mod ident;

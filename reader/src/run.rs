@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
+use strata_common::backoff::Backoff;
 use strata_common::config::{Config, SourceConfig};
 use strata_common::{Change, Lsn, Op, Timestamp};
 use strata_stager::lease::{Lease, Leases};
@@ -53,9 +54,10 @@ use crate::walstream::PgWalSource;
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How often the loop checks batch age (well under the default max_age).
 const TICK: Duration = Duration::from_millis(50);
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Reconnects to the source: from 0.5–1 s up to 30 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+/// A stream that ran this long before failing starts its backoff afresh.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// What the reader publishes in `reader.json` with each lease renewal.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -250,7 +252,7 @@ fn is_transient(e: &anyhow::Error) -> bool {
 
 async fn stream_with_retries(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     let (status, telemetry) = (ctx.status, ctx.telemetry);
-    let mut delay = BACKOFF_MIN;
+    let mut backoff = RECONNECT;
     loop {
         let started = Instant::now();
         let result = run_once(ctx, token.clone()).await;
@@ -262,9 +264,10 @@ async fn stream_with_retries(ctx: &Ctx<'_>, token: CancellationToken) -> Result<
                 return Ok(());
             }
             Err(e) if is_transient(&e) => {
-                if started.elapsed() > BACKOFF_MAX {
-                    delay = BACKOFF_MIN;
+                if started.elapsed() > HEALTHY_RUN {
+                    backoff.reset();
                 }
+                let delay = backoff.next_delay();
                 let message = format!("{e:#}");
                 update(status, |s| {
                     s.state = "reconnecting";
@@ -276,7 +279,6 @@ async fn stream_with_retries(ctx: &Ctx<'_>, token: CancellationToken) -> Result<
                     _ = token.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(BACKOFF_MAX);
             }
             Err(e) => {
                 update(status, |s| {

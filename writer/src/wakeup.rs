@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use strata_common::backoff::Backoff;
 use strata_common::config::WakeupConfig;
 use strata_common::telemetry::{Registry, Value};
 use strata_common::wakeup::{Wakeup, sqs_sdk_config};
@@ -28,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 pub const POLL: Duration = Duration::from_millis(200);
 /// The long-poll wait of one receive: SQS's maximum.
 const RECEIVE_WAIT_SECS: i32 = 20;
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Receives from a wake-up queue that failed: from 1–2 s up to 30 s.
+const RETRY: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(30));
 
 /// The writer's wake-ups: a watch channel per stream, and whether they
 /// are flowing (the listener reads its queue) or workers must poll.
@@ -94,7 +95,9 @@ impl Listener {
     /// The wake-ups of `config` and, when it names a queue, the listener
     /// that feeds them. Fails when no AWS region can be found.
     pub async fn new(config: &WakeupConfig, registry: &Registry) -> Result<(Wakeups, Option<Listener>)> {
-        let Some(queue) = &config.queue else { return Ok((Wakeups::polling(), None)) };
+        let Some(queue) = &config.queue else {
+            return Ok((Wakeups::polling(), None));
+        };
         let sdk = sqs_sdk_config(config.region.as_deref(), config.endpoint.as_deref(), queue).await.map_err(anyhow::Error::msg).context("wakeup.queue")?;
         let wakeups = Wakeups { fallback_poll: config.fallback_poll, ..Wakeups::polling() };
         let listener = Listener {
@@ -109,7 +112,7 @@ impl Listener {
 
     /// Receives until `token` is cancelled.
     pub async fn run(self, token: CancellationToken) {
-        let mut delay = BACKOFF_MIN;
+        let mut backoff = RETRY;
         loop {
             // Until a receive has worked, one that answers at once: workers
             // poll the stage until the queue is known to be readable.
@@ -124,19 +127,17 @@ impl Listener {
                     if !self.wakeups.live.swap(true, Ordering::Relaxed) {
                         tracing::info!(queue = self.queue, "waiting on wake-ups; idle workers poll the stage every fallback_poll");
                     }
-                    delay = BACKOFF_MIN;
+                    backoff.reset();
                     out.messages.unwrap_or_default()
                 }
                 Err(e) => {
-                    if self.wakeups.live.swap(false, Ordering::Relaxed) || delay == BACKOFF_MIN {
+                    if self.wakeups.live.swap(false, Ordering::Relaxed) || backoff.attempts() == 0 {
                         let error = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
                         tracing::warn!(queue = self.queue, error, "cannot read the wake-up queue; workers poll the stage meanwhile");
                     }
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !backoff.wait(&token, Duration::ZERO).await {
+                        return;
                     }
-                    delay = (delay * 2).min(BACKOFF_MAX);
                     continue;
                 }
             };

@@ -37,13 +37,13 @@ use super::message::{Offloaded, dedup_id, group_id, pointer};
 use super::retry::{classify, is_transient_code};
 use crate::destinations::{Batch, DestError, Destination, Reject};
 use crate::envelope::{change_id, envelope};
-use crate::worker::jitter;
+use strata_common::backoff::Backoff;
 
 /// Sends of one entry, or of one whole call, before a lane gives up and
 /// the worker retries the batch (with its own, longer backoff).
 const MAX_ATTEMPTS: u32 = 8;
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Retries of a failed call or entry: from 25–50 ms up to 5 s.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 /// How far into a FIFO lane a call looks for messages of other groups
 /// when the next ones share a group: bounds the scan on a hot key.
 const FIFO_WINDOW: usize = 256;
@@ -94,11 +94,6 @@ pub struct SqsSink {
     in_flight: usize,
     oversize: Oversize,
     last: Progress,
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let d = BACKOFF_MIN.saturating_mul(1 << attempt.min(10)).min(BACKOFF_MAX);
-    d / 2 + jitter(d / 2)
 }
 
 impl SqsSink {
@@ -356,7 +351,7 @@ async fn run_lane(client: &Client, queues: &[Queue], batch_size: usize, mut pend
                 }
                 if let Some(attempt) = again.iter().map(|m| m.attempts).max() {
                     put_back(&mut pending, again);
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(RETRY.delay(attempt)).await;
                 }
             }
             Err(e) => {
@@ -368,7 +363,7 @@ async fn run_lane(client: &Client, queues: &[Queue], batch_size: usize, mut pend
                 }
                 tracing::debug!(queue = queue.url, attempt = call_attempts, error = %error, "sqs call failed; sending it again");
                 put_back(&mut pending, call);
-                tokio::time::sleep(backoff(call_attempts)).await;
+                tokio::time::sleep(RETRY.delay(call_attempts)).await;
             }
         }
     }
@@ -485,8 +480,8 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert!(backoff(0) <= BACKOFF_MIN);
-        assert!(backoff(30) <= BACKOFF_MAX);
-        assert!(backoff(30) >= BACKOFF_MAX / 2);
+        assert!(RETRY.delay(0) <= Duration::from_millis(50));
+        assert!(RETRY.delay(30) <= Duration::from_secs(5));
+        assert!(RETRY.delay(30) >= Duration::from_millis(2500));
     }
 }
