@@ -8,7 +8,8 @@
 //! - [`keys`]: the key layout and name encoding.
 //! - [`store`]: the [`Stage`] handle: plain and conditional puts on every backend.
 //! - [`manifest`], [`schema`], [`codec`]: what is stored and how it is encoded.
-//! - [`log`]: the commit protocol and head / commit-time lookup.
+//! - [`log`]: the commit protocol and head / commit-time lookup; writing a batch.
+//! - [`read`]: reading committed batches, decoded off the async threads, one ahead.
 //! - [`cursor`], [`lease`]: conditional state of destinations and readers.
 //! - [`gc`], [`verify`]: maintenance.
 
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod lease;
 pub mod log;
 pub mod manifest;
+pub mod read;
 pub mod schema;
 pub mod store;
 pub mod verify;

@@ -154,7 +154,9 @@ impl StreamLog {
     /// finds files no manifest lists, uploaded before a commit or left for gc.
     pub async fn committed_files(&self, table: &TableName, as_of: Option<Timestamp>) -> Result<Vec<Path>> {
         let mut out = Vec::new();
-        let Some(head) = self.head(None).await? else { return Ok(out) };
+        let Some(head) = self.head(None).await? else {
+            return Ok(out);
+        };
         for seq in self.low().await?..=head {
             let m = self.read(seq).await?;
             if as_of.is_some_and(|t| m.commit_ts.min > t) {
@@ -174,7 +176,9 @@ impl StreamLog {
     /// there and skips that batch's rows older than `t`
     /// ([`first_at_or_after`]).
     pub async fn seek_time(&self, t: Timestamp) -> Result<Option<u64>> {
-        let Some(head) = self.head(None).await? else { return Ok(None) };
+        let Some(head) = self.head(None).await? else {
+            return Ok(None);
+        };
         let (mut lo, mut hi) = (self.low().await?, head + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -242,27 +246,49 @@ impl StreamLog {
             None => Ok(None),
         }
     }
+}
 
-    /// Fetches a batch's data file, checks size and checksum, and decodes it.
+impl StreamLog {
+    /// Fetches a batch's data file, checks size and checksum, and decodes
+    /// it on a blocking thread.
     pub async fn read_file(&self, entry: &FileEntry) -> Result<DecodedFile> {
-        let path = entry.key()?;
-        let bytes = self.stage.get(&path).await?;
-        check_file(&path, entry, &bytes)?;
-        let decoded = decode_file(&path, bytes)?;
-        check_identity(&path, entry, &decoded.table, decoded.schema_version)?;
-        Ok(decoded)
+        let (path, bytes) = self.fetch_file(entry).await?;
+        let entry = entry.clone();
+        blocking(move || {
+            let decoded = decode_file(&path, bytes)?;
+            check_identity(&path, &entry, &decoded.table, decoded.schema_version)?;
+            Ok(decoded)
+        })
+        .await
     }
 
     /// Opens a data file to decode `chunk_rows` changes at a time (a large
     /// part of a huge transaction, read without holding all its rows).
     pub async fn open_file(&self, entry: &FileEntry, chunk_rows: usize) -> Result<FileReader> {
+        let (path, bytes) = self.fetch_file(entry).await?;
+        let entry = entry.clone();
+        blocking(move || {
+            let reader = FileReader::open(&path, bytes, chunk_rows)?;
+            check_identity(&path, &entry, &reader.table, reader.schema_version)?;
+            Ok(reader)
+        })
+        .await
+    }
+
+    /// A data file's bytes, checked against its manifest entry.
+    async fn fetch_file(&self, entry: &FileEntry) -> Result<(Path, Bytes)> {
         let path = entry.key()?;
         let bytes = self.stage.get(&path).await?;
         check_file(&path, entry, &bytes)?;
-        let reader = FileReader::open(&path, bytes, chunk_rows)?;
-        check_identity(&path, entry, &reader.table, reader.schema_version)?;
-        Ok(reader)
+        Ok((path, bytes))
     }
+}
+
+/// Runs CPU-bound decoding off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StageError::Invalid { what: "decoding a data file".to_owned(), reason: format!("decoder task failed: {e}") })?
 }
 
 /// Checks that a data file holds the table and version its manifest entry says.

@@ -21,7 +21,7 @@ use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
 use strata_tests::pg::PgCluster;
 use strata_tests::writer::session;
 use strata_writer::destinations::postgres::PostgresSink;
-use strata_writer::destinations::{Batch, Destination, TableChanges};
+use strata_writer::destinations::{Batch, Destination, TableBatch};
 use strata_writer::spec::{PostgresMode, PostgresSpec};
 
 fn schema() -> Arc<TableSchema> {
@@ -76,7 +76,7 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
         commit_ts_min: changes[0].commit_ts,
         commit_ts_max: changes.last().unwrap().commit_ts,
         staged_at: changes.last().unwrap().commit_ts,
-        tables: vec![TableChanges { schema: schema(), changes }],
+        tables: vec![TableBatch { schema: schema(), changes }],
         part: None,
     }
 }

@@ -16,6 +16,7 @@ use strata_stager::keys::{DestinationKeys, StreamKeys};
 use strata_stager::lease::Leases;
 use strata_stager::log::{StreamLog, TableBatch, first_at_or_after};
 use strata_stager::manifest::{BatchKind, Manifest};
+use strata_stager::read::{BatchReader, Fetched, Window};
 use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
 use strata_stager::verify::verify_stream;
 use strata_stager::{Stage, StageError};
@@ -271,6 +272,47 @@ pub async fn head_and_commit_time_lookup(stage: Stage) {
     assert_eq!(first_at_or_after(&changes, at(53)), 3);
 }
 
+pub async fn batches_read_back_in_windows_and_one_ahead(stage: Stage) {
+    let log = StreamLog::new(&stage, "r").unwrap();
+    let s = schema("r", &users());
+    write_batches(&log, &s, 3).await;
+    let at = |minute: i64| Timestamp(T0 + minute * MIN);
+    let whole = |f: Option<Fetched>| match f {
+        Some(Fetched::Whole(b)) => b,
+        other => panic!("expected a whole batch, got {other:?}"),
+    };
+    let mut reader = BatchReader::new(&log);
+    // Batch 1 spans minutes 10..=12, batch 2 20..=22: a window cuts the first
+    // batch by `from` and every batch by `until`.
+    let first = whole(reader.fetch(1, Window { from: Some(at(11)), until: Some(at(21)) }).await.unwrap());
+    assert_eq!((first.seq, first.stream.as_str()), (1, "r"));
+    assert_eq!(first.tables[0].changes, batch(&s, 1)[0].changes[1..]);
+    // The read-ahead of batch 2 kept `until` and dropped `from`.
+    let second = whole(reader.fetch(2, Window { from: None, until: Some(at(21)) }).await.unwrap());
+    assert_eq!(second.tables[0].changes, batch(&s, 2)[0].changes[..2]);
+    // A different window than the read-ahead's is fetched afresh.
+    let third = whole(reader.fetch(3, Window { from: Some(at(32)), until: None }).await.unwrap());
+    assert_eq!(third.tables[0].changes, batch(&s, 3)[0].changes[2..]);
+    assert_eq!(third.lsn_end, Lsn(302));
+    // Batch 4 is not committed: the read-ahead found nothing, and a fetch
+    // after the commit sees it (a miss is never remembered).
+    assert!(reader.fetch(4, Window::default()).await.unwrap().is_none());
+    log.write_batch(4, BatchKind::Changes, Lsn(302), batch(&s, 4)).await.unwrap();
+    let fourth = whole(reader.fetch(4, Window::default()).await.unwrap());
+    assert_eq!(fourth.tables[0].changes, batch(&s, 4)[0].changes);
+    // A file read a chunk at a time gives the same changes.
+    let m = log.read(4).await.unwrap();
+    let mut chunks = reader.chunks(&m.files[0], 2).await.unwrap();
+    let mut sizes = Vec::new();
+    let mut all = Vec::new();
+    while let Some(chunk) = chunks.next().await.unwrap() {
+        sizes.push(chunk.len());
+        all.extend(chunk);
+    }
+    assert_eq!(sizes, [2, 1]);
+    assert_eq!(all, batch(&s, 4)[0].changes);
+}
+
 pub async fn odd_identifiers_round_trip(stage: Stage) {
     let stream = "prod/eu wëst.1 %41";
     let table = TableName::new("Sch.ema \"q\"", "ta/ble ☃ 100%").unwrap();
@@ -371,6 +413,7 @@ macro_rules! conformance {
                 concurrent_cursor_updates_one_wins,
                 leases_are_exclusive,
                 head_and_commit_time_lookup,
+                batches_read_back_in_windows_and_one_ahead,
                 odd_identifiers_round_trip,
                 verify_finds_missing_and_corrupt_files,
                 gc_collects_only_garbage,

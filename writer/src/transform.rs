@@ -42,7 +42,7 @@ use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, TableName, Value};
 use strata_stager::schema::TableSchema;
 
-use crate::destinations::{Batch, TableChanges};
+use crate::destinations::{Batch, TableBatch};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -315,7 +315,7 @@ impl Prepared {
                 })
                 .collect();
             if !changes.is_empty() {
-                out.tables.push(TableChanges { schema, changes });
+                out.tables.push(TableBatch { schema, changes });
             }
         }
         out

@@ -22,19 +22,13 @@ pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 pub use registry::DestinationKind;
+use strata_common::{Lsn, Timestamp};
+use strata_stager::read::StagedBatch;
 
-use strata_common::{Change, Lsn, Timestamp};
-use strata_stager::schema::TableSchema;
-
-/// One table's changes of a batch, in commit order.
-#[derive(Debug, Clone)]
-pub struct TableChanges {
-    pub schema: Arc<TableSchema>,
-    pub changes: Vec<Change>,
-}
+/// One table's changes of a batch, in commit order: the stage's own type.
+pub use strata_stager::log::TableBatch;
 
 /// A staged batch, decoded, ready to deliver — or, for a batch delivered
 /// part by part, one of its parts (`part` set, `tables` that part's).
@@ -52,7 +46,7 @@ pub struct Batch {
     /// When the reader committed the batch to the stage.
     pub staged_at: Timestamp,
     /// In the manifest's file order: a table's parts stay in commit order.
-    pub tables: Vec<TableChanges>,
+    pub tables: Vec<TableBatch>,
     /// Which part of a batch delivered part by part this is; `None` for a
     /// whole batch.
     pub part: Option<PartId>,
@@ -82,6 +76,22 @@ pub struct Reject {
 pub struct RollUp {
     pub rows: u64,
     pub max_wait: std::time::Duration,
+}
+
+impl From<StagedBatch> for Batch {
+    fn from(b: StagedBatch) -> Batch {
+        Batch {
+            seq: b.seq,
+            first_seq: b.seq,
+            stream: b.stream,
+            lsn_end: b.lsn_end,
+            commit_ts_min: b.commit_ts_min,
+            commit_ts_max: b.commit_ts_max,
+            staged_at: b.staged_at,
+            tables: b.tables,
+            part: None,
+        }
+    }
 }
 
 impl Batch {

@@ -1,0 +1,231 @@
+//! Reading committed batches: the counterpart of [`BatchWriter`](crate::log::BatchWriter).
+//!
+//! A [`BatchReader`] fetches a batch by seq (one GET of `log/{seq}.json`, no
+//! listing), resolves its schemas through a cache, fetches and checks its
+//! data files, decodes them on a blocking thread, and keeps the changes
+//! inside a commit-time [`Window`]. After each whole batch it starts
+//! fetching the next one in the background, so a caller that delivers a
+//! batch while the next is fetched and decoded overlaps the two without
+//! doing anything for it.
+//!
+//! A batch holding more rows than the reader decodes whole is returned as a
+//! [`LargeBatch`]: its header and file list, to be read a chunk at a time
+//! through [`BatchReader::chunks`], so a transaction of any size costs one
+//! chunk of decoded memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use strata_common::{Change, Lsn, TableName, Timestamp};
+use tokio::task::JoinHandle;
+
+use crate::codec::FileReader;
+use crate::error::Result;
+use crate::log::{StreamLog, TableBatch, blocking, first_at_or_after};
+use crate::manifest::FileEntry;
+use crate::schema::TableSchema;
+
+/// Batches holding more rows than this are returned as a [`LargeBatch`]
+/// instead of decoded whole: a decoded change takes some 600 bytes, so a
+/// whole batch stays near 30 MiB.
+pub const WHOLE_BATCH_MAX_ROWS: u64 = 50_000;
+
+/// The commit times to keep: changes committed at or after `from` and at or
+/// before `until` (both inclusive; `None` is unbounded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub from: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+impl Window {
+    /// The changes of one file (in commit order) inside the window.
+    pub fn apply(self, mut changes: Vec<Change>) -> Vec<Change> {
+        if let Some(t) = self.from {
+            changes.drain(..first_at_or_after(&changes, t));
+        }
+        if let Some(t) = self.until {
+            changes.retain(|c| c.commit_ts <= t);
+        }
+        changes
+    }
+}
+
+/// A committed batch, decoded: the manifest's facts and each data file's
+/// changes, in the manifest's file order (a table's files stay in commit
+/// order).
+#[derive(Debug, Clone)]
+pub struct StagedBatch {
+    pub seq: u64,
+    pub stream: String,
+    pub lsn_end: Lsn,
+    pub commit_ts_min: Timestamp,
+    pub commit_ts_max: Timestamp,
+    /// When the reader committed the batch to the stage.
+    pub staged_at: Timestamp,
+    pub tables: Vec<TableBatch>,
+}
+
+/// A batch too large to decode whole: `header.tables` has one entry per
+/// data file (its schema, no changes), in the manifest's order, and `files`
+/// the matching manifest entries.
+#[derive(Debug, Clone)]
+pub struct LargeBatch {
+    pub header: StagedBatch,
+    pub files: Vec<FileEntry>,
+}
+
+/// What [`BatchReader::fetch`] returns for a committed batch.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Decoded whole, inside the window.
+    Whole(StagedBatch),
+    /// To be read a chunk at a time.
+    Large(LargeBatch),
+}
+
+impl Fetched {
+    /// The batch's facts (for a large batch, with no changes).
+    pub fn header(&self) -> &StagedBatch {
+        match self {
+            Fetched::Whole(b) => b,
+            Fetched::Large(l) => &l.header,
+        }
+    }
+}
+
+type SchemaCache = Arc<Mutex<HashMap<(TableName, u32), Arc<TableSchema>>>>;
+
+/// The fetch of the batch after the last one returned, running.
+#[derive(Debug)]
+struct Ahead {
+    seq: u64,
+    window: Window,
+    task: JoinHandle<Result<Option<Fetched>>>,
+}
+
+/// Reads one stream's committed batches; see the module docs.
+#[derive(Debug)]
+pub struct BatchReader {
+    log: StreamLog,
+    schemas: SchemaCache,
+    ahead: Option<Ahead>,
+}
+
+impl Drop for BatchReader {
+    fn drop(&mut self) {
+        if let Some(a) = self.ahead.take() {
+            a.task.abort();
+        }
+    }
+}
+
+impl BatchReader {
+    pub fn new(log: &StreamLog) -> BatchReader {
+        BatchReader { log: log.clone(), schemas: SchemaCache::default(), ahead: None }
+    }
+
+    pub fn log(&self) -> &StreamLog {
+        &self.log
+    }
+
+    /// Batch `seq` with its changes inside `window`, or `None` while it is
+    /// not committed. A whole batch starts the fetch of `seq + 1` (window
+    /// `until` kept, `from` dropped: it cuts only the first batch).
+    pub async fn fetch(&mut self, seq: u64, window: Window) -> Result<Option<Fetched>> {
+        let ahead = match self.ahead.take() {
+            Some(a) if a.seq == seq && a.window == window => a.task.await.ok(),
+            Some(a) => {
+                a.task.abort();
+                None
+            }
+            None => None,
+        };
+        // A read-ahead that found nothing yet, or failed, is done again now:
+        // the batch may have been committed since, and an error is retried
+        // by the caller as any other.
+        let fetched = match ahead {
+            Some(Ok(Some(f))) => f,
+            _ => match fetch(self.log.clone(), self.schemas.clone(), seq, window).await? {
+                Some(f) => f,
+                None => return Ok(None),
+            },
+        };
+        if matches!(fetched, Fetched::Whole(_)) {
+            let next = Window { from: None, ..window };
+            let task = tokio::spawn(fetch(self.log.clone(), self.schemas.clone(), seq + 1, next));
+            self.ahead = Some(Ahead { seq: seq + 1, window: next, task });
+        }
+        Ok(Some(fetched))
+    }
+
+    /// Reads a large batch's data file `entry` a chunk of `chunk_rows`
+    /// changes at a time, each decoded on a blocking thread.
+    pub async fn chunks(&self, entry: &FileEntry, chunk_rows: usize) -> Result<Chunks> {
+        let reader = self.log.open_file(entry, chunk_rows).await?;
+        Ok(Chunks { reader: Some(reader) })
+    }
+}
+
+/// The chunks of one data file; see [`BatchReader::chunks`].
+pub struct Chunks {
+    reader: Option<FileReader>,
+}
+
+impl Chunks {
+    /// The next chunk of changes in commit order, `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<Vec<Change>>> {
+        let Some(mut reader) = self.reader.take() else {
+            return Ok(None);
+        };
+        let (reader, chunk) = blocking(move || {
+            let chunk = reader.next_chunk()?;
+            Ok((reader, chunk))
+        })
+        .await?;
+        if chunk.is_some() {
+            self.reader = Some(reader);
+        }
+        Ok(chunk)
+    }
+}
+
+/// Fetches batch `seq`: see [`BatchReader::fetch`].
+async fn fetch(log: StreamLog, schemas: SchemaCache, seq: u64, window: Window) -> Result<Option<Fetched>> {
+    let Some(m) = log.read_opt(seq).await? else {
+        return Ok(None);
+    };
+    let mut tables = Vec::with_capacity(m.files.len());
+    for f in &m.files {
+        tables.push(TableBatch { schema: schema(&log, &schemas, &f.table, f.schema_version).await?, changes: Vec::new() });
+    }
+    let mut batch = StagedBatch {
+        seq,
+        stream: m.stream,
+        lsn_end: m.lsn.end,
+        commit_ts_min: m.commit_ts.min,
+        commit_ts_max: m.commit_ts.max,
+        staged_at: m.created_at,
+        tables,
+    };
+    if m.counts.rows > WHOLE_BATCH_MAX_ROWS {
+        return Ok(Some(Fetched::Large(LargeBatch { header: batch, files: m.files })));
+    }
+    for (t, f) in batch.tables.iter_mut().zip(&m.files) {
+        t.changes = window.apply(log.read_file(f).await?.changes);
+    }
+    Ok(Some(Fetched::Whole(batch)))
+}
+
+/// A schema version, from the cache or the stage.
+async fn schema(log: &StreamLog, schemas: &SchemaCache, table: &TableName, version: u32) -> Result<Arc<TableSchema>> {
+    let key = (table.clone(), version);
+    if let Some(s) = schemas.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(s);
+    }
+    let s = Arc::new(log.read_schema(table, version).await?);
+    if let Ok(mut c) = schemas.lock() {
+        c.insert(key, s.clone());
+    }
+    Ok(s)
+}

@@ -1,0 +1,260 @@
+//! One destination's worker.
+//!
+//! Reads batch after batch through a [`BatchReader`] (a GET of
+//! `log/{next}.json`, no listing; the next batch is fetched and decoded
+//! while the current one is applied), delivers each, and advances the
+//! cursor only after the destination reports it durable. Where the destination keeps its own
+//! position (Postgres), that one is authoritative and `cursor.json` mirrors
+//! it for status. Transient errors are retried forever with exponential
+//! backoff and jitter, and shown in the status while they last; a permanent
+//! error stops the worker with the error shown, until the spec changes.
+//! A caught-up worker waits for the next batch through a
+//! [`Waiter`](crate::wakeup::Waiter): a poll of the stage every 200 ms, or
+//! an SQS wake-up when the writer has a wake-up queue.
+//!
+//! [`plan`] decides what comes next (start position, replay window,
+//! schedule); [`deliver`] delivers one batch (roll-up, parts, the `skip`
+//! policy); this module runs the loop and moves the cursor.
+
+mod deliver;
+mod plan;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use strata_common::backoff::Backoff;
+use strata_common::{Lsn, Timestamp};
+use strata_stager::cursor::{Cursor, Cursors};
+use strata_stager::log::StreamLog;
+use strata_stager::read::BatchReader;
+use strata_stager::{Stage, Versioned};
+use tokio_util::sync::CancellationToken;
+
+use self::deliver::{Deliverer, Outcome};
+use self::plan::{Go, Plan};
+use crate::destinations::{AnyDestination, Batch, DestError};
+use crate::replay::ReplayRequest;
+use crate::spec::DestinationSpec;
+use crate::wakeup::Waiter;
+
+/// Retries of a destination or of the stage: from 0.2–0.4 s up to 30 s.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_secs(30));
+
+/// What `status` and `/metrics` show of a worker.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkerStatus {
+    pub state: String,
+    pub cursor: Option<u64>,
+    pub cursor_commit_ts: Option<Timestamp>,
+    pub last_error: Option<String>,
+    /// When the worker stopped on an error retrying cannot heal.
+    pub failed_at: Option<Timestamp>,
+    pub retries: u64,
+    /// The delivery schedule in force.
+    pub schedule: String,
+    /// When a scheduled destination runs next (while it sleeps).
+    pub next_run: Option<Timestamp>,
+}
+
+pub type SharedWorkerStatus = Arc<Mutex<WorkerStatus>>;
+
+fn set(status: &SharedWorkerStatus, f: impl FnOnce(&mut WorkerStatus)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
+}
+
+/// Shows a transient failure in the status.
+fn failing(status: &SharedWorkerStatus, e: &DestError) {
+    set(status, |s| {
+        s.state = "failing".to_owned();
+        s.last_error = Some(e.to_string());
+        s.retries += 1;
+    });
+}
+
+/// Runs one destination until `token` is cancelled or a permanent error,
+/// first carrying out `replay` if given.
+pub async fn run(
+    stage: Stage,
+    spec: DestinationSpec,
+    token: CancellationToken,
+    status: SharedWorkerStatus,
+    waiter: Waiter,
+    replay: Option<Versioned<ReplayRequest>>,
+) -> Result<()> {
+    let mut worker =
+        Worker { log: StreamLog::new(&stage, &spec.stream)?, cursors: Cursors::new(&stage, &spec.name)?, stage, spec, token, status, waiter, backoff: RETRY };
+    let mut plan = None;
+    let result = worker.run(replay, &mut plan).await;
+    if let Err(e) = &result {
+        let message = format!("{e:#}");
+        set(&worker.status, |s| {
+            s.state = "failed".to_owned();
+            s.last_error = Some(message.clone());
+            s.failed_at = Some(Timestamp::now());
+        });
+        if let Some(p) = plan.as_mut() {
+            p.fail_replay(&worker.stage, message).await;
+        }
+    }
+    result
+}
+
+/// One destination's worker.
+struct Worker {
+    stage: Stage,
+    spec: DestinationSpec,
+    token: CancellationToken,
+    status: SharedWorkerStatus,
+    waiter: Waiter,
+    log: StreamLog,
+    cursors: Cursors,
+    backoff: Backoff,
+}
+
+impl Worker {
+    /// Connects, plans the start (and the replay), then delivers batch
+    /// after batch. `plan` is left for [`run`] to mark a replay failed.
+    async fn run(&mut self, replay: Option<Versioned<ReplayRequest>>, plan: &mut Option<Plan>) -> Result<()> {
+        let mut transforms = self.spec.transforms.prepare().map_err(|e| anyhow::anyhow!("destination {:?}: {e}", self.spec.name))?;
+        set(&self.status, |s| s.state = "connecting".to_owned());
+        let Some((mut dest, durable)) = self.connect().await? else {
+            return Ok(());
+        };
+        let mut cursor = self.cursors.load().await?;
+        let p = plan.insert(Plan::start(&self.log, self.spec.start, durable, cursor.as_ref()).await?);
+        let mut cursor = match cursor.take() {
+            Some(c) => c,
+            // Record the starting point at once, so a restart before the
+            // first batch does not move a `latest` start forward.
+            None => self.cursors.advance(None, self.cursor_at(p.next - 1, Lsn::ZERO, 0)).await.context("recording the start position")?,
+        };
+        if let Some(r) = replay {
+            set(&self.status, |s| s.state = "replaying".to_owned());
+            cursor = p.begin_replay(&self.stage, &self.log, &mut dest, &self.cursors, &cursor, &r).await?;
+        }
+        tracing::info!(destination = self.spec.name, next = p.next, "delivering");
+        set(&self.status, |s| s.schedule = self.spec.schedule.to_string());
+        let mut reader = BatchReader::new(&self.log);
+        loop {
+            if self.token.is_cancelled() || p.await_run(&self.log, &self.spec, &self.token, &self.status).await? == Go::Stop {
+                return Ok(());
+            }
+            set(&self.status, |s| s.cursor = Some(p.next - 1));
+            let window = p.window();
+            let fetched = match reader.fetch(p.next, window).await {
+                Ok(Some(b)) if p.is_past_rebuild(b.header().commit_ts_min) => {
+                    if p.finish_replay(&self.stage, &self.spec).await? == Go::Stop {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Ok(Some(b)) => b,
+                Ok(None) => {
+                    if p.caught_up(&self.stage, &self.spec).await? == Go::Stop {
+                        return Ok(());
+                    }
+                    set(&self.status, |s| s.state = "running".to_owned());
+                    if !self.waiter.wait(&self.token).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(destination = self.spec.name, seq = p.next, error = %e, "reading the stage failed; retrying");
+                    if !self.backoff.wait(&self.token, Duration::ZERO).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("reading batch {} of stream {:?}", p.next, self.spec.stream)));
+                }
+            };
+            let mut deliverer =
+                Deliverer { stage: &self.stage, spec: &self.spec, token: &self.token, reader: &mut reader, dest: &mut dest, transforms: &mut transforms };
+            match deliverer.deliver(fetched, window, p.may_roll_up()).await {
+                Outcome::Delivered(batch) => {
+                    self.backoff.reset();
+                    cursor = self.advance(cursor, &batch).await?;
+                    if p.delivered(&self.stage, &self.spec, batch.seq).await? == Go::Stop {
+                        return Ok(());
+                    }
+                }
+                Outcome::Failed(e) if e.is_retriable() => {
+                    failing(&self.status, &e);
+                    tracing::warn!(destination = self.spec.name, seq = p.next, error = %e, "delivery failed; retrying");
+                    if !self.backoff.wait(&self.token, e.retry_after().unwrap_or_default()).await {
+                        return Ok(());
+                    }
+                    // The connection may be gone: start over from what the destination holds.
+                    let Some((d, durable)) = self.connect().await? else {
+                        return Ok(());
+                    };
+                    dest = d;
+                    if let Some(seq) = durable {
+                        p.next = seq + 1;
+                    }
+                }
+                Outcome::Failed(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("delivering batch {} to {:?}", p.next, self.spec.name)));
+                }
+                Outcome::Unreadable(e) if e.is_retriable() => {
+                    tracing::warn!(destination = self.spec.name, seq = p.next, error = %e, "reading the stage failed; retrying");
+                    if !self.backoff.wait(&self.token, Duration::ZERO).await {
+                        return Ok(());
+                    }
+                }
+                Outcome::Unreadable(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("reading batches after {} of stream {:?}", p.next, self.spec.stream)));
+                }
+            }
+        }
+    }
+
+    /// Connects and reads the durable position, retrying transient failures.
+    /// `None` when cancelled.
+    async fn connect(&mut self) -> Result<Option<(AnyDestination, Option<u64>)>> {
+        let mut backoff = RETRY;
+        loop {
+            let attempt = async {
+                let mut d = self.spec.destination.connect(&self.spec.name, &self.stage).await?;
+                let seq = d.durable_seq().await?;
+                Ok::<_, DestError>((d, seq))
+            };
+            match attempt.await {
+                Ok(ok) => return Ok(Some(ok)),
+                Err(e) if e.is_retriable() => {
+                    failing(&self.status, &e);
+                    tracing::warn!(destination = self.spec.name, error = %e, "destination unavailable; retrying");
+                    if !backoff.wait(&self.token, Duration::ZERO).await {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("destination {:?}", self.spec.name)));
+                }
+            }
+        }
+    }
+
+    fn cursor_at(&self, seq: u64, lsn: Lsn, epoch: u64) -> Cursor {
+        Cursor { format: 1, destination: self.spec.name.clone(), stream: self.spec.stream.clone(), seq, lsn, epoch, updated_at: Timestamp::now() }
+    }
+
+    /// Moves the cursor to the delivered `batch` and shows it.
+    async fn advance(&self, current: Versioned<Cursor>, batch: &Batch) -> Result<Versioned<Cursor>> {
+        let next = self.cursor_at(batch.seq, batch.lsn_end, current.value.epoch);
+        let cursor = self.cursors.advance(Some(&current), next).await.context("advancing the cursor")?;
+        set(&self.status, |s| {
+            s.state = "running".to_owned();
+            s.cursor = Some(batch.seq);
+            s.cursor_commit_ts = Some(batch.commit_ts_max);
+            s.last_error = None;
+        });
+        Ok(cursor)
+    }
+}
