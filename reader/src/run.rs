@@ -32,7 +32,7 @@ use strata_common::backoff::Backoff;
 use strata_common::config::{Config, SourceConfig};
 use strata_common::{Change, Lsn, Op, Timestamp};
 use strata_stager::lease::{Lease, Leases};
-use strata_stager::log::{BatchWriter, StreamLog, TableBatch};
+use strata_stager::log::{BatchWriter, StreamLog};
 use strata_stager::manifest::BatchKind;
 use strata_stager::{Stage, StageError, Versioned};
 use tokio::sync::{mpsc, watch};
@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use strata_common::telemetry::{Readiness, Registry};
 
 use crate::backfill::{self, Windows};
-use crate::batch::Pending;
-use crate::decode::{Decoder, Position};
+use crate::batch::{Batcher, Work};
+use crate::decode::Decoder;
 use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
 use crate::setup::SourceDb;
 use crate::snapshot::{self, Seam, SnapshotCtx, SnapshotProgress};
@@ -291,14 +291,6 @@ async fn stream_with_retries(ctx: &Ctx<'_>, token: CancellationToken) -> Result<
     }
 }
 
-/// What the loop hands the committer.
-enum Work {
-    /// Part files of the batch in progress (a large transaction spilling).
-    Parts(Vec<TableBatch>),
-    /// The rest of the batch; commit it. `lsn_start` is the previous batch's end.
-    Commit { tables: Vec<TableBatch>, lsn_start: Lsn },
-}
-
 /// The position and commit time of the last committed batch.
 type Durable = (Lsn, Option<Timestamp>);
 
@@ -328,23 +320,6 @@ async fn committer(log: StreamLog, mut rx: mpsc::Receiver<Work>, durable: watch:
         }
     }
     Ok(())
-}
-
-struct Txn {
-    final_lsn: Lsn,
-    xid: u32,
-    commit_ts: Timestamp,
-    ord: u32,
-    /// Changes kept (not already in a table's snapshot).
-    staged: u32,
-}
-
-impl Txn {
-    fn next(&mut self) -> Result<Position> {
-        let at = Position { lsn: self.final_lsn, ord: self.ord, xid: self.xid, commit_ts: self.commit_ts };
-        self.ord = self.ord.checked_add(1).ok_or_else(|| anyhow!("transaction at {} has more than 2^32 changes", self.final_lsn))?;
-        Ok(at)
-    }
 }
 
 async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
@@ -427,51 +402,34 @@ struct Resume<'a> {
     windows: Windows,
 }
 
-async fn pump(
+/// Feeds the source's events through the [`Batcher`] and hands what it
+/// cuts to the committer; confirms what the committer made durable.
+async fn pump<S: ChangeSource>(
     ctx: &Ctx<'_>,
-    src: &mut PgWalSource,
+    src: &mut S,
     db: &mut SourceDb,
     token: &CancellationToken,
     from: Resume<'_>,
     work_tx: &mpsc::Sender<Work>,
     mut durable_rx: watch::Receiver<Durable>,
 ) -> Result<()> {
-    let Resume { lsn: resume, seam, mut windows } = from;
+    let Resume { lsn: resume, seam, windows } = from;
     let Ctx { config, log, status, telemetry, .. } = *ctx;
     let metrics = &telemetry.metrics;
-    let limits = &config.batch;
-    let mut decoder = Decoder::new(log, metrics.fallbacks.clone());
-    let mut pending = Pending::default();
-    let mut batch_rows = 0u64;
-    let mut spilled = false;
-    let mut batch_end: Option<Lsn> = None;
-    let mut prev_end = resume;
-    let mut dispatched_end = resume;
-    let mut txn: Option<Txn> = None;
-    let mut skipping = false;
+    let mut stream =
+        Stream { batcher: Batcher::new(resume, config.batch.clone()), decoder: Decoder::new(log, metrics.fallbacks.clone()), windows, seam, status };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-
     let send = |w: Work| async { work_tx.send(w).await.map_err(|_| anyhow!("the committer stopped (see its error)")) };
-
     loop {
-        let due = txn.is_none() && batch_end.is_some() && pending.since.is_none_or(|t| t.elapsed() >= limits.max_age);
-        let full = txn.is_none() && batch_end.is_some() && (batch_rows >= limits.max_rows || spilled || pending.bytes >= limits.max_bytes);
-        if due || full {
-            let end = batch_end.take().expect("checked above");
-            send(Work::Commit { tables: pending.take(), lsn_start: prev_end }).await?;
-            prev_end = end;
-            dispatched_end = end;
-            batch_rows = 0;
-            spilled = false;
+        if let Some(work) = stream.batcher.cut(Instant::now()) {
+            send(work).await?;
         }
         tokio::select! {
             biased;
             _ = token.cancelled() => {
-                // Completed transactions are committed; an open one is
-                // abandoned (not confirmed, so the server sends it again).
-                if txn.is_none() && let Some(_end) = batch_end {
-                    send(Work::Commit { tables: pending.take(), lsn_start: prev_end }).await?;
+                if let Some(work) = stream.batcher.finish() {
+                    send(work).await?;
                 }
                 return Ok(());
             }
@@ -487,108 +445,109 @@ async fn pump(
             }
             _ = tick.tick() => {}
             event = src.next() => {
-                match event? {
-                    SourceEvent::Begin { final_lsn, commit_ts, xid } => {
-                        if txn.is_some() {
-                            bail!("Begin of {final_lsn} inside an open transaction");
-                        }
-                        // Already staged before a restart: drop it whole.
-                        skipping = final_lsn <= resume;
-                        if !skipping {
-                            txn = Some(Txn { final_lsn, xid, commit_ts, ord: 0, staged: 0 });
-                        }
+                let event = event?;
+                if let SourceEvent::Keepalive { wal_end } = event {
+                    update(status, |s| s.server_lsn = Some(wal_end));
+                    // With nothing in flight, the server may drop WAL up to here.
+                    let (durable, last_commit) = *durable_rx.borrow();
+                    if stream.batcher.is_idle() && durable >= stream.batcher.handed_over() {
+                        src.confirm(wal_end).await?;
+                        metrics.lag(wal_end, wal_end, last_commit);
+                    } else {
+                        metrics.lag(wal_end, durable, last_commit);
                     }
-                    SourceEvent::Commit { commit_lsn, commit_ts, .. } => {
-                        if skipping {
-                            skipping = false;
-                            continue;
-                        }
-                        let t = txn.take().ok_or_else(|| anyhow!("Commit of {commit_lsn} outside a transaction"))?;
-                        if t.final_lsn != commit_lsn {
-                            bail!("Commit at {commit_lsn} for a transaction that announced {}", t.final_lsn);
-                        }
-                        if t.staged > 0 {
-                            batch_end = Some(commit_lsn);
-                            update(status, |s| s.last_commit_ts = Some(commit_ts));
-                        }
-                    }
-                    SourceEvent::Relation(rel) => {
-                        let at = txn.as_ref().map_or(resume, |t| t.final_lsn);
-                        decoder.relation(db, rel, at).await?;
-                    }
-                    SourceEvent::Type { oid, name, .. } => tracing::debug!(oid, name, "type message"),
-                    SourceEvent::Origin { name, .. } => tracing::debug!(origin = name, "transaction from a replication origin"),
-                    SourceEvent::Message { prefix, transactional, content, .. } => {
-                        let ready = if transactional && !skipping { windows.message(&prefix, &content)? } else { None };
-                        let Some(ready) = ready else {
-                            tracing::debug!(prefix, transactional, "logical decoding message (not staged)");
-                            continue;
-                        };
-                        // A backfill chunk, staged at its high watermark.
-                        let t = txn.as_mut().ok_or_else(|| anyhow!("backfill watermark outside a transaction"))?;
-                        let schema = decoder.version(db, ready.relation, t.final_lsn).await?;
-                        let table = Arc::new(schema.table.clone());
-                        let kept = ready.rows.len();
-                        for row in ready.rows {
-                            let at = t.next()?;
-                            let change = Change { op: Op::Read, table: table.clone(), lsn: at.lsn, ord: at.ord, xid: None, commit_ts: at.commit_ts, after: Some(row), before: None };
-                            pending.push(&schema, change);
-                            batch_rows += 1;
-                            t.staged += 1;
-                        }
-                        let _ = ready.staged.send(if kept > 0 { t.final_lsn } else { Lsn::ZERO });
-                        if pending.bytes >= limits.max_bytes {
-                            send(Work::Parts(pending.take())).await?;
-                            spilled = true;
-                        }
-                    }
-                    SourceEvent::Keepalive { wal_end } => {
-                        update(status, |s| s.server_lsn = Some(wal_end));
-                        let idle = txn.is_none() && !skipping && batch_end.is_none() && pending.is_empty() && !spilled;
-                        let (durable, last_commit) = *durable_rx.borrow();
-                        if idle && durable >= dispatched_end {
-                            src.confirm(wal_end).await?;
-                            metrics.lag(wal_end, wal_end, last_commit);
-                        } else {
-                            metrics.lag(wal_end, durable, last_commit);
-                        }
-                    }
-                    change_event => {
-                        if skipping {
-                            continue;
-                        }
-                        let t = txn.as_mut().ok_or_else(|| anyhow!("row change outside a transaction"))?;
-                        let staged = match change_event {
-                            SourceEvent::Insert { relation, new } => vec![decoder.change(Op::Insert, relation, Some(new), None, t.next()?)?],
-                            SourceEvent::Update { relation, old, new } => vec![decoder.change(Op::Update, relation, Some(new), old, t.next()?)?],
-                            SourceEvent::Delete { relation, old } => vec![decoder.change(Op::Delete, relation, None, Some(old), t.next()?)?],
-                            SourceEvent::Truncate { relations, .. } => {
-                                let mut out = Vec::with_capacity(relations.len());
-                                for r in relations {
-                                    out.push(decoder.truncate(r, t.next()?)?);
-                                }
-                                out
-                            }
-                            _ => unreachable!("handled above"),
-                        };
-                        let final_lsn = t.final_lsn;
-                        for (schema, change) in staged {
-                            // A table copied at a later point already holds this.
-                            if seam.in_snapshot(&schema.table, final_lsn) {
-                                continue;
-                            }
-                            windows.observe(&schema, &change);
-                            pending.push(&schema, change);
-                            batch_rows += 1;
-                            t.staged += 1;
-                        }
-                        if pending.bytes >= limits.max_bytes {
-                            send(Work::Parts(pending.take())).await?;
-                            spilled = true;
-                        }
-                    }
+                } else if let Some(work) = stream.event(db, event).await? {
+                    send(work).await?;
                 }
             }
         }
+    }
+}
+
+/// The change stream's state between events.
+struct Stream<'a> {
+    batcher: Batcher,
+    decoder: Decoder,
+    windows: Windows,
+    seam: &'a Seam,
+    status: &'a SharedStatus,
+}
+
+impl Stream<'_> {
+    /// Handles one event (keepalives aside); returns part files to spill.
+    async fn event(&mut self, db: &mut SourceDb, event: SourceEvent) -> Result<Option<Work>> {
+        let b = &mut self.batcher;
+        match event {
+            SourceEvent::Begin { final_lsn, commit_ts, xid } => b.begin(final_lsn, xid, commit_ts).map_err(anyhow::Error::msg)?,
+            SourceEvent::Commit { commit_lsn, .. } => {
+                if let Some(commit_ts) = b.commit(commit_lsn).map_err(anyhow::Error::msg)? {
+                    update(self.status, |s| s.last_commit_ts = Some(commit_ts));
+                }
+            }
+            SourceEvent::Relation(rel) => {
+                self.decoder.relation(db, rel, b.catalog_lsn()).await?;
+            }
+            SourceEvent::Type { oid, name, .. } => tracing::debug!(oid, name, "type message"),
+            SourceEvent::Origin { name, .. } => tracing::debug!(origin = name, "transaction from a replication origin"),
+            SourceEvent::Message { prefix, transactional, content, .. } => {
+                let ready = if transactional && !b.skipping() { self.windows.message(&prefix, &content)? } else { None };
+                let Some(ready) = ready else {
+                    tracing::debug!(prefix, transactional, "logical decoding message (not staged)");
+                    return Ok(None);
+                };
+                // A backfill chunk, staged at its high watermark.
+                let final_lsn = b.final_lsn().context("backfill watermark outside a transaction")?;
+                let schema = self.decoder.version(db, ready.relation, final_lsn).await?;
+                let table = Arc::new(schema.table.clone());
+                let kept = ready.rows.len();
+                for row in ready.rows {
+                    let at = b.next_position("backfill row").map_err(anyhow::Error::msg)?;
+                    let change = Change {
+                        op: Op::Read,
+                        table: table.clone(),
+                        lsn: at.lsn,
+                        ord: at.ord,
+                        xid: None,
+                        commit_ts: at.commit_ts,
+                        after: Some(row),
+                        before: None,
+                    };
+                    b.stage(&schema, change);
+                }
+                let _ = ready.staged.send(if kept > 0 { final_lsn } else { Lsn::ZERO });
+                return Ok(b.spill());
+            }
+            SourceEvent::Keepalive { .. } => {}
+            change_event => {
+                if b.skipping() {
+                    return Ok(None);
+                }
+                let mut at = || b.next_position("row change").map_err(anyhow::Error::msg);
+                let staged = match change_event {
+                    SourceEvent::Insert { relation, new } => vec![self.decoder.change(Op::Insert, relation, Some(new), None, at()?)?],
+                    SourceEvent::Update { relation, old, new } => vec![self.decoder.change(Op::Update, relation, Some(new), old, at()?)?],
+                    SourceEvent::Delete { relation, old } => vec![self.decoder.change(Op::Delete, relation, None, Some(old), at()?)?],
+                    SourceEvent::Truncate { relations, .. } => {
+                        let mut out = Vec::with_capacity(relations.len());
+                        for r in relations {
+                            out.push(self.decoder.truncate(r, at()?)?);
+                        }
+                        out
+                    }
+                    _ => unreachable!("handled above"),
+                };
+                let final_lsn = b.final_lsn().unwrap_or(Lsn::ZERO);
+                for (schema, change) in staged {
+                    // A table copied at a later point already holds this.
+                    if self.seam.in_snapshot(&schema.table, final_lsn) {
+                        continue;
+                    }
+                    self.windows.observe(&schema, &change);
+                    b.stage(&schema, change);
+                }
+                return Ok(b.spill());
+            }
+        }
+        Ok(None)
     }
 }
