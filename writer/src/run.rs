@@ -118,11 +118,19 @@ async fn release(leases: &Leases, lease: &Versioned<Lease>, status: &SharedWorke
     let _ = leases.release_with_status(lease, Timestamp::now(), status).await;
 }
 
+/// One pass: converges the workers running here on the specs in the stage.
 async fn reconcile(stage: &Stage, holder: &str, running: &mut HashMap<String, Running>, registry: &Registry, wakeups: &crate::wakeup::Wakeups) -> Result<()> {
     let specs = control::list(stage).await?;
     let wanted: HashMap<String, DestinationSpec> = specs.into_iter().map(|s| (s.value.name.clone(), s.value)).collect();
+    keep_or_stop(running, &wanted).await;
+    start_replays(stage, running, wakeups).await?;
+    start_wanted(stage, holder, running, &wanted, wakeups).await?;
+    publish_figures(stage, running, registry).await
+}
 
-    // Stop what is removed, paused or changed; collect workers that ended.
+/// Stops what is removed, paused or changed; collects workers that ended;
+/// renews the leases of the rest.
+async fn keep_or_stop(running: &mut HashMap<String, Running>, wanted: &HashMap<String, DestinationSpec>) {
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
         let same = match (wanted.get(&name), running.get(&name)) {
@@ -171,8 +179,10 @@ async fn reconcile(stage: &Stage, holder: &str, running: &mut HashMap<String, Ru
             Err(e) => tracing::warn!(destination = name, error = %e, "could not renew the lease; retrying next pass"),
         }
     }
+}
 
-    // Replays of destinations running here: restart the worker with the request.
+/// Replays of destinations running here: restarts the worker with the request.
+async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, wakeups: &crate::wakeup::Wakeups) -> Result<()> {
     let mut replays: HashMap<String, Versioned<crate::replay::ReplayRequest>> = HashMap::new();
     for r in crate::replay::list(stage).await? {
         if r.value.state == crate::replay::ReplayState::Pending && running.get(&r.value.destination).is_some_and(|w| !w.failed) {
@@ -191,9 +201,19 @@ async fn reconcile(stage: &Stage, holder: &str, running: &mut HashMap<String, Ru
         let waiter = wakeups.waiter(&r.spec.stream);
         r.task = tokio::spawn(worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), waiter, Some(request)));
     }
+    Ok(())
+}
 
-    // Start what should run here.
-    for (name, spec) in &wanted {
+/// Starts what should run here and is not running anywhere: takes the
+/// destination's lease, then spawns its worker.
+async fn start_wanted(
+    stage: &Stage,
+    holder: &str,
+    running: &mut HashMap<String, Running>,
+    wanted: &HashMap<String, DestinationSpec>,
+    wakeups: &crate::wakeup::Wakeups,
+) -> Result<()> {
+    for (name, spec) in wanted {
         if spec.paused || running.contains_key(name) {
             continue;
         }
@@ -212,8 +232,11 @@ async fn reconcile(stage: &Stage, holder: &str, running: &mut HashMap<String, Ru
         let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), wakeups.waiter(&spec.stream), None));
         running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, status, failed: false });
     }
+    Ok(())
+}
 
-    // Figures for /metrics.
+/// Figures for /metrics.
+async fn publish_figures(stage: &Stage, running: &HashMap<String, Running>, registry: &Registry) -> Result<()> {
     for (name, r) in running.iter() {
         let s = r.status.lock().map(|s| s.clone()).unwrap_or_default();
         let labels = [("destination", name.as_str()), ("stream", r.spec.stream.as_str())];
