@@ -18,6 +18,14 @@
 //! - [`service`]: runtime, signals and exit status of the service binaries.
 //! - [`wakeup`]: "batch committed" notifications through SQS, and (feature
 //!   `aws`) the AWS set-up of every SQS client.
+//!
+//! The invariants: a [`Value`](change::Value) always fits the Arrow type
+//! its column was mapped to, and every text form PostgreSQL prints parses
+//! back to the same value or is an error naming it; a secret prints as
+//! `****` through `Debug`, `Display` and `Serialize`, so no log line,
+//! status or stage object can carry one by accident. Without the `aws` and
+//! `postgres` features this crate does no network I/O, which keeps the
+//! stage format crate free of database and cloud clients.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -12,6 +12,17 @@
 //! - [`read`]: reading committed batches, decoded off the async threads, one ahead.
 //! - [`cursor`], [`lease`]: conditional state of destinations and readers.
 //! - [`gc`], [`verify`]: maintenance.
+//! - [`error`]: [`StageError`], split by what a caller can do about it.
+//!
+//! The invariants of the format: a batch is committed by creating its
+//! manifest (`If-None-Match: *`, or a hard link on disk) after its data
+//! files are written, so a reader never sees a partial batch and two
+//! writers of one seq cannot both win; seqs are dense from the retention
+//! low-water mark to the head, so lookups need no listing; schema versions
+//! are immutable once written; data file keys are taken from manifests,
+//! never rebuilt; a cursor moves only forward, except by an explicit rewind
+//! that starts a new epoch; and every conditional object (cursor, lease,
+//! spec) is replaced only if unchanged since it was read.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -1,13 +1,28 @@
 //! `strata-writer`: delivers staged changes to destinations (DESIGN.md,
 //! "Writer protocol"), and the control CLI that edits destination specs.
 //!
+//! - [`cli`]: the `strata-writer` command line (run, destination, replay, status).
 //! - [`spec`], [`control`]: destination specs in the stage, the desired state.
 //! - [`destinations`]: the [`Destination`](destinations::Destination)
-//!   boundary and one folder per destination.
-//! - [`worker`]: one destination's delivery loop.
+//!   boundary, one folder per destination, and the registry of them all.
+//! - [`envelope`]: the JSON change envelope of the webhook, SQS, stdout and
+//!   JSON Lines destinations.
+//! - [`transform`]: tables, columns, rows and masking between stage and destination.
+//! - [`schedule`]: continuous, interval and cron delivery schedules.
+//! - [`worker`]: one destination's delivery loop (plan, deliver, cursor).
 //! - [`replay`]: replay and as-of rebuild requests.
 //! - [`run`]: the reconcile loop that runs workers under leases.
 //! - [`wakeup`]: idle workers woken by SQS messages instead of polling.
+//!
+//! The invariants everything here keeps: one writer delivers a destination
+//! at a time, by lease; batches reach a destination in seq order, and its
+//! cursor moves only after the destination reports a batch durable; a
+//! destination that records its position itself (Postgres) does so in the
+//! same transaction as the data, and that position wins, so a redelivery
+//! after a crash applies nothing twice; a transient error is retried with
+//! backoff and shown while it lasts, and one retrying cannot heal stops the
+//! destination, shown, until its spec changes; specs in the stage never
+//! hold a secret, only `${VAR}` references the writer expands.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
