@@ -45,6 +45,7 @@ use crate::snapshot::copytext::Lines;
 use crate::snapshot::plan;
 use crate::snapshot::{Phase, SnapshotState, copy};
 use crate::source::Relation;
+pub use strata_stager::control::{BackfillRequest, BackfillState};
 
 /// Prefix of the watermark messages.
 pub const MESSAGE_PREFIX: &str = "strata.backfill";
@@ -53,38 +54,6 @@ pub const MESSAGE_PREFIX: &str = "strata.backfill";
 pub const MAX_CHUNK_ROWS: u64 = 10_000;
 /// How often the task looks for requests.
 const POLL: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackfillState {
-    Pending,
-    Running,
-    Done,
-    Failed,
-}
-
-/// `streams/{stream}/backfills/{id}.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackfillRequest {
-    pub format: u32,
-    pub id: String,
-    pub table: TableName,
-    /// Why: `requested` (the CLI) or `added to the publication`.
-    pub reason: String,
-    pub requested_at: Timestamp,
-    pub state: BackfillState,
-    /// Text forms of the last staged row's key columns.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_key: Option<Vec<String>>,
-    #[serde(default)]
-    pub rows: u64,
-    #[serde(default)]
-    pub chunks: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Timestamp>,
-}
 
 /// Records a backfill request of `table`; the running reader picks it up.
 pub async fn request(log: &StreamLog, table: &TableName, reason: &str) -> Result<BackfillRequest> {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde::Serialize;
+
 use strata_common::backoff::Backoff;
 use strata_common::config::{Config, SourceConfig};
 use strata_common::{Change, Lsn, Op, Timestamp};
@@ -45,9 +45,10 @@ use crate::batch::{Batcher, Work};
 use crate::decode::Decoder;
 use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
 use crate::setup::SourceDb;
-use crate::snapshot::{self, Seam, SnapshotCtx, SnapshotProgress};
+use crate::snapshot::{self, Seam, SnapshotCtx};
 use crate::source::{ChangeSource, SourceError, SourceEvent};
 use crate::walstream::PgWalSource;
+pub use strata_stager::control::ReaderStatus;
 
 /// How long a reader lease lasts without renewal. A crashed reader's stream
 /// is free again after this; a live one renews every third of it.
@@ -58,20 +59,6 @@ const TICK: Duration = Duration::from_millis(50);
 const RECONNECT: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 /// A stream that ran this long before failing starts its backoff afresh.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
-
-/// What the reader publishes in `reader.json` with each lease renewal.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReaderStatus {
-    pub state: &'static str,
-    pub head_seq: Option<u64>,
-    pub durable_lsn: Option<Lsn>,
-    pub server_lsn: Option<Lsn>,
-    pub last_commit_ts: Option<Timestamp>,
-    pub last_error: Option<String>,
-    /// While the initial snapshot runs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<SnapshotProgress>,
-}
 
 type SharedStatus = Arc<Mutex<ReaderStatus>>;
 
@@ -113,7 +100,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         return Ok(());
     };
     tracing::info!(stream = source.stream, holder, generation = lease.value.generation, "holding the stream's reader lease");
-    let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting", ..Default::default() }));
+    let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting".to_owned(), ..Default::default() }));
     let registry = Registry::default();
     let telemetry = Telemetry { metrics: ReaderMetrics::new(&registry, &source.stream), ready: Readiness::default() };
     let listen = match config.telemetry.listen {
@@ -270,7 +257,7 @@ async fn stream_with_retries(ctx: &Ctx<'_>, token: CancellationToken) -> Result<
                 let delay = backoff.next_delay();
                 let message = format!("{e:#}");
                 update(status, |s| {
-                    s.state = "reconnecting";
+                    s.state = "reconnecting".to_owned();
                     s.last_error = Some(message.clone());
                 });
                 tracing::warn!(error = message, delay_ms = delay.as_millis() as u64, "reconnecting to the source");
@@ -282,7 +269,7 @@ async fn stream_with_retries(ctx: &Ctx<'_>, token: CancellationToken) -> Result<
             }
             Err(e) => {
                 update(status, |s| {
-                    s.state = "failed";
+                    s.state = "failed".to_owned();
                     s.last_error = Some(format!("{e:#}"));
                 });
                 return Err(e);
@@ -330,7 +317,7 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     let slot_name = source.slot_name();
     db.ensure_publication(&publication, &source.tables).await?;
     db.check_read_privileges(&publication).await?;
-    update(status, |s| s.state = "snapshot");
+    update(status, |s| s.state = "snapshot".to_owned());
     let shared = status.clone();
     let on_progress: snapshot::OnProgress = Arc::new(move |p| update(&shared, |s| s.snapshot = Some(p)));
     let snapshot_ctx = SnapshotCtx { config: ctx.config, source, log, metrics: &telemetry.metrics, on_progress };
@@ -356,7 +343,7 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     tracing::info!(%resume, next_seq, "resuming after the last staged batch");
     let mut src = PgWalSource::start(&source.url, &slot_name, &publication, resume)?;
     update(status, |s| {
-        s.state = "streaming";
+        s.state = "streaming".to_owned();
         s.head_seq = head;
         s.durable_lsn = Some(resume);
         s.last_error = None;

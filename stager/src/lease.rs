@@ -28,7 +28,10 @@ pub struct Lease {
     pub acquired_at: Timestamp,
     pub renewed_at: Timestamp,
     pub expires_at: Timestamp,
-    /// Free-form status the holder publishes with each renewal (heartbeat).
+    /// The status the holder publishes with each renewal (heartbeat): a
+    /// [`ReaderStatus`](crate::control::ReaderStatus) or a
+    /// [`WorkerStatus`](crate::control::WorkerStatus), read with
+    /// [`lease_status`](crate::control::lease_status).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub status: serde_json::Value,
 }

@@ -10,6 +10,8 @@
 //! - [`manifest`], [`schema`], [`codec`]: what is stored and how it is encoded.
 //! - [`log`]: the commit protocol and head / commit-time lookup; writing a batch.
 //! - [`read`]: reading committed batches, decoded off the async threads, one ahead.
+//! - [`control`]: the typed control objects (snapshot state, backfill and
+//!   replay requests, reader and worker status).
 //! - [`cursor`], [`lease`]: conditional state of destinations and readers.
 //! - [`gc`], [`verify`]: maintenance.
 //! - [`error`]: [`StageError`], split by what a caller can do about it.
@@ -27,6 +29,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod codec;
+pub mod control;
 pub mod cursor;
 pub mod error;
 pub mod gc;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use strata_common::{Change, ColumnType, Lsn, Op, TableName, Timestamp, Value};
 use strata_stager::Stage;
+use strata_stager::control::{BackfillRequest, BackfillState, Phase, SnapshotState, TablePoint};
 use strata_stager::log::{StreamLog, TableBatch};
 use strata_stager::manifest::{BatchKind, Manifest};
 use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
@@ -174,9 +175,32 @@ async fn streams_shows_head_reader_snapshot_and_backfills() {
     let leases = strata_stager::lease::Leases::new(&stage, log.keys().reader());
     let held = leases.acquire("reader@host:1", std::time::Duration::from_secs(60), Timestamp::now()).await.unwrap();
     leases.renew(&held, std::time::Duration::from_secs(60), Timestamp::now(), serde_json::json!({"state": "snapshot"})).await.unwrap();
-    stage.put_json_if(&log.keys().snapshot(), &serde_json::json!({"phase": "copying", "tables": [{}, {}]}), None).await.unwrap();
-    stage.put_json_if(&log.keys().backfill("b1").unwrap(), &serde_json::json!({"state": "running"}), None).await.unwrap();
-    stage.put_json_if(&log.keys().backfill("b0").unwrap(), &serde_json::json!({"state": "done"}), None).await.unwrap();
+    let table = |name: &str| TablePoint { table: TableName::new("public", name).unwrap(), point: Lsn(7) };
+    let snapshot = SnapshotState {
+        format: 1,
+        point: Lsn(7),
+        phase: Phase::Copying,
+        started_at: Timestamp::now(),
+        finished_at: None,
+        tables: vec![table("a"), table("b")],
+        publication: None,
+    };
+    stage.put_json_if(&log.keys().snapshot(), &snapshot, None).await.unwrap();
+    let backfill = |id: &str, state: BackfillState| BackfillRequest {
+        format: 1,
+        id: id.to_owned(),
+        table: TableName::new("public", "a").unwrap(),
+        reason: "requested".to_owned(),
+        requested_at: Timestamp::now(),
+        state,
+        last_key: None,
+        rows: 0,
+        chunks: 0,
+        error: None,
+        finished_at: None,
+    };
+    stage.put_json_if(&log.keys().backfill("b1").unwrap(), &backfill("b1", BackfillState::Running), None).await.unwrap();
+    stage.put_json_if(&log.keys().backfill("b0").unwrap(), &backfill("b0", BackfillState::Done), None).await.unwrap();
 
     let out = strata_stage(dir.path(), &["streams"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -185,6 +209,13 @@ async fn streams_shows_head_reader_snapshot_and_backfills() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["snapshot"]["tables_done"], 2);
     assert_eq!(v["reader"]["live"], true);
+    assert_eq!(v["reader"]["status"]["state"], "snapshot");
+
+    // A control object that is not what its key says is an error naming it.
+    std::fs::write(dir.path().join(log.keys().snapshot().to_string()), r#"{"phase": "copying"}"#).unwrap();
+    let out = strata_stage(dir.path(), &["streams"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("snapshot.json"), "{}", text(&out.stderr));
 }
 
 #[tokio::test]

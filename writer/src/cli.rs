@@ -6,13 +6,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use strata_common::Timestamp;
 use strata_common::config::{Config, LogFormat};
-use strata_stager::Stage;
+use strata_stager::control::{ReplayRequest, ReplayState, WorkerStatus, lease_status};
 use strata_stager::cursor::Cursors;
 use strata_stager::keys::DestinationKeys;
 use strata_stager::lease::{Lease, Leases};
 use strata_stager::log::StreamLog;
+use strata_stager::{Stage, Versioned};
 
 use crate::control;
 use crate::spec::{DestinationSpec, OnError, StartPosition};
@@ -219,76 +221,121 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
     Ok(())
 }
 
+/// One row of `status`: a destination, where it is, and what is wrong.
+#[derive(Serialize)]
+struct DestinationStatus {
+    destination: String,
+    stream: String,
+    kind: String,
+    state: String,
+    owner: Option<String>,
+    cursor: u64,
+    head: Option<u64>,
+    head_commit_ts: Option<Timestamp>,
+    lag_batches: u64,
+    error: Option<String>,
+    failed_at: Option<Timestamp>,
+    on_error: OnError,
+    schedule: String,
+    next_run: Option<Timestamp>,
+    dead_letters: usize,
+    replays: Vec<ReplayStatus>,
+}
+
+#[derive(Serialize)]
+struct ReplayStatus {
+    id: String,
+    state: ReplayState,
+    error: Option<String>,
+}
+
+impl std::fmt::Display for DestinationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head = self.head.map_or("null".to_owned(), |h| h.to_string());
+        write!(
+            f,
+            "{}\tstream {}\t{}\tcursor {} of {head}\tlag {} batches\t{}",
+            self.destination, self.stream, self.state, self.cursor, self.lag_batches, self.schedule
+        )?;
+        if let Some(t) = self.next_run {
+            write!(f, " (next run {t})")?;
+        }
+        if let Some(o) = &self.owner {
+            write!(f, "\towner {o}")?;
+        }
+        if let Some(e) = &self.error {
+            write!(f, "\terror: {e}")?;
+        }
+        if let Some(t) = self.failed_at {
+            write!(f, " (since {t})")?;
+        }
+        if self.dead_letters > 0 {
+            write!(f, "\t{} changes dead-lettered", self.dead_letters)?;
+        }
+        Ok(())
+    }
+}
+
 async fn status(stage: &Stage, json: bool) -> Result<()> {
     let replays = crate::replay::list(stage).await?;
     let mut rows = Vec::new();
     for s in control::list(stage).await? {
-        let s = s.value;
-        let log = StreamLog::new(stage, &s.stream)?;
-        let head = log.head(None).await?;
-        let head_ts = match head {
-            Some(h) => Some(log.read(h).await?.commit_ts.max),
-            None => None,
-        };
-        let cursor = Cursors::new(stage, &s.name)?.load().await?.map(|c| c.value);
-        let lease: Option<Lease> = Leases::new(stage, DestinationKeys::new(&s.name)?.lease()).read().await?.map(|l| l.value);
-        let live = lease.as_ref().filter(|l| !l.is_expired(Timestamp::now()));
-        // A failure outlives the writer that saw it: the released lease
-        // keeps its last status until a writer takes the destination again.
-        let failed = lease.as_ref().filter(|l| l.status.get("state").and_then(|v| v.as_str()) == Some("failed"));
-        let shown = live.or(failed);
-        let state = match (&s.paused, live, failed) {
-            (true, _, _) => "paused".to_owned(),
-            (false, Some(l), _) => l.status.get("state").and_then(|v| v.as_str()).unwrap_or("running").to_owned(),
-            (false, None, Some(_)) => "failed (no writer holds it)".to_owned(),
-            (false, None, None) => "unassigned".to_owned(),
-        };
-        let delivered = cursor.as_ref().map_or(0, |c| c.seq);
-        rows.push(serde_json::json!({
-            "destination": s.name,
-            "stream": s.stream,
-            "kind": s.describe(),
-            "state": state,
-            "owner": live.map(|l| l.holder.clone()),
-            "cursor": delivered,
-            "head": head,
-            "head_commit_ts": head_ts,
-            "lag_batches": head.map_or(0, |h| h.saturating_sub(delivered)),
-            "error": shown.and_then(|l| l.status.get("last_error").cloned()).filter(|e| !e.is_null()),
-            "failed_at": failed.and_then(|l| l.status.get("failed_at").cloned()).filter(|e| !e.is_null()),
-            "on_error": s.on_error,
-            "schedule": s.schedule.to_string(),
-            "next_run": live.and_then(|l| l.status.get("next_run").cloned()).filter(|v| !v.is_null()),
-            "dead_letters": stage.list(&DestinationKeys::new(&s.name)?.dead_letter_prefix()).await?.len(),
-            "replays": replays.iter().filter(|r| r.value.destination == s.name && r.value.state != crate::replay::ReplayState::Done)
-                .map(|r| serde_json::json!({"id": r.value.id, "state": r.value.state, "error": r.value.error})).collect::<Vec<_>>(),
-        }));
+        rows.push(destination_status(stage, s.value, &replays).await?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         for r in rows {
-            println!(
-                "{}\tstream {}\t{}\tcursor {} of {}\tlag {} batches\t{}{}{}{}{}",
-                r["destination"].as_str().unwrap_or("?"),
-                r["stream"].as_str().unwrap_or("?"),
-                r["state"].as_str().unwrap_or("?"),
-                r["cursor"],
-                r["head"],
-                r["lag_batches"],
-                r["schedule"].as_str().unwrap_or("?"),
-                r["next_run"].as_str().map(|t| format!(" (next run {t})")).unwrap_or_default(),
-                r["owner"].as_str().map(|o| format!("\towner {o}")).unwrap_or_default(),
-                r["error"].as_str().map(|e| format!("\terror: {e}")).unwrap_or_default()
-                    + &r["failed_at"].as_str().map(|t| format!(" (since {t})")).unwrap_or_default(),
-                match r["dead_letters"].as_u64() {
-                    Some(n) if n > 0 => format!("\t{n} changes dead-lettered"),
-                    _ => String::new(),
-                },
-            );
+            println!("{r}");
         }
     }
     Ok(())
+}
+
+async fn destination_status(stage: &Stage, s: DestinationSpec, replays: &[Versioned<ReplayRequest>]) -> Result<DestinationStatus> {
+    let log = StreamLog::new(stage, &s.stream)?;
+    let head = log.head(None).await?;
+    let head_commit_ts = match head {
+        Some(h) => Some(log.read(h).await?.commit_ts.max),
+        None => None,
+    };
+    let keys = DestinationKeys::new(&s.name)?;
+    let cursor = Cursors::new(stage, &s.name)?.load().await?.map_or(0, |c| c.value.seq);
+    let lease: Option<Lease> = Leases::new(stage, keys.lease()).read().await?.map(|l| l.value);
+    let worker: Option<WorkerStatus> = lease.as_ref().and_then(lease_status);
+    let live = lease.as_ref().is_some_and(|l| !l.is_expired(Timestamp::now()));
+    // A failure outlives the writer that saw it: the released lease
+    // keeps its last status until a writer takes the destination again.
+    let failed = worker.as_ref().is_some_and(|w| w.state == "failed");
+    let state = match (s.paused, live, failed) {
+        (true, _, _) => "paused".to_owned(),
+        (false, true, _) => worker.as_ref().map_or("running".to_owned(), |w| w.state.clone()),
+        (false, false, true) => "failed (no writer holds it)".to_owned(),
+        (false, false, false) => "unassigned".to_owned(),
+    };
+    let shown = worker.filter(|_| live || failed);
+    Ok(DestinationStatus {
+        kind: s.describe(),
+        state,
+        owner: lease.filter(|_| live).map(|l| l.holder),
+        cursor,
+        head,
+        head_commit_ts,
+        lag_batches: head.map_or(0, |h| h.saturating_sub(cursor)),
+        error: shown.as_ref().and_then(|w| w.last_error.clone()),
+        failed_at: shown.as_ref().filter(|_| failed).and_then(|w| w.failed_at),
+        on_error: s.on_error,
+        schedule: s.schedule.to_string(),
+        next_run: shown.as_ref().filter(|_| live).and_then(|w| w.next_run),
+        dead_letters: stage.list(&keys.dead_letter_prefix()).await?.len(),
+        replays: replays
+            .iter()
+            .filter(|r| r.value.destination == s.name && r.value.state != ReplayState::Done)
+            .map(|r| ReplayStatus { id: r.value.id.clone(), state: r.value.state, error: r.value.error.clone() })
+            .collect(),
+        destination: s.name,
+        stream: s.stream,
+    })
 }
 
 /// Parses arguments, runs, and returns the exit status (0 ok, 1 error).

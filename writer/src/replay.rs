@@ -13,60 +13,10 @@
 //! (pending → running → done, or failed with the error) in the object.
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
 use strata_common::Timestamp;
 use strata_stager::{Stage, StageError, Versioned};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplayState {
-    Pending,
-    Running,
-    Done,
-    Failed,
-}
-
-/// What an `--as-of` rebuild does once it reaches its time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Then {
-    /// Pause the destination: it stays as it was at the time.
-    #[default]
-    Stop,
-    /// Go on delivering what came after.
-    Continue,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayRequest {
-    pub format: u32,
-    pub id: String,
-    pub destination: String,
-    /// Re-deliver changes committed at or after this time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<Timestamp>,
-    /// Rebuild the destination as of this time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub as_of: Option<Timestamp>,
-    #[serde(default)]
-    pub then: Then,
-    pub state: ReplayState,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl ReplayRequest {
-    pub fn validate(&self) -> Result<(), String> {
-        match (self.from, self.as_of) {
-            (None, None) => Err("a replay needs --from or --as-of".to_owned()),
-            (Some(_), Some(_)) => Err("--from and --as-of are exclusive: --as-of rebuilds from the beginning".to_owned()),
-            _ => Ok(()),
-        }
-    }
-}
+pub use strata_stager::control::{ReplayRequest, ReplayState, Then};
 
 /// Stores a new request.
 pub async fn submit(stage: &Stage, req: &ReplayRequest) -> Result<()> {

@@ -43,7 +43,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use strata_common::config::{Config, SnapshotMode, SourceConfig};
 use strata_common::{Change, Lsn, Op, TableName, Timestamp};
 use strata_stager::Versioned;
@@ -58,40 +57,7 @@ use crate::metrics::ReaderMetrics;
 use crate::setup::SourceDb;
 use crate::walstream::ExportedSlot;
 use copy::{Job, Msg, Shared, TableCopy};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Copying,
-    Done,
-}
-
-/// `streams/{stream}/snapshot.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SnapshotState {
-    pub format: u32,
-    /// The stream slot's consistent point: changes are staged from here.
-    pub point: Lsn,
-    pub phase: Phase,
-    pub started_at: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Timestamp>,
-    /// Completed tables and the point their rows are as of. While copying:
-    /// completions no manifest records (a table whose last range was
-    /// empty); once done: every table.
-    #[serde(default)]
-    pub tables: Vec<TablePoint>,
-    /// How the publication named its tables as of the snapshot, updated as
-    /// tables that join it later are backfilled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub publication: Option<plan::Membership>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TablePoint {
-    pub table: TableName,
-    pub point: Lsn,
-}
+pub use strata_stager::control::{Phase, SnapshotProgress, SnapshotState, TablePoint};
 
 /// What the change stream needs from the snapshot.
 #[derive(Debug, Clone, Default)]
@@ -114,17 +80,6 @@ impl Seam {
         let cutoffs = s.tables.iter().filter(|t| t.point > s.point).map(|t| (t.table.clone(), t.point)).collect();
         Seam { point: Some(s.point), cutoffs }
     }
-}
-
-/// Snapshot progress, as the reader's status shows it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SnapshotProgress {
-    pub tables: usize,
-    pub tables_done: usize,
-    pub rows: u64,
-    pub estimated_rows: u64,
-    /// Bytes of COPY text read.
-    pub bytes: u64,
 }
 
 /// Receives progress every few seconds.

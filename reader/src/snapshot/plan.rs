@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{Context, Result, anyhow};
 use strata_common::TableName;
+pub use strata_stager::control::Membership;
 use strata_stager::manifest::SnapshotTable;
 use tokio_postgres::Client;
 
@@ -147,18 +148,7 @@ pub async fn relation(client: &Client, table: &TableName) -> Result<Option<(Rela
     Ok(Some((relation, key)))
 }
 
-/// How a publication names its tables: every table, listed tables, or
-/// whole schemas. Recorded with the snapshot, so that a table that joins the
-/// publication later (and whose existing rows are in no snapshot and no
-/// change) can be told from one created later inside a published schema
-/// (whose rows are all in the stream).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Membership {
-    pub all_tables: bool,
-    pub tables: Vec<TableName>,
-    pub schemas: Vec<String>,
-}
-
+/// Reads how `publication` names its tables (see [`Membership`]).
 pub async fn membership(client: &Client, publication: &str) -> Result<Membership> {
     let all_tables: bool = client
         .query_opt("SELECT puballtables FROM pg_publication WHERE pubname = $1", &[&publication])

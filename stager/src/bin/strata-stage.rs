@@ -17,11 +17,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use strata_common::config::{Config, LogFormat, parse_duration};
-use strata_common::{Change, TableName, Timestamp};
+use strata_common::{Change, Lsn, TableName, Timestamp};
 use strata_stager::codec::FileColumn;
+use strata_stager::control::{BackfillRequest, BackfillState, Phase, ReaderStatus, SnapshotState, lease_status};
 use strata_stager::gc::{GcOptions, gc_stream};
 use strata_stager::keys::{decode_name, streams_prefix};
+use strata_stager::lease::Lease;
 use strata_stager::log::StreamLog;
 use strata_stager::verify::verify_stream;
 use strata_stager::{Stage, StageError};
@@ -146,19 +149,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for s in streams(&stage).await? {
                 let summary = stream_summary(&StreamLog::new(&stage, &s)?).await.with_context(|| format!("reading stream {s:?}"))?;
                 if json {
-                    println!("{summary}");
+                    println!("{}", serde_json::to_string(&summary)?);
                 } else {
-                    let reader = match &summary["reader"] {
-                        serde_json::Value::Null => "no reader".to_owned(),
-                        r => format!("reader {} ({})", r["state"].as_str().unwrap_or("?"), r["holder"].as_str().unwrap_or("?")),
-                    };
-                    let snapshot = match &summary["snapshot"] {
-                        serde_json::Value::Null => String::new(),
-                        v => format!("\tsnapshot {}", v["phase"].as_str().unwrap_or("?")),
-                    };
-                    let backfills = summary["backfills_active"].as_u64().unwrap_or(0);
-                    let backfills = if backfills > 0 { format!("\t{backfills} backfills running") } else { String::new() };
-                    println!("{s}\thead {}\t{reader}{snapshot}{backfills}", summary["head"]);
+                    println!("{summary}");
                 }
             }
         }
@@ -240,33 +233,79 @@ async fn streams(stage: &Stage) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Head, reader lease and status, snapshot state and active backfills of a
-/// stream, from its control objects.
-async fn stream_summary(log: &StreamLog) -> Result<serde_json::Value> {
-    use serde_json::{Value, json};
+/// What `streams` shows of a stream: head, reader lease and status,
+/// snapshot state and active backfills, from its control objects.
+#[derive(Serialize)]
+struct StreamSummary {
+    stream: String,
+    head: Option<u64>,
+    reader: Option<ReaderSummary>,
+    snapshot: Option<SnapshotSummary>,
+    backfills_active: usize,
+}
+
+#[derive(Serialize)]
+struct ReaderSummary {
+    holder: String,
+    live: bool,
+    /// The reader's own state while its lease is live, else `stopped`.
+    state: String,
+    status: Option<ReaderStatus>,
+}
+
+#[derive(Serialize)]
+struct SnapshotSummary {
+    phase: Phase,
+    point: Lsn,
+    tables_done: usize,
+}
+
+impl std::fmt::Display for StreamSummary {
+    /// One line: `main  head 3  reader streaming (host:1)  snapshot copying  1 backfills running`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let head = self.head.map_or("null".to_owned(), |h| h.to_string());
+        write!(f, "{}\thead {head}\t", self.stream)?;
+        match &self.reader {
+            Some(r) => write!(f, "reader {} ({})", r.state, r.holder)?,
+            None => f.write_str("no reader")?,
+        }
+        if let Some(s) = &self.snapshot {
+            let phase = match s.phase {
+                Phase::Copying => "copying",
+                Phase::Done => "done",
+            };
+            write!(f, "\tsnapshot {phase}")?;
+        }
+        if self.backfills_active > 0 {
+            write!(f, "\t{} backfills running", self.backfills_active)?;
+        }
+        Ok(())
+    }
+}
+
+async fn stream_summary(log: &StreamLog) -> Result<StreamSummary> {
     let stage = log.stage();
     let head = log.head(None).await?;
-    let reader = match stage.get_json::<strata_stager::lease::Lease>(&log.keys().reader()).await? {
-        Some(l) if !l.value.holder.is_empty() => {
-            let live = !l.value.is_expired(Timestamp::now());
-            let state = if live { l.value.status.get("state").cloned().unwrap_or(Value::Null) } else { json!("stopped") };
-            json!({"holder": l.value.holder, "live": live, "state": state, "status": l.value.status})
-        }
-        _ => Value::Null,
-    };
-    let snapshot = stage.get_json::<Value>(&log.keys().snapshot()).await?.map(|v| {
-        let tables = v.value.get("tables").and_then(Value::as_array).map_or(0, Vec::len);
-        json!({"phase": v.value.get("phase"), "point": v.value.get("point"), "tables_done": tables})
+    let reader = stage.get_json::<Lease>(&log.keys().reader()).await?.filter(|l| !l.value.holder.is_empty()).map(|l| {
+        let live = !l.value.is_expired(Timestamp::now());
+        let status: Option<ReaderStatus> = lease_status(&l.value);
+        let state = if live { status.as_ref().map_or("?".to_owned(), |s| s.state.clone()) } else { "stopped".to_owned() };
+        ReaderSummary { holder: l.value.holder, live, state, status }
     });
-    let mut active = 0;
+    let snapshot = stage.get_json::<SnapshotState>(&log.keys().snapshot()).await?.map(|s| SnapshotSummary {
+        phase: s.value.phase,
+        point: s.value.point,
+        tables_done: s.value.tables.len(),
+    });
+    let mut backfills_active = 0;
     for meta in stage.list(&log.keys().backfills_prefix()).await? {
-        if let Some(b) = stage.get_json::<Value>(&meta.location).await?
-            && matches!(b.value.get("state").and_then(Value::as_str), Some("pending" | "running"))
+        if let Some(b) = stage.get_json::<BackfillRequest>(&meta.location).await?
+            && matches!(b.value.state, BackfillState::Pending | BackfillState::Running)
         {
-            active += 1;
+            backfills_active += 1;
         }
     }
-    Ok(json!({"stream": log.keys().stream(), "head": head, "reader": reader, "snapshot": snapshot, "backfills_active": active}))
+    Ok(StreamSummary { stream: log.keys().stream().to_owned(), head, reader, snapshot, backfills_active })
 }
 
 async fn streams_or(stage: &Stage, stream: Option<String>) -> Result<Vec<String>> {

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
 use strata_common::backoff::Backoff;
 use strata_common::{Lsn, Timestamp};
 use strata_stager::cursor::{Cursor, Cursors};
@@ -38,25 +37,10 @@ use crate::destinations::{AnyDestination, Batch, DestError};
 use crate::replay::ReplayRequest;
 use crate::spec::DestinationSpec;
 use crate::wakeup::Waiter;
+pub use strata_stager::control::WorkerStatus;
 
 /// Retries of a destination or of the stage: from 0.2–0.4 s up to 30 s.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_secs(30));
-
-/// What `status` and `/metrics` show of a worker.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct WorkerStatus {
-    pub state: String,
-    pub cursor: Option<u64>,
-    pub cursor_commit_ts: Option<Timestamp>,
-    pub last_error: Option<String>,
-    /// When the worker stopped on an error retrying cannot heal.
-    pub failed_at: Option<Timestamp>,
-    pub retries: u64,
-    /// The delivery schedule in force.
-    pub schedule: String,
-    /// When a scheduled destination runs next (while it sleeps).
-    pub next_run: Option<Timestamp>,
-}
 
 pub type SharedWorkerStatus = Arc<Mutex<WorkerStatus>>;
 

@@ -1,0 +1,243 @@
+//! Control objects: what readers, writers and the CLIs tell each other
+//! through the stage, typed, so every program reads them by the same rules.
+//!
+//! | object | key | written by |
+//! |---|---|---|
+//! | [`SnapshotState`] | `streams/{s}/snapshot.json` | the reader's initial snapshot |
+//! | [`BackfillRequest`] | `streams/{s}/backfills/{id}.json` | `strata-reader backfill`, then the reader |
+//! | [`ReaderStatus`] | the `status` of `streams/{s}/reader.json` (a lease) | the reader, with each renewal |
+//! | [`ReplayRequest`] | `replays/{id}.json` | `strata-writer replay`, then the writer |
+//! | [`WorkerStatus`] | the `status` of `destinations/{d}/lease.json` | the writer, with each renewal |
+//!
+//! Destination specs and cursors have modules of their own (the writer's
+//! `spec`, [`cursor`](crate::cursor)).
+
+use serde::{Deserialize, Serialize};
+use strata_common::{Lsn, TableName, Timestamp};
+
+use crate::lease::Lease;
+
+/// A lease's `status`, read as `T`; `None` when absent or not a `T` (a
+/// status written by a newer or older program is shown as unknown, never
+/// an error that hides the rest).
+pub fn lease_status<T: serde::de::DeserializeOwned>(lease: &Lease) -> Option<T> {
+    if lease.status.is_null() {
+        return None;
+    }
+    serde_json::from_value(lease.status.clone()).ok()
+}
+
+// The reader's objects.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Copying,
+    Done,
+}
+
+/// `streams/{stream}/snapshot.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotState {
+    pub format: u32,
+    /// The stream slot's consistent point: changes are staged from here.
+    pub point: Lsn,
+    pub phase: Phase,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Completed tables and the point their rows are as of. While copying:
+    /// completions no manifest records (a table whose last range was
+    /// empty); once done: every table.
+    #[serde(default)]
+    pub tables: Vec<TablePoint>,
+    /// How the publication named its tables as of the snapshot, updated as
+    /// tables that join it later are backfilled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<Membership>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TablePoint {
+    pub table: TableName,
+    pub point: Lsn,
+}
+
+/// How a publication names its tables: every table, listed tables, or
+/// whole schemas. Recorded with the snapshot, so that a table that joins the
+/// publication later (and whose existing rows are in no snapshot and no
+/// change) can be told from one created later inside a published schema
+/// (whose rows are all in the stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub all_tables: bool,
+    pub tables: Vec<TableName>,
+    pub schemas: Vec<String>,
+}
+
+/// Snapshot progress, as the reader's status shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotProgress {
+    pub tables: usize,
+    pub tables_done: usize,
+    pub rows: u64,
+    pub estimated_rows: u64,
+    /// Bytes of COPY text read.
+    pub bytes: u64,
+}
+
+/// What the reader publishes in `reader.json` with each lease renewal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReaderStatus {
+    pub state: String,
+    pub head_seq: Option<u64>,
+    pub durable_lsn: Option<Lsn>,
+    pub server_lsn: Option<Lsn>,
+    pub last_commit_ts: Option<Timestamp>,
+    pub last_error: Option<String>,
+    /// While the initial snapshot runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotProgress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackfillState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// `streams/{stream}/backfills/{id}.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackfillRequest {
+    pub format: u32,
+    pub id: String,
+    pub table: TableName,
+    /// Why: `requested` (the CLI) or `added to the publication`.
+    pub reason: String,
+    pub requested_at: Timestamp,
+    pub state: BackfillState,
+    /// Text forms of the last staged row's key columns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_key: Option<Vec<String>>,
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default)]
+    pub chunks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+// The writer's objects.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// What an `--as-of` rebuild does once it reaches its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Then {
+    /// Pause the destination: it stays as it was at the time.
+    #[default]
+    Stop,
+    /// Go on delivering what came after.
+    Continue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub format: u32,
+    pub id: String,
+    pub destination: String,
+    /// Re-deliver changes committed at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Timestamp>,
+    /// Rebuild the destination as of this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<Timestamp>,
+    #[serde(default)]
+    pub then: Then,
+    pub state: ReplayState,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ReplayRequest {
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.from, self.as_of) {
+            (None, None) => Err("a replay needs --from or --as-of".to_owned()),
+            (Some(_), Some(_)) => Err("--from and --as-of are exclusive: --as-of rebuilds from the beginning".to_owned()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What `status` and `/metrics` show of a worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerStatus {
+    pub state: String,
+    pub cursor: Option<u64>,
+    pub cursor_commit_ts: Option<Timestamp>,
+    pub last_error: Option<String>,
+    /// When the worker stopped on an error retrying cannot heal.
+    pub failed_at: Option<Timestamp>,
+    pub retries: u64,
+    /// The delivery schedule in force.
+    pub schedule: String,
+    /// When a scheduled destination runs next (while it sleeps).
+    pub next_run: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(status: serde_json::Value) -> Lease {
+        Lease { format: 1, holder: "h".to_owned(), generation: 1, acquired_at: Timestamp(0), renewed_at: Timestamp(0), expires_at: Timestamp(0), status }
+    }
+
+    #[test]
+    fn a_lease_status_reads_as_its_type_leniently() {
+        let status: Option<WorkerStatus> = lease_status(&lease(serde_json::json!({"state": "failed", "last_error": "boom"})));
+        let status = status.unwrap();
+        assert_eq!((status.state.as_str(), status.last_error.as_deref(), status.retries), ("failed", Some("boom"), 0));
+        assert_eq!(lease_status::<ReaderStatus>(&lease(serde_json::Value::Null)), None);
+        assert_eq!(lease_status::<ReaderStatus>(&lease(serde_json::json!({"state": 7}))), None, "not a status: unknown, not an error");
+        let full = ReaderStatus { state: "streaming".to_owned(), head_seq: Some(3), ..Default::default() };
+        assert_eq!(lease_status::<ReaderStatus>(&lease(serde_json::to_value(&full).unwrap())), Some(full));
+    }
+
+    #[test]
+    fn a_replay_needs_exactly_one_of_from_and_as_of() {
+        let r = |from: Option<i64>, as_of: Option<i64>| ReplayRequest {
+            format: 1,
+            id: "r".to_owned(),
+            destination: "d".to_owned(),
+            from: from.map(Timestamp),
+            as_of: as_of.map(Timestamp),
+            then: Then::Stop,
+            state: ReplayState::Pending,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            error: None,
+        };
+        assert!(r(Some(1), None).validate().is_ok() && r(None, Some(1)).validate().is_ok());
+        assert!(r(None, None).validate().unwrap_err().contains("--from or --as-of"));
+        assert!(r(Some(1), Some(1)).validate().unwrap_err().contains("exclusive"));
+    }
+}
