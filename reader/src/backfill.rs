@@ -55,27 +55,6 @@ pub const MAX_CHUNK_ROWS: u64 = 10_000;
 /// How often the task looks for requests.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Records a backfill request of `table`; the running reader picks it up.
-pub async fn request(log: &StreamLog, table: &TableName, reason: &str) -> Result<BackfillRequest> {
-    let now = Timestamp::now();
-    let id = format!("{}-{}", now.0, &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let req = BackfillRequest {
-        format: 1,
-        id: id.clone(),
-        table: table.clone(),
-        reason: reason.to_owned(),
-        requested_at: now,
-        state: BackfillState::Pending,
-        last_key: None,
-        rows: 0,
-        chunks: 0,
-        error: None,
-        finished_at: None,
-    };
-    log.stage().put_json_if(&log.keys().backfill(&id)?, &req, None).await.context("recording the backfill request")?;
-    Ok(req)
-}
-
 /// Every backfill request of the stream, oldest first.
 pub async fn list(log: &StreamLog) -> Result<Vec<Versioned<BackfillRequest>>> {
     let mut out = Vec::new();
@@ -363,7 +342,7 @@ impl Task {
                 .collect();
             for table in plan::joined_since(&client, &publication, before, &now).await? {
                 if !active.contains(&table) {
-                    let req = request(&self.log, &table, "added to the publication").await?;
+                    let req = BackfillRequest::submit(&self.log, &table, "added to the publication").await?;
                     tracing::info!(id = req.id, table = %table, "table joined the publication; backfilling its existing rows");
                 }
             }

@@ -73,7 +73,7 @@ async fn backfill(config: &Config, table: &str) -> Result<ExitCode> {
     }
     let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
     let log = StreamLog::new(&stage, &source.stream)?;
-    let req = crate::backfill::request(&log, &table, "requested").await?;
+    let req = strata_stager::control::BackfillRequest::submit(&log, &table, "requested").await.context("recording the backfill request")?;
     println!("backfill {} of {table} requested; the running reader of stream {:?} picks it up", req.id, source.stream);
     println!("progress: {}", log.keys().backfill(&req.id)?);
     Ok(ExitCode::SUCCESS)

@@ -1,11 +1,9 @@
 //! From pgoutput events to staged changes.
 //!
 //! The decoder keeps the relation cache: for each relation OID, the table and
-//! the schema version its rows are written with. A Relation message whose
-//! columns, types, key flags or replica identity differ from the current
-//! version stages a new version (`schemas/{table}/{version}.json`) before any
-//! row uses it; one that matches reuses it, so restarts and the Relation
-//! messages PostgreSQL repeats per session never mint spurious versions.
+//! the schema version its rows are written with (which version that is, is
+//! decided by [`schemas`](crate::schemas), the one part that reads the
+//! catalog and writes to the stage).
 //!
 //! Tuples become [`Value`]s by parsing each column's text form per its
 //! [`ColumnType`](strata_common::ColumnType); a value the typed column cannot
@@ -16,15 +14,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use strata_common::pgtext::{TextError, parse_lossless};
 use strata_common::telemetry::Registry;
 use strata_common::{Change, Lsn, Op, TableName, Timestamp, Value};
-use strata_stager::log::StreamLog;
-use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
+use strata_stager::schema::{ColumnSchema, TableSchema};
 
-use crate::setup::SourceDb;
-use crate::source::{Datum, OldTuple, Relation};
+use crate::source::{Datum, OldTuple};
 
 /// Where a change sits: its transaction's commit LSN, xid, time, and its
 /// ordinal inside the transaction.
@@ -36,93 +32,23 @@ pub struct Position {
     pub commit_ts: Timestamp,
 }
 
+/// Tuples to changes: no I/O. A Relation message's schema version comes
+/// from [`SchemaVersions`](crate::schemas::SchemaVersions), which reads the
+/// catalog and stages versions; [`Decoder::register`] then decodes that
+/// relation's tuples with it.
 pub struct Decoder {
-    log: StreamLog,
     relations: HashMap<u32, (Arc<TableName>, Arc<TableSchema>)>,
-    latest: HashMap<TableName, Arc<TableSchema>>,
     fallbacks: TextFallbacks,
 }
 
-fn identity(code: u8) -> Result<ReplicaIdentity> {
-    Ok(match code {
-        b'd' => ReplicaIdentity::Default,
-        b'f' => ReplicaIdentity::Full,
-        b'i' => ReplicaIdentity::Index,
-        b'n' => ReplicaIdentity::Nothing,
-        other => bail!("unknown replica identity {:?}", other as char),
-    })
-}
-
 impl Decoder {
-    pub fn new(log: &StreamLog, fallbacks: TextFallbacks) -> Self {
-        Decoder { log: log.clone(), relations: HashMap::new(), latest: HashMap::new(), fallbacks }
+    pub fn new(fallbacks: TextFallbacks) -> Self {
+        Decoder { relations: HashMap::new(), fallbacks }
     }
 
-    /// Handles a Relation message seen in the transaction committing at `at`;
-    /// returns the schema version its rows are staged with.
-    pub async fn relation(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<Arc<TableSchema>> {
-        let oid = rel.oid;
-        let schema = self.version(db, rel, at).await?;
-        self.relations.insert(oid, (Arc::new(schema.table.clone()), schema.clone()));
-        Ok(schema)
-    }
-
-    /// The schema version of a table with `rel`'s columns: the latest one if
-    /// it has the same shape, else a new one, staged. Unlike
-    /// [`Decoder::relation`] this leaves the decoding of stream tuples alone
-    /// (a backfill reads the catalog of now, the stream may be behind it).
-    pub async fn version(&mut self, db: &mut SourceDb, rel: Relation, at: Lsn) -> Result<Arc<TableSchema>> {
-        let table = TableName::new(rel.namespace.clone(), rel.name.clone()).map_err(|e| anyhow!("relation {}: {e}", rel.oid))?;
-        let columns = db.column_schemas(rel.oid, &rel.columns).await?;
-        let mut candidate = TableSchema {
-            format: strata_stager::FORMAT_VERSION,
-            stream: self.log.keys().stream().to_owned(),
-            table: table.clone(),
-            version: 1,
-            relation_oid: Some(rel.oid),
-            replica_identity: identity(rel.replica_identity)?,
-            columns,
-            since_lsn: Some(at),
-            database: Some(db.database().await?),
-            relfilenode: db.relfilenode(rel.oid).await?,
-            generated: db.generated_columns(rel.oid).await?,
-        };
-        let latest = match self.latest.get(&table) {
-            Some(s) => Some(s.clone()),
-            None => self.log.latest_schema(&table).await.with_context(|| format!("reading schema versions of {table}"))?.map(Arc::new),
-        };
-        // A column the catalog no longer knows by this name (renamed since
-        // this message was written) keeps the number it had under this name.
-        if let Some(l) = &latest {
-            for c in candidate.columns.iter_mut().filter(|c| c.attnum.is_none()) {
-                c.attnum = l.columns.iter().find(|p| p.name == c.name).and_then(|p| p.attnum);
-            }
-        }
-        let schema = match latest {
-            Some(l) if l.same_shape(&candidate) => l,
-            latest => {
-                if let Some(l) = &latest {
-                    candidate.inherit_names(l);
-                }
-                candidate.version = latest.as_ref().map_or(1, |l| l.version + 1);
-                if let Some(before) = latest.as_ref().and_then(|l| l.relfilenode)
-                    && candidate.relfilenode.is_some_and(|now| now != before)
-                {
-                    // The change rewrote the table: existing rows got values
-                    // no WAL change carries, so they are read again. Asked
-                    // before the version is staged, so a crash in between
-                    // repeats the request rather than losing it.
-                    let reason = format!("schema v{} rewrote the table (volatile default, stored generated column or type change)", candidate.version);
-                    let req = crate::backfill::request(&self.log, &table, &reason).await.with_context(|| format!("requesting a backfill of {table}"))?;
-                    tracing::info!(table = %table, version = candidate.version, backfill = req.id, "table rewritten by a schema change; backfilling it");
-                }
-                self.log.write_schema(&candidate).await.with_context(|| format!("staging schema v{} of {table}", candidate.version))?;
-                tracing::info!(table = %table, version = candidate.version, "new schema version");
-                Arc::new(candidate)
-            }
-        };
-        self.latest.insert(table, schema.clone());
-        Ok(schema)
+    /// Decodes the tuples of relation `oid` with `schema` from now on.
+    pub fn register(&mut self, oid: u32, schema: Arc<TableSchema>) {
+        self.relations.insert(oid, (Arc::new(schema.table.clone()), schema));
     }
 
     fn lookup(&self, relation: u32) -> Result<&(Arc<TableName>, Arc<TableSchema>)> {

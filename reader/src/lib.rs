@@ -7,7 +7,8 @@
 //! - [`source`]: the [`ChangeSource`](source::ChangeSource) boundary and its
 //!   event model; [`walstream`] implements it over `pg_walstream`.
 //! - [`setup`]: checks, publication, slot and catalog lookups.
-//! - [`decode`]: Relation messages to schema versions, tuples to changes.
+//! - [`schemas`]: Relation messages to schema versions (catalog reads, staged versions).
+//! - [`decode`]: tuples to changes, without I/O.
 //! - [`batch`]: the [`Batcher`](batch::Batcher): transaction framing, and
 //!   when a batch is cut or a large transaction spills.
 //! - [`snapshot`]: the initial copy of every table, in parallel page ranges.
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod decode;
 pub mod metrics;
 pub mod run;
+pub mod schemas;
 pub mod setup;
 pub mod snapshot;
 pub mod source;

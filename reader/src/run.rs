@@ -44,6 +44,7 @@ use crate::backfill::{self, Windows};
 use crate::batch::{Batcher, Work};
 use crate::decode::Decoder;
 use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
+use crate::schemas::SchemaVersions;
 use crate::setup::SourceDb;
 use crate::snapshot::{self, Seam, SnapshotCtx};
 use crate::source::{ChangeSource, SourceError, SourceEvent};
@@ -403,8 +404,14 @@ async fn pump<S: ChangeSource>(
     let Resume { lsn: resume, seam, windows } = from;
     let Ctx { config, log, status, telemetry, .. } = *ctx;
     let metrics = &telemetry.metrics;
-    let mut stream =
-        Stream { batcher: Batcher::new(resume, config.batch.clone()), decoder: Decoder::new(log, metrics.fallbacks.clone()), windows, seam, status };
+    let mut stream = Stream {
+        batcher: Batcher::new(resume, config.batch.clone()),
+        decoder: Decoder::new(metrics.fallbacks.clone()),
+        schemas: SchemaVersions::new(log),
+        windows,
+        seam,
+        status,
+    };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let send = |w: Work| async { work_tx.send(w).await.map_err(|_| anyhow!("the committer stopped (see its error)")) };
@@ -455,6 +462,7 @@ async fn pump<S: ChangeSource>(
 struct Stream<'a> {
     batcher: Batcher,
     decoder: Decoder,
+    schemas: SchemaVersions,
     windows: Windows,
     seam: &'a Seam,
     status: &'a SharedStatus,
@@ -472,7 +480,8 @@ impl Stream<'_> {
                 }
             }
             SourceEvent::Relation(rel) => {
-                self.decoder.relation(db, rel, b.catalog_lsn()).await?;
+                let schema = self.schemas.version(db, &rel, b.catalog_lsn()).await?;
+                self.decoder.register(rel.oid, schema);
             }
             SourceEvent::Type { oid, name, .. } => tracing::debug!(oid, name, "type message"),
             SourceEvent::Origin { name, .. } => tracing::debug!(origin = name, "transaction from a replication origin"),
@@ -484,7 +493,7 @@ impl Stream<'_> {
                 };
                 // A backfill chunk, staged at its high watermark.
                 let final_lsn = b.final_lsn().context("backfill watermark outside a transaction")?;
-                let schema = self.decoder.version(db, ready.relation, final_lsn).await?;
+                let schema = self.schemas.version(db, &ready.relation, final_lsn).await?;
                 let table = Arc::new(schema.table.clone());
                 let kept = ready.rows.len();
                 for row in ready.rows {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use strata_common::{Lsn, TableName, Timestamp};
 
 use crate::lease::Lease;
+use crate::log::StreamLog;
 
 /// A lease's `status`, read as `T`; `None` when absent or not a `T` (a
 /// status written by a newer or older program is shown as unknown, never
@@ -131,6 +132,31 @@ pub struct BackfillRequest {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
+}
+
+impl BackfillRequest {
+    /// Records a request to copy `table` again; the running reader picks it
+    /// up. `reason` says why (`requested`, or the schema change that
+    /// rewrote the table).
+    pub async fn submit(log: &StreamLog, table: &TableName, reason: &str) -> crate::Result<BackfillRequest> {
+        let now = Timestamp::now();
+        let id = format!("{}-{}", now.0, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let req = BackfillRequest {
+            format: 1,
+            id: id.clone(),
+            table: table.clone(),
+            reason: reason.to_owned(),
+            requested_at: now,
+            state: BackfillState::Pending,
+            last_key: None,
+            rows: 0,
+            chunks: 0,
+            error: None,
+            finished_at: None,
+        };
+        log.stage().put_json_if(&log.keys().backfill(&id)?, &req, None).await?;
+        Ok(req)
+    }
 }
 
 // The writer's objects.

@@ -52,8 +52,8 @@ use strata_stager::store::ObjectVersion;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::decode::Decoder;
 use crate::metrics::ReaderMetrics;
+use crate::schemas::SchemaVersions;
 use crate::setup::SourceDb;
 use crate::walstream::ExportedSlot;
 use copy::{Job, Msg, Shared, TableCopy};
@@ -207,7 +207,7 @@ struct Copier<'a> {
     point: Lsn,
     stream_point: Lsn,
     next_seq: u64,
-    decoder: Decoder,
+    schemas: SchemaVersions,
     db: &'a mut SourceDb,
 }
 
@@ -222,7 +222,7 @@ impl<'a> Copier<'a> {
             point: export.point,
             stream_point,
             next_seq,
-            decoder: Decoder::new(ctx.log, ctx.metrics.fallbacks.clone()),
+            schemas: SchemaVersions::new(ctx.log),
             db,
         })
     }
@@ -237,7 +237,7 @@ impl<'a> Copier<'a> {
         for t in &tables {
             // Stage the schema version the stream will reuse (same columns,
             // same version), also for tables already complete.
-            let schema = self.decoder.relation(self.db, t.relation.clone(), self.point).await?;
+            let schema = self.schemas.version(self.db, &t.relation, self.point).await?;
             if let Some(&point) = progress.completed.get(&t.table) {
                 if !state.tables.iter().any(|p| p.table == t.table) {
                     state.tables.push(TablePoint { table: t.table.clone(), point });
