@@ -18,8 +18,8 @@
 
 mod deliver;
 mod plan;
+mod status;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -37,27 +37,12 @@ use crate::destinations::{AnyDestination, Batch, DestError};
 use crate::replay::ReplayRequest;
 use crate::spec::DestinationSpec;
 use crate::wakeup::Waiter;
+pub use status::SharedWorkerStatus;
+use status::{failing, set};
 pub use strata_stager::control::WorkerStatus;
 
 /// Retries of a destination or of the stage: from 0.2–0.4 s up to 30 s.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(400), Duration::from_secs(30));
-
-pub type SharedWorkerStatus = Arc<Mutex<WorkerStatus>>;
-
-fn set(status: &SharedWorkerStatus, f: impl FnOnce(&mut WorkerStatus)) {
-    if let Ok(mut s) = status.lock() {
-        f(&mut s);
-    }
-}
-
-/// Shows a transient failure in the status.
-fn failing(status: &SharedWorkerStatus, e: &DestError) {
-    set(status, |s| {
-        s.state = "failing".to_owned();
-        s.last_error = Some(e.to_string());
-        s.retries += 1;
-    });
-}
 
 /// Runs one destination until `token` is cancelled or a permanent error,
 /// first carrying out `replay` if given.

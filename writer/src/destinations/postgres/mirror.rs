@@ -15,7 +15,8 @@ use strata_common::{Change, ColumnType, Op, Value};
 use strata_stager::schema::{ReplicaIdentity, TableSchema};
 use tokio_postgres::Client;
 
-use super::sink::{TextRow, copy_in, err, quoted};
+use super::copy::{TextRow, copy_in, quoted};
+use super::retry::err;
 use crate::destinations::DestError;
 
 /// Columns that identify a row at the destination: the replica identity key

@@ -30,6 +30,7 @@
 //! tables and clears the mark.
 
 pub mod config;
+mod copy;
 mod mirror;
 pub mod retry;
 pub mod sink;

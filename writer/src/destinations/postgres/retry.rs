@@ -14,3 +14,8 @@ pub fn classify(context: &str, e: &tokio_postgres::Error) -> DestError {
     };
     if e.code().is_none_or(|c| is_transient_sqlstate(c.code())) { DestError::Transient(message) } else { DestError::Permanent(message) }
 }
+
+/// Maps a tokio-postgres error to a [`DestError`] with what was being done.
+pub(super) fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> DestError + '_ {
+    move |e| classify(context, &e)
+}

@@ -3,8 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
-use futures::SinkExt;
 use strata_common::ident::{quote_ident, quote_literal};
 use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, TableName, Value};
@@ -14,15 +12,10 @@ use tokio_postgres::error::SqlState;
 
 use super::config::connect;
 use super::config::{PostgresMode, PostgresSpec};
+use super::copy::{TextRow, copy_in, copy_rows, quoted};
 use super::mirror::{apply_mirror, key_columns};
-use super::retry::classify;
+use super::retry::{classify, err};
 use crate::destinations::{Batch, DestError, Destination, Reject};
-
-/// One row of COPY text values (`None` is NULL).
-pub(super) type TextRow = Vec<Option<String>>;
-
-/// COPY data is sent in chunks of about this size.
-const COPY_CHUNK: usize = 1 << 20;
 
 pub struct PostgresSink {
     client: Client,
@@ -56,10 +49,6 @@ impl Drop for PostgresSink {
     fn drop(&mut self) {
         self.conn.abort();
     }
-}
-
-pub(super) fn err(context: &str) -> impl Fn(tokio_postgres::Error) -> DestError + '_ {
-    move |e| classify(context, &e)
 }
 
 impl PostgresSink {
@@ -431,56 +420,6 @@ async fn sync_table(tx: &Client, schema: &TableSchema, types: &[String], history
 /// `name type GENERATED ALWAYS AS (expression) STORED`, as at the source.
 fn generated_def(g: &GeneratedColumn) -> String {
     format!("{} {} GENERATED ALWAYS AS ({}) STORED", quote_ident(&g.name), g.pg_type, g.expression)
-}
-
-pub(super) fn quoted(schema: &TableSchema, cols: &[usize]) -> Vec<String> {
-    cols.iter().map(|&i| quote_ident(&schema.columns[i].name)).collect()
-}
-
-/// `COPY … FROM STDIN` in text format.
-pub(super) async fn copy_in(tx: &Client, table: &str, columns: &[String], rows: &[TextRow]) -> Result<(), DestError> {
-    copy_rows(tx, table, columns, rows).await.map_err(|(context, e)| classify(context, &e))
-}
-
-/// [`copy_in`] with PostgreSQL's own error, and what was being done, so a
-/// caller can branch on the SQLSTATE.
-async fn copy_rows(tx: &Client, table: &str, columns: &[String], rows: &[TextRow]) -> Result<(), (&'static str, tokio_postgres::Error)> {
-    let sink = tx.copy_in::<_, bytes::Bytes>(&format!("COPY {table} ({}) FROM STDIN", columns.join(", "))).await.map_err(|e| ("starting COPY", e))?;
-    futures::pin_mut!(sink);
-    let mut buf = BytesMut::with_capacity(COPY_CHUNK);
-    for row in rows {
-        for (i, v) in row.iter().enumerate() {
-            if i > 0 {
-                buf.put_u8(b'\t');
-            }
-            match v {
-                None => buf.put_slice(b"\\N"),
-                Some(s) => escape_copy(s, &mut buf),
-            }
-        }
-        buf.put_u8(b'\n');
-        if buf.len() >= COPY_CHUNK {
-            sink.send(buf.split().freeze()).await.map_err(|e| ("sending COPY data", e))?;
-        }
-    }
-    if !buf.is_empty() {
-        sink.send(buf.freeze()).await.map_err(|e| ("sending COPY data", e))?;
-    }
-    sink.finish().await.map_err(|e| ("finishing COPY", e))?;
-    Ok(())
-}
-
-/// Escapes a value for COPY's text format.
-fn escape_copy(s: &str, buf: &mut BytesMut) {
-    for b in s.bytes() {
-        match b {
-            b'\\' => buf.put_slice(b"\\\\"),
-            b'\n' => buf.put_slice(b"\\n"),
-            b'\r' => buf.put_slice(b"\\r"),
-            b'\t' => buf.put_slice(b"\\t"),
-            b => buf.put_u8(b),
-        }
-    }
 }
 
 /// History mode: every change appended with its metadata; deletes carry
