@@ -11,7 +11,7 @@ use strata_stager::read::Window;
 use strata_stager::{Stage, Versioned};
 use tokio_util::sync::CancellationToken;
 
-use super::{SharedWorkerStatus, set};
+use super::status::{SharedWorkerStatus, set};
 use crate::destinations::AnyDestination;
 use crate::replay::{self, ReplayRequest, ReplayState, Then};
 use crate::spec::{DestinationSpec, StartPosition};
@@ -129,19 +129,21 @@ impl Plan {
         Ok(Go::On)
     }
 
-    /// Marks the replay done; an `--as-of … --then stop` also pauses the
-    /// destination and stops the worker.
+    /// Marks the replay done; an `--as-of … --then stop` first pauses the
+    /// destination (so a replay shown done has reached its final state, and
+    /// a crash in between leaves the rebuild stopped at its time) and stops
+    /// the worker.
     pub async fn finish_replay(&mut self, stage: &Stage, spec: &DestinationSpec) -> Result<Go> {
         let Some(a) = self.replay.take() else {
             return Ok(Go::On);
         };
+        let stop = matches!(a.until, Some((_, Then::Stop)));
+        if stop {
+            crate::control::update(stage, &spec.name, |s| s.paused = true).await?;
+        }
         replay::set_state(stage, &a.request, ReplayState::Done, None).await?;
         tracing::info!(destination = spec.name, replay = a.request.value.id, "replay done");
-        if matches!(a.until, Some((_, Then::Stop))) {
-            crate::control::update(stage, &spec.name, |s| s.paused = true).await?;
-            return Ok(Go::Stop);
-        }
-        Ok(Go::On)
+        Ok(if stop { Go::Stop } else { Go::On })
     }
 
     /// The worker stopped on `message`: a replay under way is marked failed.
