@@ -8,6 +8,7 @@
 //! - [`lsn`]: PostgreSQL log sequence numbers (`X/Y`).
 //! - [`time`]: commit timestamps (microseconds since the Unix epoch, UTC).
 //! - [`backoff`]: the retry delays of every retry loop.
+//! - `cli` (feature `cli`): the options every command line shares.
 //! - [`config`]: `strata.toml` loading with environment overrides and secrets
 //!   that never print.
 //! - [`ident`]: validated table identities.
@@ -52,6 +53,8 @@ macro_rules! serde_as_string {
 
 pub mod backoff;
 pub mod change;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod ident;
 pub mod lsn;

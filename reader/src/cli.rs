@@ -1,25 +1,22 @@
 //! The `strata-reader` command line, in the library so that test harnesses
 //! can build the same binary.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use strata_common::TableName;
-use strata_common::config::{Config, LogFormat};
+use strata_common::cli::CommonArgs;
+use strata_common::config::Config;
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 
 #[derive(Parser)]
 #[command(name = "strata-reader", version, about = "Stream a PostgreSQL database's changes into a strata stage")]
 struct Cli {
-    /// strata.toml (its [source] section names the database).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Log format; overrides telemetry.log_format.
-    #[arg(long, value_enum)]
-    log_format: Option<LogFormatArg>,
+    /// --config (its [source] section names the database) and --log-format.
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -35,20 +32,8 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormatArg {
-    Text,
-    Json,
-}
-
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
-    let format = match cli.log_format {
-        Some(LogFormatArg::Json) => LogFormat::Json,
-        Some(LogFormatArg::Text) => LogFormat::Text,
-        None => config.telemetry.log_format,
-    };
-    strata_common::telemetry::init(format, config.telemetry.log_level.as_deref());
+    let config = cli.common.start()?;
     if let Some(Command::Backfill { table }) = cli.command {
         return backfill(&config, &table).await;
     }

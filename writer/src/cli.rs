@@ -1,14 +1,14 @@
 //! The `strata-writer` command line: the service, and the control commands
 //! that edit destination specs in the stage.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use strata_common::Timestamp;
-use strata_common::config::{Config, LogFormat};
+use strata_common::cli::CommonArgs;
+use strata_common::config::Config;
 use strata_stager::control::{ReplayRequest, ReplayState, WorkerStatus, lease_status};
 use strata_stager::cursor::Cursors;
 use strata_stager::keys::DestinationKeys;
@@ -22,18 +22,10 @@ use crate::spec::{DestinationSpec, OnError, StartPosition};
 #[derive(Parser)]
 #[command(name = "strata-writer", version, about = "Deliver staged changes to destinations")]
 struct Cli {
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    #[arg(long, global = true, value_enum)]
-    log_format: Option<LogFormatArg>,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormatArg {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -118,13 +110,7 @@ fn stage(config: &Config) -> Result<Stage> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
-    let format = match cli.log_format {
-        Some(LogFormatArg::Json) => LogFormat::Json,
-        Some(LogFormatArg::Text) => LogFormat::Text,
-        None => config.telemetry.log_format,
-    };
-    strata_common::telemetry::init(format, config.telemetry.log_level.as_deref());
+    let config = cli.common.start()?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let shutdown = strata_common::service::shutdown_on_signals();

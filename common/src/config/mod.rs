@@ -44,8 +44,9 @@ pub const ENV_SEPARATOR: &str = "__";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("reading config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// (The I/O error is a field, not a `source`: printed once, in this message.)
+    #[error("reading config file {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: String, message: String },
     #[error("config {origin}: key `{key}` references ${{{var}}}, which is not set in the environment")]
@@ -283,6 +284,7 @@ impl Default for GcConfig {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -361,7 +363,7 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (origin, text) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read { path: p.to_owned(), error })?;
                 (p.display().to_string(), text)
             }
             None => ("(defaults)".to_owned(), String::new()),

@@ -12,13 +12,13 @@
 //! default `./strata-stage`. Exit codes: 0 ok, 1 verify found problems,
 //! 2 error.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
-use strata_common::config::{Config, LogFormat, parse_duration};
+use strata_common::cli::CommonArgs;
+use strata_common::config::{Config, parse_duration};
 use strata_common::{Change, Lsn, TableName, Timestamp};
 use strata_stager::codec::FileColumn;
 use strata_stager::control::{BackfillRequest, BackfillState, Phase, ReaderStatus, SnapshotState, lease_status};
@@ -35,19 +35,11 @@ struct Cli {
     /// Stage URL: file:///path, a plain path, or s3://bucket/prefix.
     #[arg(long, global = true)]
     stage: Option<String>,
-    /// strata.toml to take the stage URL and options from.
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    #[arg(long, global = true, value_enum, default_value = "text")]
-    log_format: LogFormatArg,
+    /// --config (a strata.toml to take the stage URL and options from) and --log-format.
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormatArg {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -125,11 +117,8 @@ enum ShowFormat {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let format = match cli.log_format {
-        LogFormatArg::Text => LogFormat::Text,
-        LogFormatArg::Json => LogFormat::Json,
-    };
-    strata_common::telemetry::init(format, Some("warn"));
+    // Warnings only: the output is the command's.
+    strata_common::telemetry::init(cli.common.log_format.unwrap_or_default(), Some("warn"));
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -140,7 +129,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref())?;
+    let config = Config::load(cli.common.config.as_deref())?;
     let url = cli.stage.clone().unwrap_or_else(|| config.stage.url.clone());
     let options = if cli.stage.is_some() { Default::default() } else { config.stage.options.clone() };
     let stage = Stage::open(&url, &options).with_context(|| format!("opening stage {url}"))?;
