@@ -77,6 +77,22 @@ pub enum Work {
     Commit { tables: Vec<TableBatch>, lsn_start: Lsn },
 }
 
+/// The stream's frames arrived in an order pgoutput never sends: the
+/// stream is not what the reader assumes, so it stops (permanent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("Begin of {lsn} inside an open transaction")]
+    BeginInsideTransaction { lsn: Lsn },
+    #[error("Commit of {lsn} outside a transaction")]
+    CommitOutsideTransaction { lsn: Lsn },
+    #[error("Commit at {commit} for a transaction that announced {announced}")]
+    CommitMismatch { commit: Lsn, announced: Lsn },
+    #[error("{what} outside a transaction")]
+    ChangeOutsideTransaction { what: &'static str },
+    #[error("transaction at {lsn} has more than 2^32 changes")]
+    TooManyChanges { lsn: Lsn },
+}
+
 /// The open transaction.
 struct Txn {
     final_lsn: Lsn,
@@ -143,9 +159,9 @@ impl Batcher {
     }
 
     /// A transaction begins; one already staged before a restart is skipped.
-    pub fn begin(&mut self, final_lsn: Lsn, xid: u32, commit_ts: Timestamp) -> Result<(), String> {
+    pub fn begin(&mut self, final_lsn: Lsn, xid: u32, commit_ts: Timestamp) -> Result<(), FrameError> {
         if self.txn.is_some() {
-            return Err(format!("Begin of {final_lsn} inside an open transaction"));
+            return Err(FrameError::BeginInsideTransaction { lsn: final_lsn });
         }
         self.skipping = final_lsn <= self.resume;
         if !self.skipping {
@@ -156,14 +172,14 @@ impl Batcher {
 
     /// The transaction commits at `commit_lsn`; returns its commit time when
     /// it staged anything (it then joins the batch in progress).
-    pub fn commit(&mut self, commit_lsn: Lsn) -> Result<Option<Timestamp>, String> {
+    pub fn commit(&mut self, commit_lsn: Lsn) -> Result<Option<Timestamp>, FrameError> {
         if self.skipping {
             self.skipping = false;
             return Ok(None);
         }
-        let t = self.txn.take().ok_or_else(|| format!("Commit of {commit_lsn} outside a transaction"))?;
+        let t = self.txn.take().ok_or(FrameError::CommitOutsideTransaction { lsn: commit_lsn })?;
         if t.final_lsn != commit_lsn {
-            return Err(format!("Commit at {commit_lsn} for a transaction that announced {}", t.final_lsn));
+            return Err(FrameError::CommitMismatch { commit: commit_lsn, announced: t.final_lsn });
         }
         if t.staged == 0 {
             return Ok(None);
@@ -190,10 +206,10 @@ impl Batcher {
 
     /// The position of the open transaction's next change; `what` names
     /// the change in the error when no transaction is open.
-    pub fn next_position(&mut self, what: &str) -> Result<Position, String> {
-        let t = self.txn.as_mut().ok_or_else(|| format!("{what} outside a transaction"))?;
+    pub fn next_position(&mut self, what: &'static str) -> Result<Position, FrameError> {
+        let t = self.txn.as_mut().ok_or(FrameError::ChangeOutsideTransaction { what })?;
         let at = Position { lsn: t.final_lsn, ord: t.ord, xid: t.xid, commit_ts: t.commit_ts };
-        t.ord = t.ord.checked_add(1).ok_or_else(|| format!("transaction at {} has more than 2^32 changes", t.final_lsn))?;
+        t.ord = t.ord.checked_add(1).ok_or(FrameError::TooManyChanges { lsn: t.final_lsn })?;
         Ok(at)
     }
 
@@ -357,10 +373,12 @@ mod tests {
     #[test]
     fn frames_out_of_order_are_errors_that_say_where() {
         let mut b = Batcher::new(Lsn(0), limits(10, 1 << 30, Duration::ZERO));
-        assert!(b.next_position("row change").unwrap_err().contains("row change outside a transaction"));
-        assert!(b.commit(Lsn(5)).unwrap_err().contains("outside a transaction"));
+        assert_eq!(b.next_position("row change").unwrap_err(), FrameError::ChangeOutsideTransaction { what: "row change" });
+        assert_eq!(b.commit(Lsn(5)).unwrap_err(), FrameError::CommitOutsideTransaction { lsn: Lsn(5) });
         b.begin(Lsn(5), 1, Timestamp(5)).unwrap();
-        assert!(b.begin(Lsn(6), 1, Timestamp(6)).unwrap_err().contains("inside an open transaction"));
-        assert!(b.commit(Lsn(6)).unwrap_err().contains("announced 0/5"));
+        assert_eq!(b.begin(Lsn(6), 1, Timestamp(6)).unwrap_err(), FrameError::BeginInsideTransaction { lsn: Lsn(6) });
+        let mismatch = b.commit(Lsn(6)).unwrap_err();
+        assert_eq!(mismatch, FrameError::CommitMismatch { commit: Lsn(6), announced: Lsn(5) });
+        assert_eq!(mismatch.to_string(), "Commit at 0/6 for a transaction that announced 0/5");
     }
 }

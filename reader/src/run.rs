@@ -473,9 +473,9 @@ impl Stream<'_> {
     async fn event(&mut self, db: &mut SourceDb, event: SourceEvent) -> Result<Option<Work>> {
         let b = &mut self.batcher;
         match event {
-            SourceEvent::Begin { final_lsn, commit_ts, xid } => b.begin(final_lsn, xid, commit_ts).map_err(anyhow::Error::msg)?,
+            SourceEvent::Begin { final_lsn, commit_ts, xid } => b.begin(final_lsn, xid, commit_ts)?,
             SourceEvent::Commit { commit_lsn, .. } => {
-                if let Some(commit_ts) = b.commit(commit_lsn).map_err(anyhow::Error::msg)? {
+                if let Some(commit_ts) = b.commit(commit_lsn)? {
                     update(self.status, |s| s.last_commit_ts = Some(commit_ts));
                 }
             }
@@ -497,7 +497,7 @@ impl Stream<'_> {
                 let table = Arc::new(schema.table.clone());
                 let kept = ready.rows.len();
                 for row in ready.rows {
-                    let at = b.next_position("backfill row").map_err(anyhow::Error::msg)?;
+                    let at = b.next_position("backfill row")?;
                     let change = Change {
                         op: Op::Read,
                         table: table.clone(),
@@ -518,7 +518,7 @@ impl Stream<'_> {
                 if b.skipping() {
                     return Ok(None);
                 }
-                let mut at = || b.next_position("row change").map_err(anyhow::Error::msg);
+                let mut at = || b.next_position("row change");
                 let staged = match change_event {
                     SourceEvent::Insert { relation, new } => vec![self.decoder.change(Op::Insert, relation, Some(new), None, at()?)?],
                     SourceEvent::Update { relation, old, new } => vec![self.decoder.change(Op::Update, relation, Some(new), old, at()?)?],
