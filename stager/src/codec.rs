@@ -509,17 +509,7 @@ fn build_array(ty: &ColumnType, vals: &[&Value]) -> BuildResult<ArrayRef> {
             })?)
             .with_timezone("UTC"),
         ),
-        ColumnType::Interval => {
-            let xs = collect(ty, vals, |v| match v {
-                Value::Interval { months, days, micros } => Some((*months, *days, *micros)),
-                _ => None,
-            })?;
-            let months: Vec<i32> = xs.iter().map(|x| x.map_or(0, |x| x.0)).collect();
-            let days: Vec<i32> = xs.iter().map(|x| x.map_or(0, |x| x.1)).collect();
-            let micros: Vec<i64> = xs.iter().map(|x| x.map_or(0, |x| x.2)).collect();
-            let children: Vec<ArrayRef> = vec![Arc::new(Int32Array::from(months)), Arc::new(Int32Array::from(days)), Arc::new(Int64Array::from(micros))];
-            Arc::new(StructArray::try_new(interval_fields(), children, nulls_of(vals)).map_err(|e| (0, format!("interval: {e}")))?)
-        }
+        ColumnType::Interval => build_interval(ty, vals)?,
         ColumnType::Uuid => {
             let xs = collect(ty, vals, |v| match v {
                 Value::Uuid(u) => Some(*u),
@@ -527,33 +517,50 @@ fn build_array(ty: &ColumnType, vals: &[&Value]) -> BuildResult<ArrayRef> {
             })?;
             Arc::new(FixedSizeBinaryArray::try_from_sparse_iter_with_size(xs.into_iter(), 16).map_err(|e| (0, format!("uuid: {e}")))?)
         }
-        ColumnType::Array { element } => {
-            let mut offsets = Vec::with_capacity(vals.len() + 1);
-            offsets.push(0i32);
-            let mut items: Vec<&Value> = Vec::new();
-            for (i, v) in vals.iter().enumerate() {
-                match v {
-                    Value::Null | Value::Unchanged | Value::Raw(_) => {}
-                    Value::Array(xs) => {
-                        if let Some(bad) = xs.iter().find(|x| matches!(x, Value::Unchanged | Value::Raw(_) | Value::Array(_))) {
-                            return Err((i, mismatch(ty, bad)));
-                        }
-                        items.extend(xs.iter());
-                    }
-                    other => return Err((i, mismatch(ty, other))),
-                }
-                let end = i32::try_from(items.len()).map_err(|_| (i, "array column exceeds 2^31 elements in one file".to_owned()))?;
-                offsets.push(end);
-            }
-            // Element errors carry the element index; map it back to its row.
-            let child = build_array(element, &items).map_err(|(item, reason)| {
-                let row = offsets.partition_point(|&o| o as usize <= item).saturating_sub(1);
-                (row, reason)
-            })?;
-            let field = Arc::new(Field::new("item", element.arrow_type(), true));
-            Arc::new(ListArray::try_new(field, OffsetBuffer::new(ScalarBuffer::from(offsets)), child, nulls_of(vals)).map_err(|e| (0, format!("array: {e}")))?)
-        }
+        ColumnType::Array { element } => build_list(ty, element, vals)?,
     })
+}
+
+/// An interval column: a struct of months, days and microseconds.
+fn build_interval(ty: &ColumnType, vals: &[&Value]) -> BuildResult<ArrayRef> {
+    let xs = collect(ty, vals, |v| match v {
+        Value::Interval { months, days, micros } => Some((*months, *days, *micros)),
+        _ => None,
+    })?;
+    let months: Vec<i32> = xs.iter().map(|x| x.map_or(0, |x| x.0)).collect();
+    let days: Vec<i32> = xs.iter().map(|x| x.map_or(0, |x| x.1)).collect();
+    let micros: Vec<i64> = xs.iter().map(|x| x.map_or(0, |x| x.2)).collect();
+    let children: Vec<ArrayRef> = vec![Arc::new(Int32Array::from(months)), Arc::new(Int32Array::from(days)), Arc::new(Int64Array::from(micros))];
+    Ok(Arc::new(StructArray::try_new(interval_fields(), children, nulls_of(vals)).map_err(|e| (0, format!("interval: {e}")))?))
+}
+
+/// An array column: a list of `element` values; NULL, unchanged and raw
+/// rows are null lists.
+fn build_list(ty: &ColumnType, element: &ColumnType, vals: &[&Value]) -> BuildResult<ArrayRef> {
+    let mut offsets = Vec::with_capacity(vals.len() + 1);
+    offsets.push(0i32);
+    let mut items: Vec<&Value> = Vec::new();
+    for (i, v) in vals.iter().enumerate() {
+        match v {
+            Value::Null | Value::Unchanged | Value::Raw(_) => {}
+            Value::Array(xs) => {
+                if let Some(bad) = xs.iter().find(|x| matches!(x, Value::Unchanged | Value::Raw(_) | Value::Array(_))) {
+                    return Err((i, mismatch(ty, bad)));
+                }
+                items.extend(xs.iter());
+            }
+            other => return Err((i, mismatch(ty, other))),
+        }
+        let end = i32::try_from(items.len()).map_err(|_| (i, "array column exceeds 2^31 elements in one file".to_owned()))?;
+        offsets.push(end);
+    }
+    // Element errors carry the element index; map it back to its row.
+    let child = build_array(element, &items).map_err(|(item, reason)| {
+        let row = offsets.partition_point(|&o| o as usize <= item).saturating_sub(1);
+        (row, reason)
+    })?;
+    let field = Arc::new(Field::new("item", element.arrow_type(), true));
+    Ok(Arc::new(ListArray::try_new(field, OffsetBuffer::new(ScalarBuffer::from(offsets)), child, nulls_of(vals)).map_err(|e| (0, format!("array: {e}")))?))
 }
 
 #[cfg(test)]
