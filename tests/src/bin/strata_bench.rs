@@ -138,51 +138,7 @@ async fn snapshot_bench(args: &Args) -> Result<()> {
     for t in &tables {
         src.batch_execute(&format!("CREATE TABLE {t} (id bigint PRIMARY KEY, k int, a text, b text, amount numeric(12,2), ts timestamptz, flag bool)")).await?;
     }
-    eprintln!("generating {:.1} GiB of rows in {} tables", args.gib, tables.len());
-    let chunk = 500_000i64;
-    let mut next = 1i64;
-    loop {
-        let size: i64 =
-            src.query_one(&format!("SELECT {} ", tables.iter().map(|t| format!("pg_relation_size('{t}')")).collect::<Vec<_>>().join(" + ")), &[]).await?.get(0);
-        if size >= target {
-            break;
-        }
-        // Fill the tables side by side, one statement per table in parallel.
-        let mut fills = Vec::new();
-        for t in &tables {
-            let (url, t) = (src_url.clone(), t.clone());
-            let (lo, hi) = (next, next + chunk - 1);
-            fills.push(tokio::spawn(async move {
-                let c = connect(&url).await?;
-                c.batch_execute(&format!(
-                    "INSERT INTO {t} SELECT g, g % 100000, md5(g::text), md5(g::text) || md5((g * 7)::text), (g % 1000000) / 100.0, \
-                     timestamptz '2026-01-01' + g * interval '1 second', g % 3 = 0 FROM generate_series({lo}, {hi}) g"
-                ))
-                .await?;
-                Ok::<(), anyhow::Error>(())
-            }));
-        }
-        for f in fills {
-            f.await??;
-        }
-        next += chunk;
-        eprint!("\r{:.2} GiB", size as f64 / 1073741824.0);
-    }
-    eprintln!();
-    src.batch_execute(&format!("VACUUM ANALYZE {}", tables.join(", "))).await?;
-    let (rows, heap): (i64, i64) = {
-        let r = src
-            .query_one(
-                &format!(
-                    "SELECT ({}), ({})",
-                    tables.iter().map(|t| format!("(SELECT count(*) FROM {t})")).collect::<Vec<_>>().join(" + "),
-                    tables.iter().map(|t| format!("pg_relation_size('{t}')")).collect::<Vec<_>>().join(" + ")
-                ),
-                &[],
-            )
-            .await?;
-        (r.get(0), r.get(1))
-    };
+    let (rows, heap) = fill_tables(&src, &src_url, &tables, target).await?;
     eprintln!("{rows} rows, {:.2} GiB heap", heap as f64 / 1073741824.0);
 
     let (before_secs, copy_bytes) = copy_to_nothing(&src_url, &tables, args.workers).await?;
@@ -290,13 +246,7 @@ async fn sqs_bench(args: &Args) -> Result<()> {
         lo = hi + 1;
     }
     let stage = Stage::local(&stage_dir)?;
-    let started = Instant::now();
-    while staged_rows(&stage).await? < args.changes {
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("the reader did not stage the workload within 10 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_staged_rows(&stage, args.changes, Duration::from_secs(600)).await?;
     reader.stop().await?;
     let staged = strata_tests::reader::staged_changes(&stage, "main").await?;
     let batches = StreamLog::new(&stage, "main")?.head(None).await?.unwrap_or(0);
@@ -328,25 +278,7 @@ async fn sqs_bench(args: &Args) -> Result<()> {
     writer.wait()?;
 
     // Baseline: the same envelopes, one SendMessage each, one at a time.
-    let mut schemas = std::collections::HashMap::new();
-    let log = StreamLog::new(&stage, "main")?;
-    let mut staged_at = std::collections::HashMap::new();
-    for seq in 1..=batches {
-        staged_at.insert(seq, log.read(seq).await?.created_at);
-    }
-    let mut bodies = Vec::with_capacity(staged.len());
-    for (seq, version, change) in &staged {
-        let schema = match schemas.get(&(change.table.clone(), *version)) {
-            Some(s) => std::sync::Arc::clone(s),
-            None => {
-                let s = std::sync::Arc::new(log.read_schema(&change.table, *version).await?);
-                schemas.insert((change.table.clone(), *version), s.clone());
-                s
-            }
-        };
-        let at = *staged_at.get(seq).context("a staged change of a batch past the head")?;
-        bodies.push(strata_writer::envelope::envelope("main", &schema, change, at).to_string());
-    }
+    let bodies = envelopes(&stage, &staged, batches).await?;
     let t0 = Instant::now();
     for body in bodies {
         sqs.client.send_message().queue_url(&baseline_queue).message_body(body).send().await.context("baseline SendMessage")?;
@@ -360,18 +292,7 @@ async fn sqs_bench(args: &Args) -> Result<()> {
         bail!("not every change reached its queue: strata {strata_stats:?}, baseline {baseline_stats:?} of {n}");
     }
     for url in [&strata_queue, &baseline_queue] {
-        let attrs = sqs
-            .client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await?;
-        let held: u64 = attrs
-            .attributes()
-            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let held = queue_length(&sqs, url).await?;
         if held < n {
             bail!("queue {url} holds {held} messages of {n}");
         }
@@ -398,10 +319,15 @@ async fn main() -> Result<()> {
     }
     let args = args()?;
     match args.bench {
-        Bench::Snapshot => return snapshot_bench(&args).await,
-        Bench::Sqs => return sqs_bench(&args).await,
-        Bench::Catchup => {}
+        Bench::Snapshot => snapshot_bench(&args).await,
+        Bench::Sqs => sqs_bench(&args).await,
+        Bench::Catchup => catchup_bench(&args).await,
     }
+}
+
+/// `catchup`: strata-writer delivering a staged backlog into Postgres
+/// against native logical replication catching up the same changes.
+async fn catchup_bench(args: &Args) -> Result<()> {
     let rows = args.changes / 2;
     let cluster = PgCluster::start()?;
     let src_url = cluster.fresh_database().await?;
@@ -430,28 +356,9 @@ async fn main() -> Result<()> {
     let cfg = Config::from_toml("bench", &config_text(&src_url, &stage_dir, ""), &[])?;
     let reader = RunningReader::start(cfg.clone());
     wait_for_slot(&src, "strata_main").await?;
-    eprintln!("workload: {rows} inserts then {rows} updates, in 10,000-row transactions");
-    let chunk = 10_000u64;
-    let mut lo = 1;
-    while lo <= rows {
-        let hi = (lo + chunk - 1).min(rows);
-        src.batch_execute(&format!("INSERT INTO bench SELECT g, g % 1000, md5(g::text), now() FROM generate_series({lo}, {hi}) g")).await?;
-        lo = hi + 1;
-    }
-    let mut lo = 1;
-    while lo <= rows {
-        let hi = (lo + chunk - 1).min(rows);
-        src.batch_execute(&format!("UPDATE bench SET a = a + 1, b = b || 'x' WHERE id BETWEEN {lo} AND {hi}")).await?;
-        lo = hi + 1;
-    }
+    catchup_workload(&src, rows).await?;
     let stage = Stage::local(&stage_dir)?;
-    let started = Instant::now();
-    while staged_rows(&stage).await? < 2 * rows {
-        if started.elapsed() > Duration::from_secs(1800) {
-            bail!("the reader did not stage the workload within 30 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_staged_rows(&stage, 2 * rows, Duration::from_secs(1800)).await?;
     reader.stop().await?;
     let batches = StreamLog::new(&stage, "main")?.head(None).await?.unwrap_or(0);
     eprintln!("staged {} changes in {batches} batches", 2 * rows);
@@ -469,22 +376,7 @@ async fn main() -> Result<()> {
     writer.await??;
 
     // Native logical replication catching up the same changes from its slot.
-    let target: String = src.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
-    let t0 = Instant::now();
-    native.batch_execute("ALTER SUBSCRIPTION native ENABLE").await?;
-    loop {
-        let done: bool =
-            src.query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'native_sub'", &[&target]).await?.get(0);
-        if done {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(1800) {
-            bail!("native replication did not catch up within 30 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let native_secs = t0.elapsed().as_secs_f64();
-    native.batch_execute("ALTER SUBSCRIPTION native DISABLE").await?;
+    let native_secs = native_catch_up(&src, &native).await?;
 
     let want = checksum(&src, "public.bench").await;
     let got_strata = checksum(&connect(&strata_url).await?, "public.bench").await;
@@ -502,4 +394,139 @@ async fn main() -> Result<()> {
     );
     drop(native);
     record(args.record.as_ref(), "catch-up into Postgres", &line)
+}
+
+/// `rows` inserts, then an update of each, in 10,000-row transactions.
+async fn catchup_workload(src: &tokio_postgres::Client, rows: u64) -> Result<()> {
+    eprintln!("workload: {rows} inserts then {rows} updates, in 10,000-row transactions");
+    let chunk = 10_000u64;
+    let mut lo = 1;
+    while lo <= rows {
+        let hi = (lo + chunk - 1).min(rows);
+        src.batch_execute(&format!("INSERT INTO bench SELECT g, g % 1000, md5(g::text), now() FROM generate_series({lo}, {hi}) g")).await?;
+        lo = hi + 1;
+    }
+    let mut lo = 1;
+    while lo <= rows {
+        let hi = (lo + chunk - 1).min(rows);
+        src.batch_execute(&format!("UPDATE bench SET a = a + 1, b = b || 'x' WHERE id BETWEEN {lo} AND {hi}")).await?;
+        lo = hi + 1;
+    }
+    Ok(())
+}
+
+/// Enables the native subscription and times it catching up to the
+/// source's current WAL position; seconds.
+async fn native_catch_up(src: &tokio_postgres::Client, native: &tokio_postgres::Client) -> Result<f64> {
+    let target: String = src.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
+    let t0 = Instant::now();
+    native.batch_execute("ALTER SUBSCRIPTION native ENABLE").await?;
+    loop {
+        let done: bool =
+            src.query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'native_sub'", &[&target]).await?.get(0);
+        if done {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(1800) {
+            bail!("native replication did not catch up within 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    native.batch_execute("ALTER SUBSCRIPTION native DISABLE").await?;
+    Ok(secs)
+}
+
+/// Fills `tables` side by side until their heap reaches `target` bytes;
+/// returns their rows and heap bytes.
+async fn fill_tables(src: &tokio_postgres::Client, src_url: &str, tables: &[String], target: i64) -> Result<(i64, i64)> {
+    eprintln!("generating {:.1} GiB of rows in {} tables", target as f64 / 1073741824.0, tables.len());
+    let chunk = 500_000i64;
+    let mut next = 1i64;
+    loop {
+        let size: i64 =
+            src.query_one(&format!("SELECT {} ", tables.iter().map(|t| format!("pg_relation_size('{t}')")).collect::<Vec<_>>().join(" + ")), &[]).await?.get(0);
+        if size >= target {
+            break;
+        }
+        // Fill the tables side by side, one statement per table in parallel.
+        let mut fills = Vec::new();
+        for t in tables {
+            let (url, t) = (src_url.to_owned(), t.clone());
+            let (lo, hi) = (next, next + chunk - 1);
+            fills.push(tokio::spawn(async move {
+                let c = connect(&url).await?;
+                c.batch_execute(&format!(
+                    "INSERT INTO {t} SELECT g, g % 100000, md5(g::text), md5(g::text) || md5((g * 7)::text), (g % 1000000) / 100.0, \
+                     timestamptz '2026-01-01' + g * interval '1 second', g % 3 = 0 FROM generate_series({lo}, {hi}) g"
+                ))
+                .await?;
+                Ok::<(), anyhow::Error>(())
+            }));
+        }
+        for f in fills {
+            f.await??;
+        }
+        next += chunk;
+        eprint!("\r{:.2} GiB", size as f64 / 1073741824.0);
+    }
+    eprintln!();
+    src.batch_execute(&format!("VACUUM ANALYZE {}", tables.join(", "))).await?;
+    let (rows, heap): (i64, i64) = {
+        let r = src
+            .query_one(
+                &format!(
+                    "SELECT ({}), ({})",
+                    tables.iter().map(|t| format!("(SELECT count(*) FROM {t})")).collect::<Vec<_>>().join(" + "),
+                    tables.iter().map(|t| format!("pg_relation_size('{t}')")).collect::<Vec<_>>().join(" + ")
+                ),
+                &[],
+            )
+            .await?;
+        (r.get(0), r.get(1))
+    };
+    Ok((rows, heap))
+}
+
+/// Waits until the stage holds `rows` staged rows.
+async fn wait_staged_rows(stage: &Stage, rows: u64, within: Duration) -> Result<()> {
+    let started = Instant::now();
+    while staged_rows(stage).await? < rows {
+        if started.elapsed() > within {
+            bail!("the reader did not stage the workload within {} s", within.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// The change envelope of every staged change, as the SQS destination sends it.
+async fn envelopes(stage: &Stage, staged: &[(u64, u32, strata_common::Change)], batches: u64) -> Result<Vec<String>> {
+    let mut schemas = std::collections::HashMap::new();
+    let log = StreamLog::new(stage, "main")?;
+    let mut staged_at = std::collections::HashMap::new();
+    for seq in 1..=batches {
+        staged_at.insert(seq, log.read(seq).await?.created_at);
+    }
+    let mut bodies = Vec::with_capacity(staged.len());
+    for (seq, version, change) in staged {
+        let schema = match schemas.get(&(change.table.clone(), *version)) {
+            Some(s) => std::sync::Arc::clone(s),
+            None => {
+                let s = std::sync::Arc::new(log.read_schema(&change.table, *version).await?);
+                schemas.insert((change.table.clone(), *version), s.clone());
+                s
+            }
+        };
+        let at = *staged_at.get(seq).context("a staged change of a batch past the head")?;
+        bodies.push(strata_writer::envelope::envelope("main", &schema, change, at).to_string());
+    }
+    Ok(bodies)
+}
+
+/// Messages a queue holds (approximately, as SQS counts).
+async fn queue_length(sqs: &strata_tests::sqs::Sqs, url: &str) -> Result<u64> {
+    let attrs =
+        sqs.client.get_queue_attributes().queue_url(url).attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).send().await?;
+    Ok(attrs.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
