@@ -3,9 +3,9 @@
 //! Reads batch after batch through a [`BatchReader`] (a GET of
 //! `log/{next}.json`, no listing; the next batch is fetched and decoded
 //! while the current one is applied), delivers each, and advances the
-//! cursor only after the destination reports it durable. Where the destination keeps its own
-//! position (Postgres), that one is authoritative and `cursor.json` mirrors
-//! it for status. Transient errors are retried forever with exponential
+//! cursor only after the destination reports it durable. Where the
+//! destination keeps its own position (Postgres), that one is
+//! authoritative and `cursor.json` mirrors it for status. Transient errors are retried forever with exponential
 //! backoff and jitter, and shown in the status while they last; a permanent
 //! error stops the worker with the error shown, until the spec changes.
 //! A caught-up worker waits for the next batch through a
@@ -93,9 +93,9 @@ impl Worker {
         let Some((mut dest, durable)) = self.connect().await? else {
             return Ok(());
         };
-        let mut cursor = self.cursors.load().await?;
-        let p = plan.insert(Plan::start(&self.log, self.spec.start, durable, cursor.as_ref()).await?);
-        let mut cursor = match cursor.take() {
+        let stored = self.cursors.load().await?;
+        let p = plan.insert(Plan::start(&self.log, self.spec.start, durable, stored.as_ref()).await?);
+        let mut cursor = match stored {
             Some(c) => c,
             // Record the starting point at once, so a restart before the
             // first batch does not move a `latest` start forward.
