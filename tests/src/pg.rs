@@ -137,6 +137,11 @@ impl PgCluster {
     }
 
     /// The Unix socket directory (for libpq clients that prefer it).
+    /// The path of one of the server's programs (`pg_recvlogical`, …).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     pub fn socket_dir(&self) -> &Path {
         &self.dir
     }

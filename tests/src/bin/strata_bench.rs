@@ -5,6 +5,7 @@
 //! strata-bench catchup [--changes 1000000] [--record bench/RESULTS.md]
 //! strata-bench snapshot [--gib 5] [--workers 4] [--record bench/RESULTS.md]
 //! strata-bench sqs [--changes 20000] [--record bench/RESULTS.md]
+//! strata-bench capture [--changes 1000000] [--record bench/RESULTS.md]
 //! ```
 //!
 //! `catchup`: a backlog of changes (half inserts, half updates, in 10,000-row
@@ -20,6 +21,13 @@
 //! same tables, `COPY … TO STDOUT` into nothing, with as many COPY streams
 //! in parallel as the snapshot has workers, run before and after it (the
 //! faster counts). Both rates are rows/s and MB/s of COPY text.
+//!
+//! `capture`: a backlog of changes is left in two logical replication
+//! slots of the same publication; strata-reader (its own process) stages it
+//! from one, and `pg_recvlogical` drains the other into /dev/null. Both
+//! pay the server's decoding and the transfer; strata also parses every
+//! value, encodes Parquet and commits batches to a local-disk stage, while
+//! pg_recvlogical writes the raw stream nowhere.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,14 +43,15 @@ use strata_tests::writer::{checksum, spec, wait_caught_up};
 use strata_writer::spec::{PostgresMode, StartPosition};
 use tokio_util::sync::CancellationToken;
 
-const USAGE: &str =
-    "usage: strata-bench catchup [--changes N] [--record FILE] | snapshot [--gib N] [--workers N] [--record FILE] | sqs [--changes N] [--record FILE]";
+const USAGE: &str = "usage: strata-bench catchup [--changes N] [--record FILE] | snapshot [--gib N] [--workers N] [--record FILE] | sqs [--changes N] [--record FILE] \
+     | capture [--changes N] [--record FILE]";
 
 #[derive(PartialEq)]
 enum Bench {
     Catchup,
     Snapshot,
     Sqs,
+    Capture,
 }
 
 struct Args {
@@ -59,6 +68,7 @@ fn args() -> Result<Args> {
         Some("catchup") => Bench::Catchup,
         Some("snapshot") => Bench::Snapshot,
         Some("sqs") => Bench::Sqs,
+        Some("capture") => Bench::Capture,
         _ => bail!(USAGE),
     };
     let changes = if bench == Bench::Sqs { 20_000 } else { 1_000_000 };
@@ -322,6 +332,7 @@ async fn main() -> Result<()> {
         Bench::Snapshot => snapshot_bench(&args).await,
         Bench::Sqs => sqs_bench(&args).await,
         Bench::Catchup => catchup_bench(&args).await,
+        Bench::Capture => capture_bench(&args).await,
     }
 }
 
@@ -529,4 +540,71 @@ async fn queue_length(sqs: &strata_tests::sqs::Sqs, url: &str) -> Result<u64> {
     let attrs =
         sqs.client.get_queue_attributes().queue_url(url).attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).send().await?;
     Ok(attrs.attributes().and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// `capture`: strata-reader staging a WAL backlog against `pg_recvlogical`
+/// draining the same backlog from a slot of its own.
+async fn capture_bench(args: &Args) -> Result<()> {
+    let rows = args.changes / 2;
+    let cluster = PgCluster::start()?;
+    let src_url = cluster.fresh_database().await?;
+    let src = connect(&src_url).await?;
+    src.batch_execute("CREATE TABLE bench (id bigint PRIMARY KEY, a int, b text, c timestamptz)").await?;
+    let dir = tempfile::tempdir()?;
+    let stage_dir = dir.path().join("stage");
+    let config = strata_tests::reader::write_config(dir.path(), &src_url, &stage_dir, "")?;
+    let exe = std::env::current_exe()?.with_file_name("strata-reader-under-test");
+    // The reader creates its publication and slot, then stops: the backlog
+    // waits in its slot, and in pg_recvlogical's, created at the same point.
+    let reader = strata_tests::reader::ServiceProcess::spawn(&exe, &config)?;
+    wait_for_slot(&src, "strata_main").await?;
+    reader.terminate()?;
+    src.batch_execute("SELECT pg_create_logical_replication_slot('recv', 'pgoutput')").await?;
+    catchup_workload(&src, rows).await?;
+    let target: String = src.query_one("SELECT pg_current_wal_lsn()::text", &[]).await?.get(0);
+    let changes = 2 * rows;
+
+    let stage = Stage::local(&stage_dir)?;
+    let t0 = Instant::now();
+    let reader = strata_tests::reader::ServiceProcess::spawn(&exe, &config)?;
+    wait_staged_rows(&stage, changes, Duration::from_secs(1800)).await?;
+    let strata_secs = t0.elapsed().as_secs_f64();
+    let reader_rss_mib = reader.peak_rss_kib()? / 1024;
+    reader.terminate()?;
+    let staged = strata_tests::reader::staged_changes(&stage, "main").await?.len() as u64;
+    if staged != changes {
+        bail!("the reader staged {staged} changes of {changes}");
+    }
+
+    let recv_secs = recvlogical(&cluster, &src_url, &target).await?;
+    let confirmed: bool =
+        src.query_one("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'recv'", &[&target]).await?.get(0);
+    if !confirmed {
+        bail!("pg_recvlogical stopped before {target}");
+    }
+    let (strata_rate, recv_rate) = (changes as f64 / strata_secs, changes as f64 / recv_secs);
+    let line = format!(
+        "| {} | capture | {changes} changes (inserts then updates, 10,000-row transactions) | strata-reader {strata_secs:.1} s ({strata_rate:.0}/s; peak RSS {reader_rss_mib} MiB) | pg_recvlogical to /dev/null {recv_secs:.1} s ({recv_rate:.0}/s) | **{:.2}×** |",
+        today(),
+        strata_rate / recv_rate
+    );
+    record(args.record.as_ref(), "capture", &line)
+}
+
+/// Runs `pg_recvlogical` on slot `recv` until `target`, output to
+/// /dev/null; seconds.
+async fn recvlogical(cluster: &PgCluster, src_url: &str, target: &str) -> Result<f64> {
+    let db = src_url.rsplit('/').next().context("database name")?;
+    let conninfo = format!("host=127.0.0.1 port={} dbname={db} user={}", cluster.port, strata_tests::pg::SUPERUSER);
+    let t0 = Instant::now();
+    let status = tokio::process::Command::new(cluster.program("pg_recvlogical"))
+        .args(["--dbname", &conninfo, "--slot", "recv", "--start", "--no-loop", "--file", "/dev/null", "--endpos", target])
+        .args(["--option", "proto_version=1", "--option", "publication_names=strata_main"])
+        .status()
+        .await
+        .context("running pg_recvlogical")?;
+    if !status.success() {
+        bail!("pg_recvlogical exited with {status}");
+    }
+    Ok(t0.elapsed().as_secs_f64())
 }
