@@ -6,6 +6,7 @@
 //! strata-bench snapshot [--gib 5] [--workers 4] [--record bench/RESULTS.md]
 //! strata-bench sqs [--changes 20000] [--record bench/RESULTS.md]
 //! strata-bench capture [--changes 1000000] [--record bench/RESULTS.md]
+//! strata-bench load [--changes 2000000] [--record bench/RESULTS.md]
 //! ```
 //!
 //! `catchup`: a backlog of changes (half inserts, half updates, in 10,000-row
@@ -28,6 +29,12 @@
 //! pay the server's decoding and the transfer; strata also parses every
 //! value, encodes Parquet and commits batches to a local-disk stage, while
 //! pg_recvlogical writes the raw stream nowhere.
+//!
+//! `load`: one table of `--changes` rows is loaded into an empty Postgres
+//! destination by strata (reader snapshot into the stage and writer into
+//! the destination, each its own process, running together) and by
+//! native logical replication's initial table copy (`CREATE SUBSCRIPTION`
+//! with `copy_data`); both destinations are checked equal to the source.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,7 +51,7 @@ use strata_writer::spec::{PostgresMode, StartPosition};
 use tokio_util::sync::CancellationToken;
 
 const USAGE: &str = "usage: strata-bench catchup [--changes N] [--record FILE] | snapshot [--gib N] [--workers N] [--record FILE] | sqs [--changes N] [--record FILE] \
-     | capture [--changes N] [--record FILE]";
+     | capture [--changes N] [--record FILE] | load [--changes N] [--record FILE]";
 
 #[derive(PartialEq)]
 enum Bench {
@@ -52,6 +59,7 @@ enum Bench {
     Snapshot,
     Sqs,
     Capture,
+    Load,
 }
 
 struct Args {
@@ -69,9 +77,14 @@ fn args() -> Result<Args> {
         Some("snapshot") => Bench::Snapshot,
         Some("sqs") => Bench::Sqs,
         Some("capture") => Bench::Capture,
+        Some("load") => Bench::Load,
         _ => bail!(USAGE),
     };
-    let changes = if bench == Bench::Sqs { 20_000 } else { 1_000_000 };
+    let changes = match bench {
+        Bench::Sqs => 20_000,
+        Bench::Load => 2_000_000,
+        _ => 1_000_000,
+    };
     let mut a = Args { bench, changes, gib: 5.0, workers: 4, record: None };
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value; {USAGE}"));
@@ -333,6 +346,7 @@ async fn main() -> Result<()> {
         Bench::Sqs => sqs_bench(&args).await,
         Bench::Catchup => catchup_bench(&args).await,
         Bench::Capture => capture_bench(&args).await,
+        Bench::Load => load_bench(&args).await,
     }
 }
 
@@ -607,4 +621,105 @@ async fn recvlogical(cluster: &PgCluster, src_url: &str, target: &str) -> Result
         bail!("pg_recvlogical exited with {status}");
     }
     Ok(t0.elapsed().as_secs_f64())
+}
+
+/// `load`: strata's snapshot and writer against native logical
+/// replication's initial copy, into empty Postgres tables.
+async fn load_bench(args: &Args) -> Result<()> {
+    let rows = args.changes;
+    let cluster = PgCluster::start()?;
+    let src_url = cluster.fresh_database().await?;
+    let (strata_url, native_url) = (cluster.fresh_database().await?, cluster.fresh_database().await?);
+    let src = connect(&src_url).await?;
+    let ddl = "CREATE TABLE bench (id bigint PRIMARY KEY, a int, b text, c timestamptz)";
+    src.batch_execute(ddl).await?;
+    eprintln!("loading {rows} rows");
+    let mut lo = 1;
+    while lo <= rows {
+        let hi = (lo + 999_999).min(rows);
+        src.batch_execute(&format!("INSERT INTO bench SELECT g, g % 1000, md5(g::text), now() FROM generate_series({lo}, {hi}) g")).await?;
+        lo = hi + 1;
+    }
+    src.batch_execute("VACUUM ANALYZE bench").await?;
+
+    // strata: reader and writer processes started together.
+    let dir = tempfile::tempdir()?;
+    let stage_dir = dir.path().join("stage");
+    let config = strata_tests::reader::write_config(dir.path(), &src_url, &stage_dir, "")?;
+    let stage = Stage::local(&stage_dir)?;
+    strata_writer::control::add(&stage, &spec("load", &strata_url, StartPosition::Earliest, PostgresMode::Mirror)).await?;
+    let bin = std::env::current_exe()?;
+    let t0 = Instant::now();
+    let reader = strata_tests::reader::ServiceProcess::spawn(&bin.with_file_name("strata-reader-under-test"), &config)?;
+    let writer = strata_tests::reader::ServiceProcess::spawn(&bin.with_file_name("strata-writer-under-test"), &config)?;
+    wait_loaded(&stage, "load", Duration::from_secs(3600)).await?;
+    let strata_secs = t0.elapsed().as_secs_f64();
+    let (reader_mib, writer_mib) = (reader.peak_rss_kib()? / 1024, writer.peak_rss_kib()? / 1024);
+    writer.terminate()?;
+    reader.terminate()?;
+
+    // Native: the initial table copy of a new subscription.
+    let native = connect(&native_url).await?;
+    native.batch_execute(ddl).await?;
+    src.batch_execute("CREATE PUBLICATION native_pub FOR TABLE bench").await?;
+    let src_db = src_url.rsplit('/').next().context("database name")?;
+    let t0 = Instant::now();
+    // Source and subscriber share a cluster: the subscription's slot is
+    // made beforehand, or CREATE SUBSCRIPTION waits for itself.
+    src.batch_execute("SELECT pg_create_logical_replication_slot('native_load', 'pgoutput')").await?;
+    native
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION native CONNECTION 'host=127.0.0.1 port={} dbname={src_db} user={}' PUBLICATION native_pub \
+             WITH (copy_data = true, create_slot = false, slot_name = 'native_load')",
+            cluster.port,
+            strata_tests::pg::SUPERUSER
+        ))
+        .await?;
+    loop {
+        let ready: Option<bool> = native.query_one("SELECT bool_and(srsubstate = 'r') FROM pg_subscription_rel", &[]).await?.get(0);
+        if ready == Some(true) {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(3600) {
+            bail!("the native initial copy did not finish within an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let native_secs = t0.elapsed().as_secs_f64();
+
+    let want = checksum(&src, "public.bench").await;
+    let (got_strata, got_native) = (checksum(&connect(&strata_url).await?, "public.bench").await, checksum(&native, "public.bench").await);
+    if got_strata != want || got_native != want {
+        bail!("destinations differ from the source: strata {got_strata:?}, native {got_native:?}, source {want:?}");
+    }
+    native.batch_execute("ALTER SUBSCRIPTION native DISABLE").await?;
+    let (strata_rate, native_rate) = (rows as f64 / strata_secs, rows as f64 / native_secs);
+    let line = format!(
+        "| {} | initial load into Postgres | {rows} rows, one table | strata snapshot + writer {strata_secs:.1} s ({strata_rate:.0} rows/s; peak RSS reader {reader_mib} MiB, writer {writer_mib} MiB) | native initial copy {native_secs:.1} s ({native_rate:.0} rows/s) | **{:.2}×** |",
+        today(),
+        strata_rate / native_rate
+    );
+    record(args.record.as_ref(), "initial load into Postgres", &line)
+}
+
+/// Waits until the snapshot is done and `destination` has every staged batch.
+async fn wait_loaded(stage: &Stage, destination: &str, within: Duration) -> Result<()> {
+    let log = StreamLog::new(stage, "main")?;
+    let cursors = strata_stager::cursor::Cursors::new(stage, destination)?;
+    let started = Instant::now();
+    loop {
+        let done = stage
+            .get_json::<strata_stager::control::SnapshotState>(&log.keys().snapshot())
+            .await?
+            .is_some_and(|s| s.value.phase == strata_stager::control::Phase::Done);
+        let head = log.head(None).await?.unwrap_or(0);
+        let cursor = cursors.load().await?.map_or(0, |c| c.value.seq);
+        if done && head > 0 && cursor >= head {
+            return Ok(());
+        }
+        if started.elapsed() > within {
+            bail!("the destination was not loaded within {} s (snapshot done: {done}, cursor {cursor} of {head})", within.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
