@@ -3,7 +3,7 @@
 //! - [`change`]: the change model — one committed row change as the reader
 //!   decodes it and the writers deliver it.
 //! - [`types`]: the PostgreSQL → Arrow type mapping, decided once per column
-//!   when a schema version is created, and the [`Value`](change::Value)s that
+//!   when a schema version is created, and the [`Value`]s that
 //!   fit each mapped type.
 //! - [`lsn`]: PostgreSQL log sequence numbers (`X/Y`).
 //! - [`time`]: commit timestamps (microseconds since the Unix epoch, UTC).
@@ -20,7 +20,7 @@
 //! - [`wakeup`]: "batch committed" notifications through SQS, and (feature
 //!   `aws`) the AWS set-up of every SQS client.
 //!
-//! The invariants: a [`Value`](change::Value) always fits the Arrow type
+//! The invariants: a [`Value`] always fits the Arrow type
 //! its column was mapped to, and every text form PostgreSQL prints parses
 //! back to the same value or is an error naming it; a secret prints as
 //! `****` through `Debug`, `Display` and `Serialize`, so no log line,

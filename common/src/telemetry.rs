@@ -44,7 +44,7 @@ pub fn init(format: LogFormat, level: Option<&str>) {
 const CHATTY_CRATES: &[&str] = &["pg_walstream"];
 
 /// The filter for a configured `level`: that level for everything, with
-/// [`CHATTY_CRATES`] held to WARN when the level is `info` or quieter.
+/// `CHATTY_CRATES` held to WARN when the level is `info` or quieter.
 pub fn default_filter(level: &str) -> String {
     let verbose = matches!(level.trim().to_ascii_lowercase().as_str(), "debug" | "trace");
     if verbose {

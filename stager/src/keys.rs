@@ -5,6 +5,8 @@
 //! streams/{stream}/tables/{schema}.{table}/{YYYY-MM-DD}/{HH}/{seq:020}-{part:04}.parquet
 //! streams/{stream}/schemas/{schema}.{table}/{version:010}.json
 //! streams/{stream}/reader.json                        reader lease + status
+//! streams/{stream}/snapshot.json                      initial snapshot state
+//! streams/{stream}/backfills/{id}.json                backfill requests and progress
 //! streams/{stream}/retention.json                     first seq kept after retention (absent: 1)
 //! destinations/{name}/spec.json | cursor.json | lease.json | dead-letter/…
 //! replays/{id}.json
@@ -176,7 +178,7 @@ impl StreamKeys {
         Ok(path(format!("{}/backfills/{}.json", self.root, encode_name(id))))
     }
 
-    /// The initial snapshot's state (`{point, state, completed}`).
+    /// The initial snapshot's state ([`SnapshotState`](crate::control::SnapshotState)).
     pub fn snapshot(&self) -> Path {
         path(format!("{}/snapshot.json", self.root))
     }

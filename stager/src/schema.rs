@@ -15,7 +15,7 @@
 //! | `_strata_ord` | UInt32 | position in the transaction |
 //! | `_strata_xid` | UInt32, nullable | transaction id (null for snapshot rows) |
 //! | `_strata_commit_ts` | Timestamp(µs, UTC) | commit time |
-//! | `_strata_unchanged` | List<Utf8>, nullable | columns whose TOASTed value was not sent |
+//! | `_strata_unchanged` | `List<Utf8>`, nullable | columns whose TOASTed value was not sent |
 //! | `_strata_raw` | Map<Utf8, Utf8>, nullable | column → exact text of a new-row value its typed column cannot hold |
 //! | `_strata_before` | Struct of the table's columns, nullable | old key or old row, when sent |
 //! | `_strata_before_raw` | Map<Utf8, Utf8>, nullable | the same for the old row |

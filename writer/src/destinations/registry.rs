@@ -1,7 +1,7 @@
 //! The one place that lists every kind of destination.
 //!
 //! Each destination's folder holds its spec (`config`: settings, validation,
-//! a one-line description) and its [`Destination`] (`sink`: the constructor
+//! a one-line description) and its [`Destination`](super::Destination) (`sink`: the constructor
 //! and delivery). This module joins them: the spec's `type` tag, the flags of
 //! `destination add`, and the build step from spec to a running
 //! destination. Adding a kind of destination adds a folder and one arm to

@@ -9,11 +9,11 @@
 //! backoff and jitter, and shown in the status while they last; a permanent
 //! error stops the worker with the error shown, until the spec changes.
 //! A caught-up worker waits for the next batch through a
-//! [`Waiter`](crate::wakeup::Waiter): a poll of the stage every 200 ms, or
+//! [`Waiter`]: a poll of the stage every 200 ms, or
 //! an SQS wake-up when the writer has a wake-up queue.
 //!
-//! [`plan`] decides what comes next (start position, replay window,
-//! schedule); [`deliver`] delivers one batch (roll-up, parts, the `skip`
+//! `plan` decides what comes next (start position, replay window,
+//! schedule); `deliver` delivers one batch (roll-up, parts, the `skip`
 //! policy); this module runs the loop and moves the cursor.
 
 mod deliver;
