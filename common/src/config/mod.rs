@@ -28,17 +28,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::ident::TableName;
 
+mod overrides;
 mod secrets;
 mod units;
+
+pub use overrides::{ENV_PREFIX, ENV_SEPARATOR};
 
 pub use secrets::{ReferenceError, SecretString, SecretUrl, expand_references, has_literal_password, is_reference, redact_conn_str};
 use units::{byte_size, duration, opt_duration};
 pub use units::{format_duration, parse_byte_size, parse_duration};
-
-/// Prefix of configuration override variables.
-pub const ENV_PREFIX: &str = "STRATA_";
-/// Separator between levels in an override variable's name.
-pub const ENV_SEPARATOR: &str = "__";
 
 /// Everything that can be wrong with a configuration, naming where.
 #[derive(Debug, thiserror::Error)]
@@ -377,7 +375,11 @@ impl Config {
     pub fn from_toml(origin: &str, text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax { path: origin.to_owned(), message: e.to_string() })?;
         expand_table(&mut table, origin, "", env)?;
-        let overridden = apply_overrides(&mut table, env)?;
+        // Defaults fill in keys the file left out, so an override of such a
+        // key is typed like the default (an integer default takes an integer).
+        let defaults = toml::Value::try_from(Config::default()).ok();
+        let overridden =
+            overrides::apply(&mut table, env, defaults.as_ref().and_then(|d| d.as_table())).map_err(|(var, message)| ConfigError::Override { var, message })?;
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let key = e.path().to_string();
             let origin = overridden
@@ -521,70 +523,6 @@ fn expand_str(s: &str, origin: &str, key: &str, env: &[(String, String)]) -> Res
             ConfigError::Invalid { origin: origin.to_owned(), key: key.to_owned(), message: format!("reading secret file {path}: {message}") }
         }
     })
-}
-
-fn apply_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
-    // Defaults fill in keys the file left out, so an override of such a key
-    // is typed like the default (an integer default takes an integer).
-    let defaults = toml::Value::try_from(Config::default()).ok();
-    let mut applied = Vec::new();
-    let mut vars: Vec<&(String, String)> = env.iter().collect();
-    vars.sort();
-    for (var, raw) in vars {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        if !rest.contains(ENV_SEPARATOR) {
-            continue;
-        }
-        let path: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_ascii_lowercase).collect();
-        if path.iter().any(String::is_empty) {
-            return Err(ConfigError::Override { var: var.clone(), message: "empty key segment".to_owned() });
-        }
-        let existing = lookup(table, &path).cloned().or_else(|| defaults.as_ref().and_then(|d| d.as_table()).and_then(|d| lookup(d, &path)).cloned());
-        let value = typed_like(existing.as_ref(), raw).map_err(|message| ConfigError::Override { var: var.clone(), message })?;
-        let (last, parents) = path.split_last().expect("path has at least two segments");
-        let mut cur = &mut *table;
-        for p in parents {
-            let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            cur = entry.as_table_mut().ok_or_else(|| ConfigError::Override { var: var.clone(), message: format!("`{p}` is not a section") })?;
-        }
-        cur.insert(last.clone(), value);
-        applied.push((path.join("."), var.clone()));
-    }
-    Ok(applied)
-}
-
-fn lookup<'a>(table: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
-    let (first, rest) = path.split_first()?;
-    let v = table.get(first)?;
-    if rest.is_empty() { Some(v) } else { lookup(v.as_table()?, rest) }
-}
-
-fn typed_like(existing: Option<&toml::Value>, raw: &str) -> Result<toml::Value, String> {
-    let parse_scalar = |raw: &str| -> Option<toml::Value> {
-        let doc: toml::Table = format!("v = {raw}").parse().ok()?;
-        doc.get("v").cloned()
-    };
-    match existing {
-        Some(toml::Value::String(_)) => Ok(toml::Value::String(raw.to_owned())),
-        Some(toml::Value::Integer(_)) => raw.trim().parse().map(toml::Value::Integer).map_err(|_| format!("expected an integer, got {raw:?}")),
-        Some(toml::Value::Float(_)) => raw.trim().parse().map(toml::Value::Float).map_err(|_| format!("expected a number, got {raw:?}")),
-        Some(toml::Value::Boolean(_)) => match raw.trim() {
-            "true" => Ok(toml::Value::Boolean(true)),
-            "false" => Ok(toml::Value::Boolean(false)),
-            _ => Err(format!("expected true or false, got {raw:?}")),
-        },
-        Some(toml::Value::Array(_)) => match parse_scalar(raw) {
-            Some(v @ toml::Value::Array(_)) => Ok(v),
-            _ => Err(format!("expected a TOML array like [\"a\", \"b\"], got {raw:?}")),
-        },
-        Some(toml::Value::Table(_)) => Err("names a section, not a key".to_owned()),
-        _ => Ok(match parse_scalar(raw) {
-            Some(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Array(_))) => v,
-            _ => toml::Value::String(raw.to_owned()),
-        }),
-    }
 }
 
 #[cfg(test)]
