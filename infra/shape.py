@@ -3,8 +3,7 @@
 
 - no function longer than MAX_FN lines (common, stager, reader, writer and
   the tools in tests/src);
-- no product file longer than MAX_FILE lines (a file's trailing
-  `#[cfg(test)]` module does not count);
+- no product file longer than MAX_FILE lines, its unit tests included;
 - no import circle between the modules of a crate (`crate::`, `super::` and
   `self::` paths outside tests).
 
@@ -150,9 +149,9 @@ def main():
             for line, name, length in long_functions(path):
                 findings.append(f"{rel}:{line}: fn {name} is {length} lines (at most {MAX_FN})")
             if not rel.startswith("tests"):
-                n = len(product_lines(path))
+                n = len(open(path, encoding="utf-8").read().split("\n")) - 1
                 if n > MAX_FILE:
-                    findings.append(f"{rel}: {n} lines before its tests (at most {MAX_FILE})")
+                    findings.append(f"{rel}: {n} lines (at most {MAX_FILE})")
     for crate in CRATES:
         for component in circles(crate):
             findings.append(f"{crate}: modules import each other: {' <-> '.join(component)}")
