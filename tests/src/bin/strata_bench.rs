@@ -403,12 +403,7 @@ async fn catchup_bench(args: &Args) -> Result<()> {
     // Native logical replication catching up the same changes from its slot.
     let native_secs = native_catch_up(&src, &native).await?;
 
-    let want = checksum(&src, "public.bench").await;
-    let got_strata = checksum(&connect(&strata_url).await?, "public.bench").await;
-    let got_native = checksum(&native, "public.bench").await;
-    if got_strata != want || got_native != want {
-        bail!("destinations differ from the source: strata {got_strata:?}, native {got_native:?}, source {want:?}");
-    }
+    check_equal(&src, &strata_url, &native).await?;
     let changes = 2 * rows;
     let strata_rate = changes as f64 / strata_secs;
     let native_rate = changes as f64 / native_secs;
@@ -687,11 +682,7 @@ async fn load_bench(args: &Args) -> Result<()> {
     }
     let native_secs = t0.elapsed().as_secs_f64();
 
-    let want = checksum(&src, "public.bench").await;
-    let (got_strata, got_native) = (checksum(&connect(&strata_url).await?, "public.bench").await, checksum(&native, "public.bench").await);
-    if got_strata != want || got_native != want {
-        bail!("destinations differ from the source: strata {got_strata:?}, native {got_native:?}, source {want:?}");
-    }
+    check_equal(&src, &strata_url, &native).await?;
     native.batch_execute("ALTER SUBSCRIPTION native DISABLE").await?;
     let (strata_rate, native_rate) = (rows as f64 / strata_secs, rows as f64 / native_secs);
     let line = format!(
@@ -722,4 +713,16 @@ async fn wait_loaded(stage: &Stage, destination: &str, within: Duration) -> Resu
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Fails unless `public.bench` of strata's destination and of native's
+/// equals the source's, by full-row checksum.
+async fn check_equal(src: &tokio_postgres::Client, strata_url: &str, native: &tokio_postgres::Client) -> Result<()> {
+    let want = checksum(src, "public.bench").await;
+    let got_strata = checksum(&connect(strata_url).await?, "public.bench").await;
+    let got_native = checksum(native, "public.bench").await;
+    if got_strata != want || got_native != want {
+        bail!("destinations differ from the source: strata {got_strata:?}, native {got_native:?}, source {want:?}");
+    }
+    Ok(())
 }
