@@ -25,7 +25,7 @@ pub fn lease_status<T: serde::de::DeserializeOwned>(lease: &Lease) -> Option<T> 
     if lease.status.is_null() {
         return None;
     }
-    serde_json::from_value(lease.status.clone()).ok()
+    T::deserialize(&lease.status).ok()
 }
 
 // The reader's objects.
