@@ -108,10 +108,15 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
     let names: String = dst.query_one(&columns("kv"), &[]).await.unwrap().get(0);
     assert_eq!(names, "k,val,extra", "the renamed column kept its place and values");
 
-    // A destination added while everything runs catches up from earliest.
+    // A destination added while everything runs catches up from earliest,
+    // onto a database that already holds some of the rows, with other
+    // values: inserts of keys it holds take the upsert path.
+    let late = session(&late_url).await;
+    late.batch_execute("CREATE TABLE kv (k text PRIMARY KEY, v text); INSERT INTO kv SELECT 'k' || g, 'stale' FROM generate_series(20, 30) g")
+        .await
+        .unwrap();
     strata_writer::control::add(&stage, &spec("late", &late_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
     wait_caught_up(&stage, "late").await;
-    let late = session(&late_url).await;
     for t in TABLES {
         assert_eq!(checksum(&late, t).await, checksum(&src, t).await, "{t} equals the source in the late destination");
     }

@@ -4,6 +4,15 @@
 //! a key wins — then applied in bulk: deletes through one COPY'd temp table,
 //! upserts through another, grouped by which columns are unchanged-TOAST so
 //! those are never overwritten. A TRUNCATE applies in order between changes.
+//!
+//! Keys the batch inserted (its first change to them is an insert or a
+//! snapshot read) cannot be at the destination unless it drifted or a
+//! replay re-delivers them, so outside replays their rows are COPY'd
+//! straight into the table, behind a savepoint: no temp table, no
+//! `ON CONFLICT` check. A unique violation rolls that COPY back and sends
+//! the rows through the upsert path, and the table skips the direct COPY
+//! for its next [`CONFLICT_COOLDOWN`] flushes. This is what makes an
+//! initial load one COPY per batch, as PostgreSQL's own initial copy is.
 //! Tables without a usable key (no primary key, or REPLICA IDENTITY FULL) are
 //! applied change by change, matching rows on their full old image.
 
@@ -11,12 +20,13 @@ use std::collections::HashMap;
 
 use strata_common::ident::quote_ident;
 use strata_common::pgtext::format_text;
-use strata_common::{Change, ColumnType, Op, Value};
+use strata_common::{Change, ColumnType, Op, TableName, Value};
 use strata_stager::schema::{ReplicaIdentity, TableSchema};
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
-use super::copy::{TextRow, copy_in, quoted};
-use super::retry::err;
+use super::copy::{TextRow, copy_in, copy_rows, quoted};
+use super::retry::{classify, err};
 use crate::destinations::DestError;
 
 /// Columns that identify a row at the destination: the replica identity key
@@ -32,7 +42,41 @@ pub(super) fn key_columns(schema: &TableSchema) -> Vec<usize> {
 /// What a key ends up as after a batch's changes to it.
 enum Final {
     Delete(Vec<Value>),
-    Upsert(Vec<Value>),
+    /// `fresh`: the segment's first change to the key inserted it.
+    Upsert {
+        row: Vec<Value>,
+        fresh: bool,
+    },
+}
+
+/// After a direct COPY met a key the destination held, the table's next
+/// flushes go through the upsert path: a destination that holds the rows
+/// (a backfill over an existing mirror) would otherwise pay every batch
+/// twice.
+pub(super) const CONFLICT_COOLDOWN: u32 = 32;
+
+/// Whether fresh inserts may be COPY'd straight into their table; see the
+/// module docs. Lives as long as the sink; `None` in its place (a replay,
+/// or the change-by-change search for rejects) keeps every row on the
+/// upsert path.
+#[derive(Default)]
+pub(super) struct DirectCopy {
+    /// Flushes left before a table that met a held key tries again.
+    cooling: HashMap<TableName, u32>,
+}
+
+impl DirectCopy {
+    /// Whether `table`'s next flush may try the direct COPY (counting one
+    /// flush of its cool-down).
+    fn admits(&mut self, table: &TableName) -> bool {
+        match self.cooling.get_mut(table) {
+            Some(0) | None => true,
+            Some(left) => {
+                *left -= 1;
+                false
+            }
+        }
+    }
 }
 
 /// Changes of one table between truncates, compacted per key.
@@ -51,9 +95,14 @@ impl Compacted {
 
     fn upserted(&self, key: &str) -> Option<&Vec<Value>> {
         match self.last.get(key) {
-            Some(Final::Upsert(row)) => Some(row),
+            Some(Final::Upsert { row, .. }) => Some(row),
             _ => None,
         }
+    }
+
+    /// Whether the key's first change in the segment inserted it.
+    fn fresh(&self, key: &str) -> bool {
+        matches!(self.last.get(key), Some(Final::Upsert { fresh: true, .. }))
     }
 }
 
@@ -77,7 +126,16 @@ fn texts(schema: &TableSchema, row: &[Value], cols: &[usize]) -> Vec<Option<Stri
     cols.iter().map(|&i| format_text(&schema.columns[i].column_type, &row[i])).collect()
 }
 
-pub(super) async fn apply_mirror(tx: &Client, schema: &TableSchema, types: &[String], changes: &[Change], temps: &mut u32) -> Result<(), DestError> {
+/// One mirror table's changes applied in a transaction: the session, the
+/// temp tables made so far, and whether fresh inserts may go in directly.
+pub(super) struct MirrorApply<'a> {
+    pub tx: &'a Client,
+    pub temps: &'a mut u32,
+    pub direct: Option<&'a mut DirectCopy>,
+}
+
+pub(super) async fn apply_mirror(m: MirrorApply<'_>, schema: &TableSchema, types: &[String], changes: &[Change]) -> Result<(), DestError> {
+    let MirrorApply { tx, temps, mut direct } = m;
     let keys = key_columns(schema);
     if keys.is_empty() {
         return apply_keyless(tx, schema, types, changes).await;
@@ -88,12 +146,15 @@ pub(super) async fn apply_mirror(tx: &Client, schema: &TableSchema, types: &[Str
         let missing = |image: &str| DestError::Permanent(format!("{} at {}/{}: {} has no {image} image", schema.table, c.lsn, c.ord, c.op));
         match c.op {
             Op::Truncate => {
-                flush(tx, schema, types, &keys, std::mem::take(&mut seg), temps).await?;
+                let flushing = Flush { tx, schema, types, keys: &keys, direct: direct.as_deref_mut() };
+                flushing.run(std::mem::take(&mut seg), temps).await?;
                 tx.batch_execute(&format!("TRUNCATE {target}")).await.map_err(err(&format!("truncating {}", schema.table)))?;
             }
             Op::Insert | Op::Read => {
                 let after = c.after.as_ref().ok_or_else(|| missing("new"))?;
-                seg.set(key_string(schema, &keys, after), Final::Upsert(after.clone()));
+                let key = key_string(schema, &keys, after);
+                let fresh = !seg.last.contains_key(&key);
+                seg.set(key, Final::Upsert { row: after.clone(), fresh });
             }
             Op::Update => {
                 let after = c.after.as_ref().ok_or_else(|| missing("new"))?;
@@ -102,7 +163,8 @@ pub(super) async fn apply_mirror(tx: &Client, schema: &TableSchema, types: &[Str
                 match old_key {
                     None => {
                         let row = fill_unchanged(after, seg.upserted(&new_key));
-                        seg.set(new_key, Final::Upsert(row));
+                        let fresh = seg.fresh(&new_key);
+                        seg.set(new_key, Final::Upsert { row, fresh });
                     }
                     Some(old_key) => {
                         let before = c.before.as_ref().ok_or_else(|| missing("old"))?;
@@ -111,11 +173,12 @@ pub(super) async fn apply_mirror(tx: &Client, schema: &TableSchema, types: &[Str
                             // The key moved and some values stayed in the old
                             // row: move that row in place rather than delete
                             // and re-insert it.
-                            flush(tx, schema, types, &keys, std::mem::take(&mut seg), temps).await?;
+                            let flushing = Flush { tx, schema, types, keys: &keys, direct: direct.as_deref_mut() };
+                            flushing.run(std::mem::take(&mut seg), temps).await?;
                             rekey(tx, schema, types, &keys, before, &row).await?;
                         } else {
                             seg.set(old_key, Final::Delete(before.clone()));
-                            seg.set(new_key, Final::Upsert(row));
+                            seg.set(new_key, Final::Upsert { row, fresh: false });
                         }
                     }
                 }
@@ -126,47 +189,105 @@ pub(super) async fn apply_mirror(tx: &Client, schema: &TableSchema, types: &[Str
             }
         }
     }
-    flush(tx, schema, types, &keys, seg, temps).await
+    Flush { tx, schema, types, keys: &keys, direct }.run(seg, temps).await
 }
 
-/// Applies a compacted segment: deletes first, then upserts grouped by the
-/// set of columns they carry (unchanged-TOAST columns are left out, so the
-/// destination keeps its value).
-async fn flush(tx: &Client, schema: &TableSchema, types: &[String], keys: &[usize], seg: Compacted, temps: &mut u32) -> Result<(), DestError> {
-    if seg.order.is_empty() {
-        return Ok(());
-    }
-    let target = schema.table.quoted();
-    let mut last = seg.last;
-    let mut deletes = Vec::new();
-    let mut groups: Vec<(Vec<usize>, Vec<TextRow>)> = Vec::new();
-    for key in &seg.order {
-        match last.remove(key) {
-            Some(Final::Delete(before)) => deletes.push(texts(schema, &before, keys)),
-            Some(Final::Upsert(row)) => {
-                let present: Vec<usize> = (0..row.len()).filter(|&i| !matches!(row[i], Value::Unchanged)).collect();
-                let values = texts(schema, &row, &present);
-                match groups.iter_mut().find(|(cols, _)| *cols == present) {
-                    Some((_, rows)) => rows.push(values),
-                    None => groups.push((present, vec![values])),
+/// Rows of a segment that carry these columns (the others are
+/// unchanged-TOAST, which the destination keeps).
+type Group = (Vec<usize>, Vec<TextRow>);
+
+/// Applies a compacted segment of one table.
+struct Flush<'a> {
+    tx: &'a Client,
+    schema: &'a TableSchema,
+    types: &'a [String],
+    keys: &'a [usize],
+    direct: Option<&'a mut DirectCopy>,
+}
+
+impl Flush<'_> {
+    /// Deletes first, then fresh inserts straight into the table where
+    /// allowed, then upserts grouped by the set of columns they carry.
+    async fn run(mut self, seg: Compacted, temps: &mut u32) -> Result<(), DestError> {
+        if seg.order.is_empty() {
+            return Ok(());
+        }
+        let (schema, keys) = (self.schema, self.keys);
+        let direct_allowed = self.direct.as_deref_mut().is_some_and(|d| d.admits(&schema.table));
+        let all: Vec<usize> = (0..schema.columns.len()).collect();
+        let mut last = seg.last;
+        let mut deletes = Vec::new();
+        let mut inserts = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
+        for key in &seg.order {
+            match last.remove(key) {
+                Some(Final::Delete(before)) => deletes.push(texts(schema, &before, keys)),
+                Some(Final::Upsert { row, fresh }) => {
+                    let present: Vec<usize> = (0..row.len()).filter(|&i| !matches!(row[i], Value::Unchanged)).collect();
+                    let values = texts(schema, &row, &present);
+                    if fresh && direct_allowed && present.len() == all.len() {
+                        inserts.push(values);
+                        continue;
+                    }
+                    add_to_group(&mut groups, present, values);
                 }
+                None => {}
             }
-            None => {}
+        }
+        if !deletes.is_empty() {
+            self.delete(&deletes, temps).await?;
+        }
+        if !inserts.is_empty()
+            && let Some(refused) = self.insert_directly(&all, inserts).await?
+        {
+            groups.insert(0, (all, refused));
+        }
+        for (cols, rows) in groups {
+            self.upsert(&cols, &rows, temps).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, deletes: &[TextRow], temps: &mut u32) -> Result<(), DestError> {
+        let (tx, schema, keys) = (self.tx, self.schema, self.keys);
+        let cond = keys.iter().map(|&i| format!("t.{c} = d.{c}", c = quote_ident(&schema.columns[i].name))).collect::<Vec<_>>().join(" AND ");
+        let tmp = temp_table(tx, schema, self.types, keys, temps).await?;
+        copy_in(tx, &tmp, &quoted(schema, keys), deletes).await?;
+        tx.batch_execute(&format!("DELETE FROM {} t USING {tmp} d WHERE {cond}", schema.table.quoted()))
+            .await
+            .map_err(err(&format!("deleting from {}", schema.table)))
+    }
+
+    /// COPYs whole rows of fresh keys straight into the table, behind a
+    /// savepoint. `Some(rows)` when the table held one of the keys: the COPY
+    /// was rolled back and the rows are for the upsert path.
+    async fn insert_directly(&mut self, all: &[usize], rows: Vec<TextRow>) -> Result<Option<Vec<TextRow>>, DestError> {
+        let (tx, schema) = (self.tx, self.schema);
+        let savepoint = |sql: &'static str| async move { tx.batch_execute(sql).await.map_err(|e| classify(sql, &e)) };
+        savepoint("SAVEPOINT strata_direct").await?;
+        match copy_rows(tx, &schema.table.quoted(), &quoted(schema, all), &rows).await {
+            Ok(()) => {
+                savepoint("RELEASE SAVEPOINT strata_direct").await?;
+                Ok(None)
+            }
+            Err((_, e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                savepoint("ROLLBACK TO SAVEPOINT strata_direct").await?;
+                tracing::debug!(table = %schema.table, error = %e, "the destination holds inserted keys; upserting this table's next flushes");
+                if let Some(d) = self.direct.as_deref_mut() {
+                    d.cooling.insert(schema.table.clone(), CONFLICT_COOLDOWN);
+                }
+                Ok(Some(rows))
+            }
+            Err((context, e)) => Err(classify(context, &e)),
         }
     }
-    let cond =
-        |t: &str, d: &str| keys.iter().map(|&i| format!("{t}.{c} = {d}.{c}", c = quote_ident(&schema.columns[i].name))).collect::<Vec<_>>().join(" AND ");
-    if !deletes.is_empty() {
-        let tmp = temp_table(tx, schema, types, keys, temps).await?;
-        copy_in(tx, &tmp, &quoted(schema, keys), &deletes).await?;
-        tx.batch_execute(&format!("DELETE FROM {target} t USING {tmp} d WHERE {}", cond("t", "d")))
-            .await
-            .map_err(err(&format!("deleting from {}", schema.table)))?;
-    }
-    for (cols, rows) in groups {
-        let tmp = temp_table(tx, schema, types, &cols, temps).await?;
-        let names = quoted(schema, &cols);
-        copy_in(tx, &tmp, &names, &rows).await?;
+
+    async fn upsert(&self, cols: &[usize], rows: &[TextRow], temps: &mut u32) -> Result<(), DestError> {
+        let (tx, schema, keys) = (self.tx, self.schema, self.keys);
+        let target = schema.table.quoted();
+        let tmp = temp_table(tx, schema, self.types, cols, temps).await?;
+        let names = quoted(schema, cols);
+        copy_in(tx, &tmp, &names, rows).await?;
         let updates: Vec<String> =
             cols.iter().filter(|i| !keys.contains(i)).map(|&i| format!("{c} = EXCLUDED.{c}", c = quote_ident(&schema.columns[i].name))).collect();
         let on_conflict = if updates.is_empty() { "DO NOTHING".to_owned() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
@@ -175,9 +296,15 @@ async fn flush(tx: &Client, schema: &TableSchema, types: &[String], keys: &[usiz
             cols = names.join(", "),
             keys = quoted(schema, keys).join(", ")
         );
-        tx.batch_execute(&sql).await.map_err(err(&format!("upserting into {}", schema.table)))?;
+        tx.batch_execute(&sql).await.map_err(err(&format!("upserting into {}", schema.table)))
     }
-    Ok(())
+}
+
+fn add_to_group(groups: &mut Vec<Group>, cols: Vec<usize>, row: TextRow) {
+    match groups.iter_mut().find(|(c, _)| *c == cols) {
+        Some((_, rows)) => rows.push(row),
+        None => groups.push((cols, vec![row])),
+    }
 }
 
 async fn temp_table(tx: &Client, schema: &TableSchema, types: &[String], cols: &[usize], temps: &mut u32) -> Result<String, DestError> {

@@ -13,7 +13,7 @@ use tokio_postgres::error::SqlState;
 use super::config::connect;
 use super::config::{PostgresMode, PostgresSpec};
 use super::copy::{TextRow, copy_in, copy_rows, quoted};
-use super::mirror::{apply_mirror, key_columns};
+use super::mirror::{DirectCopy, MirrorApply, apply_mirror, key_columns};
 use super::retry::{classify, err};
 use crate::destinations::{Batch, DestError, Destination, Reject};
 
@@ -29,6 +29,8 @@ pub struct PostgresSink {
     /// The delivery whose transaction is open, between `begin_parts` and
     /// `finish_parts`.
     open: Option<OpenDelivery>,
+    /// Which mirror tables take fresh inserts by a direct COPY.
+    direct: DirectCopy,
 }
 
 /// What a delivery in progress has done inside its transaction.
@@ -54,7 +56,16 @@ impl Drop for PostgresSink {
 impl PostgresSink {
     pub async fn connect(destination: &str, spec: &PostgresSpec) -> Result<Self, DestError> {
         let (client, conn) = connect(spec).await?;
-        Ok(PostgresSink { client, conn, destination: destination.to_owned(), mode: spec.mode, types: HashMap::new(), synced: HashMap::new(), open: None })
+        Ok(PostgresSink {
+            client,
+            conn,
+            destination: destination.to_owned(),
+            mode: spec.mode,
+            types: HashMap::new(),
+            synced: HashMap::new(),
+            open: None,
+            direct: DirectCopy::default(),
+        })
     }
 
     /// Resolves, outside any transaction, the destination type of each
@@ -149,8 +160,11 @@ impl Destination for PostgresSink {
             for (ci, c) in t.changes.iter().enumerate() {
                 tx_execute(tx.client(), "SAVEPOINT strata_change").await?;
                 let one = std::slice::from_ref(c);
-                let applied =
-                    if history { apply_history(tx.client(), &t.schema, one).await } else { apply_mirror(tx.client(), &t.schema, types, one, &mut temps).await };
+                let applied = if history {
+                    apply_history(tx.client(), &t.schema, one).await
+                } else {
+                    apply_mirror(MirrorApply { tx: tx.client(), temps: &mut temps, direct: None }, &t.schema, types, one).await
+                };
                 match applied {
                     Ok(()) => tx_execute(tx.client(), "RELEASE SAVEPOINT strata_change").await?,
                     Err(e) if e.is_retriable() => return Err(e),
@@ -255,7 +269,9 @@ impl PostgresSink {
             if history {
                 apply_history(&self.client, &t.schema, &t.changes).await?;
             } else {
-                apply_mirror(&self.client, &t.schema, &types, &t.changes, &mut open.temps).await?;
+                // A replay re-delivers inserts the tables may hold.
+                let direct = (!open.held).then_some(&mut self.direct);
+                apply_mirror(MirrorApply { tx: &self.client, temps: &mut open.temps, direct }, &t.schema, &types, &t.changes).await?;
             }
         }
         Ok(())
