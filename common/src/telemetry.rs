@@ -125,6 +125,14 @@ impl Registry {
         self.series(name, help, Kind::Gauge, labels)
     }
 
+    /// Publishes `value`, counted elsewhere, as the counter series `name{labels}`
+    /// (in place of any series of those labels).
+    pub fn register_counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)], value: &Value) {
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        let family = families.entry(name).or_insert_with(|| Family { help, kind: Kind::Counter, series: BTreeMap::new() });
+        family.series.insert(label_string(labels), value.clone());
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let families = self.families.lock().unwrap_or_else(|p| p.into_inner());

@@ -103,6 +103,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     tracing::info!(stream = source.stream, holder, generation = lease.value.generation, "holding the stream's reader lease");
     let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting".to_owned(), ..Default::default() }));
     let registry = Registry::default();
+    stage.requests().register(&registry);
     let telemetry = Telemetry { metrics: ReaderMetrics::new(&registry, &source.stream), ready: Readiness::default() };
     let listen = match config.telemetry.listen {
         Some(a) => a,

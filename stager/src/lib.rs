@@ -38,6 +38,7 @@ pub mod lease;
 pub mod log;
 pub mod manifest;
 pub mod read;
+pub mod requests;
 pub mod schema;
 pub mod store;
 pub mod verify;

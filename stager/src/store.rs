@@ -39,6 +39,7 @@ use serde::de::DeserializeOwned;
 use strata_common::config::SecretString;
 
 use crate::error::{Result, StageError};
+use crate::requests::{Op, RequestCounts};
 
 /// Opaque version of a conditionally written object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,7 @@ pub struct Stage {
     store: Arc<dyn ObjectStore>,
     backend: Backend,
     url: Arc<str>,
+    requests: RequestCounts,
 }
 
 impl fmt::Debug for Stage {
@@ -102,7 +104,7 @@ impl Stage {
                 let p = Path::parse(prefix).map_err(|e| invalid(format!("prefix {prefix:?}: {e}")))?;
                 Arc::new(PrefixStore::new(s3, p))
             };
-            return Ok(Stage { store, backend: Backend::Remote, url: url.into() });
+            return Ok(Stage { store, backend: Backend::Remote, url: url.into(), requests: RequestCounts::default() });
         }
         if !options.is_empty() {
             return Err(invalid("stage.options apply to s3:// stages only".to_owned()));
@@ -130,7 +132,7 @@ impl Stage {
         // LSN to PostgreSQL, as an S3 PUT is.
         let fs = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| invalid(e.to_string()))?.with_fsync(true).with_automatic_cleanup(true));
         let url = format!("file://{}", root.display());
-        Ok(Stage { store: fs.clone(), backend: Backend::Local { fs, root }, url: url.into() })
+        Ok(Stage { store: fs.clone(), backend: Backend::Local { fs, root }, url: url.into(), requests: RequestCounts::default() })
     }
 
     /// Where another program finds the object at `key`: an absolute path on
@@ -143,31 +145,46 @@ impl Stage {
         }
     }
 
+    /// Whether the stage is a directory on local disk (whose requests cost
+    /// nothing) rather than an object store.
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local { .. })
+    }
+
     /// The stage's URL (no credentials are ever part of it).
     pub fn url(&self) -> &str {
         &self.url
     }
 
-    /// The underlying store, for bulk reads that need no stage semantics.
+    /// The underlying store, for bulk reads that need no stage semantics
+    /// (its requests are not counted in [`Stage::requests`]).
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    /// The requests made through this handle and its clones.
+    pub fn requests(&self) -> &RequestCounts {
+        &self.requests
     }
 
     /// Writes `bytes` at `path`, replacing what is there. For data files,
     /// whose names are unique per batch and part.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.requests.add(Op::Put, 1);
         self.store.put(path, PutPayload::from(bytes)).await.map_err(|e| StageError::store("writing", path, e))?;
         Ok(())
     }
 
     /// Creates `path` only if absent; [`StageError::Conflict`] otherwise.
     pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.requests.add(Op::Put, 1);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         self.store.put_opts(path, PutPayload::from(bytes), opts).await.map_err(|e| StageError::store("creating", path, e))?;
         Ok(())
     }
 
     pub async fn get(&self, path: &Path) -> Result<Bytes> {
+        self.requests.add(Op::Get, 1);
         let r = self.store.get(path).await.map_err(|e| StageError::store("reading", path, e))?;
         r.bytes().await.map_err(|e| StageError::store("reading", path, e))
     }
@@ -182,6 +199,7 @@ impl Stage {
 
     /// Whether `path` exists (one HEAD request).
     pub async fn exists(&self, path: &Path) -> Result<bool> {
+        self.requests.add(Op::Head, 1);
         match self.store.head(path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -191,6 +209,7 @@ impl Stage {
 
     /// Deletes `path`; deleting what is not there is not an error.
     pub async fn delete(&self, path: &Path) -> Result<()> {
+        self.requests.add(Op::Delete, 1);
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(StageError::store("deleting", path, e)),
@@ -199,17 +218,22 @@ impl Stage {
 
     /// Every object under `prefix` (recursively).
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        self.store.list(Some(prefix)).try_collect().await.map_err(|e| StageError::store("listing", prefix, e))
+        let listed: Result<Vec<ObjectMeta>> = self.store.list(Some(prefix)).try_collect().await.map_err(|e| StageError::store("listing", prefix, e));
+        let keys = listed.as_ref().map_or(0, Vec::len) as u64;
+        self.requests.add(Op::List, 1 + keys.saturating_sub(1) / LIST_PAGE);
+        listed
     }
 
     /// The immediate sub-"directories" of `prefix`.
     pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>> {
+        self.requests.add(Op::List, 1);
         let r = self.store.list_with_delimiter(Some(prefix)).await.map_err(|e| StageError::store("listing", prefix, e))?;
         Ok(r.common_prefixes)
     }
 
     /// Reads a JSON control object with its version; `None` if absent.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<Versioned<T>>> {
+        self.requests.add(Op::Get, 1);
         let (bytes, version) = match self.store.get(path).await {
             Ok(r) => {
                 let e_tag = r.meta.e_tag.clone();
@@ -237,6 +261,7 @@ impl Stage {
     pub async fn put_json_if<T: Serialize>(&self, path: &Path, value: &T, expected: Option<&ObjectVersion>) -> Result<ObjectVersion> {
         let bytes =
             Bytes::from(serde_json::to_vec_pretty(value).map_err(|e| StageError::Invalid { what: format!("value for {path}"), reason: e.to_string() })?);
+        self.requests.add(Op::Put, 1);
         match &self.backend {
             Backend::Remote => {
                 let mode = match expected {
@@ -265,6 +290,9 @@ impl Stage {
         }
     }
 }
+
+/// Keys per page of a listing (S3's page size).
+const LIST_PAGE: u64 = 1000;
 
 fn content_version(bytes: &[u8]) -> ObjectVersion {
     ObjectVersion(crate::manifest::checksum(bytes))
