@@ -227,6 +227,9 @@ pub struct WorkerStatus {
     pub schedule: String,
     /// When a scheduled destination runs next (while it sleeps).
     pub next_run: Option<Timestamp>,
+    /// The worker's last look for the next batch found none: it has
+    /// delivered every batch committed then.
+    pub caught_up: bool,
 }
 
 #[cfg(test)]

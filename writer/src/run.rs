@@ -66,6 +66,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
     let holder = strata_stager::lease::local_holder("writer");
     let registry = Registry::default();
+    stage.requests().register(&registry);
     let ready = Readiness::default();
     let listen = config.telemetry.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
     let (bound, server) = strata_common::telemetry::serve(listen, registry.clone(), ready.clone())
@@ -73,6 +74,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
     tracing::info!(address = %bound, holder, "writer started");
     let (wakeups, listener) = crate::wakeup::Listener::new(&config.wakeup, &registry).await?;
+    let wakeups = wakeups.with_idle_backoff(!stage.is_local());
     let listening = shutdown.child_token();
     if let Some(listener) = listener {
         tokio::spawn(listener.run(listening.clone()));
@@ -167,7 +169,11 @@ async fn keep_or_stop(running: &mut HashMap<String, Running>, wanted: &HashMap<S
         }
         let Some(r) = running.get_mut(&name) else { continue };
         let status = r.status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
-        match r.leases.renew(&r.lease, LEASE_TTL, Timestamp::now(), status).await {
+        let now = Timestamp::now();
+        if !renewal_due(&r.lease.value, &status, now) {
+            continue;
+        }
+        match r.leases.renew(&r.lease, LEASE_TTL, now, status).await {
             Ok(l) => r.lease = l,
             Err(StageError::Conflict { .. }) => {
                 tracing::error!(destination = name, "lost the destination's lease; stopping its worker");
@@ -179,6 +185,15 @@ async fn keep_or_stop(running: &mut HashMap<String, Running>, wanted: &HashMap<S
             Err(e) => tracing::warn!(destination = name, error = %e, "could not renew the lease; retrying next pass"),
         }
     }
+}
+
+/// Whether a destination's lease is renewed in this pass: when the status
+/// it publishes changed, or a third of its time to live has passed. Each
+/// renewal is a conditional PUT; an idle destination's lease is renewed
+/// every 5 s rather than every pass.
+fn renewal_due(lease: &Lease, status: &serde_json::Value, now: Timestamp) -> bool {
+    let third = i64::try_from(LEASE_TTL.as_micros() / 3).unwrap_or(i64::MAX);
+    lease.status != *status || now.0.saturating_sub(lease.renewed_at.0) >= third
 }
 
 /// Replays of destinations running here: restarts the worker with the request.
@@ -235,12 +250,24 @@ async fn start_wanted(
     Ok(())
 }
 
-/// Figures for /metrics.
+/// Figures for /metrics. The stream's head is looked up once per stream,
+/// and not at all for a worker that found no next batch (each lookup is a
+/// few requests, which a remote stage bills).
 async fn publish_figures(stage: &Stage, running: &HashMap<String, Running>, registry: &Registry) -> Result<()> {
+    let mut heads: HashMap<&str, Option<u64>> = HashMap::new();
     for (name, r) in running.iter() {
         let s = r.status.lock().map(|s| s.clone()).unwrap_or_default();
         let labels = [("destination", name.as_str()), ("stream", r.spec.stream.as_str())];
-        if let (Some(cursor), Ok(Some(head))) = (s.cursor, StreamLog::new(stage, &r.spec.stream)?.head(s.cursor).await) {
+        let head = match heads.get(r.spec.stream.as_str()) {
+            _ if s.caught_up => s.cursor,
+            Some(head) => *head,
+            None => {
+                let head = StreamLog::new(stage, &r.spec.stream)?.head(s.cursor).await.ok().flatten();
+                heads.insert(&r.spec.stream, head);
+                head
+            }
+        };
+        if let (Some(cursor), Some(head)) = (s.cursor, head) {
             registry.gauge("strata_writer_lag_batches", "Committed batches not yet delivered.", &labels).set(head.saturating_sub(cursor) as f64);
             let lag = match (head > cursor, s.cursor_commit_ts) {
                 (true, Some(t)) => (Timestamp::now().0 - t.0).max(0) as f64 / 1e6,

@@ -9,6 +9,12 @@
 //! costs latency, never a change. When the queue cannot be read, the
 //! listener says so in the log and workers poll at [`POLL`] until it can.
 //! Without a queue, workers poll at [`POLL`], as they always have.
+//!
+//! On a remote stage every poll is a billed request, so an idle worker
+//! without live wake-ups polls less and less often the longer it finds
+//! nothing: [`POLL`] doubling up to [`IDLE_POLL_MAX`], back to [`POLL`]
+//! once a batch is found. There wake-ups carry the latency; a local
+//! stage's polls cost nothing and stay at [`POLL`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often an idle worker polls the stage when it has no wake-ups.
 pub const POLL: Duration = Duration::from_millis(200);
+/// The slowest poll of an idle worker on a remote stage: 17,280 GETs an
+/// idle destination-day ($0.0069 at S3's list price) instead of 432,000.
+pub const IDLE_POLL_MAX: Duration = Duration::from_secs(5);
 /// The long-poll wait of one receive: SQS's maximum.
 const RECEIVE_WAIT_SECS: i32 = 20;
 /// Receives from a wake-up queue that failed: from 1–2 s up to 30 s.
@@ -40,6 +49,8 @@ pub struct Wakeups {
     /// Set while the listener reads its queue.
     live: Arc<AtomicBool>,
     fallback_poll: Duration,
+    /// Idle polls slow down (a remote stage).
+    idle_backoff: bool,
 }
 
 /// One worker's end: waits for the next batch of its stream.
@@ -47,12 +58,20 @@ pub struct Waiter {
     rx: watch::Receiver<u64>,
     live: Arc<AtomicBool>,
     fallback_poll: Duration,
+    /// Polls since the last batch was found, when idle polls slow down.
+    idle: Option<u32>,
 }
 
 impl Wakeups {
     /// No queue: workers poll the stage every [`POLL`].
     pub fn polling() -> Wakeups {
-        Wakeups { streams: Default::default(), live: Arc::new(AtomicBool::new(false)), fallback_poll: POLL }
+        Wakeups { streams: Default::default(), live: Arc::new(AtomicBool::new(false)), fallback_poll: POLL, idle_backoff: false }
+    }
+
+    /// Idle workers' polls slow down while they find nothing: for a stage
+    /// whose requests are billed.
+    pub fn with_idle_backoff(self, on: bool) -> Wakeups {
+        Wakeups { idle_backoff: on, ..self }
     }
 
     fn sender(&self, stream: &str) -> watch::Sender<u64> {
@@ -61,7 +80,7 @@ impl Wakeups {
     }
 
     pub fn waiter(&self, stream: &str) -> Waiter {
-        Waiter { rx: self.sender(stream).subscribe(), live: self.live.clone(), fallback_poll: self.fallback_poll }
+        Waiter { rx: self.sender(stream).subscribe(), live: self.live.clone(), fallback_poll: self.fallback_poll, idle: self.idle_backoff.then_some(0) }
     }
 
     fn wake(&self, w: &Wakeup) {
@@ -73,11 +92,27 @@ impl Waiter {
     /// Sleeps until a wake-up for this stream, or the poll period; returns
     /// false when `token` is cancelled first.
     pub async fn wait(&mut self, token: &CancellationToken) -> bool {
-        let period = if self.live.load(Ordering::Relaxed) { self.fallback_poll } else { POLL };
+        let period = match self.idle.as_mut() {
+            _ if self.live.load(Ordering::Relaxed) => self.fallback_poll,
+            Some(idle) => {
+                *idle = idle.saturating_add(1);
+                POLL.saturating_mul(1 << (*idle - 1).min(16)).min(IDLE_POLL_MAX)
+            }
+            None => POLL,
+        };
         tokio::select! {
             _ = token.cancelled() => false,
             _ = tokio::time::sleep(period) => true,
             _ = self.rx.changed() => true,
+        }
+    }
+}
+
+impl Waiter {
+    /// A batch was found: the next idle wait starts again at [`POLL`].
+    pub fn found(&mut self) {
+        if let Some(idle) = self.idle.as_mut() {
+            *idle = 0;
         }
     }
 }
@@ -195,5 +230,40 @@ mod tests {
         assert_eq!(t1.elapsed(), POLL);
         token.cancel();
         assert!(!main.wait(&token).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_polls_slow_down_on_a_billed_stage_until_a_batch_is_found() {
+        let wakeups = Wakeups::polling().with_idle_backoff(true);
+        let token = CancellationToken::new();
+        let mut w = wakeups.waiter("main");
+        let mut periods = Vec::new();
+        for _ in 0..8 {
+            let t = tokio::time::Instant::now();
+            assert!(w.wait(&token).await);
+            periods.push(t.elapsed().as_millis());
+        }
+        assert_eq!(periods, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        w.found();
+        let t = tokio::time::Instant::now();
+        assert!(w.wait(&token).await);
+        assert_eq!(t.elapsed(), POLL, "back to the quick poll after a batch");
+        // A wake-up still ends a slow wait at once.
+        for _ in 0..6 {
+            w.wait(&token).await;
+        }
+        wakeups.wake(&Wakeup::new("main", 3));
+        let t = tokio::time::Instant::now();
+        assert!(w.wait(&token).await);
+        assert!(t.elapsed() < Duration::from_millis(1));
+        // A local stage's polls never slow down.
+        let local_wakeups = Wakeups::polling();
+        let mut local = local_wakeups.waiter("main");
+        for _ in 0..8 {
+            local.wait(&token).await;
+        }
+        let t = tokio::time::Instant::now();
+        local.wait(&token).await;
+        assert_eq!(t.elapsed(), POLL);
     }
 }

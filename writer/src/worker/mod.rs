@@ -121,12 +121,19 @@ impl Worker {
                     }
                     continue;
                 }
-                Ok(Some(b)) => b,
+                Ok(Some(b)) => {
+                    self.waiter.found();
+                    set(&self.status, |s| s.caught_up = false);
+                    b
+                }
                 Ok(None) => {
                     if p.caught_up(&self.stage, &self.spec).await? == Go::Stop {
                         return Ok(());
                     }
-                    set(&self.status, |s| s.state = "running".to_owned());
+                    set(&self.status, |s| {
+                        s.state = "running".to_owned();
+                        s.caught_up = true;
+                    });
                     if !self.waiter.wait(&self.token).await {
                         return Ok(());
                     }
