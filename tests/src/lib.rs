@@ -18,6 +18,7 @@
 //! the scripts use; when a tool is missing they fail with a message saying
 //! to run `infra/test`, never skip.
 
+pub mod bench;
 pub mod emulator;
 pub mod fixtures;
 pub mod http;

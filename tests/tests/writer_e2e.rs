@@ -112,9 +112,7 @@ async fn mixed_workload_reaches_destinations(stage_toml: &str, stage: Stage) {
     // onto a database that already holds some of the rows, with other
     // values: inserts of keys it holds take the upsert path.
     let late = session(&late_url).await;
-    late.batch_execute("CREATE TABLE kv (k text PRIMARY KEY, v text); INSERT INTO kv SELECT 'k' || g, 'stale' FROM generate_series(20, 30) g")
-        .await
-        .unwrap();
+    late.batch_execute("CREATE TABLE kv (k text PRIMARY KEY, v text); INSERT INTO kv SELECT 'k' || g, 'stale' FROM generate_series(20, 30) g").await.unwrap();
     strata_writer::control::add(&stage, &spec("late", &late_url, StartPosition::Earliest, PostgresMode::Mirror)).await.unwrap();
     wait_caught_up(&stage, "late").await;
     for t in TABLES {

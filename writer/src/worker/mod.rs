@@ -127,14 +127,7 @@ impl Worker {
                     b
                 }
                 Ok(None) => {
-                    if p.caught_up(&self.stage, &self.spec).await? == Go::Stop {
-                        return Ok(());
-                    }
-                    set(&self.status, |s| {
-                        s.state = "running".to_owned();
-                        s.caught_up = true;
-                    });
-                    if !self.waiter.wait(&self.token).await {
+                    if self.idle(p).await? == Go::Stop {
                         return Ok(());
                     }
                     continue;
@@ -189,6 +182,19 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The stream has no next batch yet: waits for one (a rebuild past the
+    /// head is complete instead).
+    async fn idle(&mut self, p: &mut Plan) -> Result<Go> {
+        if p.caught_up(&self.stage, &self.spec).await? == Go::Stop {
+            return Ok(Go::Stop);
+        }
+        set(&self.status, |s| {
+            s.state = "running".to_owned();
+            s.caught_up = true;
+        });
+        Ok(if self.waiter.wait(&self.token).await { Go::On } else { Go::Stop })
     }
 
     /// Connects and reads the durable position, retrying transient failures.
