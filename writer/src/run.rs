@@ -74,7 +74,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
     tracing::info!(address = %bound, holder, "writer started");
     let (wakeups, listener) = crate::wakeup::Listener::new(&config.wakeup, &registry).await?;
-    let wakeups = wakeups.with_idle_backoff(!stage.is_local());
+    let wakeups = wakeups.for_stage(stage.is_local());
     let listening = shutdown.child_token();
     if let Some(listener) = listener {
         tokio::spawn(listener.run(listening.clone()));

@@ -1,5 +1,5 @@
 //! Wake-ups: idle workers wait on "batch N committed" messages from SQS
-//! instead of polling the stage every [`POLL`].
+//! instead of polling the stage.
 //!
 //! With `wakeup.queue` set, one listener task long-polls that queue (20 s
 //! receives), deletes what it receives, and wakes the workers of each
@@ -7,14 +7,14 @@
 //! `wakeup.fallback_poll`, whichever comes first, and reads the stage as
 //! after any poll: a wake-up is a hint, so a lost, late or duplicated one
 //! costs latency, never a change. When the queue cannot be read, the
-//! listener says so in the log and workers poll at [`POLL`] until it can.
-//! Without a queue, workers poll at [`POLL`], as they always have.
+//! listener says so in the log and workers poll until it can, as they do
+//! without a queue.
 //!
 //! On a remote stage every poll is a billed request, so an idle worker
 //! without live wake-ups polls less and less often the longer it finds
 //! nothing: [`POLL`] doubling up to [`IDLE_POLL_MAX`], back to [`POLL`]
-//! once a batch is found. There wake-ups carry the latency; a local
-//! stage's polls cost nothing and stay at [`POLL`].
+//! once a batch is found. There wake-ups carry the latency. A local
+//! stage's poll is a failed file open, so it polls every [`LOCAL_POLL`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often an idle worker polls the stage when it has no wake-ups.
 pub const POLL: Duration = Duration::from_millis(200);
+/// How often an idle worker polls a local stage: a batch waits 25 ms for
+/// its writer on average.
+pub const LOCAL_POLL: Duration = Duration::from_millis(50);
 /// The slowest poll of an idle worker on a remote stage: 17,280 GETs an
 /// idle destination-day ($0.0069 at S3's list price) instead of 432,000.
 pub const IDLE_POLL_MAX: Duration = Duration::from_secs(5);
@@ -49,6 +52,8 @@ pub struct Wakeups {
     /// Set while the listener reads its queue.
     live: Arc<AtomicBool>,
     fallback_poll: Duration,
+    /// The poll period without live wake-ups.
+    poll: Duration,
     /// Idle polls slow down (a remote stage).
     idle_backoff: bool,
 }
@@ -58,20 +63,22 @@ pub struct Waiter {
     rx: watch::Receiver<u64>,
     live: Arc<AtomicBool>,
     fallback_poll: Duration,
+    poll: Duration,
     /// Polls since the last batch was found, when idle polls slow down.
     idle: Option<u32>,
 }
 
 impl Wakeups {
-    /// No queue: workers poll the stage every [`POLL`].
+    /// No queue: workers poll the stage every [`POLL`] (see
+    /// [`Wakeups::for_stage`]).
     pub fn polling() -> Wakeups {
-        Wakeups { streams: Default::default(), live: Arc::new(AtomicBool::new(false)), fallback_poll: POLL, idle_backoff: false }
+        Wakeups { streams: Default::default(), live: Arc::new(AtomicBool::new(false)), fallback_poll: POLL, poll: POLL, idle_backoff: false }
     }
 
-    /// Idle workers' polls slow down while they find nothing: for a stage
-    /// whose requests are billed.
-    pub fn with_idle_backoff(self, on: bool) -> Wakeups {
-        Wakeups { idle_backoff: on, ..self }
+    /// Polls for a local stage ([`LOCAL_POLL`]) or for a remote one, whose
+    /// requests are billed ([`POLL`], slowing down while nothing is found).
+    pub fn for_stage(self, local: bool) -> Wakeups {
+        if local { Wakeups { poll: LOCAL_POLL, idle_backoff: false, ..self } } else { Wakeups { poll: POLL, idle_backoff: true, ..self } }
     }
 
     fn sender(&self, stream: &str) -> watch::Sender<u64> {
@@ -80,7 +87,13 @@ impl Wakeups {
     }
 
     pub fn waiter(&self, stream: &str) -> Waiter {
-        Waiter { rx: self.sender(stream).subscribe(), live: self.live.clone(), fallback_poll: self.fallback_poll, idle: self.idle_backoff.then_some(0) }
+        Waiter {
+            rx: self.sender(stream).subscribe(),
+            live: self.live.clone(),
+            fallback_poll: self.fallback_poll,
+            poll: self.poll,
+            idle: self.idle_backoff.then_some(0),
+        }
     }
 
     fn wake(&self, w: &Wakeup) {
@@ -96,9 +109,9 @@ impl Waiter {
             _ if self.live.load(Ordering::Relaxed) => self.fallback_poll,
             Some(idle) => {
                 *idle = idle.saturating_add(1);
-                POLL.saturating_mul(1 << (*idle - 1).min(16)).min(IDLE_POLL_MAX)
+                self.poll.saturating_mul(1 << (*idle - 1).min(16)).min(IDLE_POLL_MAX)
             }
-            None => POLL,
+            None => self.poll,
         };
         tokio::select! {
             _ = token.cancelled() => false,
@@ -109,7 +122,7 @@ impl Waiter {
 }
 
 impl Waiter {
-    /// A batch was found: the next idle wait starts again at [`POLL`].
+    /// A batch was found: the next idle wait is a quick one again.
     pub fn found(&mut self) {
         if let Some(idle) = self.idle.as_mut() {
             *idle = 0;
@@ -234,7 +247,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_polls_slow_down_on_a_billed_stage_until_a_batch_is_found() {
-        let wakeups = Wakeups::polling().with_idle_backoff(true);
+        let wakeups = Wakeups::polling().for_stage(false);
         let token = CancellationToken::new();
         let mut w = wakeups.waiter("main");
         let mut periods = Vec::new();
@@ -256,14 +269,14 @@ mod tests {
         let t = tokio::time::Instant::now();
         assert!(w.wait(&token).await);
         assert!(t.elapsed() < Duration::from_millis(1));
-        // A local stage's polls never slow down.
-        let local_wakeups = Wakeups::polling();
+        // A local stage's polls are quick and never slow down.
+        let local_wakeups = Wakeups::polling().for_stage(true);
         let mut local = local_wakeups.waiter("main");
         for _ in 0..8 {
             local.wait(&token).await;
         }
         let t = tokio::time::Instant::now();
         local.wait(&token).await;
-        assert_eq!(t.elapsed(), POLL);
+        assert_eq!(t.elapsed(), LOCAL_POLL);
     }
 }
