@@ -5,6 +5,7 @@ use futures::SinkExt;
 use strata_common::ident::quote_ident;
 use strata_stager::schema::TableSchema;
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 use super::retry::classify;
 use crate::destinations::DestError;
@@ -50,6 +51,26 @@ pub(super) async fn copy_rows(tx: &Client, table: &str, columns: &[String], rows
     }
     sink.finish().await.map_err(|e| ("finishing COPY", e))?;
     Ok(())
+}
+
+/// [`copy_in`] behind a savepoint: `Ok(false)` when a row's key is
+/// already in the table (a unique violation), after rolling the COPY back,
+/// so the caller can apply the rows another way in the same transaction.
+pub(super) async fn copy_unless_held(tx: &Client, table: &str, columns: &[String], rows: &[TextRow]) -> Result<bool, DestError> {
+    execute(tx, "SAVEPOINT strata_copy").await?;
+    match copy_rows(tx, table, columns, rows).await {
+        Ok(()) => execute(tx, "RELEASE SAVEPOINT strata_copy").await.map(|()| true),
+        Err((_, e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tracing::debug!(table, error = %e, "the destination holds some of the copied keys");
+            execute(tx, "ROLLBACK TO SAVEPOINT strata_copy").await.map(|()| false)
+        }
+        Err((context, e)) => Err(classify(context, &e)),
+    }
+}
+
+/// Runs `sql` in the session, naming it in the error.
+pub(super) async fn execute(tx: &Client, sql: &str) -> Result<(), DestError> {
+    tx.batch_execute(sql).await.map_err(|e| classify(sql, &e))
 }
 
 /// Escapes a value for COPY's text format.

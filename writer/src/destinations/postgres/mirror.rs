@@ -23,10 +23,9 @@ use strata_common::pgtext::format_text;
 use strata_common::{Change, ColumnType, Op, TableName, Value};
 use strata_stager::schema::{ReplicaIdentity, TableSchema};
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
 
-use super::copy::{TextRow, copy_in, copy_rows, quoted};
-use super::retry::{classify, err};
+use super::copy::{TextRow, copy_in, copy_unless_held, quoted};
+use super::retry::err;
 use crate::destinations::DestError;
 
 /// Columns that identify a row at the destination: the replica identity key
@@ -262,24 +261,14 @@ impl Flush<'_> {
     /// savepoint. `Some(rows)` when the table held one of the keys: the COPY
     /// was rolled back and the rows are for the upsert path.
     async fn insert_directly(&mut self, all: &[usize], rows: Vec<TextRow>) -> Result<Option<Vec<TextRow>>, DestError> {
-        let (tx, schema) = (self.tx, self.schema);
-        let savepoint = |sql: &'static str| async move { tx.batch_execute(sql).await.map_err(|e| classify(sql, &e)) };
-        savepoint("SAVEPOINT strata_direct").await?;
-        match copy_rows(tx, &schema.table.quoted(), &quoted(schema, all), &rows).await {
-            Ok(()) => {
-                savepoint("RELEASE SAVEPOINT strata_direct").await?;
-                Ok(None)
-            }
-            Err((_, e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                savepoint("ROLLBACK TO SAVEPOINT strata_direct").await?;
-                tracing::debug!(table = %schema.table, error = %e, "the destination holds inserted keys; upserting this table's next flushes");
-                if let Some(d) = self.direct.as_deref_mut() {
-                    d.cooling.insert(schema.table.clone(), CONFLICT_COOLDOWN);
-                }
-                Ok(Some(rows))
-            }
-            Err((context, e)) => Err(classify(context, &e)),
+        let schema = self.schema;
+        if copy_unless_held(self.tx, &schema.table.quoted(), &quoted(schema, all), &rows).await? {
+            return Ok(None);
         }
+        if let Some(d) = self.direct.as_deref_mut() {
+            d.cooling.insert(schema.table.clone(), CONFLICT_COOLDOWN);
+        }
+        Ok(Some(rows))
     }
 
     async fn upsert(&self, cols: &[usize], rows: &[TextRow], temps: &mut u32) -> Result<(), DestError> {

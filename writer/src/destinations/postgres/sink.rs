@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 
 use super::config::connect;
 use super::config::{PostgresMode, PostgresSpec};
-use super::copy::{TextRow, copy_in, copy_rows, quoted};
+use super::copy::{TextRow, copy_in, copy_unless_held, execute as tx_execute, quoted};
 use super::mirror::{DirectCopy, MirrorApply, apply_mirror, key_columns};
 use super::retry::{classify, err};
 use crate::destinations::{Batch, DestError, Destination, Reject};
@@ -316,11 +316,6 @@ impl PostgresSink {
     }
 }
 
-/// Runs `sql` in the session, naming it in the error.
-async fn tx_execute(tx: &Client, sql: &str) -> Result<(), DestError> {
-    tx.batch_execute(sql).await.map_err(|e| classify(sql, &e))
-}
-
 /// The metadata columns a history table starts with; `(_strata_lsn,
 /// _strata_ord)` is its primary key, so a change can never be stored twice.
 const HISTORY_COLUMNS: &[(&str, &str)] = &[
@@ -472,19 +467,14 @@ async fn apply_history(tx: &Client, schema: &TableSchema, changes: &[Change]) ->
     // and the batch goes in again keeping what is there, so each change is
     // stored once. The savepoint keeps the fast path a single COPY.
     let target = schema.table.quoted();
-    tx_execute(tx, "SAVEPOINT strata_history").await?;
-    match copy_rows(tx, &target, &columns, &rows).await {
-        Ok(()) => tx_execute(tx, "RELEASE SAVEPOINT strata_history").await,
-        Err((_, e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tx_execute(tx, "ROLLBACK TO SAVEPOINT strata_history").await?;
-            let tmp = "strata_history_redelivered";
-            tx_execute(tx, &format!("CREATE TEMP TABLE {tmp} (LIKE {target}) ON COMMIT DROP")).await?;
-            copy_in(tx, tmp, &columns, &rows).await?;
-            let list = columns.join(", ");
-            let sql = format!("INSERT INTO {target} ({list}) SELECT {list} FROM {tmp} ON CONFLICT (_strata_lsn, _strata_ord) DO NOTHING");
-            tx.execute(&sql, &[]).await.map_err(err(&format!("appending redelivered changes to {}", schema.table)))?;
-            tx_execute(tx, &format!("DROP TABLE {tmp}")).await
-        }
-        Err((context, e)) => Err(classify(context, &e)),
+    if copy_unless_held(tx, &target, &columns, &rows).await? {
+        return Ok(());
     }
+    let tmp = "strata_history_redelivered";
+    tx_execute(tx, &format!("CREATE TEMP TABLE {tmp} (LIKE {target}) ON COMMIT DROP")).await?;
+    copy_in(tx, tmp, &columns, &rows).await?;
+    let list = columns.join(", ");
+    let sql = format!("INSERT INTO {target} ({list}) SELECT {list} FROM {tmp} ON CONFLICT (_strata_lsn, _strata_ord) DO NOTHING");
+    tx.execute(&sql, &[]).await.map_err(err(&format!("appending redelivered changes to {}", schema.table)))?;
+    tx_execute(tx, &format!("DROP TABLE {tmp}")).await
 }
