@@ -155,6 +155,7 @@ impl BackfillRequest {
             finished_at: None,
         };
         log.stage().put_json_if(&log.keys().backfill(&id)?, &req, None).await?;
+        crate::signal::touch_or_warn(log.stage(), &format!("backfill {id} of {table} requested")).await;
         Ok(req)
     }
 }

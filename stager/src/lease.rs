@@ -64,7 +64,12 @@ fn hostname() -> String {
 /// strata. Such a lease need not be waited out. A holder on another host
 /// is never judged dead: only its lease expiry can say that.
 pub fn is_dead_local_holder(lease: &Lease) -> bool {
-    let Some((host, rest)) = lease.holder.split_once('@').and_then(|(_, h)| h.split_once(':')) else {
+    is_dead_local(&lease.holder)
+}
+
+/// [`is_dead_local_holder`] for a holder name.
+pub fn is_dead_local(holder: &str) -> bool {
+    let Some((host, rest)) = holder.split_once('@').and_then(|(_, h)| h.split_once(':')) else {
         return false;
     };
     let Some(pid) = rest.split(':').next().and_then(|p| p.parse::<u32>().ok()) else {

@@ -13,6 +13,7 @@
 //! - [`control`]: the typed control objects (snapshot state, backfill and
 //!   replay requests, reader and worker status).
 //! - [`cursor`], [`lease`]: conditional state of destinations and readers.
+//! - [`signal`]: `control.json`, which says control objects changed.
 //! - [`gc`], [`verify`]: maintenance.
 //! - [`error`]: [`StageError`], split by what a caller can do about it.
 //!
@@ -40,6 +41,7 @@ pub mod manifest;
 pub mod read;
 pub mod requests;
 pub mod schema;
+pub mod signal;
 pub mod store;
 pub mod verify;
 

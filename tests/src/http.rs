@@ -115,3 +115,19 @@ pub async fn get(port: u16, path: &str) -> String {
     s.read_to_string(&mut out).await.expect("test helper: response");
     out
 }
+
+/// A service's stage requests by kind, from `strata_stage_requests_total{op="…"}`
+/// on the `/metrics` of loopback `port`.
+pub async fn stage_requests(port: u16) -> Result<std::collections::BTreeMap<String, u64>> {
+    let text = get(port, "/metrics").await;
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("strata_stage_requests_total{op=\"") else { continue };
+        let (op, value) = rest.split_once("\"} ").with_context(|| format!("unexpected metrics line {line:?}"))?;
+        out.insert(op.to_owned(), value.trim().parse().with_context(|| format!("count in {line:?}"))?);
+    }
+    if out.is_empty() {
+        bail!("no strata_stage_requests_total on port {port}");
+    }
+    Ok(out)
+}

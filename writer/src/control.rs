@@ -1,9 +1,10 @@
-//! Destination specs in the stage: read, list, and edited conditionally.
+//! Destination specs in the stage: read, list, and edited conditionally;
+//! each edit is announced through the stage's control signal.
 
 use anyhow::{Context, Result, bail};
 use strata_common::Timestamp;
 use strata_stager::keys::{DestinationKeys, decode_name, destinations_prefix};
-use strata_stager::{Stage, StageError, Versioned};
+use strata_stager::{Stage, StageError, Versioned, signal};
 
 use crate::spec::DestinationSpec;
 
@@ -46,7 +47,10 @@ pub async fn add(stage: &Stage, spec: &DestinationSpec) -> Result<()> {
     spec.validate().map_err(anyhow::Error::msg)?;
     let path = DestinationKeys::new(&spec.name)?.spec();
     match stage.put_json_if(&path, spec, None).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            signal::touch_or_warn(stage, &format!("destination {:?} added", spec.name)).await;
+            Ok(())
+        }
         Err(StageError::Conflict { .. }) => bail!("destination {:?} already exists", spec.name),
         Err(e) => Err(e.into()),
     }
@@ -62,7 +66,10 @@ pub async fn update(stage: &Stage, name: &str, edit: impl Fn(&mut DestinationSpe
         next.updated_at = Timestamp::now();
         next.validate().map_err(anyhow::Error::msg)?;
         match stage.put_json_if(&path, &next, Some(&current.version)).await {
-            Ok(_) => return Ok(next),
+            Ok(_) => {
+                signal::touch_or_warn(stage, &format!("destination {name:?} changed")).await;
+                return Ok(next);
+            }
             Err(StageError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -77,5 +84,6 @@ pub async fn remove(stage: &Stage, name: &str) -> Result<()> {
         bail!("no destination named {name:?}");
     }
     stage.delete(&path).await?;
+    signal::touch_or_warn(stage, &format!("destination {name:?} removed")).await;
     Ok(())
 }

@@ -14,7 +14,7 @@
 
 use anyhow::{Context, Result, bail};
 use strata_common::Timestamp;
-use strata_stager::{Stage, StageError, Versioned};
+use strata_stager::{Stage, StageError, Versioned, signal};
 
 pub use strata_stager::control::{ReplayRequest, ReplayState, Then};
 
@@ -26,7 +26,10 @@ pub async fn submit(stage: &Stage, req: &ReplayRequest) -> Result<()> {
     }
     let path = strata_stager::keys::replay(&req.id)?;
     match stage.put_json_if(&path, req, None).await {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            signal::touch_or_warn(stage, &format!("replay {} of destination {:?} requested", req.id, req.destination)).await;
+            Ok(())
+        }
         Err(StageError::Conflict { .. }) => bail!("replay {} already exists", req.id),
         Err(e) => Err(e.into()),
     }
@@ -54,5 +57,6 @@ pub async fn set_state(stage: &Stage, req: &Versioned<ReplayRequest>, state: Rep
     next.updated_at = Timestamp::now();
     let path = strata_stager::keys::replay(&next.id)?;
     let version = stage.put_json_if(&path, &next, Some(&req.version)).await.with_context(|| format!("recording replay {}", next.id))?;
+    signal::touch_or_warn(stage, &format!("replay {} {:?}", next.id, next.state)).await;
     Ok(Versioned { value: next, version })
 }

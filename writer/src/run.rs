@@ -1,13 +1,22 @@
 //! The writer service: the reconcile loop.
 //!
-//! Desired state lives in the stage (`destinations/*/spec.json`); every
-//! [`RECONCILE`] the loop lists it and converges: it starts a worker for each
-//! destination that is not paused and whose lease it can take, restarts a
-//! worker whose spec changed, and stops workers of removed or paused
-//! destinations. Leases (`destinations/{name}/lease.json`) are renewed on
-//! each pass; a writer that cannot renew one stops that worker, and another
-//! writer takes the destination over once the lease expires. So several
-//! writers can share one stage, each destination applied by one of them.
+//! Desired state lives in the stage (`destinations/*/spec.json`, replay
+//! requests); every [`RECONCILE`] the loop converges on it: it starts a
+//! worker for each destination that is not paused and whose lease it can
+//! take, restarts a worker whose spec changed, and stops workers of removed
+//! or paused destinations. The control objects are read again only when
+//! the stage's control signal moved (see [`strata_stager::signal`]), which
+//! is read every pass on a local stage and every [`CONTROL_POLL`] on a
+//! remote one, and in full at least every [`CONTROL_FULL`].
+//!
+//! Leases (`destinations/{name}/lease.json`) are renewed when the status
+//! they publish changes and after a third of their time to live: a writer
+//! that cannot renew one stops that worker, and another writer takes the
+//! destination over once the lease expires (at once when its holder was a
+//! process on this host that is gone). So several writers can share one
+//! stage, each destination applied by one of them. A lease held elsewhere
+//! is not read again before it expires or the control signal moves (a
+//! release moves it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,21 +30,76 @@ use strata_stager::Stage;
 use strata_stager::keys::DestinationKeys;
 use strata_stager::lease::{Lease, Leases};
 use strata_stager::log::StreamLog;
+use strata_stager::signal::{self, ControlWatch};
 use strata_stager::{StageError, Versioned};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::control;
+use crate::replay::{ReplayRequest, ReplayState};
 use crate::spec::DestinationSpec;
 use crate::worker::{self, SharedWorkerStatus, WorkerStatus};
 
-/// How often running writers converge on the specs: "a few seconds".
+/// How often running writers converge: "a few seconds".
 pub const RECONCILE: Duration = Duration::from_secs(2);
-/// A destination's lease: renewed every pass, so a dead writer's
-/// destinations move within this.
+/// How often a writer on a remote stage reads the control signal: each
+/// read is a billed GET (17,280 a writer-day, $0.0069 at S3's list price).
+pub const CONTROL_POLL: Duration = Duration::from_secs(5);
+/// How often the control objects are read in full even if the signal did
+/// not move (a change whose signal was lost). Remote stage; a local one
+/// reads them every [`LOCAL_CONTROL_FULL`].
+pub const CONTROL_FULL: Duration = Duration::from_secs(300);
+pub const LOCAL_CONTROL_FULL: Duration = Duration::from_secs(30);
+/// A destination's lease while its worker works: renewed every 5 s, so a
+/// dead writer's busy destinations move within this.
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// The lease of a caught-up destination on a remote stage, renewed every
+/// 60 s: 1,440 PUTs an idle destination-day ($0.0072) instead of 17,280.
+/// A writer that dies while its destination is idle leaves it for at most
+/// this long (a graceful stop releases it at once, and a dead process on
+/// the same host is recognised at once); the first batch a worker finds
+/// changes its status, which renews its lease at [`LEASE_TTL`].
+pub const IDLE_LEASE_TTL: Duration = Duration::from_secs(180);
 /// Default address of the writer's `/metrics`, `/healthz`, `/readyz`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
+
+/// What the writer knows of the control objects between readings.
+struct Known {
+    watch: ControlWatch,
+    local: bool,
+    specs: HashMap<String, DestinationSpec>,
+    /// Pending replay requests not yet started here.
+    replays: Vec<Versioned<ReplayRequest>>,
+    /// Destinations whose lease another writer holds: holder and expiry.
+    elsewhere: HashMap<String, (String, Timestamp)>,
+}
+
+impl Known {
+    fn new(local: bool) -> Known {
+        let watch = if local { ControlWatch::new(Duration::ZERO, LOCAL_CONTROL_FULL) } else { ControlWatch::new(CONTROL_POLL, CONTROL_FULL) };
+        Known { watch, local, specs: HashMap::new(), replays: Vec::new(), elsewhere: HashMap::new() }
+    }
+
+    /// Reads the specs and replay requests again if the control signal says so.
+    async fn refresh(&mut self, stage: &Stage) -> Result<()> {
+        if !self.watch.changed(stage).await.context("reading the control signal")? {
+            return Ok(());
+        }
+        let read = async { Ok::<_, anyhow::Error>((control::list(stage).await?, crate::replay::list(stage).await?)) };
+        match read.await {
+            Ok((specs, replays)) => {
+                self.specs = specs.into_iter().map(|s| (s.value.name.clone(), s.value)).collect();
+                self.replays = replays.into_iter().filter(|r| r.value.state == ReplayState::Pending).collect();
+                self.elsewhere.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.watch.invalidate();
+                Err(e)
+            }
+        }
+    }
+}
 
 struct Running {
     spec: DestinationSpec,
@@ -80,8 +144,9 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         tokio::spawn(listener.run(listening.clone()));
     }
     let mut running: HashMap<String, Running> = HashMap::new();
+    let mut known = Known::new(stage.is_local());
     loop {
-        if let Err(e) = reconcile(&stage, &holder, &mut running, &registry, &wakeups).await {
+        if let Err(e) = reconcile(&stage, &holder, &mut running, &mut known, &registry, &wakeups).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile pass failed; retrying");
         } else {
             ready.set(true);
@@ -97,42 +162,51 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         if let Ok(Err(e)) = r.task.await {
             tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
         }
-        release(&r.leases, &r.lease, &r.status).await;
+        release(&stage, &r.leases, &r.lease, &r.status).await;
     }
     listening.cancel();
     server.abort();
     Ok(())
 }
 
-async fn stop(name: &str, r: Running) {
+async fn stop(stage: &Stage, name: &str, r: Running) {
     r.token.cancel();
     if let Ok(Err(e)) = r.task.await {
         tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
     }
-    release(&r.leases, &r.lease, &r.status).await;
+    release(stage, &r.leases, &r.lease, &r.status).await;
 }
 
 /// Gives up a destination's lease, leaving the worker's last status in it,
 /// so that `status` still shows a failure (and its error) after the writer
-/// exits.
-async fn release(leases: &Leases, lease: &Versioned<Lease>, status: &SharedWorkerStatus) {
+/// exits; and signals it, so that other writers read the lease again now
+/// rather than when they thought it would expire.
+async fn release(stage: &Stage, leases: &Leases, lease: &Versioned<Lease>, status: &SharedWorkerStatus) {
     let status = status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
-    let _ = leases.release_with_status(lease, Timestamp::now(), status).await;
+    if leases.release_with_status(lease, Timestamp::now(), status).await.is_ok() {
+        signal::touch_or_warn(stage, &format!("lease {} released", leases.path())).await;
+    }
 }
 
 /// One pass: converges the workers running here on the specs in the stage.
-async fn reconcile(stage: &Stage, holder: &str, running: &mut HashMap<String, Running>, registry: &Registry, wakeups: &crate::wakeup::Wakeups) -> Result<()> {
-    let specs = control::list(stage).await?;
-    let wanted: HashMap<String, DestinationSpec> = specs.into_iter().map(|s| (s.value.name.clone(), s.value)).collect();
-    keep_or_stop(running, &wanted).await;
-    start_replays(stage, running, wakeups).await?;
-    start_wanted(stage, holder, running, &wanted, wakeups).await?;
+async fn reconcile(
+    stage: &Stage,
+    holder: &str,
+    running: &mut HashMap<String, Running>,
+    known: &mut Known,
+    registry: &Registry,
+    wakeups: &crate::wakeup::Wakeups,
+) -> Result<()> {
+    known.refresh(stage).await?;
+    keep_or_stop(stage, running, &known.specs, known.local).await;
+    start_replays(stage, running, &mut known.replays, wakeups).await;
+    start_wanted(stage, holder, running, known, wakeups).await?;
     publish_figures(stage, running, registry).await
 }
 
 /// Stops what is removed, paused or changed; collects workers that ended;
 /// renews the leases of the rest.
-async fn keep_or_stop(running: &mut HashMap<String, Running>, wanted: &HashMap<String, DestinationSpec>) {
+async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wanted: &HashMap<String, DestinationSpec>, local: bool) {
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
         let same = match (wanted.get(&name), running.get(&name)) {
@@ -142,7 +216,7 @@ async fn keep_or_stop(running: &mut HashMap<String, Running>, wanted: &HashMap<S
         if !same {
             let Some(r) = running.remove(&name) else { continue };
             tracing::info!(destination = name, "stopping worker");
-            stop(&name, r).await;
+            stop(stage, &name, r).await;
             continue;
         }
         if let Some(r) = running.get_mut(&name)
@@ -161,19 +235,20 @@ async fn keep_or_stop(running: &mut HashMap<String, Running>, wanted: &HashMap<S
                         tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped; restarting it");
                     }
                     if let Some(r) = running.remove(&name) {
-                        release(&r.leases, &r.lease, &r.status).await;
+                        release(stage, &r.leases, &r.lease, &r.status).await;
                     }
                     continue;
                 }
             }
         }
         let Some(r) = running.get_mut(&name) else { continue };
-        let status = r.status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
+        let (status, caught_up) = r.status.lock().map(|s| (serde_json::to_value(&*s).unwrap_or_default(), s.caught_up)).unwrap_or_default();
+        let ttl = if caught_up && !local { IDLE_LEASE_TTL } else { LEASE_TTL };
         let now = Timestamp::now();
-        if !renewal_due(&r.lease.value, &status, now) {
+        if !renewal_due(&r.lease.value, &status, now, ttl) {
             continue;
         }
-        match r.leases.renew(&r.lease, LEASE_TTL, now, status).await {
+        match r.leases.renew(&r.lease, ttl, now, status).await {
             Ok(l) => r.lease = l,
             Err(StageError::Conflict { .. }) => {
                 tracing::error!(destination = name, "lost the destination's lease; stopping its worker");
@@ -187,23 +262,24 @@ async fn keep_or_stop(running: &mut HashMap<String, Running>, wanted: &HashMap<S
     }
 }
 
-/// Whether a destination's lease is renewed in this pass: when the status
-/// it publishes changed, or a third of its time to live has passed. Each
-/// renewal is a conditional PUT; an idle destination's lease is renewed
-/// every 5 s rather than every pass.
-fn renewal_due(lease: &Lease, status: &serde_json::Value, now: Timestamp) -> bool {
-    let third = i64::try_from(LEASE_TTL.as_micros() / 3).unwrap_or(i64::MAX);
+/// Whether a destination's lease is renewed in this pass, to live `ttl`:
+/// when the status it publishes changed, or a third of `ttl` has passed.
+/// Each renewal is a conditional PUT.
+fn renewal_due(lease: &Lease, status: &serde_json::Value, now: Timestamp, ttl: Duration) -> bool {
+    let third = i64::try_from(ttl.as_micros() / 3).unwrap_or(i64::MAX);
     lease.status != *status || now.0.saturating_sub(lease.renewed_at.0) >= third
 }
 
-/// Replays of destinations running here: restarts the worker with the request.
-async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, wakeups: &crate::wakeup::Wakeups) -> Result<()> {
-    let mut replays: HashMap<String, Versioned<crate::replay::ReplayRequest>> = HashMap::new();
-    for r in crate::replay::list(stage).await? {
-        if r.value.state == crate::replay::ReplayState::Pending && running.get(&r.value.destination).is_some_and(|w| !w.failed) {
-            replays.entry(r.value.destination.clone()).or_insert(r);
+/// Replays of destinations running here: restarts the worker with the
+/// request, which is taken out of `pending` (the worker records it running).
+async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, pending: &mut Vec<Versioned<ReplayRequest>>, wakeups: &crate::wakeup::Wakeups) {
+    let mut replays: HashMap<String, Versioned<ReplayRequest>> = HashMap::new();
+    for r in pending.iter() {
+        if running.get(&r.value.destination).is_some_and(|w| !w.failed) {
+            replays.entry(r.value.destination.clone()).or_insert_with(|| r.clone());
         }
     }
+    pending.retain(|r| replays.get(&r.value.destination).is_none_or(|started| started.value.id != r.value.id));
     for (name, request) in replays {
         let Some(r) = running.get_mut(&name) else { continue };
         tracing::info!(destination = name, replay = request.value.id, "starting a replay");
@@ -216,26 +292,35 @@ async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, wa
         let waiter = wakeups.waiter(&r.spec.stream);
         r.task = tokio::spawn(worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), waiter, Some(request)));
     }
-    Ok(())
 }
 
 /// Starts what should run here and is not running anywhere: takes the
-/// destination's lease, then spawns its worker.
-async fn start_wanted(
-    stage: &Stage,
-    holder: &str,
-    running: &mut HashMap<String, Running>,
-    wanted: &HashMap<String, DestinationSpec>,
-    wakeups: &crate::wakeup::Wakeups,
-) -> Result<()> {
-    for (name, spec) in wanted {
+/// destination's lease, then spawns its worker. A lease known to be held
+/// elsewhere is not read again before it expires, unless its holder is a
+/// process on this host that is gone.
+async fn start_wanted(stage: &Stage, holder: &str, running: &mut HashMap<String, Running>, known: &mut Known, wakeups: &crate::wakeup::Wakeups) -> Result<()> {
+    let now = Timestamp::now();
+    for (name, spec) in &known.specs {
         if spec.paused || running.contains_key(name) {
             continue;
         }
+        if let Some((other, expires_at)) = known.elsewhere.get(name)
+            && *expires_at > now
+            && !strata_stager::lease::is_dead_local(other)
+        {
+            continue;
+        }
         let leases = Leases::new(stage, DestinationKeys::new(name)?.lease());
-        let lease = match leases.acquire_unless_live(holder, LEASE_TTL, Timestamp::now(), strata_stager::lease::is_dead_local_holder).await {
-            Ok(l) => l,
-            Err(StageError::LeaseHeld { .. } | StageError::Conflict { .. }) => continue,
+        let lease = match leases.acquire_unless_live(holder, LEASE_TTL, now, strata_stager::lease::is_dead_local_holder).await {
+            Ok(l) => {
+                known.elsewhere.remove(name);
+                l
+            }
+            Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
+                known.elsewhere.insert(name.clone(), (owner, expires_at));
+                continue;
+            }
+            Err(StageError::Conflict { .. }) => continue,
             Err(e) => {
                 tracing::warn!(destination = name, error = %e, "could not take the destination's lease");
                 continue;

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use strata_stager::requests::Op;
 use strata_writer::spec::{PostgresMode, StartPosition};
 
@@ -38,20 +38,8 @@ const IDLE: Duration = Duration::from_secs(60);
 struct Requests(BTreeMap<String, u64>);
 
 impl Requests {
-    /// Reads `strata_stage_requests_total{op="…"} N` from the /metrics of
-    /// the service listening on `port`.
     async fn scrape(port: u16) -> Result<Requests> {
-        let text = crate::http::get(port, "/metrics").await;
-        let mut out = BTreeMap::new();
-        for line in text.lines() {
-            let Some(rest) = line.strip_prefix("strata_stage_requests_total{op=\"") else { continue };
-            let (op, value) = rest.split_once("\"} ").with_context(|| format!("unexpected metrics line {line:?}"))?;
-            out.insert(op.to_owned(), value.trim().parse().with_context(|| format!("count in {line:?}"))?);
-        }
-        if out.is_empty() {
-            bail!("no strata_stage_requests_total on port {port}");
-        }
-        Ok(Requests(out))
+        Ok(Requests(crate::http::stage_requests(port).await?))
     }
 
     fn since(&self, before: &Requests) -> Requests {
