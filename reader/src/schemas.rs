@@ -17,7 +17,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use strata_common::{Lsn, TableName};
 use strata_stager::control::BackfillRequest;
 use strata_stager::log::StreamLog;
-use strata_stager::schema::{ReplicaIdentity, TableSchema};
+use strata_stager::schema::{GeneratedColumn, ReplicaIdentity, TableSchema};
 
 use crate::setup::SourceDb;
 use crate::source::Relation;
@@ -50,12 +50,18 @@ impl SchemaVersions {
             since_lsn: Some(at),
             database: Some(db.database().await?),
             relfilenode: db.relfilenode(rel.oid).await?,
-            generated: db.generated_columns(rel.oid).await?,
+            generated: Vec::new(),
         };
         let latest = match self.latest.get(&table) {
             Some(s) => Some(s.clone()),
             None => self.log.latest_schema(&table).await.with_context(|| format!("reading schema versions of {table}"))?.map(Arc::new),
         };
+        candidate.generated = generated_as_of(
+            db.generated_columns(rel.oid).await?,
+            &db.plain_column_numbers(rel.oid).await?,
+            &rel.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            latest.as_ref().map_or(&[][..], |l| &l.generated),
+        );
         // A column the catalog no longer knows by this name (renamed since
         // this message was written) keeps the number it had under this name.
         if let Some(l) = &latest {
@@ -91,6 +97,23 @@ impl SchemaVersions {
     }
 }
 
+/// The stored generated columns a Relation message's table had, from the
+/// catalog's `now` (pgoutput does not send generated columns). A message
+/// decoded after later DDL must not gain generated columns added after it
+/// was written: that would put them before the columns added in between,
+/// at a destination that adds columns as versions come. A generated column
+/// counts if the message has every plain column the catalog numbers before
+/// it (one it lacks was added after the message, so the generated column
+/// was too), or if the latest version had it already.
+fn generated_as_of(now: Vec<GeneratedColumn>, plain: &[(String, i16)], message: &[&str], latest: &[GeneratedColumn]) -> Vec<GeneratedColumn> {
+    now.into_iter()
+        .filter(|g| {
+            let before = |n: i16| g.attnum.is_none_or(|at| n < at);
+            latest.iter().any(|l| l.name == g.name) || plain.iter().filter(|(_, n)| before(*n)).all(|(name, _)| message.contains(&name.as_str()))
+        })
+        .collect()
+}
+
 fn identity(code: u8) -> Result<ReplicaIdentity> {
     Ok(match code {
         b'd' => ReplicaIdentity::Default,
@@ -99,4 +122,33 @@ fn identity(code: u8) -> Result<ReplicaIdentity> {
         b'n' => ReplicaIdentity::Nothing,
         other => bail!("unknown replica identity {:?}", other as char),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generated(name: &str, attnum: i16) -> GeneratedColumn {
+        GeneratedColumn { name: name.to_owned(), pg_type: "bigint".to_owned(), expression: "(id * 2)".to_owned(), attnum: Some(attnum) }
+    }
+
+    fn names(g: &[GeneratedColumn]) -> Vec<&str> {
+        g.iter().map(|g| g.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_message_older_than_a_generated_column_does_not_get_it() {
+        // Now: id 1, v 2, r 3 (plain), g 4 (generated, added after r).
+        let plain = [("id".to_owned(), 1), ("v".to_owned(), 2), ("r".to_owned(), 3)];
+        let now = || vec![generated("g", 4)];
+        // A message from before r was added: g came later still.
+        assert_eq!(names(&generated_as_of(now(), &plain, &["id", "v"], &[])), Vec::<&str>::new());
+        // A message with r: g may exist, and comes after r either way.
+        assert_eq!(names(&generated_as_of(now(), &plain, &["id", "v", "r"], &[])), ["g"]);
+        // A version that had g keeps it, stale message or not.
+        assert_eq!(names(&generated_as_of(now(), &plain, &["id", "v"], &[generated("g", 4)])), ["g"]);
+        // A generated column numbered before a newer plain column is not held back by it.
+        let plain = [("id".to_owned(), 1), ("r".to_owned(), 3)];
+        assert_eq!(names(&generated_as_of(vec![generated("g", 2)], &plain, &["id"], &[])), ["g"]);
+    }
 }

@@ -376,6 +376,17 @@ impl SourceDb {
         Ok(rows.iter().map(|r| GeneratedColumn { name: r.get(0), pg_type: r.get(1), expression: r.get(2), attnum: Some(r.get(3)) }).collect())
     }
 
+    /// The numbers of relation `oid`'s columns that are not generated, by
+    /// name, as the catalog has them now.
+    pub async fn plain_column_numbers(&self, oid: u32) -> Result<Vec<(String, i16)>> {
+        let rows = self
+            .client
+            .query("SELECT attname::text, attnum FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped AND attgenerated = ''", &[&oid])
+            .await
+            .with_context(|| format!("reading the column numbers of relation {oid}"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// `format_type(oid, typmod)`: the type as PostgreSQL spells it.
     pub async fn type_name(&mut self, oid: u32, modifier: i32) -> Result<String> {
         if let Some(n) = self.name_cache.get(&(oid, modifier)) {
