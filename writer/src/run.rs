@@ -10,7 +10,8 @@
 //! remote one, and in full at least every [`CONTROL_FULL`].
 //!
 //! Leases (`destinations/{name}/lease.json`) are renewed when the status
-//! they publish changes and after a third of their time to live: a writer
+//! they publish changes and after a third of their time to live (half, for
+//! the long lease of an idle destination on a remote stage): a writer
 //! that cannot renew one stops that worker, and another writer takes the
 //! destination over once the lease expires (at once when its holder was a
 //! process on this host that is gone). So several writers can share one
@@ -54,12 +55,16 @@ pub const LOCAL_CONTROL_FULL: Duration = Duration::from_secs(30);
 /// dead writer's busy destinations move within this.
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
 /// The lease of a caught-up destination on a remote stage, renewed every
-/// 60 s: 1,440 PUTs an idle destination-day ($0.0072) instead of 17,280.
-/// A writer that dies while its destination is idle leaves it for at most
-/// this long (a graceful stop releases it at once, and a dead process on
-/// the same host is recognised at once); the first batch a worker finds
-/// changes its status, which renews its lease at [`LEASE_TTL`].
+/// [`IDLE_LEASE_RENEW`]. A writer that dies while its destination is idle
+/// leaves it for at most this long (a graceful stop releases it at once,
+/// and a dead process on the same host is recognised at once); the first
+/// batch a worker finds changes its status, which renews its lease at
+/// [`LEASE_TTL`].
 pub const IDLE_LEASE_TTL: Duration = Duration::from_secs(180);
+/// Half of [`IDLE_LEASE_TTL`]: 960 PUTs an idle destination-day ($0.0048
+/// at S3's list price) instead of 17,280, and still 90 s (45 reconcile
+/// passes) for a renewal that fails to be retried before the lease lapses.
+pub const IDLE_LEASE_RENEW: Duration = Duration::from_secs(90);
 /// Default address of the writer's `/metrics`, `/healthz`, `/readyz`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
 
@@ -243,9 +248,9 @@ async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wan
         }
         let Some(r) = running.get_mut(&name) else { continue };
         let (status, caught_up) = r.status.lock().map(|s| (serde_json::to_value(&*s).unwrap_or_default(), s.caught_up)).unwrap_or_default();
-        let ttl = if caught_up && !local { IDLE_LEASE_TTL } else { LEASE_TTL };
+        let (ttl, renew_after) = if caught_up && !local { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
         let now = Timestamp::now();
-        if !renewal_due(&r.lease.value, &status, now, ttl) {
+        if !renewal_due(&r.lease.value, &status, now, renew_after) {
             continue;
         }
         match r.leases.renew(&r.lease, ttl, now, status).await {
@@ -262,12 +267,12 @@ async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wan
     }
 }
 
-/// Whether a destination's lease is renewed in this pass, to live `ttl`:
-/// when the status it publishes changed, or a third of `ttl` has passed.
-/// Each renewal is a conditional PUT.
-fn renewal_due(lease: &Lease, status: &serde_json::Value, now: Timestamp, ttl: Duration) -> bool {
-    let third = i64::try_from(ttl.as_micros() / 3).unwrap_or(i64::MAX);
-    lease.status != *status || now.0.saturating_sub(lease.renewed_at.0) >= third
+/// Whether a destination's lease is renewed in this pass: when the status
+/// it publishes changed, or `renew_after` has passed since the last
+/// renewal. Each renewal is a conditional PUT.
+fn renewal_due(lease: &Lease, status: &serde_json::Value, now: Timestamp, renew_after: Duration) -> bool {
+    let after = i64::try_from(renew_after.as_micros()).unwrap_or(i64::MAX);
+    lease.status != *status || now.0.saturating_sub(lease.renewed_at.0) >= after
 }
 
 /// Replays of destinations running here: restarts the worker with the

@@ -13,8 +13,14 @@
 //! On a remote stage every poll is a billed request, so an idle worker
 //! without live wake-ups polls less and less often the longer it finds
 //! nothing: [`POLL`] doubling up to [`IDLE_POLL_MAX`], back to [`POLL`]
-//! once a batch is found. There wake-ups carry the latency. A local
-//! stage's poll is a failed file open, so it polls every [`LOCAL_POLL`].
+//! once a batch is found. There wake-ups carry the latency. And the idle
+//! workers of one stream share their looks: a worker whose poll comes
+//! due does not look for a batch another worker of the stream looked for
+//! (and missed) within its own poll period, and a worker that finds a
+//! batch wakes the others. So a writer's idle polls of a stream cost about
+//! one request per period, however many destinations read the stream. A
+//! local stage's poll is a failed file open, so it polls every
+//! [`LOCAL_POLL`], unshared.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +35,7 @@ use strata_common::config::WakeupConfig;
 use strata_common::telemetry::{Registry, Value};
 use strata_common::wakeup::{Wakeup, sqs_sdk_config};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How often an idle worker polls the stage when it has no wake-ups.
@@ -48,7 +55,7 @@ const RETRY: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(
 /// are flowing (the listener reads its queue) or workers must poll.
 #[derive(Clone)]
 pub struct Wakeups {
-    streams: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    streams: Arc<Mutex<HashMap<String, Arc<Stream>>>>,
     /// Set while the listener reads its queue.
     live: Arc<AtomicBool>,
     fallback_poll: Duration,
@@ -58,8 +65,18 @@ pub struct Wakeups {
     idle_backoff: bool,
 }
 
+/// What the workers of one stream share.
+struct Stream {
+    /// The latest seq known committed (from a wake-up or a worker that
+    /// found it); a change wakes every waiter of the stream.
+    tx: watch::Sender<u64>,
+    /// The last look that found nothing: the seq looked for, and when.
+    missed: Mutex<Option<(u64, Instant)>>,
+}
+
 /// One worker's end: waits for the next batch of its stream.
 pub struct Waiter {
+    stream: Arc<Stream>,
     rx: watch::Receiver<u64>,
     live: Arc<AtomicBool>,
     fallback_poll: Duration,
@@ -81,14 +98,16 @@ impl Wakeups {
         if local { Wakeups { poll: LOCAL_POLL, idle_backoff: false, ..self } } else { Wakeups { poll: POLL, idle_backoff: true, ..self } }
     }
 
-    fn sender(&self, stream: &str) -> watch::Sender<u64> {
+    fn stream(&self, stream: &str) -> Arc<Stream> {
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        streams.entry(stream.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
+        streams.entry(stream.to_owned()).or_insert_with(|| Arc::new(Stream { tx: watch::channel(0).0, missed: Mutex::new(None) })).clone()
     }
 
     pub fn waiter(&self, stream: &str) -> Waiter {
+        let stream = self.stream(stream);
         Waiter {
-            rx: self.sender(stream).subscribe(),
+            rx: stream.tx.subscribe(),
+            stream,
             live: self.live.clone(),
             fallback_poll: self.fallback_poll,
             poll: self.poll,
@@ -97,36 +116,66 @@ impl Wakeups {
     }
 
     fn wake(&self, w: &Wakeup) {
-        self.sender(&w.stream).send_replace(w.seq);
+        self.stream(&w.stream).tx.send_replace(w.seq);
     }
 }
 
 impl Waiter {
-    /// Sleeps until a wake-up for this stream, or the poll period; returns
-    /// false when `token` is cancelled first.
-    pub async fn wait(&mut self, token: &CancellationToken) -> bool {
-        let period = match self.idle.as_mut() {
+    /// Sleeps until a wake-up for this stream, or until it is time to look
+    /// for batch `next` again; returns false when `token` is cancelled
+    /// first. With idle backoff (a remote stage), a poll that comes due
+    /// when another worker of the stream looked for the same batch and
+    /// missed it within this poll's period sleeps another period instead.
+    pub async fn wait(&mut self, token: &CancellationToken, next: u64) -> bool {
+        loop {
+            let period = self.period();
+            tokio::select! {
+                _ = token.cancelled() => return false,
+                _ = self.rx.changed() => return true,
+                _ = tokio::time::sleep(period) => {}
+            }
+            if self.idle.is_none() || !self.looked_lately(next, period) {
+                return true;
+            }
+        }
+    }
+
+    fn period(&mut self) -> Duration {
+        match self.idle.as_mut() {
             _ if self.live.load(Ordering::Relaxed) => self.fallback_poll,
             Some(idle) => {
                 *idle = idle.saturating_add(1);
                 self.poll.saturating_mul(1 << (*idle - 1).min(16)).min(IDLE_POLL_MAX)
             }
             None => self.poll,
-        };
-        tokio::select! {
-            _ = token.cancelled() => false,
-            _ = tokio::time::sleep(period) => true,
-            _ = self.rx.changed() => true,
         }
     }
-}
 
-impl Waiter {
-    /// A batch was found: the next idle wait is a quick one again.
-    pub fn found(&mut self) {
+    fn looked_lately(&self, next: u64, period: Duration) -> bool {
+        let missed = *self.stream.missed.lock().unwrap_or_else(|p| p.into_inner());
+        // Only a miss of the same seq says anything: seqs are dense, but a
+        // miss of a later one does not mean `next` is missing.
+        missed.is_some_and(|(seq, at)| seq == next && at.elapsed() < period)
+    }
+
+    /// This worker looked for batch `next` and it is not there yet.
+    pub fn missed(&self, next: u64) {
+        *self.stream.missed.lock().unwrap_or_else(|p| p.into_inner()) = Some((next, Instant::now()));
+    }
+
+    /// A batch `seq` was found: the next idle wait is a quick one again,
+    /// and the other waiters of the stream look at once.
+    pub fn found(&mut self, seq: u64) {
         if let Some(idle) = self.idle.as_mut() {
             *idle = 0;
         }
+        self.stream.tx.send_if_modified(|known| {
+            let newer = seq > *known;
+            *known = (*known).max(seq);
+            newer
+        });
+        // Not a reason for this worker to wake.
+        self.rx.borrow_and_update();
     }
 }
 
@@ -231,18 +280,18 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         wakeups.wake(&Wakeup::new("other", 1));
         wakeups.wake(&Wakeup::new("main", 7));
-        assert!(main.wait(&token).await);
+        assert!(main.wait(&token, 1).await);
         assert!(t0.elapsed() < Duration::from_millis(1), "woken at once");
         // Nothing new: the fallback period.
-        assert!(main.wait(&token).await);
+        assert!(main.wait(&token, 1).await);
         assert_eq!(t0.elapsed(), Duration::from_secs(30));
         // Wake-ups not flowing: the ordinary poll.
         wakeups.live.store(false, Ordering::Relaxed);
         let t1 = tokio::time::Instant::now();
-        assert!(main.wait(&token).await);
+        assert!(main.wait(&token, 1).await);
         assert_eq!(t1.elapsed(), POLL);
         token.cancel();
-        assert!(!main.wait(&token).await);
+        assert!(!main.wait(&token, 1).await);
     }
 
     #[tokio::test(start_paused = true)]
@@ -253,30 +302,69 @@ mod tests {
         let mut periods = Vec::new();
         for _ in 0..8 {
             let t = tokio::time::Instant::now();
-            assert!(w.wait(&token).await);
+            assert!(w.wait(&token, 1).await);
             periods.push(t.elapsed().as_millis());
         }
         assert_eq!(periods, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
-        w.found();
+        w.found(1);
         let t = tokio::time::Instant::now();
-        assert!(w.wait(&token).await);
+        assert!(w.wait(&token, 1).await);
         assert_eq!(t.elapsed(), POLL, "back to the quick poll after a batch");
         // A wake-up still ends a slow wait at once.
         for _ in 0..6 {
-            w.wait(&token).await;
+            w.wait(&token, 1).await;
         }
         wakeups.wake(&Wakeup::new("main", 3));
         let t = tokio::time::Instant::now();
-        assert!(w.wait(&token).await);
+        assert!(w.wait(&token, 1).await);
         assert!(t.elapsed() < Duration::from_millis(1));
         // A local stage's polls are quick and never slow down.
         let local_wakeups = Wakeups::polling().for_stage(true);
         let mut local = local_wakeups.waiter("main");
         for _ in 0..8 {
-            local.wait(&token).await;
+            local.wait(&token, 1).await;
         }
         let t = tokio::time::Instant::now();
-        local.wait(&token).await;
+        local.wait(&token, 1).await;
         assert_eq!(t.elapsed(), LOCAL_POLL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_workers_of_a_stream_share_their_looks_on_a_billed_stage() {
+        let wakeups = Wakeups::polling().for_stage(false);
+        let token = CancellationToken::new();
+        let (mut a, mut b) = (wakeups.waiter("main"), wakeups.waiter("main"));
+        let mut other = wakeups.waiter("other");
+        // Both idle for a while: their polls are 5 s apart.
+        for _ in 0..6 {
+            a.wait(&token, 9).await;
+            b.wait(&token, 9).await;
+        }
+        // a looks for 9 and misses while b waits: b's poll, due 3 s later,
+        // sleeps another period.
+        let t = tokio::time::Instant::now();
+        let (woke, ()) = tokio::join!(b.wait(&token, 9), async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            a.missed(9);
+        });
+        assert!(woke);
+        assert_eq!(t.elapsed(), IDLE_POLL_MAX * 2, "b skipped the look a had just made");
+        // A miss of another seq, or on another stream, is no reason to skip.
+        a.missed(10);
+        let t = tokio::time::Instant::now();
+        assert!(b.wait(&token, 9).await);
+        assert_eq!(t.elapsed(), IDLE_POLL_MAX, "a missed 10, which says nothing about 9");
+        b.missed(3);
+        let t = tokio::time::Instant::now();
+        assert!(other.wait(&token, 3).await);
+        assert!(t.elapsed() < IDLE_POLL_MAX, "another stream's miss: {:?}", t.elapsed());
+        // a finds 9: b wakes at once, and a does not wake itself.
+        a.found(9);
+        let t = tokio::time::Instant::now();
+        assert!(b.wait(&token, 9).await);
+        assert!(t.elapsed() < Duration::from_millis(1), "woken by a's find");
+        let t = tokio::time::Instant::now();
+        assert!(a.wait(&token, 10).await);
+        assert_eq!(t.elapsed(), POLL, "a's own find does not wake a, and its polls are quick again");
     }
 }

@@ -30,8 +30,9 @@ use crate::writer::spec;
 const DESTINATIONS: u64 = 3;
 /// Quiet time before the idle phase, so idle polls have slowed down.
 const SETTLE: Duration = Duration::from_secs(15);
-/// The idle phase.
-const IDLE: Duration = Duration::from_secs(60);
+/// The idle phase: two renewal periods of an idle destination's lease, so
+/// that its renewals are counted (a shorter window can fall between them).
+const IDLE: Duration = Duration::from_secs(2 * strata_writer::run::IDLE_LEASE_RENEW.as_secs());
 
 /// Requests by kind, as a process's /metrics shows them.
 #[derive(Debug, Default, Clone)]

@@ -10,8 +10,9 @@
 //! error stops the worker with the error shown, until the spec changes.
 //! A caught-up worker waits for the next batch through a
 //! [`Waiter`]: a poll of the stage (every 50 ms on local disk; on S3
-//! every 200 ms, slowing down to 5 s while nothing comes), or an SQS
-//! wake-up when the writer has a wake-up queue.
+//! every 200 ms, slowing down to 5 s while nothing comes, one look per
+//! period shared by the stream's idle workers), or an SQS wake-up when
+//! the writer has a wake-up queue.
 //!
 //! `plan` decides what comes next (start position, replay window,
 //! schedule); `deliver` delivers one batch (roll-up, parts, the `skip`
@@ -123,7 +124,7 @@ impl Worker {
                     continue;
                 }
                 Ok(Some(b)) => {
-                    self.waiter.found();
+                    self.waiter.found(p.next);
                     set(&self.status, |s| s.caught_up = false);
                     b
                 }
@@ -195,7 +196,8 @@ impl Worker {
             s.state = "running".to_owned();
             s.caught_up = true;
         });
-        Ok(if self.waiter.wait(&self.token).await { Go::On } else { Go::Stop })
+        self.waiter.missed(p.next);
+        Ok(if self.waiter.wait(&self.token, p.next).await { Go::On } else { Go::Stop })
     }
 
     /// Connects and reads the durable position, retrying transient failures.
