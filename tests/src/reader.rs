@@ -167,6 +167,20 @@ pub async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) -> Resul
     bail!("slot {slot} did not become active within 30 s")
 }
 
+/// Waits until `stream`'s initial snapshot is recorded done, so that DDL
+/// made after this happens mid-stream, not while tables are copied.
+pub async fn wait_for_snapshot(stage: &Stage, stream: &str) -> Result<()> {
+    let log = StreamLog::new(stage, stream)?;
+    for _ in 0..600 {
+        let state = stage.get_json::<strata_stager::control::SnapshotState>(&log.keys().snapshot()).await?;
+        if state.is_some_and(|s| s.value.phase == strata_stager::control::Phase::Done) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the snapshot of stream {stream} was not done within 60 s")
+}
+
 /// Every staged change of `stream`, in commit order, with the seq and
 /// schema version it was staged in; fails if the log has a gap or a
 /// change appears twice.

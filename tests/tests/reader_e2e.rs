@@ -12,7 +12,7 @@ use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 use strata_stager::schema::TableSchema;
 use strata_tests::pg::PgCluster;
-use strata_tests::reader::{RunningReader, config, staged_changes, text_columns, wait_for_changes, wait_for_slot};
+use strata_tests::reader::{RunningReader, config, staged_changes, text_columns, wait_for_changes, wait_for_slot, wait_for_snapshot};
 use strata_tests::writer::session;
 use tokio_postgres::Client;
 
@@ -228,6 +228,10 @@ async fn schema_changes_mid_stream_get_new_versions() {
     let dir = tempfile::tempdir().unwrap();
     let reader = RunningReader::start(config(&url, dir.path(), ""));
     wait_for_slot(&c, "strata_main").await.unwrap();
+    // Mid-stream: DDL while the initial copy still runs is another case
+    // (a column dropped before the copy reads the table).
+    let stage = Stage::local(dir.path()).unwrap();
+    wait_for_snapshot(&stage, "main").await.unwrap();
     for sql in [
         "INSERT INTO sc VALUES (1, 'one')",
         "ALTER TABLE sc ADD COLUMN b int",
@@ -242,8 +246,10 @@ async fn schema_changes_mid_stream_get_new_versions() {
     ] {
         c.batch_execute(sql).await.unwrap();
     }
-    let stage = Stage::local(dir.path()).unwrap();
-    let staged = wait_for_changes(&stage, "main", 6).await.unwrap();
+    let staged = match wait_for_changes(&stage, "main", 6).await {
+        Ok(staged) => staged,
+        Err(e) => panic!("{e:#}; the reader ended with {:?}", reader.stop().await),
+    };
     reader.stop().await.unwrap();
     let versions: Vec<u32> = staged.iter().map(|(_, v, _)| *v).collect();
     assert_eq!(versions, vec![1, 2, 3, 4, 5, 5], "one version per column change, reused while unchanged");

@@ -291,13 +291,16 @@ impl Prepared {
         })
     }
 
-    /// `batch` as this destination should get it.
-    pub fn apply(&mut self, batch: &Batch) -> Batch {
+    /// `batch` as this destination should get it. Takes the batch, so a
+    /// destination without transforms gets it as it is, not a copy: a
+    /// rolled-up batch is held once.
+    pub fn apply(&mut self, mut batch: Batch) -> Batch {
         if self.rules.is_empty() {
-            return batch.clone();
+            return batch;
         }
-        let mut out = Batch { tables: Vec::new(), ..batch.clone() };
-        for t in &batch.tables {
+        let tables = std::mem::take(&mut batch.tables);
+        let mut out = batch;
+        for t in tables {
             if !self.keeps_table(&t.schema.table) {
                 continue;
             }
@@ -306,12 +309,12 @@ impl Prepared {
             let filters: Vec<&RowFilter> = self.rules.filters.iter().filter(|f| matches(&f.table, &t.schema.table)).collect();
             let changes: Vec<Change> = t
                 .changes
-                .iter()
+                .into_iter()
                 .filter(|c| self.keeps_change(&t.schema, &filters, c))
                 .map(|c| Change {
                     after: c.after.as_deref().map(|r| self.row(&t.schema, &rules, r)),
                     before: c.before.as_deref().map(|r| self.row(&t.schema, &rules, r)),
-                    ..c.clone()
+                    ..c
                 })
                 .collect();
             if !changes.is_empty() {

@@ -54,7 +54,7 @@ impl Deliverer<'_> {
                     },
                     _ => batch.into(),
                 };
-                let batch = self.transforms.apply(&batch);
+                let batch = self.transforms.apply(batch);
                 let applied = match self.dest.apply(&batch).await {
                     Err(e) if !e.is_retriable() && self.spec.on_error == OnError::Skip => {
                         tracing::warn!(destination = self.spec.name, seq = batch.seq, error = %e, "batch rejected; looking for the changes to skip");
@@ -115,7 +115,7 @@ impl Deliverer<'_> {
             if e.is_retriable() { DestError::Transient(message) } else { DestError::Permanent(message) }
         };
         let index = |n: usize| u32::try_from(n).map_err(|_| DestError::Permanent(format!("batch {} is cut into over 2^32 parts", header.seq)));
-        if !self.dest.begin_parts(&self.transforms.apply(&header)).await? {
+        if !self.dest.begin_parts(&self.transforms.apply(header.clone())).await? {
             return Ok(());
         }
         for (file, (table, entry)) in header.tables.iter().zip(&large.files).enumerate() {
@@ -127,7 +127,7 @@ impl Deliverer<'_> {
                     part: Some(PartId { file: index(file)?, chunk: index(chunk)? }),
                     ..header.clone()
                 };
-                self.dest.apply_part(&self.transforms.apply(&part)).await?;
+                self.dest.apply_part(&self.transforms.apply(part)).await?;
                 chunk += 1;
             }
         }
