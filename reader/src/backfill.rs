@@ -52,12 +52,9 @@ pub const MESSAGE_PREFIX: &str = "strata.backfill";
 /// Most rows per chunk (fewer when `batch.max_rows` is lower): one chunk is
 /// held in memory between its watermarks.
 pub const MAX_CHUNK_ROWS: u64 = 10_000;
-/// How often the task reads the stage's control signal for new requests.
+/// How often the task looks at the stage's control signal for new requests
+/// (a remote stage's signal at most every [`REMOTE_POLL`](strata_stager::signal::REMOTE_POLL)).
 const POLL: Duration = Duration::from_secs(2);
-/// On a remote stage, where each read is billed: 17,280 GETs a stream-day.
-const REMOTE_POLL: Duration = Duration::from_secs(5);
-/// How often requests are listed even if the control signal did not move.
-const FULL: Duration = Duration::from_secs(300);
 
 /// Every backfill request of the stream, oldest first.
 pub async fn list(log: &StreamLog) -> Result<Vec<Versioned<BackfillRequest>>> {
@@ -223,8 +220,7 @@ impl Task {
     /// (a request submitted anywhere touches it), not every pass.
     pub async fn run(mut self) {
         let mut last_check: Option<tokio::time::Instant> = None;
-        let poll = if self.log.stage().is_local() { Duration::ZERO } else { REMOTE_POLL };
-        let mut control = strata_stager::signal::ControlWatch::new(poll, FULL);
+        let mut control = strata_stager::signal::ControlWatch::for_stage(self.log.stage());
         loop {
             if let Some(every) = self.watch_publication
                 && last_check.is_none_or(|t| t.elapsed() >= every)

@@ -52,6 +52,16 @@ pub async fn touch_or_warn(stage: &Stage, what: &str) {
     }
 }
 
+/// How often a service on a remote stage reads the signal: each read is a
+/// billed GET (17,280 a service-day, $0.0069 at S3's list price). On local
+/// disk a read is a file open, so it is read whenever asked.
+pub const REMOTE_POLL: Duration = Duration::from_secs(5);
+/// How often the control objects are read in full on a remote stage even
+/// if the signal did not move (a change whose signal was lost).
+pub const REMOTE_FULL: Duration = Duration::from_secs(300);
+/// The same on local disk, where listing costs nothing.
+pub const LOCAL_FULL: Duration = Duration::from_secs(30);
+
 /// Whether the control objects must be read again.
 #[derive(Debug)]
 pub struct ControlWatch {
@@ -70,6 +80,12 @@ impl ControlWatch {
     pub fn new(poll: Duration, full: Duration) -> ControlWatch {
         let now = Instant::now();
         ControlWatch { seen: None, poll, full, next_poll: now, next_full: now }
+    }
+
+    /// The watch every service keeps on `stage`: [`REMOTE_POLL`] and
+    /// [`REMOTE_FULL`] on a remote stage, [`LOCAL_FULL`] on local disk.
+    pub fn for_stage(stage: &Stage) -> ControlWatch {
+        if stage.is_local() { ControlWatch::new(Duration::ZERO, LOCAL_FULL) } else { ControlWatch::new(REMOTE_POLL, REMOTE_FULL) }
     }
 
     /// True the first time, when the signal changed since the last true,

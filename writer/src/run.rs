@@ -6,8 +6,8 @@
 //! take, restarts a worker whose spec changed, and stops workers of removed
 //! or paused destinations. The control objects are read again only when
 //! the stage's control signal moved (see [`strata_stager::signal`]), which
-//! is read every pass on a local stage and every [`CONTROL_POLL`] on a
-//! remote one, and in full at least every [`CONTROL_FULL`].
+//! is read every pass on a local stage and every 5 s on a remote one, and
+//! in full at least every few minutes ([`ControlWatch::for_stage`]).
 //!
 //! Leases (`destinations/{name}/lease.json`) are renewed when the status
 //! they publish changes and after a third of their time to live (half, for
@@ -43,14 +43,6 @@ use crate::worker::{self, SharedWorkerStatus, WorkerStatus};
 
 /// How often running writers converge: "a few seconds".
 pub const RECONCILE: Duration = Duration::from_secs(2);
-/// How often a writer on a remote stage reads the control signal: each
-/// read is a billed GET (17,280 a writer-day, $0.0069 at S3's list price).
-pub const CONTROL_POLL: Duration = Duration::from_secs(5);
-/// How often the control objects are read in full even if the signal did
-/// not move (a change whose signal was lost). Remote stage; a local one
-/// reads them every [`LOCAL_CONTROL_FULL`].
-pub const CONTROL_FULL: Duration = Duration::from_secs(300);
-pub const LOCAL_CONTROL_FULL: Duration = Duration::from_secs(30);
 /// A destination's lease while its worker works: renewed every 5 s, so a
 /// dead writer's busy destinations move within this.
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
@@ -71,7 +63,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
 /// What the writer knows of the control objects between readings.
 struct Known {
     watch: ControlWatch,
-    local: bool,
     specs: HashMap<String, DestinationSpec>,
     /// Pending replay requests not yet started here.
     replays: Vec<Versioned<ReplayRequest>>,
@@ -80,9 +71,8 @@ struct Known {
 }
 
 impl Known {
-    fn new(local: bool) -> Known {
-        let watch = if local { ControlWatch::new(Duration::ZERO, LOCAL_CONTROL_FULL) } else { ControlWatch::new(CONTROL_POLL, CONTROL_FULL) };
-        Known { watch, local, specs: HashMap::new(), replays: Vec::new(), elsewhere: HashMap::new() }
+    fn new(stage: &Stage) -> Known {
+        Known { watch: ControlWatch::for_stage(stage), specs: HashMap::new(), replays: Vec::new(), elsewhere: HashMap::new() }
     }
 
     /// Reads the specs and replay requests again if the control signal says so.
@@ -149,7 +139,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         tokio::spawn(listener.run(listening.clone()));
     }
     let mut running: HashMap<String, Running> = HashMap::new();
-    let mut known = Known::new(stage.is_local());
+    let mut known = Known::new(&stage);
     loop {
         if let Err(e) = reconcile(&stage, &holder, &mut running, &mut known, &registry, &wakeups).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile pass failed; retrying");
@@ -203,7 +193,7 @@ async fn reconcile(
     wakeups: &crate::wakeup::Wakeups,
 ) -> Result<()> {
     known.refresh(stage).await?;
-    keep_or_stop(stage, running, &known.specs, known.local).await;
+    keep_or_stop(stage, running, &known.specs).await;
     start_replays(stage, running, &mut known.replays, wakeups).await;
     start_wanted(stage, holder, running, known, wakeups).await?;
     publish_figures(stage, running, registry).await
@@ -211,7 +201,7 @@ async fn reconcile(
 
 /// Stops what is removed, paused or changed; collects workers that ended;
 /// renews the leases of the rest.
-async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wanted: &HashMap<String, DestinationSpec>, local: bool) {
+async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wanted: &HashMap<String, DestinationSpec>) {
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
         let same = match (wanted.get(&name), running.get(&name)) {
@@ -248,7 +238,7 @@ async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wan
         }
         let Some(r) = running.get_mut(&name) else { continue };
         let (status, caught_up) = r.status.lock().map(|s| (serde_json::to_value(&*s).unwrap_or_default(), s.caught_up)).unwrap_or_default();
-        let (ttl, renew_after) = if caught_up && !local { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
+        let (ttl, renew_after) = if caught_up && !stage.is_local() { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
         let now = Timestamp::now();
         if !renewal_due(&r.lease.value, &status, now, renew_after) {
             continue;
