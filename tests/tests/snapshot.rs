@@ -253,3 +253,67 @@ async fn kill_9_during_the_snapshot_five_times_loses_and_doubles_nothing() {
     assert_mirror_equals_source(&stage, &stage_dir, &src_url, &TABLES, 0).await;
     reader.terminate().unwrap();
 }
+
+/// DDL committed after the snapshot point but before a table's copy: a
+/// dropped column (the copy fails), a `USING` that rewrites the table
+/// (an older snapshot reads the new files empty) and swapped column names
+/// (the copy would read each column into the other). The DDL runs while
+/// the one copy worker is still reading the large parent table, so it lands
+/// before `child` is read. Each time the table is copied again in a newer
+/// snapshot, and the mirror ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ddl_after_the_snapshot_point_gets_the_table_copied_again() {
+    let cases = [
+        "ALTER TABLE child DROP COLUMN x",
+        "ALTER TABLE child ALTER COLUMN v TYPE int USING v * 3",
+        "ALTER TABLE child RENAME COLUMN x TO tmp; ALTER TABLE child RENAME COLUMN y TO x; ALTER TABLE child RENAME COLUMN tmp TO y",
+    ];
+    for ddl in cases {
+        let cluster = PgCluster::shared();
+        let src_url = cluster.fresh_database().await.unwrap();
+        let src = session(&src_url).await;
+        src.batch_execute(
+            "CREATE TABLE parent (id int PRIMARY KEY, payload text);
+             INSERT INTO parent SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 400000) g;
+             CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent, x text, y text, v int);
+             INSERT INTO child SELECT g, 1 + g % 100, 'x' || g, 'y' || g, g FROM generate_series(1, 2000) g;",
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let stage_dir = dir.path().join("stage");
+        let extra = "[snapshot]\nworkers = 1\n";
+        let reader = RunningReader::start(Config::from_toml("t", &config_text(&src_url, &stage_dir, extra), &[]).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let copying = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY %\"parent\"%'";
+        while src.query_one(copying, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+            assert!(Instant::now() < deadline, "{ddl}: the snapshot started copying parent within 60 s");
+            assert!(!reader.is_finished(), "{ddl}: the reader is running");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        src.batch_execute(ddl).await.unwrap();
+        src.batch_execute("UPDATE child SET v = v + 1 WHERE id % 10 = 0; INSERT INTO child (id, parent_id) VALUES (5000, 1)").await.unwrap();
+        let still_copying = src.query_one(copying, &[]).await.unwrap().get::<_, i64>(0);
+        assert_eq!(still_copying, 1, "{ddl}: the DDL landed while parent was still being copied (make parent larger)");
+
+        let stage = Stage::local(&stage_dir).unwrap();
+        while snapshot_state(&stage).await.is_none_or(|s| s.phase != Phase::Done) {
+            assert!(Instant::now() < deadline, "{ddl}: the snapshot finished within 60 s");
+            assert!(!reader.is_finished(), "{ddl}: the reader is running");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let state = snapshot_state(&stage).await.unwrap();
+        let point_of = |name: &str| state.tables.iter().find(|p| p.table.name == name).map(|p| p.point);
+        assert_eq!(point_of("parent"), Some(state.point), "{ddl}: parent was copied at the stream's point");
+        assert!(point_of("child").is_some_and(|p| p > state.point), "{ddl}: child was copied again after the DDL");
+        assert_mirror_equals_source(&stage, &stage_dir, &src_url, &["public.parent", "public.child"], 99).await;
+        reader.stop().await.unwrap();
+        // The next case's database gets a slot of its own, once the stopped
+        // reader's walsender has let go of this one.
+        let drop = "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name = 'strata_main' AND NOT active";
+        while src.query_one(drop, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+            assert!(Instant::now() < deadline + Duration::from_secs(60), "{ddl}: the slot was released");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -23,13 +23,16 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use super::copytext::{Fields, Lines, fields};
-use super::plan::PageRange;
+use super::plan::{PageRange, Shape};
 use crate::batch::change_size;
 use crate::decode::TextFallbacks;
 
 /// One table being copied, shared by the workers copying its ranges.
 pub struct TableCopy {
     pub table: Arc<TableName>,
+    pub oid: u32,
+    /// The table as the snapshot saw it.
+    pub shape: Shape,
     pub schema: Arc<TableSchema>,
     pub level: u32,
     pub partitioned: bool,

@@ -27,6 +27,12 @@
 //!   kill gets a staged `truncate` before its new copy, so any reader of the
 //!   stage (mirror, replay) discards the partial rows: re-staging is harmless
 //!   by construction.
+//! - **DDL.** A table's copy reads the current files with the current
+//!   column names, not the snapshot's (see [`plan::Shape`]). When DDL since
+//!   the point dropped or renamed a copied column, retyped it, or rewrote or
+//!   truncated the table before its copy ended, the copy fails or would be
+//!   wrong; the table is then copied again in a newer snapshot, as after a
+//!   restart.
 //! - **State.** `streams/{stream}/snapshot.json` holds the point C, the
 //!   phase, and the per-table points once done; the stream resumes from C
 //!   and filters by those points on every start.
@@ -43,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
+use strata_common::backoff::Backoff;
 use strata_common::config::{Config, SnapshotMode, SourceConfig};
 use strata_common::{Change, Lsn, Op, TableName, Timestamp};
 use strata_stager::Versioned;
@@ -139,22 +146,39 @@ pub async fn ensure(ctx: &SnapshotCtx<'_>, db: &mut SourceDb, token: &Cancellati
     };
     version = Some(log.stage().put_json_if(&key, &state, version.as_ref()).await.context("recording the snapshot state")?);
 
-    let progress = Progress::scan(log, head, &state).await?;
-    // Resuming: the stream's exported snapshot is gone; take a fresh one
-    // from a temporary slot for the tables still to copy.
-    let export = match exported {
-        Some(e) => e,
-        None => {
-            let temporary = format!("strata_snapshot_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-            tracing::info!(completed = progress.completed.len(), "resuming the snapshot in a new exported snapshot");
-            ExportedSlot::create(&source.url, &temporary, true)?
+    let mut head = head;
+    let mut retry = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        let progress = Progress::scan(log, head, &state).await?;
+        // Resuming, or copying again after DDL: the stream's exported
+        // snapshot is gone or too old; take a fresh one from a temporary
+        // slot for the tables still to copy.
+        let export = match exported.take() {
+            Some(e) => e,
+            None => {
+                let temporary = format!("strata_snapshot_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+                tracing::info!(completed = progress.completed.len(), "continuing the snapshot in a new exported snapshot");
+                ExportedSlot::create(&source.url, &temporary, true)?
+            }
+        };
+        let mut copier = Copier::start(ctx, &mut *db, &export, head.map_or(1, |h| h + 1), state.point).await?;
+        let result = copier.run(progress, &mut state, &mut version, token).await;
+        drop(copier);
+        drop(export);
+        match result {
+            Ok(true) => break,
+            Ok(false) => return Ok(None),
+            Err(e) if e.downcast_ref::<TablesChanged>().is_some() => {
+                let delay = retry.next_delay();
+                tracing::warn!(error = format!("{e:#}"), delay_ms = delay.as_millis() as u64, "copying the changed tables again in a newer snapshot");
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                head = log.head(None).await.context("finding the stream's last batch")?;
+            }
+            Err(e) => return Err(e),
         }
-    };
-    let mut copier = Copier::start(ctx, db, &export, head.map_or(1, |h| h + 1), state.point).await?;
-    let done = copier.run(progress, &mut state, &mut version, token).await?;
-    drop(export);
-    if !done {
-        return Ok(None);
     }
     state.phase = Phase::Done;
     state.finished_at = Some(Timestamp::now());
@@ -162,6 +186,13 @@ pub async fn ensure(ctx: &SnapshotCtx<'_>, db: &mut SourceDb, token: &Cancellati
     tracing::info!(point = %state.point, tables = state.tables.len(), "snapshot complete; streaming changes from its point");
     Ok(Some(Seam::from_state(&state)))
 }
+
+/// DDL committed after the snapshot point reached tables before their copy
+/// finished (see [`plan::Shape`]): they are copied again, whole, in a newer
+/// snapshot, as after a restart.
+#[derive(Debug, thiserror::Error)]
+#[error("DDL after the snapshot point changed {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+struct TablesChanged(Vec<TableName>);
 
 /// What the stage already holds of an interrupted snapshot.
 #[derive(Default)]
@@ -248,6 +279,8 @@ impl<'a> Copier<'a> {
                 t,
                 Arc::new(TableCopy {
                     table: Arc::new(t.table.clone()),
+                    oid: t.relation.oid,
+                    shape: t.shape.clone(),
                     schema,
                     level: t.level,
                     partitioned: t.partitioned,
@@ -306,7 +339,7 @@ impl<'a> Copier<'a> {
                 let mut jobs = shared.jobs.lock().map_err(|_| anyhow!("snapshot job queue poisoned"))?;
                 for (planned, c) in copies.iter().filter(|(_, c)| c.level == level) {
                     let ranges = planned.ranges(range_pages);
-                    remaining.insert((*c.table).clone(), ranges.len());
+                    remaining.insert((*c.table).clone(), (ranges.len(), c.clone()));
                     // Largest tables first: the level ends when its longest copy does.
                     jobs.extend(ranges.into_iter().map(|range| Job { table: c.clone(), range }));
                 }
@@ -331,7 +364,7 @@ impl<'a> Copier<'a> {
         &mut self,
         level: u32,
         shared: &Arc<Shared>,
-        mut remaining: HashMap<TableName, usize>,
+        mut remaining: HashMap<TableName, (usize, Arc<TableCopy>)>,
         graph: &HashMap<TableName, SnapshotTable>,
         state: &mut SnapshotState,
         version: &mut Option<ObjectVersion>,
@@ -356,13 +389,19 @@ impl<'a> Copier<'a> {
                 Msg::RangeDone { table } => (table, None, true),
             };
             let mut completed = Vec::new();
-            if range_done && let Some(n) = remaining.get_mut(&*table.table) {
+            if range_done && let Some((n, _)) = remaining.get_mut(&*table.table) {
                 *n -= 1;
                 if *n == 0 {
                     completed.push((*table.table).clone());
                 }
             }
             let committed: Result<()> = async {
+                // Every row of the table is read: its copy holds only if no
+                // DDL reached it first.
+                let changed = if completed.is_empty() { Vec::new() } else { self.changed(std::iter::once(&table)).await? };
+                if !changed.is_empty() {
+                    return Err(TablesChanged(changed).into());
+                }
                 match part {
                     Some(part) => {
                         let mut w = BatchWriter::new(log, self.next_seq, BatchKind::Snapshot);
@@ -412,9 +451,36 @@ impl<'a> Copier<'a> {
             }
         }
         if let Some(e) = failure {
-            return Err(e);
+            return Err(self.explain(e, &remaining).await);
         }
-        Ok(!token.is_cancelled() && remaining.values().all(|&n| n == 0))
+        Ok(!token.is_cancelled() && remaining.values().all(|(n, _)| *n == 0))
+    }
+
+    /// A copy that failed on a column or table that DDL since the snapshot
+    /// point removed is [`TablesChanged`], to be copied again; any other
+    /// failure stands.
+    async fn explain(&self, e: anyhow::Error, remaining: &HashMap<TableName, (usize, Arc<TableCopy>)>) -> anyhow::Error {
+        if e.downcast_ref::<TablesChanged>().is_some() {
+            return e;
+        }
+        let unfinished = remaining.values().filter(|(n, _)| *n > 0).map(|(_, c)| c);
+        match self.changed(unfinished).await {
+            Ok(changed) if !changed.is_empty() => anyhow::Error::new(TablesChanged(changed)).context(format!("{e:#}")),
+            _ => e,
+        }
+    }
+
+    /// The tables among `tables` that DDL changed since the snapshot in a
+    /// way their copy cannot hold (see [`plan::Shape`]).
+    async fn changed(&self, tables: impl Iterator<Item = &Arc<TableCopy>>) -> Result<Vec<TableName>> {
+        let mut out = Vec::new();
+        for t in tables {
+            let now = plan::shape(self.db.client(), t.oid).await?;
+            if !t.shape.still_holds(now.as_ref(), t.schema.columns.iter().map(|c| c.name.as_str())) {
+                out.push((*t.table).clone());
+            }
+        }
+        Ok(out)
     }
 }
 

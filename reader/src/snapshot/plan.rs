@@ -28,6 +28,69 @@ pub struct PlannedTable {
     pub partitioned: bool,
     pub graph: SnapshotTable,
     pub level: u32,
+    /// The table as the snapshot sees it, to tell whether DDL since then
+    /// invalidates its copy.
+    pub shape: Shape,
+}
+
+/// What a table's copy relies on keeping the state it had in the snapshot:
+/// the name it is read by, the files its rows are read from, and each
+/// column by number, name and type. Reading catalog tables by SQL sees them
+/// as of the transaction's snapshot, while a COPY resolves names against
+/// the current catalog and reads the current files; so DDL committed after
+/// the snapshot point makes a copy fail (a dropped or renamed column) or,
+/// worse, read nothing: TRUNCATE and table rewrites (`ALTER COLUMN … TYPE`,
+/// a volatile default) are not MVCC-safe, and an older snapshot sees the
+/// new files empty. Comparing the two states catches both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    name: (String, String),
+    /// `(oid, relfilenode)` of the table and, for a partitioned root, of
+    /// every partition below it.
+    files: Vec<(u32, u32)>,
+    columns: Vec<(i16, String, u32)>,
+}
+
+impl Shape {
+    /// Whether a copy of `copied` columns made as of `self` still reads
+    /// the same rows and columns from a table now shaped as `now`; columns
+    /// added since do not matter.
+    pub fn still_holds<'a>(&self, now: Option<&Shape>, mut copied: impl Iterator<Item = &'a str>) -> bool {
+        let Some(now) = now else { return false };
+        self.name == now.name
+            && self.files == now.files
+            && copied.all(|c| {
+                let then = self.columns.iter().find(|(_, name, _)| name == c);
+                then.is_some_and(|then| now.columns.contains(then))
+            })
+    }
+}
+
+/// `oid`'s [`Shape`] as `client` sees the catalog (`None`: no such table).
+pub async fn shape(client: &Client, oid: u32) -> Result<Option<Shape>> {
+    let row = client
+        .query_opt(
+            "WITH RECURSIVE tree(oid) AS ( \
+                 SELECT $1::oid UNION ALL \
+                 SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid \
+                 WHERE (SELECT relkind FROM pg_class WHERE oid = $1::oid) = 'p'), \
+             files AS (SELECT p.oid, p.relfilenode FROM tree JOIN pg_class p ON p.oid = tree.oid), \
+             cols AS (SELECT attnum, attname::text AS attname, atttypid FROM pg_attribute \
+                      WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped) \
+             SELECT n.nspname::text, c.relname::text, \
+                    ARRAY(SELECT oid FROM files ORDER BY oid), ARRAY(SELECT relfilenode FROM files ORDER BY oid), \
+                    ARRAY(SELECT attnum FROM cols ORDER BY attnum), ARRAY(SELECT attname FROM cols ORDER BY attnum), \
+                    ARRAY(SELECT atttypid FROM cols ORDER BY attnum) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid",
+            &[&oid],
+        )
+        .await
+        .with_context(|| format!("reading the shape of relation {oid}"))?;
+    let Some(row) = row else { return Ok(None) };
+    let files = row.get::<_, Vec<u32>>(2).into_iter().zip(row.get::<_, Vec<u32>>(3)).collect();
+    let (numbers, names, types): (Vec<i16>, Vec<String>, Vec<u32>) = (row.get(4), row.get(5), row.get(6));
+    let columns = numbers.into_iter().zip(names).zip(types).map(|((n, name), t)| (n, name, t)).collect();
+    Ok(Some(Shape { name: (row.get(0), row.get(1)), files, columns }))
 }
 
 /// A page range `[start, end)` of a table; `end = None` is open-ended.
@@ -86,6 +149,7 @@ pub async fn plan(client: &Client, publication: &str) -> Result<Vec<PlannedTable
         let kind: String = r.get(4);
         let published: Option<Vec<String>> = r.get(7);
         let columns = columns(client, oid, &identity, published.as_deref()).await.with_context(|| format!("reading the columns of {table}"))?;
+        let shape = shape(client, oid).await?.with_context(|| format!("{table} (relation {oid}) vanished from the snapshot's catalog"))?;
         tables.push(PlannedTable {
             relation: Relation {
                 oid,
@@ -100,6 +164,7 @@ pub async fn plan(client: &Client, publication: &str) -> Result<Vec<PlannedTable
             estimated_rows: r.get::<_, f64>(6) as u64,
             partitioned: kind == "p",
             level: 0,
+            shape,
         });
     }
     let edges = client
@@ -345,6 +410,7 @@ mod tests {
             estimated_rows: 0,
             partitioned: false,
             level: 0,
+            shape: Shape { name: ("public".into(), name.into()), files: vec![], columns: vec![] },
         }
     }
 
