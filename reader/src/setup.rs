@@ -261,7 +261,6 @@ impl SourceDb {
     /// Returns the slot, creating a pgoutput slot if absent. A slot of another
     /// plugin or database is an error: it belongs to someone else.
     pub async fn ensure_slot(&self, name: &str) -> Result<SlotState> {
-        let db: String = self.client.query_one("SELECT current_database()::text", &[]).await?.get(0);
         if self.slot(name).await?.is_none() {
             let created = self.client.query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&name]).await;
             match created {
@@ -272,6 +271,14 @@ impl SourceDb {
             }
         }
         let slot = self.slot(name).await?.with_context(|| format!("replication slot {name:?} vanished after creation"))?;
+        self.check_slot_owner(name, &slot).await?;
+        Ok(slot)
+    }
+
+    /// Refuses a slot of another plugin or database: it belongs to someone
+    /// else, and its position says nothing about this database.
+    pub async fn check_slot_owner(&self, name: &str, slot: &SlotState) -> Result<()> {
+        let db: String = self.client.query_one("SELECT current_database()::text", &[]).await?.get(0);
         if slot.plugin.as_deref() != Some("pgoutput") || slot.database.as_deref() != Some(db.as_str()) {
             bail!(
                 "replication slot {name:?} exists for plugin {:?} in database {:?}, not pgoutput in {db:?}; \
@@ -280,7 +287,7 @@ impl SourceDb {
                 slot.database
             );
         }
-        Ok(slot)
+        Ok(())
     }
 
     /// What the catalog says about a non-built-in type.

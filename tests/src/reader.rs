@@ -34,6 +34,11 @@ impl RunningReader {
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
+
+    /// Waits for the reader to end by itself, and returns how it ended.
+    pub async fn stop_when_finished(self) -> Result<()> {
+        self.task.await.context("reader task panicked")?
+    }
 }
 
 /// A service (`strata-reader-under-test` or `strata-writer-under-test`)

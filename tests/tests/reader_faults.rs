@@ -1,5 +1,6 @@
 //! strata-reader under faults: killed with SIGKILL at random points,
 //! PostgreSQL restarted under it, a transaction far larger than its memory,
+//! a slot of the configured name in another database,
 //! and a second reader on the same stream. In every case the stage ends up
 //! holding each committed change exactly once.
 
@@ -192,4 +193,23 @@ async fn a_second_reader_waits_and_takes_over_when_the_first_stops() {
     let lease: serde_json::Value = serde_json::from_slice(&std::fs::read(stage_dir.join("streams/main/reader.json")).unwrap()).unwrap();
     assert!(lease["holder"].as_str().unwrap().contains(&second.pid().to_string()));
     assert!(second.terminate().unwrap().success());
+}
+
+/// A slot of the configured name that belongs to another database says
+/// nothing about this one: the reader refuses it, naming both, and stages
+/// nothing, rather than snapshotting from the other database's position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_of_another_database_is_refused_before_the_snapshot() {
+    let cluster = PgCluster::shared();
+    let other = connect(&cluster.fresh_database().await.unwrap()).await.unwrap();
+    other.batch_execute("SELECT pg_create_logical_replication_slot('strata_main', 'pgoutput')").await.unwrap();
+    let url = cluster.fresh_database().await.unwrap();
+    connect(&url).await.unwrap().batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reader = RunningReader::start(config(&url, dir.path(), ""));
+    let ended = tokio::time::timeout(Duration::from_secs(60), reader.stop_when_finished()).await.expect("the reader exited within 60 s");
+    let error = format!("{:#}", ended.expect_err("the reader refused the slot"));
+    assert!(error.contains("\"strata_main\"") && error.contains("choose another source.slot"), "{error}");
+    let staged = staged_changes(&Stage::local(dir.path()).unwrap(), "main").await.unwrap();
+    assert!(staged.is_empty(), "nothing was staged: {staged:?}");
 }

@@ -123,6 +123,7 @@ pub async fn ensure(ctx: &SnapshotCtx<'_>, db: &mut SourceDb, token: &Cancellati
             let point = match db.slot(&slot).await? {
                 // An earlier start created the slot and died before recording it.
                 Some(existing) => {
+                    db.check_slot_owner(&slot, &existing).await?;
                     existing.confirmed_flush.with_context(|| format!("replication slot {slot:?} has no confirmed position yet; retry once it is consistent"))?
                 }
                 None => {
