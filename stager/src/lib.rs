@@ -42,6 +42,7 @@ pub mod read;
 pub mod requests;
 pub mod schema;
 pub mod signal;
+pub mod splice;
 pub mod store;
 pub mod verify;
 

@@ -262,6 +262,19 @@ impl StreamLog {
         .await
     }
 
+    /// A data file's bytes, undecoded, once its size, checksum and footer
+    /// (table and schema version) match its manifest entry.
+    pub async fn fetch_checked_file(&self, entry: &FileEntry) -> Result<Bytes> {
+        let (path, bytes) = self.fetch_file(entry).await?;
+        let (entry, checked) = (entry.clone(), bytes.clone());
+        blocking(move || {
+            let reader = FileReader::open(&path, checked, 1)?;
+            check_identity(&path, &entry, &reader.table, reader.schema_version)
+        })
+        .await?;
+        Ok(bytes)
+    }
+
     /// Opens a data file to decode `chunk_rows` changes at a time (a large
     /// part of a huge transaction, read without holding all its rows).
     pub async fn open_file(&self, entry: &FileEntry, chunk_rows: usize) -> Result<FileReader> {

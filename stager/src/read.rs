@@ -12,6 +12,11 @@
 //! [`LargeBatch`]: its header and file list, to be read a chunk at a time
 //! through [`BatchReader::chunks`], so a transaction of any size costs one
 //! chunk of decoded memory.
+//!
+//! A reader made [`with_files`](BatchReader::with_files) (for a destination
+//! that writes the stage's own Parquet files) returns a batch the window
+//! keeps whole, and of at most [`STAGED_BATCH_MAX_BYTES`], undecoded: each
+//! data file's checked bytes in [`StagedBatch::files`], no changes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +34,11 @@ use crate::schema::TableSchema;
 /// instead of decoded whole: a decoded change takes some 600 bytes, so a
 /// whole batch stays near 30 MiB.
 pub const WHOLE_BATCH_MAX_ROWS: u64 = 50_000;
+
+/// Batches of data files up to this size are returned undecoded to a
+/// reader [`with_files`](BatchReader::with_files); larger ones are read as
+/// any other, a chunk at a time.
+pub const STAGED_BATCH_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The commit times to keep: changes committed at or after `from` and at or
 /// before `until` (both inclusive; `None` is unbounded).
@@ -49,6 +59,18 @@ impl Window {
         }
         changes
     }
+
+    /// Whether every change committed from `min` to `max` is inside.
+    pub fn keeps_all(self, min: Timestamp, max: Timestamp) -> bool {
+        self.from.is_none_or(|t| t <= min) && self.until.is_none_or(|t| max <= t)
+    }
+}
+
+/// A data file as staged: its Parquet bytes, checked against the manifest.
+#[derive(Debug, Clone)]
+pub struct StagedFile {
+    pub rows: u64,
+    pub bytes: bytes::Bytes,
 }
 
 /// A committed batch, decoded: the manifest's facts and each data file's
@@ -63,7 +85,12 @@ pub struct StagedBatch {
     pub commit_ts_max: Timestamp,
     /// When the reader committed the batch to the stage.
     pub staged_at: Timestamp,
+    /// The size of its data files as staged.
+    pub staged_bytes: u64,
     pub tables: Vec<TableBatch>,
+    /// For a batch read undecoded: each data file, in `tables`' order
+    /// (whose changes are then empty). Empty for a decoded batch.
+    pub files: Vec<StagedFile>,
 }
 
 /// A batch too large to decode whole: `header.tables` has one entry per
@@ -110,6 +137,7 @@ pub struct BatchReader {
     log: StreamLog,
     schemas: SchemaCache,
     ahead: Option<Ahead>,
+    files: bool,
 }
 
 impl Drop for BatchReader {
@@ -122,7 +150,13 @@ impl Drop for BatchReader {
 
 impl BatchReader {
     pub fn new(log: &StreamLog) -> BatchReader {
-        BatchReader { log: log.clone(), schemas: SchemaCache::default(), ahead: None }
+        BatchReader { log: log.clone(), schemas: SchemaCache::default(), ahead: None, files: false }
+    }
+
+    /// Returns batches undecoded where it can (see the module docs).
+    pub fn with_files(mut self, files: bool) -> BatchReader {
+        self.files = files;
+        self
     }
 
     pub fn log(&self) -> &StreamLog {
@@ -146,14 +180,14 @@ impl BatchReader {
         // by the caller as any other.
         let fetched = match ahead {
             Some(Ok(Some(f))) => f,
-            _ => match fetch(self.log.clone(), self.schemas.clone(), seq, window).await? {
+            _ => match fetch(self.log.clone(), self.schemas.clone(), seq, window, self.files).await? {
                 Some(f) => f,
                 None => return Ok(None),
             },
         };
         if matches!(fetched, Fetched::Whole(_)) {
             let next = Window { from: None, ..window };
-            let task = tokio::spawn(fetch(self.log.clone(), self.schemas.clone(), seq + 1, next));
+            let task = tokio::spawn(fetch(self.log.clone(), self.schemas.clone(), seq + 1, next, self.files));
             self.ahead = Some(Ahead { seq: seq + 1, window: next, task });
         }
         Ok(Some(fetched))
@@ -191,7 +225,7 @@ impl Chunks {
 }
 
 /// Fetches batch `seq`: see [`BatchReader::fetch`].
-async fn fetch(log: StreamLog, schemas: SchemaCache, seq: u64, window: Window) -> Result<Option<Fetched>> {
+async fn fetch(log: StreamLog, schemas: SchemaCache, seq: u64, window: Window, files: bool) -> Result<Option<Fetched>> {
     let Some(m) = log.read_opt(seq).await? else {
         return Ok(None);
     };
@@ -206,8 +240,17 @@ async fn fetch(log: StreamLog, schemas: SchemaCache, seq: u64, window: Window) -
         commit_ts_min: m.commit_ts.min,
         commit_ts_max: m.commit_ts.max,
         staged_at: m.created_at,
+        staged_bytes: m.files.iter().map(|f| f.bytes).sum(),
         tables,
+        files: Vec::new(),
     };
+    if files && window.keeps_all(m.commit_ts.min, m.commit_ts.max) && batch.staged_bytes <= STAGED_BATCH_MAX_BYTES {
+        for f in &m.files {
+            let bytes = log.fetch_checked_file(f).await?;
+            batch.files.push(StagedFile { rows: f.rows, bytes });
+        }
+        return Ok(Some(Fetched::Whole(batch)));
+    }
     if m.counts.rows > WHOLE_BATCH_MAX_ROWS {
         return Ok(Some(Fetched::Large(LargeBatch { header: batch, files: m.files })));
     }

@@ -76,7 +76,9 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
         commit_ts_min: changes[0].commit_ts,
         commit_ts_max: changes.last().unwrap().commit_ts,
         staged_at: changes.last().unwrap().commit_ts,
+        staged_bytes: 0,
         tables: vec![TableBatch { schema: schema(), changes }],
+        files: Vec::new(),
         part: None,
     }
 }

@@ -25,7 +25,7 @@ use std::pin::Pin;
 
 pub use registry::DestinationKind;
 use strata_common::{Lsn, Timestamp};
-use strata_stager::read::StagedBatch;
+use strata_stager::read::{StagedBatch, StagedFile};
 
 /// One table's changes of a batch, in commit order: the stage's own type.
 pub use strata_stager::log::TableBatch;
@@ -45,8 +45,15 @@ pub struct Batch {
     pub commit_ts_max: Timestamp,
     /// When the reader committed the batch to the stage.
     pub staged_at: Timestamp,
+    /// The size of the batch's data files as staged (of all it holds).
+    pub staged_bytes: u64,
     /// In the manifest's file order: a table's parts stay in commit order.
     pub tables: Vec<TableBatch>,
+    /// Empty, or one entry per `tables` entry: a data file delivered as
+    /// staged, undecoded (its `changes` are then empty). Only a destination
+    /// that [reads staged files](DestinationKind::reads_staged_files) is
+    /// given these.
+    pub files: Vec<Option<StagedFile>>,
     /// Which part of a batch delivered part by part this is; `None` for a
     /// whole batch.
     pub part: Option<PartId>,
@@ -88,7 +95,9 @@ impl From<StagedBatch> for Batch {
             commit_ts_min: b.commit_ts_min,
             commit_ts_max: b.commit_ts_max,
             staged_at: b.staged_at,
+            staged_bytes: b.staged_bytes,
             tables: b.tables,
+            files: b.files.into_iter().map(Some).collect(),
             part: None,
         }
     }
@@ -96,7 +105,12 @@ impl From<StagedBatch> for Batch {
 
 impl Batch {
     pub fn rows(&self) -> u64 {
-        self.tables.iter().map(|t| t.changes.len() as u64).sum()
+        self.tables.iter().map(|t| t.changes.len() as u64).sum::<u64>() + self.files.iter().flatten().map(|f| f.rows).sum::<u64>()
+    }
+
+    /// The staged file given for `tables[i]`, if it was not decoded.
+    pub fn file(&self, i: usize) -> Option<&StagedFile> {
+        self.files.get(i).and_then(Option::as_ref)
     }
 
     /// Consecutive batches as one delivery; `parts` is not empty and in seq order.
@@ -108,6 +122,14 @@ impl Batch {
             out.lsn_end = b.lsn_end;
             out.commit_ts_min = out.commit_ts_min.min(b.commit_ts_min);
             out.commit_ts_max = out.commit_ts_max.max(b.commit_ts_max);
+            out.staged_bytes += b.staged_bytes;
+            // Keep `files` aligned with `tables` when only some parts have them.
+            if !b.files.is_empty() || !out.files.is_empty() {
+                out.files.resize(out.tables.len(), None);
+                let mut files = b.files;
+                files.resize(b.tables.len(), None);
+                out.files.extend(files);
+            }
             out.tables.extend(b.tables);
         }
         out
@@ -124,7 +146,13 @@ impl Batch {
                 keep
             });
         }
-        out.tables.retain(|t| !t.changes.is_empty());
+        let kept: Vec<bool> = (0..out.tables.len()).map(|i| !out.tables[i].changes.is_empty() || out.file(i).is_some()).collect();
+        let mut keep = kept.iter();
+        out.tables.retain(|_| keep.next().copied().unwrap_or(false));
+        if !out.files.is_empty() {
+            let mut keep = kept.iter();
+            out.files.retain(|_| keep.next().copied().unwrap_or(false));
+        }
         out
     }
 }

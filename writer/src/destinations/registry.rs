@@ -66,6 +66,12 @@ impl DestinationKind {
 
     /// How this destination wants consecutive batches gathered into one
     /// delivery, if at all.
+    /// Whether this destination writes the stage's own data files, so a
+    /// batch it takes whole can be given to it undecoded.
+    pub fn reads_staged_files(&self) -> bool {
+        matches!(self, DestinationKind::Files(f) if f.format == FileFormat::Parquet)
+    }
+
     pub fn roll_up(&self) -> Option<RollUp> {
         match self {
             DestinationKind::Files(f) => Some(f.roll_up()),

@@ -71,20 +71,22 @@ impl Deliverer<'_> {
     }
 
     /// Gathers the batches after `first` into one delivery until it holds
-    /// `rows` rows, or — when no further batch is staged yet — until the first
-    /// has waited `max_wait` since it was staged. The boundaries depend on the
+    /// `rows` rows or [`ROLL_UP_MAX_BYTES`] of staged files, or — when no
+    /// further batch is staged yet — until the first has waited `max_wait`
+    /// since it was staged. The boundaries depend on the
     /// staged batches alone, or end later when more was staged, which is what
     /// keeps the files destination's names stable across redeliveries.
     async fn gather(&mut self, first: Batch, roll: RollUp) -> Result<Batch, StageError> {
         let deadline = first.staged_at.0.saturating_add(i64::try_from(roll.max_wait.as_micros()).unwrap_or(i64::MAX));
-        let mut rows = first.rows();
+        let (mut rows, mut bytes) = (first.rows(), first.staged_bytes);
         let mut parts = vec![first];
-        while rows < roll.rows {
+        while rows < roll.rows && bytes < ROLL_UP_MAX_BYTES {
             let next = parts.last().map_or(0, |b| b.seq) + 1;
             match self.reader.fetch(next, Window::default()).await? {
                 Some(Fetched::Whole(b)) => {
                     let b = Batch::from(b);
                     rows += b.rows();
+                    bytes += b.staged_bytes;
                     parts.push(b);
                 }
                 // Delivered alone, part by part.
@@ -180,6 +182,10 @@ impl Deliverer<'_> {
 /// decoded, so a worker holds a few dozen MiB whatever the batch's size,
 /// and the files destination writes files of a useful size.
 const PART_ROWS: usize = 20_000;
+
+/// Staged bytes gathered into one delivery at most (a batch may pass it):
+/// bounds the memory of a roll-up of wide rows, which a row count does not.
+const ROLL_UP_MAX_BYTES: u64 = 32 * 1024 * 1024;
 
 /// How many times the `skip` policy sets aside rejected changes of one
 /// batch before it gives up and pauses the destination (a rejection that

@@ -109,7 +109,9 @@ impl Worker {
         }
         tracing::info!(destination = self.spec.name, next = p.next, "delivering");
         set(&self.status, |s| s.schedule = self.spec.schedule.to_string());
-        let mut reader = BatchReader::new(&self.log);
+        // A destination writing the stage's own files, unchanged, is given
+        // them undecoded.
+        let mut reader = BatchReader::new(&self.log).with_files(self.spec.destination.reads_staged_files() && self.spec.transforms.is_empty());
         loop {
             if self.token.is_cancelled() || p.await_run(&self.log, &self.spec, &self.token, &self.status).await? == Go::Stop {
                 return Ok(());

@@ -11,8 +11,14 @@
 //!   folders are plain (`2026-11-20/10`), as in the stage, so no Hive
 //!   partition key ever shadows a user column.
 //! - Roll-up: consecutive staged batches are gathered into one file per
-//!   table until `roll_up_rows` rows, or until the oldest has waited
-//!   `roll_up_secs` — a busy stream does not make a file per batch.
+//!   table until `roll_up_rows` rows (or 32 MiB of staged files), or until
+//!   the oldest has waited `roll_up_secs` — a busy stream does not make a
+//!   file per batch.
+//! - Parquet without transforms: the staged files are the destination's
+//!   format already, so they are not decoded. A group's files of one table
+//!   are joined row group by row group, their encoded column chunks copied
+//!   as they are ([`strata_stager::splice`]); a replay's first batch cut
+//!   inside by its time is decoded, as are batches with transforms.
 //! - File names come from the first seq of the group. A writer killed after
 //!   writing a group but before moving its cursor gathers again from that
 //!   same seq, so the files are overwritten, never duplicated: the group
