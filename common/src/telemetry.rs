@@ -32,11 +32,18 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter(level.unwrap_or("info"))))
         .unwrap_or_else(|_| EnvFilter::new(default_filter("info")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour(std::env::var_os("NO_COLOR")));
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Colour codes only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour(no_color: Option<std::ffi::OsString>) -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Crates that log routine protocol traffic at INFO: capped at WARN unless

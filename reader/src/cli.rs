@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use strata_common::TableName;
 use strata_common::cli::CommonArgs;
-use strata_common::config::Config;
+use strata_common::config::{Config, has_literal_password};
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 
@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(clap::Subcommand)]
 enum Command {
+    /// Check the configuration without connecting to anything: every
+    /// problem named at once; exit 1 if there is any.
+    Validate,
     /// Re-stage a table's current rows while the stream keeps running
     /// (picked up by the running reader; progress in the request object).
     Backfill {
@@ -33,9 +36,12 @@ enum Command {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    cli.common.require_stage(false)?;
     let config = cli.common.start()?;
-    if let Some(Command::Backfill { table }) = cli.command {
-        return backfill(&config, &table).await;
+    match cli.command {
+        Some(Command::Backfill { table }) => return backfill(&config, &table).await,
+        Some(Command::Validate) => return Ok(validate(&config, &cli.common.origin())),
+        None => {}
     }
     let shutdown = strata_common::service::shutdown_on_signals();
     crate::run::run(&config, shutdown).await?;
@@ -62,6 +68,37 @@ async fn backfill(config: &Config, table: &str) -> Result<ExitCode> {
     println!("backfill {} of {table} requested; the running reader of stream {:?} picks it up", req.id, source.stream);
     println!("progress: {}", log.keys().backfill(&req.id)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the reader needs beyond a configuration that loads (which names its
+/// own problems): a source, a connection string that parses, a stage URL
+/// it can open. Prints each problem, or a summary; no I/O.
+fn validate(config: &Config, origin: &str) -> ExitCode {
+    let mut problems = Vec::new();
+    if let Err(e) = Stage::check_url(&config.stage.url, &config.stage.options) {
+        problems.push(format!("`stage.url`: {e}"));
+    }
+    match &config.source {
+        None => problems.push("`source`: missing; the reader needs [source] with url (or STRATA_SOURCE__URL)".to_owned()),
+        Some(source) => {
+            if let Err(e) = source.url.expose().parse::<tokio_postgres::Config>() {
+                problems.push(format!("`source.url`: not a PostgreSQL connection string ({e})"));
+            }
+            if has_literal_password(source.url.expose()) {
+                println!("note: `source.url` holds a literal password; prefer ${{VAR}} or ${{file:PATH}}");
+            }
+        }
+    }
+    if problems.is_empty() {
+        let source = config.source.as_ref().map(|s| format!("stream {:?} from {}, tables {}", s.stream, s.url, s.tables.join(", "))).unwrap_or_default();
+        println!("config {origin}: ok ({source}; stage {})", config.stage.url);
+        return ExitCode::SUCCESS;
+    }
+    println!("config {origin}: {} problem{}:", problems.len(), if problems.len() == 1 { "" } else { "s" });
+    for p in &problems {
+        println!("  - {p}");
+    }
+    ExitCode::from(1)
 }
 
 /// The `strata-reader` command line: parses arguments, runs until SIGTERM

@@ -64,6 +64,12 @@ enum Backend {
     Remote,
 }
 
+/// What a stage URL names, before it is opened.
+enum Target {
+    Remote(Stage),
+    Local(PathBuf),
+}
+
 /// A handle on a stage. Cheap to clone.
 #[derive(Clone)]
 pub struct Stage {
@@ -85,6 +91,34 @@ impl Stage {
     /// environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
     /// `AWS_ACCESS_KEY_ID`, `AWS_ALLOW_HTTP`, …), overridden by `options`.
     pub fn open(url: &str, options: &BTreeMap<String, SecretString>) -> Result<Stage> {
+        match Stage::resolve(url, options)? {
+            Target::Remote(stage) => Ok(stage),
+            Target::Local(path) => Stage::local(&path),
+        }
+    }
+
+    /// As [`Stage::open`], but a local stage directory must exist already:
+    /// for commands that only look, which must not create an empty stage
+    /// where a path was mistyped.
+    pub fn open_existing(url: &str, options: &BTreeMap<String, SecretString>) -> Result<Stage> {
+        match Stage::resolve(url, options)? {
+            Target::Remote(stage) => Ok(stage),
+            Target::Local(path) if path.is_dir() => Stage::local(&path),
+            Target::Local(path) => {
+                Err(StageError::InvalidUrl { url: url.to_owned(), reason: format!("no stage here: directory {} does not exist", path.display()) })
+            }
+        }
+    }
+
+    /// Checks that `url` and `options` name a stage this build can open,
+    /// without any I/O (a local directory need not exist yet).
+    pub fn check_url(url: &str, options: &BTreeMap<String, SecretString>) -> Result<()> {
+        Stage::resolve(url, options).map(drop)
+    }
+
+    /// What `url` names: a remote stage (built, no request made) or a
+    /// local directory (not yet opened).
+    fn resolve(url: &str, options: &BTreeMap<String, SecretString>) -> Result<Target> {
         let invalid = |reason: String| StageError::InvalidUrl { url: url.to_owned(), reason };
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -104,7 +138,7 @@ impl Stage {
                 let p = Path::parse(prefix).map_err(|e| invalid(format!("prefix {prefix:?}: {e}")))?;
                 Arc::new(PrefixStore::new(s3, p))
             };
-            return Ok(Stage { store, backend: Backend::Remote, url: url.into(), requests: RequestCounts::default() });
+            return Ok(Target::Remote(Stage { store, backend: Backend::Remote, url: url.into(), requests: RequestCounts::default() }));
         }
         if !options.is_empty() {
             return Err(invalid("stage.options apply to s3:// stages only".to_owned()));
@@ -120,7 +154,7 @@ impl Stage {
         } else {
             PathBuf::from(url)
         };
-        Stage::local(&path)
+        Ok(Target::Local(path))
     }
 
     /// Opens (creating if needed) a stage directory on local disk.
@@ -340,4 +374,24 @@ fn local_swap(key: &Path, target: &std::path::Path, lock_path: &std::path::Path,
     result?;
     drop(lock);
     Ok(content_version(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_open_creates_a_missing_local_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("typo");
+        let url = missing.display().to_string();
+        let e = Stage::open_existing(&url, &BTreeMap::new()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("does not exist"), "{e}");
+        Stage::check_url(&url, &BTreeMap::new()).unwrap();
+        assert!(Stage::check_url("gs://bucket/x", &BTreeMap::new()).is_err());
+        assert!(!missing.exists(), "neither created it");
+        Stage::open(&url, &BTreeMap::new()).unwrap();
+        assert!(missing.is_dir());
+        Stage::open_existing(&url, &BTreeMap::new()).unwrap();
+    }
 }

@@ -49,6 +49,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "stop")]
         then: ThenArg,
     },
+    /// Check the configuration and every destination spec in the stage,
+    /// connecting to nothing: every problem named at once; exit 1 if any.
+    Validate,
     /// Streams, destinations, cursors, lag and errors.
     Status {
         #[arg(long)]
@@ -110,8 +113,10 @@ fn stage(config: &Config) -> Result<Stage> {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    cli.common.require_stage(false)?;
     let config = cli.common.start()?;
     match cli.command.unwrap_or(Command::Run) {
+        Command::Validate => return crate::validate::validate(&config, &cli.common.origin()).await,
         Command::Run => {
             let shutdown = strata_common::service::shutdown_on_signals();
             crate::run::run(&config, shutdown).await?;

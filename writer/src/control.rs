@@ -23,22 +23,31 @@ pub async fn read(stage: &Stage, name: &str) -> Result<Option<Versioned<Destinat
 /// Every destination's spec; an unreadable one is reported, not fatal.
 pub async fn list(stage: &Stage) -> Result<Vec<Versioned<DestinationSpec>>> {
     let mut out = Vec::new();
-    for dir in stage.list_dirs(&destinations_prefix()).await? {
-        let Some(seg) = dir.filename() else { continue };
-        let name = match decode_name(seg) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(key = %dir, error = %e, "skipping a destination folder with an invalid name");
-                continue;
-            }
-        };
-        match read(stage, &name).await {
-            Ok(Some(s)) => out.push(s),
-            Ok(None) => {}
+    for (name, spec) in read_all(stage).await? {
+        match spec {
+            Ok(s) => out.push(s),
             Err(e) => tracing::warn!(destination = name, error = format!("{e:#}"), "skipping an unreadable destination spec"),
         }
     }
-    out.sort_by(|a, b| a.value.name.cmp(&b.value.name));
+    Ok(out)
+}
+
+/// Every destination folder of the stage, by name, with its spec or why it
+/// cannot be read; sorted by name. Folders without a spec are left out.
+pub async fn read_all(stage: &Stage) -> Result<Vec<(String, Result<Versioned<DestinationSpec>>)>> {
+    let mut out = Vec::new();
+    for dir in stage.list_dirs(&destinations_prefix()).await? {
+        let Some(seg) = dir.filename() else { continue };
+        match decode_name(seg) {
+            Ok(name) => match read(stage, &name).await {
+                Ok(Some(s)) => out.push((name, Ok(s))),
+                Ok(None) => {}
+                Err(e) => out.push((name, Err(e))),
+            },
+            Err(e) => out.push((seg.to_owned(), Err(anyhow::Error::new(e).context(format!("folder {dir} has an invalid name"))))),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

@@ -47,5 +47,6 @@ pub mod run;
 pub mod schedule;
 pub mod spec;
 pub mod transform;
+pub mod validate;
 pub mod wakeup;
 pub mod worker;

@@ -11,6 +11,7 @@
 //!    separates levels because keys themselves contain single ones. A value is
 //!    typed like the key it replaces (an integer key parses as an integer).
 //!    Variables without `__` are not config (`STRATA_VENV` is for scripts).
+//!    `${…}` references in an override expand as in the file.
 //! 3. The result is deserialized with unknown keys rejected, then
 //!    [`Config::validate`] checks values without doing any I/O.
 //!
@@ -26,17 +27,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ident::TableName;
-
+mod check;
 mod overrides;
 mod secrets;
 mod units;
 
+pub use check::{Problem, check_log_level};
 pub use overrides::{ENV_PREFIX, ENV_SEPARATOR};
 
 pub use secrets::{ReferenceError, SecretString, SecretUrl, expand_references, has_literal_password, is_reference, redact_conn_str};
-use units::{byte_size, duration, opt_duration};
-pub use units::{format_duration, parse_byte_size, parse_duration};
+use units::{byte_size, duration, opt_duration, opt_listen};
+pub use units::{format_duration, parse_byte_size, parse_duration, parse_listen};
 
 /// Everything that can be wrong with a configuration, naming where.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,9 @@ pub enum ConfigError {
     Override { var: String, message: String },
     #[error("config {origin}: `{key}`: {message}")]
     Invalid { origin: String, key: String, message: String },
+    /// Every problem found, each with its key.
+    #[error("config {origin}: {}", check::describe(problems))]
+    Problems { origin: String, problems: Vec<Problem> },
 }
 
 /// The whole `strata.toml`.
@@ -295,9 +299,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// Address of `/metrics`, `/healthz`, `/readyz`; each service has its own
-    /// default port (reader 9464, writer 9465).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Address of `/metrics`, `/healthz`, `/readyz`: `IP:port`, or `:port`
+    /// for every interface; each service has its own default (reader
+    /// `127.0.0.1:9464`, writer `127.0.0.1:9465`).
+    #[serde(default, with = "opt_listen", skip_serializing_if = "Option::is_none")]
     pub listen: Option<std::net::SocketAddr>,
     #[serde(default)]
     pub log_format: LogFormat,
@@ -380,95 +385,23 @@ impl Config {
         let defaults = toml::Value::try_from(Config::default()).ok();
         let overridden =
             overrides::apply(&mut table, env, defaults.as_ref().and_then(|d| d.as_table())).map_err(|(var, message)| ConfigError::Override { var, message })?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            let key = e.path().to_string();
-            let origin = overridden
-                .iter()
-                .find(|(path, _)| key.starts_with(path.as_str()))
-                .map(|(_, var)| format!("{origin} (overridden by {var})"))
-                .unwrap_or_else(|| origin.to_owned());
-            ConfigError::Invalid { origin, key, message: e.into_inner().to_string() }
-        })?;
-        config.validate().map_err(|(key, message)| ConfigError::Invalid { origin: origin.to_owned(), key, message })?;
-        Ok(config)
-    }
-
-    /// Checks values that parse but make no sense. No I/O. Returns the
-    /// failing key and why.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        let fail = |key: &str, msg: &str| Err((key.to_owned(), msg.to_owned()));
-        if self.stage.url.trim().is_empty() {
-            return fail("stage.url", "must not be empty");
-        }
-        if self.batch.max_rows == 0 {
-            return fail("batch.max_rows", "must be > 0");
-        }
-        if self.batch.max_bytes == 0 {
-            return fail("batch.max_bytes", "must be > 0");
-        }
-        if self.batch.max_age.is_zero() {
-            return fail("batch.max_age", "must be > 0");
-        }
-        if !(1..=64).contains(&self.snapshot.workers) {
-            return fail("snapshot.workers", "must be between 1 and 64");
-        }
-        if self.snapshot.range_bytes < 8192 {
-            return fail("snapshot.range_bytes", "must be at least one page (8 KiB)");
-        }
-        if self.snapshot.new_tables_check.is_zero() {
-            return fail("snapshot.new_tables_check", "must be > 0");
-        }
-        if let Some(source) = &self.source {
-            if source.url.expose().trim().is_empty() {
-                return fail("source.url", "must not be empty");
-            }
-            if let Err(m) = validate_name(&source.stream) {
-                return fail("source.stream", &m);
-            }
-            for (key, name) in [("source.publication", &source.publication), ("source.slot", &source.slot)] {
-                if let Some(n) = name
-                    && n.is_empty()
-                {
-                    return fail(key, "must not be empty when set");
+        let problems = |mut problems: Vec<Problem>| {
+            for p in &mut problems {
+                if let Some((_, var)) = overridden.iter().find(|(path, _)| p.key.starts_with(path.as_str())) {
+                    p.message.push_str(&format!(" (set by {var})"));
                 }
             }
-            if !is_slot_name(&source.slot_name()) {
-                return fail(
-                    "source.slot",
-                    "a replication slot name may contain only lower case letters, digits and underscores, at most 63 \
-                     (set source.slot when the stream name does not fit)",
-                );
-            }
-            if source.tables.is_empty() {
-                return fail("source.tables", "must list at least one table or schema.*");
-            }
-            for (i, t) in source.tables.iter().enumerate() {
-                let pattern = t.strip_suffix(".*").map(|s| format!("{s}.x"));
-                if let Err(e) = TableName::parse(pattern.as_deref().unwrap_or(t)) {
-                    return fail(&format!("source.tables[{i}]"), &e.to_string());
-                }
-            }
+            ConfigError::Problems { origin: origin.to_owned(), problems }
+        };
+        let config: Config = match serde_path_to_error::deserialize(toml::Value::Table(table.clone())) {
+            Ok(c) => c,
+            // Each section on its own, to name a problem in every section.
+            Err(_) => return Err(problems(check::sections(&table))),
+        };
+        match config.problems() {
+            found if found.is_empty() => Ok(config),
+            found => Err(problems(found)),
         }
-        let queue_hint = "must be an SQS queue URL like https://sqs.us-east-1.amazonaws.com/123456789012/strata-wakeups";
-        for (i, url) in self.wakeup.publish.iter().enumerate() {
-            if !is_queue_url(url) {
-                return fail(&format!("wakeup.publish[{i}]"), queue_hint);
-            }
-        }
-        if let Some(url) = &self.wakeup.queue
-            && !is_queue_url(url)
-        {
-            return fail("wakeup.queue", queue_hint);
-        }
-        if let Some(e) = &self.wakeup.endpoint
-            && !(e.starts_with("http://") || e.starts_with("https://"))
-        {
-            return fail("wakeup.endpoint", "must start with http:// or https://");
-        }
-        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.wakeup.fallback_poll) {
-            return fail("wakeup.fallback_poll", "must be between 1s and 1h");
-        }
-        Ok(())
     }
 }
 
@@ -672,5 +605,16 @@ mod tests {
         assert!(parse_byte_size("1 TiB").is_err());
         let c = Config::from_toml("t", "[batch]\nmax_bytes = \"1MiB\"\n", &[]).unwrap();
         assert_eq!(c.batch.max_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn overrides_expand_references_like_the_file() {
+        let e = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let env = e(&[("STRATA_SOURCE__URL", "postgres://app:${PGPASSWORD}@db/app"), ("PGPASSWORD", "s3cret"), ("STRATA_TELEMETRY__LISTEN", ":9464")]);
+        let c = Config::from_toml("t", "[source]\nurl = \"postgres://x@y/z\"\n", &env).unwrap();
+        assert_eq!(c.source.unwrap().url.expose(), "postgres://app:s3cret@db/app");
+        assert_eq!(c.telemetry.listen, Some("0.0.0.0:9464".parse().unwrap()));
+        let err = Config::from_toml("t", "", &e(&[("STRATA_STAGE__URL", "${NOPE}")])).unwrap_err().to_string();
+        assert!(err.contains("STRATA_STAGE__URL") && err.contains("NOPE"), "{err}");
     }
 }

@@ -1,4 +1,6 @@
-//! Environment overrides of `strata.toml`: `STRATA_<SECTION>__<KEY>`.
+//! Environment overrides of `strata.toml`: `STRATA_<SECTION>__<KEY>`,
+//! its value typed like the key it replaces and its `${…}` references
+//! expanded as in the file.
 
 /// Prefix of configuration override variables.
 pub const ENV_PREFIX: &str = "STRATA_";
@@ -24,8 +26,11 @@ pub(super) fn apply(table: &mut toml::Table, env: &[(String, String)], defaults:
         if path.iter().any(String::is_empty) {
             return Err((var.clone(), "empty key segment".to_owned()));
         }
+        // `${NAME}` and `${file:PATH}` expand as in the file.
+        let env_var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let raw = super::expand_references(raw, &env_var).map_err(|e| (var.clone(), e.to_string()))?;
         let existing = lookup(table, &path).cloned().or_else(|| defaults.and_then(|d| lookup(d, &path)).cloned());
-        let value = typed_like(existing.as_ref(), raw).map_err(|message| (var.clone(), message))?;
+        let value = typed_like(existing.as_ref(), &raw).map_err(|message| (var.clone(), message))?;
         let (last, parents) = path.split_last().expect("path has at least two segments");
         let mut cur = &mut *table;
         for p in parents {

@@ -8,9 +8,10 @@
 //! strata-stage files  --table schema.name [--stream S] [--as-of T]   committed data files, one per line
 //! ```
 //!
-//! The stage is `--stage URL`, else the config's `stage.url`, else the
-//! default `./strata-stage`. Exit codes: 0 ok, 1 verify found problems,
-//! 2 error.
+//! The stage is `--stage URL`, else the config's `stage.url` (`--config`,
+//! `STRATA_CONFIG`, or `STRATA_STAGE__URL`); with none of them, or a local
+//! stage directory that does not exist, the command refuses. Exit codes: 0
+//! ok, 1 verify found problems, 2 error.
 
 use std::process::ExitCode;
 
@@ -129,10 +130,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    cli.common.require_stage(cli.stage.is_some())?;
     let config = Config::load(cli.common.config.as_deref())?;
     let url = cli.stage.clone().unwrap_or_else(|| config.stage.url.clone());
     let options = if cli.stage.is_some() { Default::default() } else { config.stage.options.clone() };
-    let stage = Stage::open(&url, &options).with_context(|| format!("opening stage {url}"))?;
+    let stage = Stage::open_existing(&url, &options).with_context(|| format!("opening stage {url}"))?;
     match cli.command {
         Command::Streams { json } => {
             for s in streams(&stage).await? {
