@@ -70,6 +70,22 @@ enum DestinationCommand {
     Remove {
         name: String,
     },
+    /// Make the stage's destinations what a file declares (create, update;
+    /// remove the others with --prune); idempotent.
+    Apply {
+        /// The destinations file (see `destination export` for its form).
+        #[arg(short = 'f', long)]
+        file: std::path::PathBuf,
+        /// Also remove destinations the file does not declare.
+        #[arg(long)]
+        prune: bool,
+        /// Say what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the file that declares every destination as it is (TOML;
+    /// secrets as written, `${VAR}`).
+    Export,
     Pause {
         name: String,
     },
@@ -190,7 +206,10 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
             for s in control::list(stage).await? {
                 let s = s.value;
                 if json {
-                    println!("{}", serde_json::json!({"name": s.name, "stream": s.stream, "kind": s.describe(), "start": s.start, "paused": s.paused}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"name": s.name, "stream": s.stream, "kind": s.describe(), "start": s.start, "paused": s.paused, "spec": s})
+                    );
                 } else {
                     println!("{}\t{}\t{}\tstart {}{}", s.name, s.stream, s.describe(), s.start, if s.paused { "\tpaused" } else { "" });
                 }
@@ -200,6 +219,14 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
             control::remove(stage, &name).await?;
             println!("removed destination {name:?}");
         }
+        DestinationCommand::Apply { file, prune, dry_run } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let declared = crate::declare::parse(&file.display().to_string(), &text)?;
+            for change in crate::declare::apply(stage, &declared, prune, dry_run).await? {
+                println!("{}{change}", if dry_run { "would " } else { "" });
+            }
+        }
+        DestinationCommand::Export => print!("{}", crate::declare::export(stage).await?),
         DestinationCommand::Pause { name } => {
             control::update(stage, &name, |s| s.paused = true).await?;
             println!("paused destination {name:?}");

@@ -40,6 +40,7 @@ pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 pub mod cli;
 pub mod control;
+pub mod declare;
 pub mod destinations;
 pub mod envelope;
 pub mod replay;

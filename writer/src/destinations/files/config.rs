@@ -53,6 +53,13 @@ impl FilesSpec {
         if has_literal_password(&self.url) {
             return Err(format!("files url {} holds a password; write it as ${{VAR}}", redact_conn_str(&self.url)));
         }
+        // Refused now rather than when the destination first writes (a
+        // `${VAR}` in it is expanded only then).
+        if !self.url.contains("${")
+            && let Err(e) = strata_stager::Stage::check_url(&self.url, &Default::default())
+        {
+            return Err(format!("files url: {e}"));
+        }
         if self.roll_up_rows == 0 || self.roll_up_secs > 86_400 {
             return Err("files roll_up_rows must be > 0 and roll_up_secs at most 86400".to_owned());
         }

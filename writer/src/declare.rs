@@ -1,0 +1,190 @@
+//! Destinations as code: `destination apply -f destinations.toml` makes the
+//! stage's destination specs what the file declares (create, update, and
+//! with `--prune` remove), and `destination export` writes the file that
+//! declares the specs as they are, so destinations can live in git.
+//!
+//! ```toml
+//! [destination.mirror]
+//! stream = "main"                 # default main
+//! start = "earliest"              # default earliest: where a new destination starts
+//! on_error = "pause"              # default pause
+//! schedule = "continuous"         # default continuous
+//! # paused = true                 # absent: apply leaves the pause state alone
+//! [destination.mirror.to]
+//! type = "postgres"
+//! url = "postgres://app:${MIRROR_PASSWORD}@replica/app"
+//! mode = "mirror"
+//! ```
+//!
+//! Applying is idempotent: a spec whose declared fields already hold is left
+//! untouched (no write, no signal), so applying an exported file changes
+//! nothing. Every declared spec is checked before anything is written, and
+//! every problem is named at once.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use strata_common::Timestamp;
+use strata_common::config::DEFAULT_STREAM;
+use strata_stager::Stage;
+
+use crate::control;
+use crate::schedule::Schedule;
+use crate::spec::{DestinationKind, DestinationSpec, OnError, StartPosition};
+use crate::transform::Transforms;
+
+/// The file: destinations by name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationsFile {
+    #[serde(default)]
+    pub destination: BTreeMap<String, Declared>,
+}
+
+/// One destination as the file declares it: a spec without its name,
+/// format version and timestamps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Declared {
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    #[serde(default = "default_start")]
+    pub start: StartPosition,
+    /// `None`: the pause state is left as it is (an operator's pause stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default)]
+    pub schedule: Schedule,
+    #[serde(default, skip_serializing_if = "Transforms::is_empty")]
+    pub transforms: Transforms,
+    pub to: DestinationKind,
+}
+
+fn default_stream() -> String {
+    DEFAULT_STREAM.to_owned()
+}
+
+fn default_start() -> StartPosition {
+    StartPosition::Earliest
+}
+
+impl Declared {
+    fn of(spec: &DestinationSpec) -> Declared {
+        Declared {
+            stream: spec.stream.clone(),
+            start: spec.start,
+            paused: spec.paused.then_some(true),
+            on_error: spec.on_error,
+            schedule: spec.schedule.clone(),
+            transforms: spec.transforms.clone(),
+            to: spec.destination.clone(),
+        }
+    }
+
+    /// The spec this declares for `name`, from `current` if there is one.
+    fn spec(&self, name: &str, current: Option<&DestinationSpec>) -> DestinationSpec {
+        let now = Timestamp::now();
+        DestinationSpec {
+            format: 1,
+            name: name.to_owned(),
+            stream: self.stream.clone(),
+            start: self.start,
+            paused: self.paused.unwrap_or_else(|| current.is_some_and(|c| c.paused)),
+            on_error: self.on_error,
+            schedule: self.schedule.clone(),
+            transforms: self.transforms.clone(),
+            destination: self.to.clone(),
+            created_at: current.map_or(now, |c| c.created_at),
+            updated_at: current.map_or(now, |c| c.updated_at),
+        }
+    }
+}
+
+/// What applying a file does to one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Create(String),
+    Update(String),
+    Unchanged(String),
+    Remove(String),
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Create(n) => write!(f, "create    {n}"),
+            Change::Update(n) => write!(f, "update    {n}"),
+            Change::Unchanged(n) => write!(f, "unchanged {n}"),
+            Change::Remove(n) => write!(f, "remove    {n}"),
+        }
+    }
+}
+
+/// Parses a destinations file; `origin` names it in errors.
+pub fn parse(origin: &str, text: &str) -> Result<DestinationsFile> {
+    let value: toml::Table = text.parse().with_context(|| format!("{origin} is not valid TOML"))?;
+    serde_path_to_error::deserialize(toml::Value::Table(value)).map_err(|e| anyhow::anyhow!("{origin}: `{}`: {}", e.path(), e.inner()))
+}
+
+/// The file declaring every destination of `stage` as it is.
+pub async fn export(stage: &Stage) -> Result<String> {
+    let mut file = DestinationsFile::default();
+    for spec in control::list(stage).await? {
+        file.destination.insert(spec.value.name.clone(), Declared::of(&spec.value));
+    }
+    toml::to_string_pretty(&file).context("writing the destinations as TOML")
+}
+
+/// Makes the stage's specs what `file` declares; with `prune`, removes the
+/// destinations it does not name. With `dry_run`, only says what it would
+/// do. Nothing is written unless every declared spec is valid.
+pub async fn apply(stage: &Stage, file: &DestinationsFile, prune: bool, dry_run: bool) -> Result<Vec<Change>> {
+    let mut current: BTreeMap<String, DestinationSpec> = BTreeMap::new();
+    for (name, spec) in control::read_all(stage).await? {
+        match spec {
+            Ok(s) => {
+                current.insert(name, s.value);
+            }
+            Err(e) => bail!("destination {name:?} has an unreadable spec ({e:#}); remove it with `destination remove {name}` first"),
+        }
+    }
+    let problems: Vec<String> = file
+        .destination
+        .iter()
+        .filter_map(|(name, d)| d.spec(name, current.get(name)).validate().err().map(|e| format!("destination {name:?}: {e}")))
+        .collect();
+    if !problems.is_empty() {
+        bail!("{} problem{} in the file, nothing applied:\n  - {}", problems.len(), if problems.len() == 1 { "" } else { "s" }, problems.join("\n  - "));
+    }
+    let mut changes = Vec::new();
+    for (name, declared) in &file.destination {
+        let wanted = declared.spec(name, current.get(name));
+        let change = match current.get(name) {
+            None => Change::Create(name.clone()),
+            Some(c) if *c == wanted => Change::Unchanged(name.clone()),
+            Some(_) => Change::Update(name.clone()),
+        };
+        if !dry_run {
+            match &change {
+                Change::Create(_) => control::add(stage, &wanted).await?,
+                Change::Update(_) => {
+                    control::update(stage, name, |s| *s = DestinationSpec { created_at: s.created_at, updated_at: Timestamp::now(), ..wanted.clone() }).await?;
+                }
+                _ => {}
+            }
+        }
+        changes.push(change);
+    }
+    if prune {
+        for name in current.keys().filter(|n| !file.destination.contains_key(*n)) {
+            if !dry_run {
+                control::remove(stage, name).await?;
+            }
+            changes.push(Change::Remove(name.clone()));
+        }
+    }
+    Ok(changes)
+}
