@@ -44,6 +44,7 @@ fn specs(stage: &Path) -> Vec<(String, String)> {
 const FILE: &str = r#"
 [destination.mirror]
 start = "earliest"
+on_error = "skip"
 [destination.mirror.to]
 type = "postgres"
 url = "postgres://app:${MIRROR_PASSWORD}@replica:5432/app"
@@ -51,7 +52,6 @@ mode = "mirror"
 
 [destination.lake]
 stream = "main"
-on_error = "skip"
 [destination.lake.to]
 type = "files"
 url = "s3://lake/strata"
@@ -144,9 +144,27 @@ fn bad_specs_are_refused_whole_naming_each_and_nothing_is_written() {
     assert!(said.contains("typo.toml") && said.contains("destination.one") && said.contains("strat"), "{said}");
     assert_eq!(specs(&stage), before);
 
-    let out = writer(dir.path(), &["destination", "add", "gcs", "--files", "gs://bucket/x"]);
+    // What `destination add` refuses at once, rather than fail later.
+    let refused: [(&[&str], &str); 7] = [
+        (&["--files", "gs://bucket/x"], "unsupported scheme"),
+        (&["--stdout", "--mode", "history"], "--postgres"),
+        (&["--webhook", "https://h/hook", "--on-error", "skip"], "on_error skip"),
+        (&["--stdout", "--roll-up-rows", "10"], "--files"),
+        (&["--stdout", "--timeout-secs", "5"], "--timeout-secs applies to"),
+        (&["--stdout", "--schedule", "0 3 30 2 *"], "never fires"),
+        (&["--files", "./lake", "--roll-up-rows", "0"], "roll_up_rows"),
+    ];
+    for (args, named) in refused {
+        let out = writer(dir.path(), &[&["destination", "add", "bad"][..], args].concat());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && said.contains(named), "{args:?} is refused naming {named:?}: {said}");
+        assert_eq!(specs(&stage), before, "{args:?}: add wrote nothing");
+    }
+    // Every field is settable from the command line.
+    let out = writer(dir.path(), &["destination", "add", "lake", "--files", "./lake", "--roll-up-rows", "777", "--roll-up-secs", "9", "--stream", "orders"]);
     let said = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("unsupported scheme"), "{said}");
-    assert_eq!(specs(&stage), before, "add wrote nothing");
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("stream \"orders\" has no staged batch yet"), "a stream with nothing staged is noted: {said}");
+    let exported = ok(writer(dir.path(), &["destination", "export"]));
+    assert!(exported.contains("roll_up_rows = 777") && exported.contains("roll_up_secs = 9"), "{exported}");
 }

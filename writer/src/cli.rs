@@ -201,6 +201,9 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
             };
             control::add(stage, &spec).await?;
             println!("added destination {name:?} ({}), starting at {start}", spec.describe());
+            if let Some(note) = control::empty_stream_note(stage, &spec.stream).await? {
+                eprintln!("note: {note}");
+            }
         }
         DestinationCommand::List { json } => {
             for s in control::list(stage).await? {
@@ -224,6 +227,12 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
             let declared = crate::declare::parse(&file.display().to_string(), &text)?;
             for change in crate::declare::apply(stage, &declared, prune, dry_run).await? {
                 println!("{}{change}", if dry_run { "would " } else { "" });
+            }
+            let streams: std::collections::BTreeSet<&String> = declared.destination.values().map(|d| &d.stream).collect();
+            for stream in streams {
+                if let Some(note) = control::empty_stream_note(stage, stream).await? {
+                    eprintln!("note: {note}");
+                }
             }
         }
         DestinationCommand::Export => print!("{}", crate::declare::export(stage).await?),

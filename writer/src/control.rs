@@ -51,6 +51,13 @@ pub async fn read_all(stage: &Stage) -> Result<Vec<(String, Result<Versioned<Des
     Ok(out)
 }
 
+/// A note when `stream` has nothing staged: a destination of it waits
+/// (a misspelled stream name, or a reader not started yet).
+pub async fn empty_stream_note(stage: &Stage, stream: &str) -> Result<Option<String>> {
+    let empty = strata_stager::log::StreamLog::new(stage, stream)?.head(None).await?.is_none();
+    Ok(empty.then(|| format!("stream {stream:?} has no staged batch yet; its destinations wait for one (is the name right, and its reader running?)")))
+}
+
 /// Creates a destination; an existing one of that name is an error.
 pub async fn add(stage: &Stage, spec: &DestinationSpec) -> Result<()> {
     spec.validate().map_err(anyhow::Error::msg)?;

@@ -79,6 +79,12 @@ impl Cron {
         if weekdays[7] {
             weekdays[0] = true;
         }
+        // Days named only by day of month must exist in a named month
+        // (`0 0 30 2 *` would never fire: refused now, not discovered later).
+        let longest = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        if !any_day && any_weekday && !(1..=12).any(|m| months[m] && (1..=longest[m]).any(|d| days[d])) {
+            return Err(format!("cron {text:?} never fires: no month it names has the days it names"));
+        }
         Ok(Cron { text: fields.join(" "), minutes, hours, days, months, weekdays, any_day, any_weekday })
     }
 
@@ -95,7 +101,7 @@ impl Cron {
     }
 
     /// The first matching minute strictly after `after`; `None` if none
-    /// within five years (`0 0 30 2 *` never matches).
+    /// within five years (a cron that never fires is refused by `parse`).
     pub fn next(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut t = after.with_second(0)?.with_nanosecond(0)? + chrono::Duration::minutes(1);
         let end = after + chrono::Duration::days(5 * 366);
@@ -178,6 +184,19 @@ mod tests {
     }
 
     #[test]
+    fn a_cron_that_never_fires_is_refused() {
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *"] {
+            let e = never.parse::<Schedule>().unwrap_err();
+            assert!(e.contains("never fires"), "{never}: {e}");
+        }
+        // Day 29 of February fires in leap years; a weekday makes any date fire.
+        for fires in ["0 0 29 2 *", "0 0 30 2 1"] {
+            let s: Schedule = fires.parse().unwrap();
+            assert!(s.next_run(Timestamp::now()).is_some(), "{fires}");
+        }
+    }
+
+    #[test]
     fn cron_finds_the_next_minute() {
         let nightly = Cron::parse("0 3 * * *").unwrap();
         assert_eq!(nightly.next(at("2026-11-24T16:40:12Z")), Some(at("2026-11-25T03:00:00Z")));
@@ -188,6 +207,7 @@ mod tests {
         // Either day field matches when both are restricted; 7 is Sunday.
         let either = Cron::parse("0 0 1 * 7").unwrap();
         assert_eq!(either.next(at("2026-11-24T00:00:00Z")), Some(at("2026-11-29T00:00:00Z")));
-        assert_eq!(Cron::parse("0 0 30 2 *").unwrap().next(at("2026-01-01T00:00:00Z")), None);
+        // February 29th: the next leap year.
+        assert_eq!(Cron::parse("0 0 29 2 *").unwrap().next(at("2026-01-01T00:00:00Z")), Some(at("2028-02-29T00:00:00Z")));
     }
 }

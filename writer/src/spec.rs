@@ -95,6 +95,12 @@ impl DestinationSpec {
         validate_name(&self.name).map_err(|e| format!("destination name: {e}"))?;
         validate_name(&self.stream).map_err(|e| format!("stream: {e}"))?;
         self.transforms.validate()?;
+        if self.on_error == OnError::Skip && !self.destination.can_skip() {
+            return Err(format!(
+                "on_error skip needs a destination that can tell which changes it rejects (postgres, sqs); a {} destination cannot: use pause",
+                self.destination.type_name()
+            ));
+        }
         self.destination.validate()
     }
 

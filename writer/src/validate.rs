@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use strata_common::config::Config;
 use strata_stager::Stage;
-use strata_stager::log::StreamLog;
 
 use crate::spec::DestinationSpec;
 
@@ -29,8 +28,8 @@ pub async fn validate(config: &Config, origin: &str) -> Result<ExitCode> {
                         Err(e) => problems.push(format!("destination {name:?}: {e:#}")),
                         Ok(spec) => {
                             problems.extend(unresolved_references(&spec.value).into_iter().map(|p| format!("destination {name:?}: {p}")));
-                            if StreamLog::new(&stage, &spec.value.stream)?.head(None).await?.is_none() {
-                                notes.push(format!("destination {name:?}: stream {:?} has no staged batch yet", spec.value.stream));
+                            if let Some(note) = crate::control::empty_stream_note(&stage, &spec.value.stream).await? {
+                                notes.push(format!("destination {name:?}: {note}"));
                             }
                         }
                     }

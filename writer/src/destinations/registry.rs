@@ -66,6 +66,23 @@ impl DestinationKind {
 
     /// How this destination wants consecutive batches gathered into one
     /// delivery, if at all.
+    /// Whether the `skip` policy can work here: the destination can find
+    /// the changes it rejects without delivering the others.
+    pub fn can_skip(&self) -> bool {
+        matches!(self, DestinationKind::Postgres(_) | DestinationKind::Sqs(_))
+    }
+
+    /// The `type` of its spec.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            DestinationKind::Postgres(_) => "postgres",
+            DestinationKind::Stdout(_) => "stdout",
+            DestinationKind::Webhook(_) => "webhook",
+            DestinationKind::Files(_) => "files",
+            DestinationKind::Sqs(_) => "sqs",
+        }
+    }
+
     /// Whether this destination writes the stage's own data files, so a
     /// batch it takes whole can be given to it undecoded.
     pub fn reads_staged_files(&self) -> bool {
@@ -98,9 +115,10 @@ pub struct KindArgs {
     /// A PostgreSQL destination: its connection string, the password as ${VAR}.
     #[arg(long)]
     postgres: Option<String>,
-    /// With --postgres: keep the same rows as the source (mirror), or append every change (history).
-    #[arg(long, value_enum, default_value = "mirror")]
-    mode: PostgresMode,
+    /// With --postgres: keep the same rows as the source (mirror, the
+    /// default), or append every change (history).
+    #[arg(long, value_enum)]
+    mode: Option<PostgresMode>,
     /// JSON Lines of change envelopes on the writer's standard output.
     #[arg(long)]
     stdout: bool,
@@ -108,51 +126,101 @@ pub struct KindArgs {
     #[arg(long)]
     webhook: Option<String>,
     /// Webhook signing secret, as ${VAR} (the variable is read by the writer).
-    #[arg(long, requires = "webhook")]
+    #[arg(long)]
     secret: Option<String>,
     /// Files on an object store: file:///path, a path, or s3://bucket/prefix.
     #[arg(long)]
     files: Option<String>,
-    /// Format of --files.
-    #[arg(long, value_enum, requires = "files", default_value = "parquet")]
-    format: FileFormat,
+    /// Format of --files (default parquet).
+    #[arg(long, value_enum)]
+    format: Option<FileFormat>,
     /// An SQS queue URL; a name ending in .fifo is a FIFO queue (per-key
     /// order, deduplicated by change id).
     #[arg(long)]
     sqs: Option<String>,
     /// With --sqs: a table's own queue, as schema.table=QUEUE_URL (repeatable).
-    #[arg(long = "sqs-route", requires = "sqs", value_name = "TABLE=URL")]
+    #[arg(long = "sqs-route", value_name = "TABLE=URL")]
     sqs_routes: Vec<String>,
     /// With --sqs: the AWS region (else the environment's, else the queue URL's).
-    #[arg(long, requires = "sqs")]
+    #[arg(long)]
     region: Option<String>,
     /// With --sqs: a custom endpoint (an emulator, a VPC endpoint).
-    #[arg(long, requires = "sqs")]
+    #[arg(long)]
     endpoint: Option<String>,
-    /// With --sqs: SendMessageBatch calls in flight.
-    #[arg(long, requires = "sqs", default_value_t = super::sqs::config::DEFAULT_IN_FLIGHT)]
-    in_flight: usize,
+    /// With --sqs: SendMessageBatch calls in flight (default 8).
+    #[arg(long)]
+    in_flight: Option<usize>,
     /// With --sqs: a message over the queue's size limit is rejected (see
-    /// --on-error) or stored in the stage and sent as a pointer.
-    #[arg(long, value_enum, requires = "sqs", default_value = "reject")]
-    oversize: Oversize,
+    /// --on-error, the default) or stored in the stage and sent as a pointer.
+    #[arg(long, value_enum)]
+    oversize: Option<Oversize>,
     /// Envelopes per request (webhook, default 100) or per SendMessageBatch (sqs, at most 10).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Seconds a request may take (webhook, sqs).
+    #[arg(long)]
+    timeout_secs: Option<u64>,
+    /// With --files: rows gathered into one file.
+    #[arg(long)]
+    roll_up_rows: Option<u64>,
+    /// With --files: longest a staged batch waits for others to share its file.
+    #[arg(long)]
+    roll_up_secs: Option<u64>,
+    /// With --sqs: the largest message sent (bytes; at most the queue's limit).
+    #[arg(long)]
+    max_message_bytes: Option<usize>,
 }
 
 impl KindArgs {
     /// The destination these flags name, not yet validated.
     pub fn into_kind(self) -> Result<DestinationKind, String> {
-        let KindArgs { postgres, mode, stdout, webhook, secret, files, format, sqs, sqs_routes, region, endpoint, in_flight, oversize, batch_size } = self;
-        if batch_size.is_some() && webhook.is_none() && sqs.is_none() {
-            return Err("--batch-size applies to --webhook and --sqs destinations".to_owned());
+        let KindArgs {
+            postgres,
+            mode,
+            stdout,
+            webhook,
+            secret,
+            files,
+            format,
+            sqs,
+            sqs_routes,
+            region,
+            endpoint,
+            in_flight,
+            oversize,
+            batch_size,
+            timeout_secs,
+            roll_up_rows,
+            roll_up_secs,
+            max_message_bytes,
+        } = self;
+        // Each flag applies to some kinds only: refused elsewhere, rather
+        // than silently ignored.
+        let (is_postgres, is_webhook, is_files, is_sqs) = (postgres.is_some(), webhook.is_some(), files.is_some(), sqs.is_some());
+        let applies = [
+            (mode.is_some(), "--mode", is_postgres, "--postgres"),
+            (secret.is_some(), "--secret", is_webhook, "--webhook"),
+            (format.is_some(), "--format", is_files, "--files"),
+            (roll_up_rows.is_some(), "--roll-up-rows", is_files, "--files"),
+            (roll_up_secs.is_some(), "--roll-up-secs", is_files, "--files"),
+            (!sqs_routes.is_empty(), "--sqs-route", is_sqs, "--sqs"),
+            (region.is_some(), "--region", is_sqs, "--sqs"),
+            (endpoint.is_some(), "--endpoint", is_sqs, "--sqs"),
+            (in_flight.is_some(), "--in-flight", is_sqs, "--sqs"),
+            (oversize.is_some(), "--oversize", is_sqs, "--sqs"),
+            (max_message_bytes.is_some(), "--max-message-bytes", is_sqs, "--sqs"),
+            (batch_size.is_some(), "--batch-size", is_webhook || is_sqs, "--webhook and --sqs"),
+            (timeout_secs.is_some(), "--timeout-secs", is_webhook || is_sqs, "--webhook and --sqs"),
+        ];
+        if let Some((_, flag, _, kinds)) = applies.iter().find(|(set, _, fits, _)| *set && !fits) {
+            return Err(format!("{flag} applies to {kinds} destinations only"));
         }
         Ok(if let Some(url) = postgres {
-            DestinationKind::Postgres(PostgresSpec { url, mode })
+            DestinationKind::Postgres(PostgresSpec { url, mode: mode.unwrap_or_default() })
         } else if let Some(url) = webhook {
             let mut w = WebhookSpec::new(url, secret);
             w.batch_size = batch_size.unwrap_or(w.batch_size);
+            w.timeout_secs = timeout_secs.unwrap_or(w.timeout_secs);
             DestinationKind::Webhook(w)
         } else if let Some(url) = sqs {
             let mut q = SqsSpec::new(url);
@@ -162,12 +230,17 @@ impl KindArgs {
             }
             q.region = region;
             q.endpoint = endpoint;
-            q.in_flight = in_flight;
+            q.in_flight = in_flight.unwrap_or(q.in_flight);
             q.batch_size = batch_size.unwrap_or(q.batch_size);
-            q.oversize = oversize;
+            q.oversize = oversize.unwrap_or(q.oversize);
+            q.timeout_secs = timeout_secs.unwrap_or(q.timeout_secs);
+            q.max_message_bytes = max_message_bytes.unwrap_or(q.max_message_bytes);
             DestinationKind::Sqs(q)
         } else if let Some(url) = files {
-            DestinationKind::Files(FilesSpec::new(url, format))
+            let mut f = FilesSpec::new(url, format.unwrap_or_default());
+            f.roll_up_rows = roll_up_rows.unwrap_or(f.roll_up_rows);
+            f.roll_up_secs = roll_up_secs.unwrap_or(f.roll_up_secs);
+            DestinationKind::Files(f)
         } else if stdout {
             DestinationKind::Stdout(StdoutSpec::default())
         } else {
