@@ -95,13 +95,9 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let source = config.source.clone().context("the reader needs a [source] section")?;
     let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
     let log = StreamLog::new(&stage, &source.stream)?;
-    let leases = Leases::new(&stage, log.keys().reader());
-    let holder = strata_stager::lease::local_holder("reader");
-    let Some(lease) = acquire_lease(&leases, &holder, &shutdown).await? else {
-        return Ok(());
-    };
-    tracing::info!(stream = source.stream, holder, generation = lease.value.generation, "holding the stream's reader lease");
-    let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting".to_owned(), ..Default::default() }));
+    // Telemetry first: a reader waiting for another's lease is alive
+    // (`/healthz`) but not ready (`/readyz` 503), which is what an
+    // orchestrator's probes need to tell it from a hung one.
     let registry = Registry::default();
     stage.requests().register(&registry);
     let telemetry = Telemetry { metrics: ReaderMetrics::new(&registry, &source.stream), ready: Readiness::default() };
@@ -113,6 +109,14 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    let leases = Leases::new(&stage, log.keys().reader());
+    let holder = strata_stager::lease::local_holder("reader");
+    let Some(lease) = acquire_lease(&leases, &holder, &shutdown).await? else {
+        server.abort();
+        return Ok(());
+    };
+    tracing::info!(stream = source.stream, holder, generation = lease.value.generation, "holding the stream's reader lease");
+    let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting".to_owned(), ..Default::default() }));
     let work = shutdown.child_token();
     let lost = CancellationToken::new();
     let log = match crate::wakeup::Publisher::new(&config.wakeup, &source.stream, &registry).await? {

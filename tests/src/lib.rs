@@ -35,6 +35,24 @@ pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
+/// Every file under `dir`, at any depth, as paths relative to it, sorted.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).expect("test helper: reading a directory") {
+            let path = entry.expect("test helper: reading a directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                out.push(rel.to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The Python of the project's virtualenv (made by `infra/lib.sh`).
 pub fn venv_python() -> std::path::PathBuf {
     let venv = std::env::var_os("STRATA_VENV").map(std::path::PathBuf::from).unwrap_or_else(|| {

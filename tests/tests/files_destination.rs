@@ -97,21 +97,15 @@ print(json.dumps({"files": [os.path.relpath(p, sys.argv[1]) for p in paths], "ke
 /// Every `.parquet` file under `dir` by its relative path, decoded (as
 /// text, so that NaN equals NaN).
 fn decoded_files(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                let rel = path.strip_prefix(dir).unwrap().display().to_string();
-                let f = decode_file(&object_store::path::Path::from(rel.as_str()), std::fs::read(&path).unwrap().into()).unwrap();
-                out.insert(rel, format!("{} v{}: {:?}", f.table, f.schema_version, f.changes));
-            }
-        }
-    }
-    out
+    let parquet = strata_tests::files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet"));
+    parquet
+        .map(|rel| {
+            let name = rel.display().to_string();
+            let f = decode_file(&object_store::path::Path::from(name.as_str()), std::fs::read(dir.join(&rel)).unwrap().into()).unwrap();
+            let text = format!("{} v{}: {:?}", f.table, f.schema_version, f.changes);
+            (name, text)
+        })
+        .collect()
 }
 
 /// A Parquet destination without transforms is given the staged files

@@ -177,12 +177,17 @@ async fn a_second_reader_waits_and_takes_over_when_the_first_stops() {
     let cfg = write_config(dir.path(), &url, &stage_dir, "").unwrap();
     let first = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
     wait_for_slot(&admin, "strata_main").await.unwrap();
-    let mut second = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
+    let port = strata_tests::process::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut second = ServiceProcess::spawn_with(Path::new(READER), &cfg, std::process::Stdio::null(), &[("STRATA_TELEMETRY__LISTEN", &listen)]).unwrap();
     admin.batch_execute("INSERT INTO t VALUES (1)").await.unwrap();
     let stage = Stage::local(&stage_dir).unwrap();
     wait_for_changes(&stage, "main", 1).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(second.try_wait().unwrap().is_none(), "the second reader waits rather than exiting");
+    // Waiting is alive but not ready, as an orchestrator's probes need.
+    assert!(strata_tests::http::get(port, "/healthz").await.starts_with("HTTP/1.1 200"), "the waiting reader is alive");
+    assert!(strata_tests::http::get(port, "/readyz").await.starts_with("HTTP/1.1 503"), "the waiting reader is not ready");
     let lease: serde_json::Value = serde_json::from_slice(&std::fs::read(stage_dir.join("streams/main/reader.json")).unwrap()).unwrap();
     let holder = lease["holder"].as_str().unwrap().to_owned();
     assert!(holder.contains(&first.pid().to_string()), "the first reader holds the stream: {holder}");
@@ -192,6 +197,11 @@ async fn a_second_reader_waits_and_takes_over_when_the_first_stops() {
     assert_eq!(staged.len(), 2, "nothing staged twice across the hand-over");
     let lease: serde_json::Value = serde_json::from_slice(&std::fs::read(stage_dir.join("streams/main/reader.json")).unwrap()).unwrap();
     assert!(lease["holder"].as_str().unwrap().contains(&second.pid().to_string()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !strata_tests::http::get(port, "/readyz").await.starts_with("HTTP/1.1 200") {
+        assert!(std::time::Instant::now() < deadline, "the reader that took over became ready within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(second.terminate().unwrap().success());
 }
 
