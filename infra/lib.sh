@@ -99,6 +99,19 @@ ensure_openssl() {
     strata_log "openssl: $(openssl version)"
 }
 
+# promtool (Debian's prometheus package), which checks and unit-tests
+# infra/prometheus/alerts.yaml. The package's server is not started.
+ensure_promtool() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || strata_die "promtool is missing and there is no apt-get to install prometheus"
+        strata_apt_install prometheus
+        if command -v service >/dev/null 2>&1; then
+            strata_as_root service prometheus stop >/dev/null 2>&1 || true
+        fi
+    fi
+    strata_log "promtool: $(promtool --version 2>&1 | head -n 1)"
+}
+
 _strata_sha256() {
     sha256sum "$1" | cut -d' ' -f1
 }

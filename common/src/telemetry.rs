@@ -140,6 +140,26 @@ impl Registry {
         family.series.insert(label_string(labels), value.clone());
     }
 
+    /// Removes every series labelled `label="value"` (a destination that
+    /// is gone), so that it stops being scraped rather than freezing at
+    /// its last value.
+    pub fn remove_labelled(&self, label: &str, value: &str) {
+        let needle = label_string(&[(label, value)]);
+        let needle = &needle[1..needle.len() - 1];
+        let mut families = self.families.lock().unwrap_or_else(|p| p.into_inner());
+        for f in families.values_mut() {
+            f.series.retain(|labels, _| {
+                // Values are escaped, so a match is a whole pair: after `{`
+                // or `,`, and before `,` or `}`.
+                !labels.match_indices(needle).any(|(i, _)| {
+                    let before = labels.as_bytes().get(i.wrapping_sub(1));
+                    let after = labels.as_bytes().get(i + needle.len());
+                    matches!(before, Some(b'{' | b',')) && matches!(after, Some(b',' | b'}'))
+                })
+            });
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let families = self.families.lock().unwrap_or_else(|p| p.into_inner());
@@ -161,6 +181,18 @@ impl Registry {
         }
         out
     }
+}
+
+/// Publishes `strata_build_info{service, version} 1`: which build runs
+/// where, for dashboards and for alerts that join on it.
+pub fn register_build_info(registry: &Registry, service: &str) {
+    registry
+        .gauge(
+            "strata_build_info",
+            "Always 1; the labels say which build of which service this is.",
+            &[("service", service), ("version", env!("CARGO_PKG_VERSION"))],
+        )
+        .set(1.0);
 }
 
 /// Whether the service is ready (`/readyz`); `/healthz` only says it runs.
@@ -234,6 +266,20 @@ mod tests {
         let text = r.render();
         assert!(text.contains("# TYPE strata_test_rows_total counter\nstrata_test_rows_total{stream=\"a\\\"b\"} 3\n"), "{text}");
         assert!(text.contains("strata_test_lag_seconds 1.5\n"), "{text}");
+    }
+
+    #[test]
+    fn series_of_a_label_value_are_removed_whole() {
+        let r = Registry::default();
+        r.counter("strata_test_total", "T.", &[("destination", "a"), ("stream", "s")]).inc_by(1);
+        r.counter("strata_test_total", "T.", &[("destination", "ab"), ("stream", "s")]).inc_by(2);
+        r.gauge("strata_test_state", "S.", &[("stream", "s"), ("destination", "a")]).set(1.0);
+        r.gauge("strata_test_state", "S.", &[("destination", "x\",destination=\"a")]).set(1.0);
+        r.remove_labelled("destination", "a");
+        let text = r.render();
+        assert!(!text.contains("destination=\"a\"}") && !text.contains("destination=\"a\","), "{text}");
+        assert!(text.contains("strata_test_total{destination=\"ab\",stream=\"s\"} 2"), "{text}");
+        assert!(text.contains("strata_test_state{destination=\"x\\\",destination=\\\"a\"} 1"), "a value that only contains the pair is kept: {text}");
     }
 
     #[test]

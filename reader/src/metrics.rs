@@ -20,6 +20,9 @@ pub struct ReaderMetrics {
     pub reconnects: Value,
     lag_bytes: Value,
     lag_seconds: Value,
+    slot_retained: Value,
+    slot_confirmed_lag: Value,
+    slot_safe: Value,
     pub fallbacks: TextFallbacks,
     registry: Registry,
     stream: String,
@@ -38,6 +41,21 @@ impl ReaderMetrics {
             lag_seconds: registry.gauge(
                 "strata_reader_source_lag_seconds",
                 "Age of the last staged commit while the server has sent more; 0 when caught up.",
+                &l,
+            ),
+            slot_retained: registry.gauge(
+                "strata_reader_slot_retained_wal_bytes",
+                "WAL the source keeps for the stream's replication slot (from its restart_lsn): disk the source cannot free.",
+                &l,
+            ),
+            slot_confirmed_lag: registry.gauge(
+                "strata_reader_slot_confirmed_lag_bytes",
+                "WAL written on the source beyond the position the slot has confirmed (durable in the stage).",
+                &l,
+            ),
+            slot_safe: registry.gauge(
+                "strata_reader_slot_safe_wal_bytes",
+                "WAL that can still be written before the slot loses WAL it needs (max_slot_wal_keep_size); NaN when unlimited.",
                 &l,
             ),
             fallbacks: TextFallbacks::new(registry, stream),
@@ -77,6 +95,51 @@ impl ReaderMetrics {
             );
             last = now;
         }
+    }
+
+    /// Samples the slot's figures from `pg_replication_slots` every `every`
+    /// over a connection of its own, until `token` is cancelled: what a
+    /// person alerts on before the source's disk fills, whether or not the
+    /// stream is up. A failed sample is retried at the next period.
+    pub async fn watch_slot(self, url: String, slot: String, every: Duration, token: CancellationToken) {
+        let mut client: Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> = None;
+        loop {
+            if client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+                client = strata_common::pgconn::connect(&url, "source (slot figures)")
+                    .await
+                    .inspect_err(|e| tracing::debug!(error = %e, "slot figures: could not connect"))
+                    .ok();
+            }
+            if let Some((c, _)) = &client {
+                match self.sample_slot(c, &slot).await {
+                    Ok(()) => {}
+                    Err(e) => tracing::debug!(error = %e, slot, "slot figures: query failed"),
+                }
+            }
+            tokio::select! {
+                () = token.cancelled() => break,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+        if let Some((_, task)) = client {
+            task.abort();
+        }
+    }
+
+    async fn sample_slot(&self, client: &tokio_postgres::Client, slot: &str) -> Result<(), tokio_postgres::Error> {
+        let row = client
+            .query_opt(
+                "SELECT (pg_current_wal_lsn() - restart_lsn)::float8, (pg_current_wal_lsn() - confirmed_flush_lsn)::float8, safe_wal_size::float8 \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        // No slot yet (the snapshot runs first): nothing retained.
+        let (retained, confirmed, safe) = row.map_or((Some(0.0), Some(0.0), None), |r| (r.get(0), r.get(1), r.get(2)));
+        self.slot_retained.set(retained.unwrap_or(0.0));
+        self.slot_confirmed_lag.set(confirmed.unwrap_or(0.0));
+        self.slot_safe.set(safe.unwrap_or(f64::NAN));
+        Ok(())
     }
 
     /// Updates the lag gauges from the server's position, the durable

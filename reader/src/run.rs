@@ -89,6 +89,8 @@ fn update(status: &SharedStatus, f: impl FnOnce(&mut ReaderStatus)) {
 /// that it is alive and how far behind it is, rare enough that an idle
 /// stream's log stays small (1,440 lines a day).
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+/// How often the slot's retained WAL is sampled from the source.
+const SLOT_FIGURES_EVERY: Duration = Duration::from_secs(15);
 
 /// Runs the stream of `config` until `shutdown` is cancelled.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
@@ -100,6 +102,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     // orchestrator's probes need to tell it from a hung one.
     let registry = Registry::default();
     stage.requests().register(&registry);
+    strata_common::telemetry::register_build_info(&registry, "reader");
     let telemetry = Telemetry { metrics: ReaderMetrics::new(&registry, &source.stream), ready: Readiness::default() };
     let listen = match config.telemetry.listen {
         Some(a) => a,
@@ -130,6 +133,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     };
     let renewer = tokio::spawn(renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
     tokio::spawn(telemetry.metrics.clone().log_summaries(SUMMARY_EVERY, work.clone()));
+    tokio::spawn(telemetry.metrics.clone().watch_slot(source.url.expose().to_owned(), source.slot_name(), SLOT_FIGURES_EVERY, work.clone()));
     let ctx = Ctx { config, source: &source, log: &log, status: &status, telemetry: &telemetry };
     let result = stream_with_retries(&ctx, work.clone()).await;
     work.cancel();

@@ -116,6 +116,14 @@ pub async fn get(port: u16, path: &str) -> String {
     out
 }
 
+/// The value of one series (`name{labels}` exactly as exposed) in a
+/// `/metrics` text; panics, naming it, when the series is absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    let line = text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')));
+    let line = line.unwrap_or_else(|| panic!("no series {series} in:\n{text}"));
+    line.trim().parse().unwrap_or_else(|e| panic!("series {series}: value {line:?}: {e}"))
+}
+
 /// A service's stage requests by kind, from `strata_stage_requests_total{op="…"}`
 /// on the `/metrics` of loopback `port`.
 pub async fn stage_requests(port: u16) -> Result<std::collections::BTreeMap<String, u64>> {

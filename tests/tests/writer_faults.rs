@@ -321,7 +321,11 @@ async fn a_corrupt_stage_file_fails_the_destination_visibly_and_is_not_retried()
     assert_eq!(status["retries"], 0, "{status}");
     assert!(status["failed_at"].is_string(), "{status}");
     let metrics = strata_tests::http::get(port, "/metrics").await;
-    assert!(metrics.contains(r#"strata_writer_destination_failed{destination="m",stream="main"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"strata_writer_destination_state{destination="m",stream="main",state="failed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"strata_writer_destination_state{destination="m",stream="main",state="running"} 0"#), "{metrics}");
+    assert!(metrics.contains(r#"strata_writer_retries_total{destination="m",stream="main"} 0"#), "{metrics}");
+    let failed_at = strata_tests::http::metric(&metrics, r#"strata_writer_last_error_timestamp_seconds{destination="m",stream="main"}"#);
+    assert!(failed_at > 1.7e9, "the failure's time is shown: {failed_at}");
     assert!(writer.terminate().unwrap().success());
 
     // After the writer exits, `status` still says why.

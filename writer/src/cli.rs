@@ -249,21 +249,32 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
 }
 
 /// One row of `status`: a destination, where it is, and what is wrong.
+/// What is unknown or does not apply is left out, never `null`.
 #[derive(Serialize)]
 struct DestinationStatus {
     destination: String,
     stream: String,
     kind: String,
     state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     owner: Option<String>,
     cursor: u64,
+    /// The stream's last batch; absent while nothing is staged.
+    #[serde(skip_serializing_if = "Option::is_none")]
     head: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     head_commit_ts: Option<Timestamp>,
     lag_batches: u64,
+    /// How long ago the oldest change not yet delivered was committed;
+    /// 0 when caught up.
+    lag_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     failed_at: Option<Timestamp>,
     on_error: OnError,
     schedule: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     next_run: Option<Timestamp>,
     dead_letters: usize,
     replays: Vec<ReplayStatus>,
@@ -273,17 +284,17 @@ struct DestinationStatus {
 struct ReplayStatus {
     id: String,
     state: ReplayState,
+    #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
 impl std::fmt::Display for DestinationStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let head = self.head.map_or("null".to_owned(), |h| h.to_string());
-        write!(
-            f,
-            "{}\tstream {}\t{}\tcursor {} of {head}\tlag {} batches\t{}",
-            self.destination, self.stream, self.state, self.cursor, self.lag_batches, self.schedule
-        )?;
+        let position = match self.head {
+            Some(head) => format!("cursor {} of {head}\tlag {} batches, {}", self.cursor, self.lag_batches, seconds(self.lag_seconds)),
+            None => "nothing staged yet".to_owned(),
+        };
+        write!(f, "{}\tstream {}\t{}\t{position}\t{}", self.destination, self.stream, self.state, self.schedule)?;
         if let Some(t) = self.next_run {
             write!(f, " (next run {t})")?;
         }
@@ -300,6 +311,16 @@ impl std::fmt::Display for DestinationStatus {
             write!(f, "\t{} changes dead-lettered", self.dead_letters)?;
         }
         Ok(())
+    }
+}
+
+/// A lag for people: `0 s`, `42 s`, `3 min 20 s`, `5 h 2 min`.
+fn seconds(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
     }
 }
 
@@ -328,6 +349,15 @@ async fn destination_status(stage: &Stage, s: DestinationSpec, replays: &[Versio
     };
     let keys = DestinationKeys::new(&s.name)?;
     let cursor = Cursors::new(stage, &s.name)?.load().await?.map_or(0, |c| c.value.seq);
+    // The first batch not delivered says how old the lag is (or, when it
+    // was collected, the oldest still staged).
+    let lag_seconds = match head {
+        Some(h) if h > cursor => {
+            let oldest = log.read(log.low().await?.max(cursor + 1)).await?.commit_ts.min;
+            (Timestamp::now().0 - oldest.0).max(0) as f64 / 1e6
+        }
+        _ => 0.0,
+    };
     let lease: Option<Lease> = Leases::new(stage, keys.lease()).read().await?.map(|l| l.value);
     let worker: Option<WorkerStatus> = lease.as_ref().and_then(lease_status);
     let live = lease.as_ref().is_some_and(|l| !l.is_expired(Timestamp::now()));
@@ -349,6 +379,7 @@ async fn destination_status(stage: &Stage, s: DestinationSpec, replays: &[Versio
         head,
         head_commit_ts,
         lag_batches: head.map_or(0, |h| h.saturating_sub(cursor)),
+        lag_seconds,
         error: shown.as_ref().and_then(|w| w.last_error.clone()),
         failed_at: shown.as_ref().filter(|_| failed).and_then(|w| w.failed_at),
         on_error: s.on_error,

@@ -20,7 +20,6 @@
 //! release moves it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -30,16 +29,16 @@ use strata_common::telemetry::{Readiness, Registry};
 use strata_stager::Stage;
 use strata_stager::keys::DestinationKeys;
 use strata_stager::lease::{Lease, Leases};
-use strata_stager::log::StreamLog;
 use strata_stager::signal::{self, ControlWatch};
 use strata_stager::{StageError, Versioned};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::control;
+use crate::metrics::{Publisher, Reported};
 use crate::replay::{ReplayRequest, ReplayState};
 use crate::spec::DestinationSpec;
-use crate::worker::{self, SharedWorkerStatus, WorkerStatus};
+use crate::worker::{self, SharedWorkerStatus};
 
 /// How often running writers converge: "a few seconds".
 pub const RECONCILE: Duration = Duration::from_secs(2);
@@ -126,6 +125,8 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let holder = strata_stager::lease::local_holder("writer");
     let registry = Registry::default();
     stage.requests().register(&registry);
+    strata_common::telemetry::register_build_info(&registry, "writer");
+    let mut figures = Publisher::new(&registry);
     let ready = Readiness::default();
     let listen = config.telemetry.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default address"));
     let (bound, server) = strata_common::telemetry::serve(listen, registry.clone(), ready.clone())
@@ -141,7 +142,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut known = Known::new(&stage);
     loop {
-        if let Err(e) = reconcile(&stage, &holder, &mut running, &mut known, &registry, &wakeups).await {
+        if let Err(e) = reconcile(&stage, &holder, &mut running, &mut known, &mut figures, &wakeups).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile pass failed; retrying");
         } else {
             ready.set(true);
@@ -177,7 +178,7 @@ async fn stop(stage: &Stage, name: &str, r: Running) {
 /// exits; and signals it, so that other writers read the lease again now
 /// rather than when they thought it would expire.
 async fn release(stage: &Stage, leases: &Leases, lease: &Versioned<Lease>, status: &SharedWorkerStatus) {
-    let status = status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
+    let status = serde_json::to_value(status.get()).unwrap_or_default();
     if leases.release_with_status(lease, Timestamp::now(), status).await.is_ok() {
         signal::touch_or_warn(stage, &format!("lease {} released", leases.path())).await;
     }
@@ -189,14 +190,17 @@ async fn reconcile(
     holder: &str,
     running: &mut HashMap<String, Running>,
     known: &mut Known,
-    registry: &Registry,
+    figures: &mut Publisher,
     wakeups: &crate::wakeup::Wakeups,
 ) -> Result<()> {
     known.refresh(stage).await?;
     keep_or_stop(stage, running, &known.specs).await;
     start_replays(stage, running, &mut known.replays, wakeups).await;
-    start_wanted(stage, holder, running, known, wakeups).await?;
-    publish_figures(stage, running, registry).await
+    start_wanted(stage, holder, running, known, figures, wakeups).await?;
+    // What runs here, and what no writer runs because it is paused.
+    let mut shown: Vec<Reported> = running.values().map(|r| Reported { spec: &r.spec, status: Some(r.status.get()), failed: r.failed }).collect();
+    shown.extend(known.specs.values().filter(|s| s.paused).map(|spec| Reported { spec, status: None, failed: false }));
+    figures.publish(stage, &shown).await
 }
 
 /// Stops what is removed, paused or changed; collects workers that ended;
@@ -237,7 +241,8 @@ async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wan
             }
         }
         let Some(r) = running.get_mut(&name) else { continue };
-        let (status, caught_up) = r.status.lock().map(|s| (serde_json::to_value(&*s).unwrap_or_default(), s.caught_up)).unwrap_or_default();
+        let current = r.status.get();
+        let (status, caught_up) = (serde_json::to_value(&current).unwrap_or_default(), current.caught_up);
         let (ttl, renew_after) = if caught_up && !stage.is_local() { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
         let now = Timestamp::now();
         if !renewal_due(&r.lease.value, &status, now, renew_after) {
@@ -293,7 +298,14 @@ async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, pe
 /// destination's lease, then spawns its worker. A lease known to be held
 /// elsewhere is not read again before it expires, unless its holder is a
 /// process on this host that is gone.
-async fn start_wanted(stage: &Stage, holder: &str, running: &mut HashMap<String, Running>, known: &mut Known, wakeups: &crate::wakeup::Wakeups) -> Result<()> {
+async fn start_wanted(
+    stage: &Stage,
+    holder: &str,
+    running: &mut HashMap<String, Running>,
+    known: &mut Known,
+    figures: &Publisher,
+    wakeups: &crate::wakeup::Wakeups,
+) -> Result<()> {
     let now = Timestamp::now();
     for (name, spec) in &known.specs {
         if spec.paused || running.contains_key(name) {
@@ -323,44 +335,9 @@ async fn start_wanted(stage: &Stage, holder: &str, running: &mut HashMap<String,
         };
         tracing::info!(destination = name, kind = spec.describe(), "starting worker");
         let token = CancellationToken::new();
-        let status: SharedWorkerStatus = Arc::new(Mutex::new(WorkerStatus::default()));
+        let status = SharedWorkerStatus::new(figures.destination(name, &spec.stream));
         let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), wakeups.waiter(&spec.stream), None));
         running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, status, failed: false });
-    }
-    Ok(())
-}
-
-/// Figures for /metrics. The stream's head is looked up once per stream,
-/// and not at all for a worker that found no next batch (each lookup is a
-/// few requests, which a remote stage bills).
-async fn publish_figures(stage: &Stage, running: &HashMap<String, Running>, registry: &Registry) -> Result<()> {
-    let mut heads: HashMap<&str, Option<u64>> = HashMap::new();
-    for (name, r) in running.iter() {
-        let s = r.status.lock().map(|s| s.clone()).unwrap_or_default();
-        let labels = [("destination", name.as_str()), ("stream", r.spec.stream.as_str())];
-        let head = match heads.get(r.spec.stream.as_str()) {
-            _ if s.caught_up => s.cursor,
-            Some(head) => *head,
-            None => {
-                let head = StreamLog::new(stage, &r.spec.stream)?.head(s.cursor).await.ok().flatten();
-                heads.insert(&r.spec.stream, head);
-                head
-            }
-        };
-        if let (Some(cursor), Some(head)) = (s.cursor, head) {
-            registry.gauge("strata_writer_lag_batches", "Committed batches not yet delivered.", &labels).set(head.saturating_sub(cursor) as f64);
-            let lag = match (head > cursor, s.cursor_commit_ts) {
-                (true, Some(t)) => (Timestamp::now().0 - t.0).max(0) as f64 / 1e6,
-                _ => 0.0,
-            };
-            registry.gauge("strata_writer_lag_seconds", "Age of the last delivered commit while batches wait; 0 when caught up.", &labels).set(lag);
-        }
-        registry.gauge("strata_writer_retries", "Transient delivery failures retried since the worker started.", &labels).set(s.retries as f64);
-        registry.gauge("strata_writer_destination_failed", "1 while the destination is stopped by an error retrying cannot heal.", &labels).set(if r.failed {
-            1.0
-        } else {
-            0.0
-        });
     }
     Ok(())
 }

@@ -13,14 +13,16 @@ use strata_stager::{Stage, StageError};
 use tokio_util::sync::CancellationToken;
 
 use crate::destinations::{AnyDestination, Batch, DestError, PartId, RollUp, TableBatch};
+use crate::metrics::DestinationMetrics;
 use crate::spec::{DestinationSpec, OnError};
 use crate::transform::Prepared;
 use crate::wakeup::POLL;
 
 /// How a delivery ended.
 pub(super) enum Outcome {
-    /// Durable at the destination, up to this (possibly rolled-up) batch.
-    Delivered(Batch),
+    /// Durable at the destination, up to this (possibly rolled-up) batch,
+    /// with how many changes it took.
+    Delivered(Batch, u64),
     /// The destination failed.
     Failed(DestError),
     /// Reading the batches to roll up failed.
@@ -35,6 +37,7 @@ pub(super) struct Deliverer<'a> {
     pub reader: &'a mut BatchReader,
     pub dest: &'a mut AnyDestination,
     pub transforms: &'a mut Prepared,
+    pub metrics: &'a DestinationMetrics,
 }
 
 impl Deliverer<'_> {
@@ -43,7 +46,7 @@ impl Deliverer<'_> {
     pub async fn deliver(&mut self, fetched: Fetched, window: Window, roll_up: bool) -> Outcome {
         match fetched {
             Fetched::Large(large) => match self.deliver_parts(&large, window).await {
-                Ok(()) => Outcome::Delivered(large.header.into()),
+                Ok(changes) => Outcome::Delivered(large.header.into(), changes),
                 Err(e) => Outcome::Failed(e),
             },
             Fetched::Whole(batch) => {
@@ -60,10 +63,10 @@ impl Deliverer<'_> {
                         tracing::warn!(destination = self.spec.name, seq = batch.seq, error = %e, "batch rejected; looking for the changes to skip");
                         self.skip_rejected(&batch).await
                     }
-                    other => other,
+                    other => other.map(|()| batch.rows()),
                 };
                 match applied {
-                    Ok(()) => Outcome::Delivered(batch),
+                    Ok(changes) => Outcome::Delivered(batch, changes),
                     Err(e) => Outcome::Failed(e),
                 }
             }
@@ -110,7 +113,7 @@ impl Deliverer<'_> {
     /// data file) at a time, so at most one part is decoded at once. A
     /// transactional destination applies every part in one transaction,
     /// committed with its position at the end.
-    async fn deliver_parts(&mut self, large: &LargeBatch, window: Window) -> Result<(), DestError> {
+    async fn deliver_parts(&mut self, large: &LargeBatch, window: Window) -> Result<u64, DestError> {
         let header: Batch = large.header.clone().into();
         let stage_error = |e: StageError| {
             let message = format!("reading batch {}: {e}", header.seq);
@@ -118,8 +121,9 @@ impl Deliverer<'_> {
         };
         let index = |n: usize| u32::try_from(n).map_err(|_| DestError::Permanent(format!("batch {} is cut into over 2^32 parts", header.seq)));
         if !self.dest.begin_parts(&self.transforms.apply(header.clone())).await? {
-            return Ok(());
+            return Ok(0);
         }
+        let mut delivered = 0;
         for (file, (table, entry)) in header.tables.iter().zip(&large.files).enumerate() {
             let mut chunks = self.reader.chunks(entry, PART_ROWS).await.map_err(stage_error)?;
             let mut chunk = 0;
@@ -129,16 +133,20 @@ impl Deliverer<'_> {
                     part: Some(PartId { file: index(file)?, chunk: index(chunk)? }),
                     ..header.clone()
                 };
-                self.dest.apply_part(&self.transforms.apply(part)).await?;
+                let part = self.transforms.apply(part);
+                self.dest.apply_part(&part).await?;
+                delivered += part.rows();
                 chunk += 1;
             }
         }
-        self.dest.finish_parts(&header).await
+        self.dest.finish_parts(&header).await?;
+        Ok(delivered)
     }
 
     /// The `skip` policy: finds the changes the destination rejects, writes
-    /// them to the dead-letter folder, and delivers the rest of the batch.
-    async fn skip_rejected(&mut self, batch: &Batch) -> Result<(), DestError> {
+    /// them to the dead-letter folder, and delivers the rest of the batch;
+    /// returns how many changes that is.
+    async fn skip_rejected(&mut self, batch: &Batch) -> Result<u64, DestError> {
         let keys = DestinationKeys::new(&self.spec.name).map_err(|e| DestError::Permanent(e.to_string()))?;
         let mut remaining = batch.clone();
         for _ in 0..SKIP_ROUNDS {
@@ -166,15 +174,16 @@ impl Deliverer<'_> {
                 let path = keys.dead_letter(batch.seq, c.lsn, c.ord);
                 let body = serde_json::to_vec_pretty(&letter).map_err(|e| DestError::Permanent(e.to_string()))?;
                 self.stage.put(&path, body.into()).await.map_err(|e| DestError::Transient(format!("writing dead letter {path}: {e}")))?;
+                self.metrics.dead_lettered.inc_by(1);
                 tracing::warn!(destination = self.spec.name, seq = batch.seq, table = %t.schema.table, lsn = %c.lsn, ord = c.ord, error = r.error, "change rejected; written to the dead-letter folder");
             }
             remaining = remaining.without(&rejects);
             match self.dest.apply(&remaining).await {
                 Err(e) if !e.is_retriable() => continue,
-                other => return other,
+                other => return other.map(|()| remaining.rows()),
             }
         }
-        self.dest.apply(&remaining).await
+        self.dest.apply(&remaining).await.map(|()| remaining.rows())
     }
 }
 

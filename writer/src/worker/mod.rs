@@ -62,6 +62,7 @@ pub async fn run(
     let result = worker.run(replay, &mut plan).await;
     if let Err(e) = &result {
         let message = format!("{e:#}");
+        worker.status.metrics.error_now();
         set(&worker.status, |s| {
             s.state = "failed".to_owned();
             s.last_error = Some(message.clone());
@@ -147,11 +148,20 @@ impl Worker {
                     return Err(anyhow::Error::new(e).context(format!("reading batch {} of stream {:?}", p.next, self.spec.stream)));
                 }
             };
-            let mut deliverer =
-                Deliverer { stage: &self.stage, spec: &self.spec, token: &self.token, reader: &mut reader, dest: &mut dest, transforms: &mut transforms };
+            let mut deliverer = Deliverer {
+                stage: &self.stage,
+                spec: &self.spec,
+                token: &self.token,
+                reader: &mut reader,
+                dest: &mut dest,
+                transforms: &mut transforms,
+                metrics: &self.status.metrics,
+            };
             match deliverer.deliver(fetched, window, p.may_roll_up()).await {
-                Outcome::Delivered(batch) => {
+                Outcome::Delivered(batch, changes) => {
                     self.backoff.reset();
+                    self.status.metrics.delivered_changes.inc_by(changes);
+                    self.status.metrics.delivered_batches.inc_by(batch.seq - batch.first_seq + 1);
                     cursor = self.advance(cursor, &batch).await?;
                     if p.delivered(&self.stage, &self.spec, batch.seq).await? == Go::Stop {
                         return Ok(());
