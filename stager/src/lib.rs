@@ -15,6 +15,7 @@
 //! - [`cursor`], [`lease`]: conditional state of destinations and readers.
 //! - [`signal`]: `control.json`, which says control objects changed.
 //! - [`gc`], [`verify`]: maintenance.
+//! - [`cli`]: the `strata-stage` command line.
 //! - [`error`]: [`StageError`], split by what a caller can do about it.
 //!
 //! The invariants of the format: a batch is committed by creating its
@@ -29,6 +30,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cli;
 pub mod codec;
 pub mod control;
 pub mod cursor;
