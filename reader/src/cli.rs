@@ -33,6 +33,18 @@ enum Command {
         #[arg(long)]
         table: String,
     },
+    /// Remove strata from the source database: drop the stream's
+    /// replication slot, and its publication if the reader created it.
+    /// Without --yes, print what it would drop and exit 1. Refuses while a
+    /// reader runs; leaves the stage as it is.
+    Teardown {
+        /// Drop what is listed.
+        #[arg(long, conflicts_with = "dry_run")]
+        yes: bool,
+        /// Print what would be dropped, drop nothing, exit 0.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -41,6 +53,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Backfill { table }) => return backfill(&config, &table).await,
         Some(Command::Validate) => return Ok(validate(&config, &cli.common.origin())),
+        Some(Command::Teardown { yes, dry_run }) => {
+            let confirm = match (yes, dry_run) {
+                (true, _) => crate::teardown::Confirm::Yes,
+                (false, true) => crate::teardown::Confirm::DryRun,
+                (false, false) => crate::teardown::Confirm::Ask,
+            };
+            return crate::teardown::teardown(&config, confirm).await;
+        }
         None => {}
     }
     let shutdown = strata_common::service::shutdown_on_signals();

@@ -1,7 +1,7 @@
 //! `strata-reader`: streams one PostgreSQL database's committed changes into
 //! the stage (DESIGN.md, "Reader protocol").
 //!
-//! - [`cli`]: the `strata-reader` command line (run, backfill, status).
+//! - [`cli`]: the `strata-reader` command line (run, validate, backfill, teardown).
 //! - [`run`]: the service: lease, snapshot, then the change stream with its
 //!   committer, reconnecting with backoff.
 //! - [`source`]: the [`ChangeSource`](source::ChangeSource) boundary and its
@@ -16,6 +16,7 @@
 //!   publication) while the stream runs, in chunks placed by watermarks.
 //! - [`metrics`]: what `/metrics` shows.
 //! - [`wakeup`]: "batch committed" messages to SQS for waiting writers.
+//! - [`teardown`]: dropping the stream's slot and publication, when asked.
 //!
 //! The invariants everything here keeps: one reader per stream, by lease;
 //! a transaction is never split across batches (a large one spills part
@@ -39,5 +40,6 @@ pub mod schemas;
 pub mod setup;
 pub mod snapshot;
 pub mod source;
+pub mod teardown;
 pub mod wakeup;
 pub mod walstream;

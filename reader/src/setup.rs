@@ -4,13 +4,16 @@
 //! Everything the reader needs from the source is checked before streaming
 //! starts, with an error that names what is missing and how to fix it. The
 //! reader creates its publication and slot when they are absent and never
-//! drops either: a slot holds WAL the user may still need.
+//! drops either: a slot holds WAL the user may still need. A publication it
+//! creates carries [`publication_marker`], so that `strata-reader teardown`
+//! (`crate::teardown`), asked explicitly, can tell it from one that
+//! somebody else created.
 
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
 use strata_common::config::SourceConfig;
-use strata_common::ident::quote_ident;
+use strata_common::ident::{quote_ident, quote_literal};
 use strata_common::pgtext::{parse_text, setting_statements};
 use strata_common::types::CatalogType;
 use strata_common::{ColumnType, Lsn, TableName, Value};
@@ -19,6 +22,15 @@ use tokio_postgres::Client;
 
 use crate::source::RelationColumn;
 
+/// The comment on a publication the reader created for `stream`. Teardown
+/// drops a publication only when its comment is exactly this: one an
+/// administrator created (the least-privilege set-up), one that another
+/// stream's reader created, or one from before readers marked theirs is
+/// used as it is and never dropped by strata.
+pub fn publication_marker(stream: &str) -> String {
+    format!("created by strata-reader for stream {stream:?}; strata-reader teardown drops it")
+}
+
 /// An ordinary (non-replication) connection to the source.
 pub struct SourceDb {
     client: Client,
@@ -26,6 +38,8 @@ pub struct SourceDb {
     type_cache: HashMap<u32, Option<CatalogType>>,
     name_cache: HashMap<(u32, i32), String>,
     database: Option<String>,
+    /// The stream this connection serves, for the publication's marker.
+    stream: String,
 }
 
 impl Drop for SourceDb {
@@ -50,7 +64,7 @@ impl SourceDb {
         // the same text forms as the stream's.
         let settings: Vec<String> = setting_statements().map(|(_, sql)| sql).collect();
         client.batch_execute(&settings.join("; ")).await.context("pinning the session settings of the source connection")?;
-        Ok(SourceDb { client, conn_task, type_cache: HashMap::new(), name_cache: HashMap::new(), database: None })
+        Ok(SourceDb { client, conn_task, type_cache: HashMap::new(), name_cache: HashMap::new(), database: None, stream: source.stream.clone() })
     }
 
     /// The table's storage file (`pg_relation_filenode`), which a rewrite
@@ -133,7 +147,14 @@ impl SourceDb {
             parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
         }
         self.check_can_create_publication(name, tables).await?;
-        let sql = format!("CREATE PUBLICATION {} FOR {}", quote_ident(name), parts.join(", "));
+        // One simple query is one transaction: the publication never exists
+        // without its marker.
+        let sql = format!(
+            "CREATE PUBLICATION {name_sql} FOR {}; COMMENT ON PUBLICATION {name_sql} IS {}",
+            parts.join(", "),
+            quote_literal(&publication_marker(&self.stream)),
+            name_sql = quote_ident(name)
+        );
         self.client
             .batch_execute(&sql)
             .await
