@@ -89,6 +89,45 @@ ensure_postgres() {
     strata_log "postgres: $("$bin/postgres" --version)"
 }
 
+# For the quickstart: the newest PostgreSQL >= 14 that apt can install (or
+# that is installed, without apt), installed if missing. Sets
+# STRATA_PG_VERSION and exports STRATA_PG_BIN.
+ensure_newest_postgres() {
+    local installed="" installable="" v
+    for v in /usr/lib/postgresql/*/bin/initdb; do
+        [ -x "$v" ] || continue
+        v="${v#/usr/lib/postgresql/}"
+        v="${v%%/*}"
+        [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -ge 14 ] && [ "$v" -gt "${installed:-0}" ] && installed="$v"
+    done
+    if command -v apt-cache >/dev/null 2>&1; then
+        [ -n "$(apt-cache search --names-only '^postgresql-[0-9]+$' 2>/dev/null)" ] || ensure_apt_updated
+        installable="$(apt-cache search --names-only '^postgresql-[0-9]+$' 2>/dev/null |
+            sed -n 's/^postgresql-\([0-9][0-9]*\) .*/\1/p' | sort -n | tail -n 1)"
+    fi
+    if [ -n "$installable" ] && [ "$installable" -ge 14 ] && [ "$installable" -gt "${installed:-0}" ]; then
+        STRATA_PG_VERSION="$installable"
+    elif [ -n "$installed" ]; then
+        STRATA_PG_VERSION="$installed"
+    else
+        strata_die "no PostgreSQL 14 or newer is installed or installable with apt-get"
+    fi
+    STRATA_PG_PACKAGE="postgresql-${STRATA_PG_VERSION}"
+    ensure_postgres
+}
+
+# The Rust toolchain is at least the workspace's rust-version (Cargo.toml).
+ensure_rust_version() {
+    local want have
+    want="$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$(strata_repo_root)/Cargo.toml" | head -n 1)"
+    have="$(rustc --version | sed -n 's/^rustc \([0-9][0-9.]*\).*/\1/p')"
+    [ -n "$want" ] && [ -n "$have" ] || strata_die "could not read the Rust versions (want ${want:-?}, rustc says ${have:-?})"
+    if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n 1)" != "$want" ]; then
+        strata_die "strata needs Rust $want or newer; rustc is $have (rustup update)"
+    fi
+    strata_log "rust: rustc $have (needs $want)"
+}
+
 # The `openssl` command, which the TLS tests use to make a test CA and
 # server and client certificates.
 ensure_openssl() {
