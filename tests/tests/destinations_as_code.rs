@@ -2,7 +2,8 @@
 //! apply -f` creates, updates and (with `--prune`) removes; applying an
 //! exported file changes nothing; a file with bad specs is refused whole,
 //! naming each, with nothing written; an operator's pause survives an apply
-//! that does not mention it.
+//! that does not mention it; `destination edit` applies what the editor
+//! saved and keeps an edit it cannot apply.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,12 +13,16 @@ use std::process::{Command, Output};
 const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
 
 fn writer(dir: &Path, args: &[&str]) -> Output {
+    writer_with(dir, args, &[])
+}
+
+fn writer_with(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(WRITER);
     cmd.current_dir(dir).args(["--config", "strata.toml"]).args(args);
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("STRATA_")) {
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("STRATA_") || k == "VISUAL" || k == "EDITOR") {
         cmd.env_remove(k);
     }
-    cmd.output().unwrap()
+    cmd.envs(envs.iter().copied()).output().unwrap()
 }
 
 fn ok(out: Output) -> String {
@@ -167,4 +172,50 @@ fn bad_specs_are_refused_whole_naming_each_and_nothing_is_written() {
     assert!(said.contains("stream \"orders\" has no staged batch yet"), "a stream with nothing staged is noted: {said}");
     let exported = ok(writer(dir.path(), &["destination", "export"]));
     assert!(exported.contains("roll_up_rows = 777") && exported.contains("roll_up_secs = 9"), "{exported}");
+}
+
+#[test]
+fn edit_applies_what_is_saved_and_keeps_what_it_cannot_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = dir.path().join("stage");
+    std::fs::write(dir.path().join("strata.toml"), "[stage]\nurl = \"./stage\"\n").unwrap();
+    std::fs::write(dir.path().join("destinations.toml"), FILE).unwrap();
+    ok(writer(dir.path(), &["destination", "apply", "-f", "destinations.toml"]));
+    let edit = |editor: &str| writer_with(dir.path(), &["destination", "edit", "lake"], &[("EDITOR", editor), ("WRITER", WRITER)]);
+    let failed = |out: Output| {
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let said = ok(edit("sed -i 's/roll_up_rows = 5000/roll_up_rows = 6000/'"));
+    assert!(said.contains("updated destination \"lake\""), "{said}");
+    let exported = ok(writer(dir.path(), &["destination", "export"]));
+    assert!(exported.contains("roll_up_rows = 6000") && exported.contains("[destination.mirror]"), "{exported}");
+    let before = specs(&stage);
+
+    // Saved unchanged, or the editor failed: nothing is written.
+    assert!(ok(edit("true")).contains("unchanged"));
+    assert!(failed(edit("false")).contains("exited with"));
+    assert_eq!(specs(&stage), before);
+
+    // An edit that cannot apply is refused, named, and kept for the user.
+    for (editor, named) in [
+        ("sed -i 's|s3://lake/strata|gs://lake/strata|'", "unsupported scheme"),
+        ("sed -i 's/destination.lake/destination.pond/'", "exactly destination \"lake\""),
+        ("sed -i 's/roll_up_rows/roll_up_rowz/'", "roll_up_rowz"),
+        // Someone pauses lake while it is being edited.
+        ("sh -c '\"$WRITER\" --config strata.toml destination pause lake >/dev/null && sed -i s/6000/7000/ \"$1\"' sh", "changed by someone else"),
+    ] {
+        let said = failed(edit(editor));
+        assert!(said.contains(named) && said.contains("nothing changed; the edit is kept in"), "{editor}: {said}");
+        let kept = said.split("kept in ").nth(1).unwrap().split(' ').next().unwrap();
+        assert!(Path::new(kept).exists(), "{kept}");
+        std::fs::remove_file(kept).unwrap();
+        if !named.contains("someone else") {
+            assert_eq!(specs(&stage), before, "{editor}: nothing written");
+        }
+    }
+    let exported = ok(writer(dir.path(), &["destination", "export"]));
+    assert!(exported.contains("roll_up_rows = 6000") && exported.contains("paused = true"), "the other change stands, the edit did not: {exported}");
+    assert!(failed(writer_with(dir.path(), &["destination", "edit", "pond"], &[("EDITOR", "true")])).contains("no destination named \"pond\""));
 }

@@ -86,6 +86,11 @@ enum DestinationCommand {
     /// Print the file that declares every destination as it is (TOML;
     /// secrets as written, `${VAR}`).
     Export,
+    /// Edit one destination's declaration in $VISUAL or $EDITOR (default
+    /// vi) and apply what is saved.
+    Edit {
+        name: String,
+    },
     Pause {
         name: String,
     },
@@ -236,6 +241,13 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
             }
         }
         DestinationCommand::Export => print!("{}", crate::declare::export(stage).await?),
+        DestinationCommand::Edit { name } => {
+            let editor = ["VISUAL", "EDITOR"].iter().find_map(|v| std::env::var(v).ok().filter(|e| !e.trim().is_empty())).unwrap_or_else(|| "vi".to_owned());
+            match crate::declare::edit(stage, &name, &editor).await? {
+                crate::declare::Edited::Updated => println!("updated destination {name:?}; running writers apply it within seconds"),
+                crate::declare::Edited::Unchanged => println!("destination {name:?} unchanged"),
+            }
+        }
         DestinationCommand::Pause { name } => {
             control::update(stage, &name, |s| s.paused = true).await?;
             println!("paused destination {name:?}");

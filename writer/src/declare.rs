@@ -16,6 +16,9 @@
 //! mode = "mirror"
 //! ```
 //!
+//! `destination edit NAME` opens one destination's declaration in
+//! `$VISUAL` or `$EDITOR` and applies what is saved, as `kubectl edit` does.
+//!
 //! Applying is idempotent: a spec whose declared fields already hold is left
 //! untouched (no write, no signal), so applying an exported file changes
 //! nothing. Every declared spec is checked before anything is written, and
@@ -27,7 +30,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use strata_common::Timestamp;
 use strata_common::config::DEFAULT_STREAM;
-use strata_stager::Stage;
+use strata_stager::keys::DestinationKeys;
+use strata_stager::{Stage, StageError, signal};
 
 use crate::control;
 use crate::schedule::Schedule;
@@ -187,4 +191,64 @@ pub async fn apply(stage: &Stage, file: &DestinationsFile, prune: bool, dry_run:
         }
     }
     Ok(changes)
+}
+
+/// What `destination edit` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Edited {
+    Updated,
+    Unchanged,
+}
+
+/// Opens destination `name`'s declaration in `editor` (a shell command, run
+/// with the file's path as its last argument), then makes the spec what
+/// was saved. Whatever goes wrong after the editor ran, the edit is kept
+/// in its file and the error names it; a spec changed by someone else
+/// meanwhile is not overwritten.
+pub async fn edit(stage: &Stage, name: &str, editor: &str) -> Result<Edited> {
+    let Some(current) = control::read(stage, name).await? else { bail!("no destination named {name:?}") };
+    let mut file = DestinationsFile::default();
+    file.destination.insert(name.to_owned(), Declared::of(&current.value));
+    let written = format!(
+        "# Destination {name:?}: edit, save and quit to apply; quit without saving to change nothing.\n\
+         # An absent `paused` keeps the pause state as it is.\n{}",
+        toml::to_string_pretty(&file).context("writing the destination as TOML")?
+    );
+    let path = std::env::temp_dir().join(format!("strata-destination-{}-{}.toml", strata_stager::keys::encode_name(name), std::process::id()));
+    std::fs::write(&path, &written).with_context(|| format!("writing {}", path.display()))?;
+    let shown = path.display().to_string();
+    let status = {
+        let (editor, path) = (editor.to_owned(), path.clone());
+        tokio::task::spawn_blocking(move || std::process::Command::new("sh").arg("-c").arg(format!("{editor} \"$1\"")).arg("sh").arg(&path).status()).await?
+    };
+    let status = status.with_context(|| format!("running the editor {editor:?}"))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&path);
+        bail!("the editor {editor:?} exited with {status}; nothing changed");
+    }
+    let edited = std::fs::read_to_string(&path).with_context(|| format!("reading {shown}"))?;
+    let kept = |e: anyhow::Error| e.context(format!("nothing changed; the edit is kept in {shown} (fix it, then `destination apply -f {shown}`)"));
+    if edited == written {
+        let _ = std::fs::remove_file(&path);
+        return Ok(Edited::Unchanged);
+    }
+    let declared = parse(&shown, &edited).map_err(kept)?;
+    let wanted = match declared.destination.get(name) {
+        Some(d) if declared.destination.len() == 1 => d.spec(name, Some(&current.value)),
+        _ => return Err(kept(anyhow::anyhow!("the file must declare exactly destination {name:?} (to rename, add the new one and remove the old)"))),
+    };
+    wanted.validate().map_err(|e| kept(anyhow::anyhow!("destination {name:?}: {e}")))?;
+    if wanted == current.value {
+        let _ = std::fs::remove_file(&path);
+        return Ok(Edited::Unchanged);
+    }
+    let next = DestinationSpec { updated_at: Timestamp::now(), ..wanted };
+    match stage.put_json_if(&DestinationKeys::new(name)?.spec(), &next, Some(&current.version)).await {
+        Ok(_) => {}
+        Err(StageError::Conflict { .. }) => return Err(kept(anyhow::anyhow!("destination {name:?} was changed by someone else while it was edited"))),
+        Err(e) => return Err(kept(e.into())),
+    }
+    signal::touch_or_warn(stage, &format!("destination {name:?} edited")).await;
+    let _ = std::fs::remove_file(&path);
+    Ok(Edited::Updated)
 }
