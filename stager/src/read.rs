@@ -91,6 +91,9 @@ pub struct StagedBatch {
     /// For a batch read undecoded: each data file, in `tables`' order
     /// (whose changes are then empty). Empty for a decoded batch.
     pub files: Vec<StagedFile>,
+    /// For a batch of the initial snapshot (or of a newer snapshot of some
+    /// tables): its consistent point, which all its rows carry as their LSN.
+    pub snapshot_point: Option<Lsn>,
 }
 
 /// A batch too large to decode whole: `header.tables` has one entry per
@@ -243,6 +246,7 @@ async fn fetch(log: StreamLog, schemas: SchemaCache, seq: u64, window: Window, f
         staged_bytes: m.files.iter().map(|f| f.bytes).sum(),
         tables,
         files: Vec::new(),
+        snapshot_point: m.snapshot.as_ref().map(|s| s.point),
     };
     if files && window.keeps_all(m.commit_ts.min, m.commit_ts.max) && batch.staged_bytes <= STAGED_BATCH_MAX_BYTES {
         for f in &m.files {

@@ -80,6 +80,7 @@ fn batch(seq: u64, changes: Vec<Change>) -> Batch {
         tables: vec![TableBatch { schema: schema(), changes }],
         files: Vec::new(),
         part: None,
+        snapshot_points: Vec::new(),
     }
 }
 
@@ -207,7 +208,7 @@ fn stdout_orders_a_batch_across_tables() {
     let mut other = b.tables[0].clone();
     other.changes = vec![change(Op::Insert, 20, 0, 2, Some("b")), change(Op::Insert, 10, 1, 4, Some("d"))];
     b.tables.push(other);
-    let lines = strata_writer::destinations::stdout::sink::lines(&b);
+    let lines = strata_writer::destinations::stdout::sink::lines(&b, Default::default());
     let ids: Vec<String> =
         String::from_utf8(lines).unwrap().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, ["main:10:0", "main:10:1", "main:20:0", "main:30:0"]);

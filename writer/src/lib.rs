@@ -6,7 +6,7 @@
 //! - [`destinations`]: the [`Destination`](destinations::Destination)
 //!   boundary, one folder per destination, and the registry of them all.
 //! - [`envelope`]: the JSON change envelope of the webhook, SQS, stdout and
-//!   JSON Lines destinations.
+//!   JSON Lines destinations, or Debezium's records in its place.
 //! - [`transform`]: tables, columns, rows and masking between stage and destination.
 //! - [`schedule`]: continuous, interval and cron delivery schedules.
 //! - [`worker`]: one destination's delivery loop (plan, deliver, cursor).

@@ -57,6 +57,10 @@ pub struct Batch {
     /// Which part of a batch delivered part by part this is; `None` for a
     /// whole batch.
     pub part: Option<PartId>,
+    /// The consistent points of the snapshot batches this holds: a read
+    /// ([`Op::Read`](strata_common::Op::Read)) at one of them is a
+    /// snapshot row, any other a backfill's.
+    pub snapshot_points: Vec<Lsn>,
 }
 
 /// A part of a batch delivered part by part: a chunk of rows of one of its
@@ -99,11 +103,17 @@ impl From<StagedBatch> for Batch {
             tables: b.tables,
             files: b.files.into_iter().map(Some).collect(),
             part: None,
+            snapshot_points: b.snapshot_point.into_iter().collect(),
         }
     }
 }
 
 impl Batch {
+    /// What the message bodies of this batch's changes share, in `format`.
+    pub fn batched(&self, format: crate::envelope::EnvelopeFormat) -> crate::envelope::Batched<'_> {
+        crate::envelope::Batched { format, stream: &self.stream, staged_at: self.staged_at, snapshot_points: &self.snapshot_points }
+    }
+
     pub fn rows(&self) -> u64 {
         self.tables.iter().map(|t| t.changes.len() as u64).sum::<u64>() + self.files.iter().flatten().map(|f| f.rows).sum::<u64>()
     }
@@ -131,6 +141,11 @@ impl Batch {
                 out.files.extend(files);
             }
             out.tables.extend(b.tables);
+            for p in b.snapshot_points {
+                if !out.snapshot_points.contains(&p) {
+                    out.snapshot_points.push(p);
+                }
+            }
         }
         out
     }

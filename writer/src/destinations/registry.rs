@@ -22,6 +22,7 @@ use super::stdout::config::StdoutSpec;
 use super::webhook::WebhookSink;
 use super::webhook::config::WebhookSpec;
 use super::{AnyDestination, DestError, RollUp};
+use crate::envelope::EnvelopeFormat;
 
 /// Where a destination's changes go: the `destination` object of a spec,
 /// tagged by `type`.
@@ -57,7 +58,7 @@ impl DestinationKind {
     pub fn describe(&self) -> String {
         match self {
             DestinationKind::Postgres(p) => p.describe(),
-            DestinationKind::Stdout(_) => "stdout (json lines)".to_owned(),
+            DestinationKind::Stdout(s) => format!("stdout (json lines{})", s.envelope.note()),
             DestinationKind::Webhook(w) => w.describe(),
             DestinationKind::Files(f) => f.describe(),
             DestinationKind::Sqs(q) => q.describe(),
@@ -100,7 +101,7 @@ impl DestinationKind {
     pub async fn connect(&self, name: &str, stage: &Stage) -> Result<AnyDestination, DestError> {
         Ok(match self {
             DestinationKind::Postgres(p) => Box::new(PostgresSink::connect(name, p).await?),
-            DestinationKind::Stdout(_) => Box::new(StdoutSink::new()),
+            DestinationKind::Stdout(s) => Box::new(StdoutSink::new(s.envelope)),
             DestinationKind::Webhook(w) => Box::new(WebhookSink::connect(w)?),
             DestinationKind::Files(f) => Box::new(FilesSink::connect(f)?),
             DestinationKind::Sqs(q) => Box::new(SqsSink::connect(name, q, stage).await?),
@@ -169,6 +170,12 @@ pub struct KindArgs {
     /// With --sqs: the largest message sent (bytes; at most the queue's limit).
     #[arg(long)]
     max_message_bytes: Option<usize>,
+    /// What message destinations send (--stdout, --webhook, --sqs, --files
+    /// with --format jsonl): strata's envelope (the default), or the records
+    /// Debezium's PostgreSQL connector emits at its defaults, with their
+    /// schema (debezium) or without (debezium-schemaless).
+    #[arg(long, value_enum)]
+    envelope: Option<EnvelopeFormat>,
 }
 
 impl KindArgs {
@@ -193,6 +200,7 @@ impl KindArgs {
             roll_up_rows,
             roll_up_secs,
             max_message_bytes,
+            envelope,
         } = self;
         // Each flag applies to some kinds only: refused elsewhere, rather
         // than silently ignored.
@@ -211,6 +219,7 @@ impl KindArgs {
             (max_message_bytes.is_some(), "--max-message-bytes", is_sqs, "--sqs"),
             (batch_size.is_some(), "--batch-size", is_webhook || is_sqs, "--webhook and --sqs"),
             (timeout_secs.is_some(), "--timeout-secs", is_webhook || is_sqs, "--webhook and --sqs"),
+            (envelope.is_some(), "--envelope", !is_postgres, "--stdout, --webhook, --sqs and --files"),
         ];
         if let Some((_, flag, _, kinds)) = applies.iter().find(|(set, _, fits, _)| *set && !fits) {
             return Err(format!("{flag} applies to {kinds} destinations only"));
@@ -221,6 +230,7 @@ impl KindArgs {
             let mut w = WebhookSpec::new(url, secret);
             w.batch_size = batch_size.unwrap_or(w.batch_size);
             w.timeout_secs = timeout_secs.unwrap_or(w.timeout_secs);
+            w.envelope = envelope.unwrap_or_default();
             DestinationKind::Webhook(w)
         } else if let Some(url) = sqs {
             let mut q = SqsSpec::new(url);
@@ -235,16 +245,65 @@ impl KindArgs {
             q.oversize = oversize.unwrap_or(q.oversize);
             q.timeout_secs = timeout_secs.unwrap_or(q.timeout_secs);
             q.max_message_bytes = max_message_bytes.unwrap_or(q.max_message_bytes);
+            q.envelope = envelope.unwrap_or_default();
             DestinationKind::Sqs(q)
         } else if let Some(url) = files {
             let mut f = FilesSpec::new(url, format.unwrap_or_default());
             f.roll_up_rows = roll_up_rows.unwrap_or(f.roll_up_rows);
             f.roll_up_secs = roll_up_secs.unwrap_or(f.roll_up_secs);
+            f.envelope = envelope.unwrap_or_default();
             DestinationKind::Files(f)
         } else if stdout {
-            DestinationKind::Stdout(StdoutSpec::default())
+            DestinationKind::Stdout(StdoutSpec { envelope: envelope.unwrap_or_default() })
         } else {
             return Err("name the destination: --postgres URL, --webhook URL, --sqs QUEUE_URL, --files URL or --stdout".to_owned());
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        kind: KindArgs,
+    }
+
+    fn kind(args: &[&str]) -> Result<DestinationKind, String> {
+        Flags::try_parse_from(std::iter::once("add").chain(args.iter().copied())).map_err(|e| e.to_string())?.kind.into_kind()
+    }
+
+    #[test]
+    fn the_envelope_is_an_option_of_message_destinations_only() {
+        assert_eq!(kind(&["--stdout", "--envelope", "debezium"]), Ok(DestinationKind::Stdout(StdoutSpec { envelope: EnvelopeFormat::Debezium })));
+        let Ok(DestinationKind::Sqs(q)) = kind(&["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/q", "--envelope", "debezium-schemaless"]) else {
+            panic!("an sqs destination")
+        };
+        assert_eq!(q.envelope, EnvelopeFormat::DebeziumSchemaless);
+        let err = kind(&["--postgres", "postgres://h/db", "--envelope", "debezium"]).unwrap_err();
+        assert!(err.contains("--envelope applies to --stdout, --webhook, --sqs and --files"), "{err}");
+        // Parquet files hold rows, not envelopes: refused by validation, naming the fix.
+        let parquet = kind(&["--files", "/tmp/lake", "--envelope", "debezium"]).unwrap();
+        assert!(parquet.validate().unwrap_err().contains("applies to format jsonl only"));
+        assert!(kind(&["--files", "/tmp/lake", "--format", "jsonl", "--envelope", "debezium"]).unwrap().validate().is_ok());
+        // A pointer message is strata's shape, not Debezium's.
+        let staged = kind(&["--sqs", "https://sqs.eu-west-1.amazonaws.com/1/q", "--oversize", "stage", "--envelope", "debezium"]).unwrap();
+        assert!(staged.validate().unwrap_err().contains("use oversize reject with envelope debezium"));
+        assert!(kind(&["--stdout", "--envelope", "kafka"]).unwrap_err().contains("invalid value 'kafka'"));
+    }
+
+    #[test]
+    fn specs_name_the_envelope_only_when_it_is_not_stratas() {
+        let strata = serde_json::to_value(DestinationKind::Stdout(StdoutSpec::default())).unwrap();
+        assert_eq!(strata, serde_json::json!({"type": "stdout"}), "existing specs are unchanged");
+        let debezium: DestinationKind = serde_json::from_value(serde_json::json!({"type": "webhook", "url": "https://h/x", "envelope": "debezium"})).unwrap();
+        assert_eq!(debezium.describe(), "webhook https://h/x (100 per request, debezium envelope)");
+        let err =
+            serde_json::from_value::<DestinationKind>(serde_json::json!({"type": "postgres", "url": "postgres://h/db", "envelope": "debezium"})).unwrap_err();
+        assert!(err.to_string().contains("unknown field `envelope`"), "{err}");
     }
 }

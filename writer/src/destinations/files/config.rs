@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use strata_common::config::{has_literal_password, redact_conn_str};
 
 use crate::destinations::RollUp;
+use crate::envelope::EnvelopeFormat;
 
 /// Rows gathered per file unless set.
 pub const DEFAULT_ROLL_UP_ROWS: u64 = 100_000;
@@ -32,6 +33,10 @@ pub struct FilesSpec {
     pub roll_up_rows: u64,
     #[serde(default = "default_secs")]
     pub roll_up_secs: u64,
+    /// With `format = "jsonl"`: strata's envelope (the default), or
+    /// Debezium's records (their values, one per line).
+    #[serde(default, skip_serializing_if = "EnvelopeFormat::is_strata")]
+    pub envelope: EnvelopeFormat,
 }
 
 fn default_rows() -> u64 {
@@ -43,7 +48,7 @@ fn default_secs() -> u64 {
 
 impl FilesSpec {
     pub fn new(url: String, format: FileFormat) -> FilesSpec {
-        FilesSpec { url, format, roll_up_rows: DEFAULT_ROLL_UP_ROWS, roll_up_secs: DEFAULT_ROLL_UP_SECS }
+        FilesSpec { url, format, roll_up_rows: DEFAULT_ROLL_UP_ROWS, roll_up_secs: DEFAULT_ROLL_UP_SECS, envelope: EnvelopeFormat::Strata }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -60,6 +65,9 @@ impl FilesSpec {
         {
             return Err(format!("files url: {e}"));
         }
+        if self.format == FileFormat::Parquet && !self.envelope.is_strata() {
+            return Err(format!("files envelope {} applies to format jsonl only: parquet files hold the stage's rows, not envelopes", self.envelope.name()));
+        }
         if self.roll_up_rows == 0 || self.roll_up_secs > 86_400 {
             return Err("files roll_up_rows must be > 0 and roll_up_secs at most 86400".to_owned());
         }
@@ -68,7 +76,8 @@ impl FilesSpec {
 
     /// One line for `destination list`: the URL as stored (no literal password).
     pub fn describe(&self) -> String {
-        format!("files {} ({}, up to {} rows per file)", self.url, format!("{:?}", self.format).to_lowercase(), self.roll_up_rows)
+        let format = format!("{:?}", self.format).to_lowercase();
+        format!("files {} ({format}{}, up to {} rows per file)", self.url, self.envelope.note(), self.roll_up_rows)
     }
 
     /// Batches gathered into one file: up to `roll_up_rows`, or what has

@@ -12,18 +12,19 @@ use strata_stager::{Stage, StageError, splice};
 use super::config::{FileFormat, FilesSpec};
 use super::retry::classify;
 use crate::destinations::{Batch, DestError, Destination};
-use crate::envelope::envelope;
+use crate::envelope::{EnvelopeFormat, bodies};
 
 pub struct FilesSink {
     store: Stage,
     format: FileFormat,
+    envelope: EnvelopeFormat,
 }
 
 impl FilesSink {
     pub fn connect(spec: &FilesSpec) -> Result<FilesSink, DestError> {
         let url = crate::destinations::expand_env(&spec.url).map_err(DestError::Permanent)?;
         let store = Stage::open(&url, &Default::default()).map_err(|e| DestError::Permanent(format!("files url: {e}")))?;
-        Ok(FilesSink { store, format: spec.format })
+        Ok(FilesSink { store, format: spec.format, envelope: spec.envelope })
     }
 }
 
@@ -89,10 +90,13 @@ impl FilesSink {
                 blocking("encoder", move || encode_file(&s, &changes)).await?
             }
             FileFormat::Jsonl => {
+                let batched = batch.batched(self.envelope);
                 let mut out = Vec::new();
                 for c in &changes {
-                    out.extend_from_slice(envelope(&batch.stream, schema, c, batch.staged_at).to_string().as_bytes());
-                    out.push(b'\n');
+                    for body in bodies(&batched, schema, c) {
+                        out.extend_from_slice(body.text.as_bytes());
+                        out.push(b'\n');
+                    }
                 }
                 out.into()
             }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use strata_common::TableName;
 use strata_common::config::is_queue_url;
 
+use crate::envelope::EnvelopeFormat;
+
 /// Entries per `SendMessageBatch` unless set: SQS's own maximum.
 pub const DEFAULT_BATCH_SIZE: usize = 10;
 /// `SendMessageBatch` calls in flight at once unless set. SQS scales with
@@ -67,6 +69,10 @@ pub struct SqsSpec {
     pub oversize: Oversize,
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// strata's envelope (the default), or Debezium's records (the key and
+    /// the change id as message attributes).
+    #[serde(default, skip_serializing_if = "EnvelopeFormat::is_strata")]
+    pub envelope: EnvelopeFormat,
 }
 
 fn default_batch_size() -> usize {
@@ -99,18 +105,20 @@ impl SqsSpec {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             oversize: Oversize::Reject,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
+            envelope: EnvelopeFormat::Strata,
         }
     }
 
     /// One line for `destination list`: queue URLs name no secret.
     pub fn describe(&self) -> String {
         format!(
-            "sqs {}{} ({} per call, {} in flight, oversize {})",
+            "sqs {}{} ({} per call, {} in flight, oversize {}{})",
             self.queue_url,
             if self.routes.is_empty() { String::new() } else { format!(" + {} routed tables", self.routes.len()) },
             self.batch_size,
             self.in_flight,
-            format!("{:?}", self.oversize).to_lowercase()
+            format!("{:?}", self.oversize).to_lowercase(),
+            self.envelope.note()
         )
     }
 
@@ -146,6 +154,13 @@ impl SqsSpec {
         }
         if !(1..=600).contains(&self.timeout_secs) {
             return Err(format!("sqs timeout_secs {} must be between 1 and 600", self.timeout_secs));
+        }
+        if self.oversize == Oversize::Stage && !self.envelope.is_strata() {
+            return Err(format!(
+                "sqs oversize stage sends a strata pointer message in place of a large change, which a {} consumer cannot read: use oversize reject with envelope {}",
+                self.envelope.name(),
+                self.envelope.name()
+            ));
         }
         Ok(())
     }

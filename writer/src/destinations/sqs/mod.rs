@@ -13,6 +13,9 @@
 //!   dead-lettered), or with `oversize = "stage"` it is written to the
 //!   stage and a pointer message is sent instead.
 //! - Optional `routes` send chosen tables to queues of their own.
+//! - With a Debezium envelope, each Debezium record is a message (a key
+//!   change: two, the second's id suffixed `#1`), with attributes
+//!   `strata-id` (the change id) and `debezium-key` (the record's key).
 //!
 //! A batch is durable once SQS has accepted every message of it; only then
 //! does the cursor move.

@@ -26,7 +26,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use sha2::{Digest, Sha256};
 use strata_common::TableName;
 use strata_stager::Stage;
@@ -36,7 +36,7 @@ use super::config::{Oversize, SQS_MAX_MESSAGE_BYTES, SqsSpec};
 use super::message::{Offloaded, dedup_id, group_id, pointer};
 use super::retry::{classify, is_transient_code};
 use crate::destinations::{Batch, DestError, Destination, Reject};
-use crate::envelope::{change_id, envelope};
+use crate::envelope::{EnvelopeFormat, bodies, change_id, envelope};
 use strata_common::backoff::Backoff;
 
 /// Sends of one entry, or of one whole call, before a lane gives up and
@@ -59,9 +59,16 @@ struct Queue {
 struct Message {
     /// Position in the batch, in commit order.
     pos: usize,
+    /// Unique per message: the change id, `#1` appended for the second
+    /// Debezium record of a key change (its create).
     id: String,
+    /// The change's id, which a refusal is reported under.
+    change: String,
     queue: usize,
     body: String,
+    /// With a Debezium envelope: `strata-id` (the change id) and
+    /// `debezium-key` (the record's key, when it has one).
+    attributes: Vec<(&'static str, String)>,
     /// FIFO only.
     group: Option<String>,
     attempts: u32,
@@ -93,6 +100,7 @@ pub struct SqsSink {
     batch_size: usize,
     in_flight: usize,
     oversize: Oversize,
+    envelope: EnvelopeFormat,
     last: Progress,
 }
 
@@ -154,6 +162,7 @@ impl SqsSink {
             batch_size: spec.batch_size,
             in_flight: spec.in_flight,
             oversize: spec.oversize,
+            envelope: spec.envelope,
             last: Progress::default(),
         })
     }
@@ -172,14 +181,37 @@ impl SqsSink {
             (c.lsn, c.ord)
         });
         let mut out = Vec::with_capacity(changes.len());
-        for (pos, (ti, ci)) in changes.into_iter().enumerate() {
+        let batched = batch.batched(self.envelope);
+        for (ti, ci) in changes {
             let schema = &batch.tables[ti].schema;
             let change = &batch.tables[ti].changes[ci];
             let id = change_id(&batch.stream, change);
+            let queue = self.queue_of(&schema.table);
+            let group = self.queues[queue].fifo.then(|| group_id(schema, change));
+            if !self.envelope.is_strata() {
+                let max = self.queues[queue].max_bytes;
+                for (i, body) in bodies(&batched, schema, change).into_iter().enumerate() {
+                    let message_id = if i == 0 { id.clone() } else { format!("{id}#{i}") };
+                    if self.last.sent.contains(&message_id) {
+                        continue;
+                    }
+                    let mut attributes = vec![("strata-id", id.clone())];
+                    attributes.extend(body.key.map(|k| ("debezium-key", k)));
+                    // SQS counts attribute names, types and values in a message's size.
+                    let size = body.text.len() + attributes.iter().map(|(n, v)| n.len() + "String".len() + v.len()).sum::<usize>();
+                    if size > max {
+                        let error = format!("change {id} of {}: its Debezium record is {size} bytes with its attributes, over the queue's {max}", schema.table);
+                        oversized.push(Reject { table: ti, change: ci, error });
+                        break;
+                    }
+                    let pos = out.len();
+                    out.push(Message { pos, id: message_id, change: id.clone(), queue, body: body.text, attributes, group: group.clone(), attempts: 0 });
+                }
+                continue;
+            }
             if self.last.sent.contains(&id) {
                 continue;
             }
-            let queue = self.queue_of(&schema.table);
             let env = envelope(&batch.stream, schema, change, batch.staged_at);
             let mut body = env.to_string();
             let max = self.queues[queue].max_bytes;
@@ -202,8 +234,8 @@ impl SqsSink {
                     }
                 }
             }
-            let group = self.queues[queue].fifo.then(|| group_id(schema, change));
-            out.push(Message { pos, id, queue, body, group, attempts: 0 });
+            let pos = out.len();
+            out.push(Message { pos, change: id.clone(), id, queue, body, attributes: Vec::new(), group, attempts: 0 });
         }
         Ok(out)
     }
@@ -278,6 +310,18 @@ fn next_call(pending: &mut VecDeque<Message>, queues: &[Queue], batch_size: usiz
     call
 }
 
+/// A message's attributes as SQS takes them; `None` without any.
+fn message_attributes(attributes: &[(&'static str, String)]) -> Result<Option<HashMap<String, MessageAttributeValue>>, aws_sdk_sqs::error::BuildError> {
+    if attributes.is_empty() {
+        return Ok(None);
+    }
+    let mut out = HashMap::new();
+    for (name, value) in attributes {
+        out.insert((*name).to_owned(), MessageAttributeValue::builder().data_type("String").string_value(value).build()?);
+    }
+    Ok(Some(out))
+}
+
 /// Puts messages back into a lane, each at its place in commit order.
 fn put_back(pending: &mut VecDeque<Message>, messages: Vec<Message>) {
     for m in messages.into_iter().rev() {
@@ -304,9 +348,11 @@ async fn run_lane(client: &Client, queues: &[Queue], batch_size: usize, mut pend
             .enumerate()
             .map(|(i, m)| {
                 let fifo = |v: Option<String>| v.filter(|_| queue.fifo);
+                let attributes = message_attributes(&m.attributes)?;
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(&m.body)
+                    .set_message_attributes(attributes)
                     .set_message_group_id(fifo(m.group.clone()))
                     .set_message_deduplication_id(fifo(Some(dedup_id(&m.id))))
                     .build()
@@ -329,7 +375,7 @@ async fn run_lane(client: &Client, queues: &[Queue], batch_size: usize, mut pend
                         None => out.sent.push(m.id),
                         Some(f) if f.sender_fault() && !is_transient_code(f.code()) => {
                             let why = format!("sqs refused change {} ({}): {}", m.id, f.code(), f.message().unwrap_or(""));
-                            out.refused.push((m.id, why));
+                            out.refused.push((m.change, why));
                         }
                         Some(f) => {
                             m.attempts += 1;
@@ -436,7 +482,8 @@ mod tests {
     use super::*;
 
     fn msg(pos: usize, group: Option<&str>, bytes: usize) -> Message {
-        Message { pos, id: format!("s:{pos}:0"), queue: 0, body: "x".repeat(bytes), group: group.map(str::to_owned), attempts: 0 }
+        let id = format!("s:{pos}:0");
+        Message { pos, change: id.clone(), id, queue: 0, body: "x".repeat(bytes), attributes: Vec::new(), group: group.map(str::to_owned), attempts: 0 }
     }
 
     fn queue(fifo: bool, max_bytes: usize) -> Vec<Queue> {

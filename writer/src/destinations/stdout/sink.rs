@@ -1,40 +1,40 @@
-//! Writes envelopes as JSON Lines to standard output.
+//! Writes envelopes (or Debezium records) as JSON Lines to standard output.
 
 use std::io::Write;
 
 use super::retry::classify;
 use crate::destinations::{Batch, DestError, Destination};
-use crate::envelope::envelope;
+use crate::envelope::{EnvelopeFormat, bodies};
 
-pub struct StdoutSink;
+pub struct StdoutSink {
+    format: EnvelopeFormat,
+}
 
 impl StdoutSink {
-    pub fn new() -> StdoutSink {
-        StdoutSink
+    pub fn new(format: EnvelopeFormat) -> StdoutSink {
+        StdoutSink { format }
     }
 }
 
-impl Default for StdoutSink {
-    fn default() -> Self {
-        StdoutSink::new()
-    }
-}
-
-/// The batch's envelopes, one per line, in commit order across tables.
-pub fn lines(batch: &Batch) -> Vec<u8> {
+/// The batch's envelopes in `format`, one per line, in commit order across
+/// tables. A Debezium record's line is its value; its key is not printed.
+pub fn lines(batch: &Batch, format: EnvelopeFormat) -> Vec<u8> {
     let mut changes: Vec<_> = batch.tables.iter().flat_map(|t| t.changes.iter().map(move |c| (&t.schema, c))).collect();
     changes.sort_by_key(|(_, c)| (c.lsn, c.ord));
+    let batched = batch.batched(format);
     let mut out = Vec::new();
     for (schema, change) in changes {
-        out.extend_from_slice(envelope(&batch.stream, schema, change, batch.staged_at).to_string().as_bytes());
-        out.push(b'\n');
+        for body in bodies(&batched, schema, change) {
+            out.extend_from_slice(body.text.as_bytes());
+            out.push(b'\n');
+        }
     }
     out
 }
 
 impl Destination for StdoutSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
-        let bytes = lines(batch);
+        let bytes = lines(batch, self.format);
         // Blocking writes under the process-wide stdout lock, so the lines
         // of two stdout destinations' batches never interleave.
         tokio::task::spawn_blocking(move || {

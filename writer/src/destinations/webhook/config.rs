@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use strata_common::config::{has_literal_password, redact_conn_str};
 
 use crate::destinations::expand_env;
+use crate::envelope::EnvelopeFormat;
 
 /// Envelopes per request unless set (100).
 pub const DEFAULT_BATCH_SIZE: usize = 100;
@@ -26,6 +27,9 @@ pub struct WebhookSpec {
     pub batch_size: usize,
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
+    /// strata's envelope (the default), or Debezium's records.
+    #[serde(default, skip_serializing_if = "EnvelopeFormat::is_strata")]
+    pub envelope: EnvelopeFormat,
 }
 
 fn default_batch_size() -> usize {
@@ -37,7 +41,7 @@ fn default_timeout_secs() -> u64 {
 
 impl WebhookSpec {
     pub fn new(url: String, secret: Option<String>) -> WebhookSpec {
-        WebhookSpec { url, secret, batch_size: DEFAULT_BATCH_SIZE, timeout_secs: DEFAULT_TIMEOUT_SECS }
+        WebhookSpec { url, secret, batch_size: DEFAULT_BATCH_SIZE, timeout_secs: DEFAULT_TIMEOUT_SECS, envelope: EnvelopeFormat::Strata }
     }
 
     /// Checks the spec without I/O: an http(s) URL without a literal
@@ -66,7 +70,8 @@ impl WebhookSpec {
 
     /// One line for `destination list`: the URL as stored (no literal password).
     pub fn describe(&self) -> String {
-        format!("webhook {} ({} per request{})", self.url, self.batch_size, if self.secret.is_some() { ", signed" } else { "" })
+        let signed = if self.secret.is_some() { ", signed" } else { "" };
+        format!("webhook {} ({} per request{signed}{})", self.url, self.batch_size, self.envelope.note())
     }
 
     /// The URL and secret with `${VAR}` expanded.

@@ -11,7 +11,8 @@
 //! connection errors are retried with backoff, no sooner than a
 //! `Retry-After` the receiver sent; any other 4xx pauses the destination
 //! with the status and the start of the response body. Delivery is
-//! at-least-once: a batch interrupted part-way is sent again whole.
+//! at-least-once: a batch interrupted part-way is sent again whole. With a
+//! Debezium envelope, the array holds Debezium records' values.
 
 pub mod config;
 pub mod retry;

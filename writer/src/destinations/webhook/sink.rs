@@ -7,13 +7,14 @@ use base64::Engine;
 use super::config::WebhookSpec;
 use super::retry::{classify_error, classify_status};
 use crate::destinations::{Batch, DestError, Destination, Reject};
-use crate::envelope::{change_id, envelope};
+use crate::envelope::{EnvelopeFormat, bodies, change_id};
 
 pub struct WebhookSink {
     client: reqwest::Client,
     url: String,
     secret: Option<SigningKey>,
     batch_size: usize,
+    envelope: EnvelopeFormat,
 }
 
 /// The key a Standard Webhooks secret stands for: `whsec_<base64>` is the
@@ -57,7 +58,7 @@ impl WebhookSink {
             .user_agent(concat!("strata-writer/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DestError::Permanent(format!("building the HTTP client: {e}")))?;
-        Ok(WebhookSink { client, url, secret, batch_size: spec.batch_size })
+        Ok(WebhookSink { client, url, secret, batch_size: spec.batch_size, envelope: spec.envelope })
     }
 
     /// One request. `id` names its changes, so a retry or a replay of the
@@ -85,13 +86,19 @@ impl Destination for WebhookSink {
     async fn apply(&mut self, batch: &Batch) -> Result<(), DestError> {
         let mut changes: Vec<_> = batch.tables.iter().flat_map(|t| t.changes.iter().map(move |c| (&t.schema, c))).collect();
         changes.sort_by_key(|(_, c)| (c.lsn, c.ord));
+        let batched = batch.batched(self.envelope);
         for chunk in changes.chunks(self.batch_size) {
             let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
                 continue;
             };
             let key = format!("{}..{}", change_id(&batch.stream, first.1), change_id(&batch.stream, last.1));
-            let body: Vec<serde_json::Value> = chunk.iter().map(|(schema, c)| envelope(&batch.stream, schema, c, batch.staged_at)).collect();
-            self.post(&key, serde_json::Value::Array(body).to_string().into_bytes()).await?;
+            // A JSON array of the bodies, each as made (Debezium's keep their field order).
+            let texts: Vec<String> = chunk.iter().flat_map(|(schema, c)| bodies(&batched, schema, c)).map(|b| b.text).collect();
+            if texts.is_empty() {
+                // Only truncates, which Debezium's records leave out.
+                continue;
+            }
+            self.post(&key, format!("[{}]", texts.join(",")).into_bytes()).await?;
         }
         Ok(())
     }

@@ -28,9 +28,85 @@
 //!   reader staged the change. Both are fixed, so every delivery of a change
 //!   is byte for byte the same envelope.
 
+//!
+//! A message destination can send Debezium's records instead
+//! ([`EnvelopeFormat`], the spec's `envelope`; see [`debezium`]).
+
+pub mod debezium;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
-use strata_common::{Change, Op, Timestamp, Value};
+use strata_common::{Change, Lsn, Op, Timestamp, Value};
 use strata_stager::schema::{ReplicaIdentity, TableSchema};
+
+/// What a message destination sends for each change: its `envelope` setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvelopeFormat {
+    /// strata's envelope (this module's), with the change's `id`.
+    #[default]
+    Strata,
+    /// What Debezium's PostgreSQL connector emits at its default settings,
+    /// as its JSON converter writes it by default: `{"schema", "payload"}`.
+    Debezium,
+    /// The same records without their schema (`schemas.enable=false`).
+    DebeziumSchemaless,
+}
+
+impl EnvelopeFormat {
+    pub fn is_strata(&self) -> bool {
+        *self == EnvelopeFormat::Strata
+    }
+
+    /// `, debezium envelope` for a destination description; empty for strata's.
+    pub fn note(&self) -> String {
+        if self.is_strata() { String::new() } else { format!(", {} envelope", self.name()) }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            EnvelopeFormat::Strata => "strata",
+            EnvelopeFormat::Debezium => "debezium",
+            EnvelopeFormat::DebeziumSchemaless => "debezium-schemaless",
+        }
+    }
+}
+
+/// One message a destination sends for a change: its body (a JSON text),
+/// and the Debezium record's key (JSON text) where the format has one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Body {
+    pub text: String,
+    pub key: Option<String>,
+}
+
+/// What the bodies of a batch's changes share.
+#[derive(Debug, Clone, Copy)]
+pub struct Batched<'a> {
+    pub format: EnvelopeFormat,
+    pub stream: &'a str,
+    pub staged_at: Timestamp,
+    /// See [`debezium::Origin::snapshot_points`].
+    pub snapshot_points: &'a [Lsn],
+}
+
+/// The messages of `change` in `batched.format`: its envelope, or its
+/// Debezium records less the tombstones (none of strata's message
+/// destinations has a message key to give one; they exist for Kafka's log
+/// compaction). Empty for a truncate in a Debezium format, which Debezium
+/// skips by default.
+pub fn bodies(batched: &Batched, schema: &TableSchema, change: &Change) -> Vec<Body> {
+    let schemas = match batched.format {
+        EnvelopeFormat::Strata => return vec![Body { text: envelope(batched.stream, schema, change, batched.staged_at).to_string(), key: None }],
+        EnvelopeFormat::Debezium => true,
+        EnvelopeFormat::DebeziumSchemaless => false,
+    };
+    let origin = debezium::Origin { stream: batched.stream, staged_at: batched.staged_at, snapshot_points: batched.snapshot_points, schemas };
+    debezium::records(&origin, schema, change)
+        .into_iter()
+        .filter_map(|r| r.value.map(|v| Body { text: v.to_text(), key: r.key.map(|k| k.to_text()) }))
+        .collect()
+}
 
 /// The change's stable id: `{stream}:{lsn}:{ord}`.
 pub fn change_id(stream: &str, change: &Change) -> String {
