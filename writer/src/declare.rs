@@ -252,3 +252,23 @@ pub async fn edit(stage: &Stage, name: &str, editor: &str) -> Result<Edited> {
     let _ = std::fs::remove_file(&path);
     Ok(Edited::Updated)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_is_declared_with_the_destination_and_refused_where_it_does_not_apply() {
+        let file = parse("t.toml", "[destination.dbz.to]\ntype = \"sqs\"\nqueue_url = \"https://sqs.eu-west-1.amazonaws.com/1/q\"\nenvelope = \"debezium\"\n")
+            .unwrap();
+        let DestinationKind::Sqs(q) = &file.destination["dbz"].to else { panic!("an sqs destination") };
+        assert_eq!(q.envelope, crate::envelope::EnvelopeFormat::Debezium);
+        // Exported as declared, so applying the export changes nothing.
+        let exported = toml::to_string_pretty(&file).unwrap();
+        assert!(exported.contains("envelope = \"debezium\""), "{exported}");
+        let err = parse("t.toml", "[destination.m.to]\ntype = \"postgres\"\nurl = \"postgres://h/db\"\nenvelope = \"debezium\"\n").unwrap_err().to_string();
+        assert!(err.contains("t.toml") && err.contains("destination.m.to") && err.contains("unknown field `envelope`"), "{err}");
+        let err = parse("t.toml", "[destination.s.to]\ntype = \"stdout\"\nenvelope = \"avro\"\n").unwrap_err().to_string();
+        assert!(err.contains("unknown variant `avro`") && err.contains("debezium-schemaless"), "{err}");
+    }
+}
