@@ -101,7 +101,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     // (`/healthz`) but not ready (`/readyz` 503), which is what an
     // orchestrator's probes need to tell it from a hung one.
     let registry = Registry::default();
-    stage.requests().register(&registry);
+    stage.register_metrics(&registry);
     strata_common::telemetry::register_build_info(&registry, "reader");
     let telemetry = Telemetry { metrics: ReaderMetrics::new(&registry, &source.stream), ready: Readiness::default() };
     let listen = match config.telemetry.listen {

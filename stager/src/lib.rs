@@ -35,6 +35,7 @@ pub mod codec;
 pub mod control;
 pub mod cursor;
 pub mod error;
+pub mod faults;
 pub mod gc;
 pub mod keys;
 pub mod lease;

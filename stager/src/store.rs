@@ -39,6 +39,7 @@ use serde::de::DeserializeOwned;
 use strata_common::config::SecretString;
 
 use crate::error::{Result, StageError};
+use crate::faults::FaultyStore;
 use crate::requests::{Op, RequestCounts};
 
 /// Opaque version of a conditionally written object.
@@ -77,6 +78,8 @@ pub struct Stage {
     backend: Backend,
     url: Arc<str>,
     requests: RequestCounts,
+    /// Injected faults (tests and chaos runs only; see [`crate::faults`]).
+    faults: Option<Arc<FaultyStore>>,
 }
 
 impl fmt::Debug for Stage {
@@ -91,9 +94,36 @@ impl Stage {
     /// environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`,
     /// `AWS_ACCESS_KEY_ID`, `AWS_ALLOW_HTTP`, …), overridden by `options`.
     pub fn open(url: &str, options: &BTreeMap<String, SecretString>) -> Result<Stage> {
-        match Stage::resolve(url, options)? {
-            Target::Remote(stage) => Ok(stage),
-            Target::Local(path) => Stage::local(&path),
+        let stage = match Stage::resolve(url, options)? {
+            Target::Remote(stage) => stage,
+            Target::Local(path) => Stage::local(&path)?,
+        };
+        stage.with_env_faults()
+    }
+
+    /// With the `faults` feature, the faults `STRATA_TEST_STAGE_FAULTS` asks for.
+    fn with_env_faults(self) -> Result<Stage> {
+        #[cfg(feature = "faults")]
+        if let Some(plan) = crate::faults::FaultPlan::from_env().map_err(|reason| StageError::InvalidUrl { url: self.url.to_string(), reason })? {
+            tracing::warn!(?plan, "injecting object-store faults into the stage (a test build)");
+            return Ok(self.with_faults(plan));
+        }
+        Ok(self)
+    }
+
+    /// This stage with `plan`'s faults injected into its requests.
+    pub fn with_faults(mut self, plan: crate::faults::FaultPlan) -> Stage {
+        let faulty = Arc::new(FaultyStore::new(self.store.clone(), plan));
+        self.store = faulty.clone();
+        self.faults = Some(faulty);
+        self
+    }
+
+    /// Publishes the stage's request counts (and injected faults, if any).
+    pub fn register_metrics(&self, registry: &strata_common::telemetry::Registry) {
+        self.requests.register(registry);
+        if let Some(f) = &self.faults {
+            f.register(registry);
         }
     }
 
@@ -102,8 +132,8 @@ impl Stage {
     /// where a path was mistyped.
     pub fn open_existing(url: &str, options: &BTreeMap<String, SecretString>) -> Result<Stage> {
         match Stage::resolve(url, options)? {
-            Target::Remote(stage) => Ok(stage),
-            Target::Local(path) if path.is_dir() => Stage::local(&path),
+            Target::Remote(stage) => stage.with_env_faults(),
+            Target::Local(path) if path.is_dir() => Stage::local(&path)?.with_env_faults(),
             Target::Local(path) => {
                 Err(StageError::InvalidUrl { url: url.to_owned(), reason: format!("no stage here: directory {} does not exist", path.display()) })
             }
@@ -138,7 +168,7 @@ impl Stage {
                 let p = Path::parse(prefix).map_err(|e| invalid(format!("prefix {prefix:?}: {e}")))?;
                 Arc::new(PrefixStore::new(s3, p))
             };
-            return Ok(Target::Remote(Stage { store, backend: Backend::Remote, url: url.into(), requests: RequestCounts::default() }));
+            return Ok(Target::Remote(Stage { store, backend: Backend::Remote, url: url.into(), requests: RequestCounts::default(), faults: None }));
         }
         if !options.is_empty() {
             return Err(invalid("stage.options apply to s3:// stages only".to_owned()));
@@ -166,7 +196,7 @@ impl Stage {
         // LSN to PostgreSQL, as an S3 PUT is.
         let fs = Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(|e| invalid(e.to_string()))?.with_fsync(true).with_automatic_cleanup(true));
         let url = format!("file://{}", root.display());
-        Ok(Stage { store: fs.clone(), backend: Backend::Local { fs, root }, url: url.into(), requests: RequestCounts::default() })
+        Ok(Stage { store: fs.clone(), backend: Backend::Local { fs, root }, url: url.into(), requests: RequestCounts::default(), faults: None })
     }
 
     /// Where another program finds the object at `key`: an absolute path on
@@ -201,26 +231,71 @@ impl Stage {
         &self.requests
     }
 
+    /// Runs `request` again, up to [`ATTEMPTS`] times in all, while it fails
+    /// in a way another attempt may heal (a store error; not a lost race,
+    /// not an absent object). For idempotent requests only.
+    async fn retrying<T, F, Fut>(&self, what: &str, path: &Path, mut request: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match request().await {
+                Err(e) if worth_retrying(&e) && attempt + 1 < ATTEMPTS => {
+                    tracing::debug!(%path, error = %e, attempt, "{what} failed; trying again");
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Writes `bytes` at `path`, replacing what is there. For data files,
     /// whose names are unique per batch and part.
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
-        self.requests.add(Op::Put, 1);
-        self.store.put(path, PutPayload::from(bytes)).await.map_err(|e| StageError::store("writing", path, e))?;
-        Ok(())
+        self.retrying("writing", path, || async {
+            self.requests.add(Op::Put, 1);
+            self.store.put(path, PutPayload::from(bytes.clone())).await.map_err(|e| StageError::store("writing", path, e))?;
+            Ok(())
+        })
+        .await
     }
 
-    /// Creates `path` only if absent; [`StageError::Conflict`] otherwise.
+    /// Creates `path` only if absent; [`StageError::Conflict`] otherwise. A
+    /// create that seemed to fail but landed (its answer lost) is found on
+    /// the next attempt: the object holds exactly these bytes.
     pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
-        self.requests.add(Op::Put, 1);
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-        self.store.put_opts(path, PutPayload::from(bytes), opts).await.map_err(|e| StageError::store("creating", path, e))?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            self.requests.add(Op::Put, 1);
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            let e = match self.store.put_opts(path, PutPayload::from(bytes.clone()), opts).await {
+                Ok(_) => return Ok(()),
+                Err(e) => StageError::store("creating", path, e),
+            };
+            match e {
+                StageError::Conflict { .. } if attempt > 0 => {
+                    return if self.holding(path, &bytes).await?.is_some() { Ok(()) } else { Err(e) };
+                }
+                e if worth_retrying(&e) && attempt + 1 < ATTEMPTS => {
+                    tracing::debug!(%path, error = %e, attempt, "creating failed; trying again");
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+                e => return Err(e),
+            }
+        }
     }
 
     pub async fn get(&self, path: &Path) -> Result<Bytes> {
-        self.requests.add(Op::Get, 1);
-        let r = self.store.get(path).await.map_err(|e| StageError::store("reading", path, e))?;
-        r.bytes().await.map_err(|e| StageError::store("reading", path, e))
+        self.retrying("reading", path, || async {
+            self.requests.add(Op::Get, 1);
+            let r = self.store.get(path).await.map_err(|e| StageError::store("reading", path, e))?;
+            r.bytes().await.map_err(|e| StageError::store("reading", path, e))
+        })
+        .await
     }
 
     pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
@@ -233,57 +308,82 @@ impl Stage {
 
     /// Whether `path` exists (one HEAD request).
     pub async fn exists(&self, path: &Path) -> Result<bool> {
-        self.requests.add(Op::Head, 1);
-        match self.store.head(path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(StageError::store("checking", path, e)),
-        }
+        self.retrying("checking", path, || async {
+            self.requests.add(Op::Head, 1);
+            match self.store.head(path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(StageError::store("checking", path, e)),
+            }
+        })
+        .await
     }
 
     /// Deletes `path`; deleting what is not there is not an error.
     pub async fn delete(&self, path: &Path) -> Result<()> {
-        self.requests.add(Op::Delete, 1);
-        match self.store.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(StageError::store("deleting", path, e)),
-        }
+        self.retrying("deleting", path, || async {
+            self.requests.add(Op::Delete, 1);
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(StageError::store("deleting", path, e)),
+            }
+        })
+        .await
     }
 
     /// Every object under `prefix` (recursively).
     pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        let listed: Result<Vec<ObjectMeta>> = self.store.list(Some(prefix)).try_collect().await.map_err(|e| StageError::store("listing", prefix, e));
-        let keys = listed.as_ref().map_or(0, Vec::len) as u64;
-        self.requests.add(Op::List, 1 + keys.saturating_sub(1) / LIST_PAGE);
-        listed
+        self.retrying("listing", prefix, || async {
+            let listed: Result<Vec<ObjectMeta>> = self.store.list(Some(prefix)).try_collect().await.map_err(|e| StageError::store("listing", prefix, e));
+            let keys = listed.as_ref().map_or(0, Vec::len) as u64;
+            self.requests.add(Op::List, 1 + keys.saturating_sub(1) / LIST_PAGE);
+            listed
+        })
+        .await
     }
 
     /// The immediate sub-"directories" of `prefix`.
     pub async fn list_dirs(&self, prefix: &Path) -> Result<Vec<Path>> {
-        self.requests.add(Op::List, 1);
-        let r = self.store.list_with_delimiter(Some(prefix)).await.map_err(|e| StageError::store("listing", prefix, e))?;
-        Ok(r.common_prefixes)
+        self.retrying("listing", prefix, || async {
+            self.requests.add(Op::List, 1);
+            let r = self.store.list_with_delimiter(Some(prefix)).await.map_err(|e| StageError::store("listing", prefix, e))?;
+            Ok(r.common_prefixes)
+        })
+        .await
+    }
+
+    /// An object's bytes with their version; `None` if absent.
+    async fn get_versioned(&self, path: &Path) -> Result<Option<(Bytes, ObjectVersion)>> {
+        self.retrying("reading", path, || async {
+            self.requests.add(Op::Get, 1);
+            let r = match self.store.get(path).await {
+                Ok(r) => r,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(StageError::store("reading", path, e)),
+            };
+            let e_tag = r.meta.e_tag.clone();
+            let bytes = r.bytes().await.map_err(|e| StageError::store("reading", path, e))?;
+            let version = match &self.backend {
+                Backend::Local { .. } => content_version(&bytes),
+                Backend::Remote => ObjectVersion(e_tag.ok_or_else(|| StageError::Invalid {
+                    what: format!("object store response for {path}"),
+                    reason: "no ETag; the store does not support conditional updates".to_owned(),
+                })?),
+            };
+            Ok(Some((bytes, version)))
+        })
+        .await
+    }
+
+    /// The object's version if it holds exactly `bytes`: a write whose
+    /// answer was lost did land.
+    async fn holding(&self, path: &Path, bytes: &[u8]) -> Result<Option<ObjectVersion>> {
+        Ok(self.get_versioned(path).await?.filter(|(b, _)| b == bytes).map(|(_, v)| v))
     }
 
     /// Reads a JSON control object with its version; `None` if absent.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<Versioned<T>>> {
-        self.requests.add(Op::Get, 1);
-        let (bytes, version) = match self.store.get(path).await {
-            Ok(r) => {
-                let e_tag = r.meta.e_tag.clone();
-                let bytes = r.bytes().await.map_err(|e| StageError::store("reading", path, e))?;
-                let version = match &self.backend {
-                    Backend::Local { .. } => content_version(&bytes),
-                    Backend::Remote => ObjectVersion(e_tag.ok_or_else(|| StageError::Invalid {
-                        what: format!("object store response for {path}"),
-                        reason: "no ETag; the store does not support conditional updates".to_owned(),
-                    })?),
-                };
-                (bytes, version)
-            }
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(StageError::store("reading", path, e)),
-        };
+        let Some((bytes, version)) = self.get_versioned(path).await? else { return Ok(None) };
         let value =
             serde_json::from_slice(&bytes).map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("invalid JSON for this object: {e}") })?;
         Ok(Some(Versioned { value, version }))
@@ -291,10 +391,35 @@ impl Stage {
 
     /// Writes a JSON control object if it is still at `expected` (or, for
     /// `None`, still absent). Returns the new version; a lost race is
-    /// [`StageError::Conflict`].
+    /// [`StageError::Conflict`]. A write that seemed to fail is looked for
+    /// before it is tried again, so one that landed with its answer lost
+    /// counts as done rather than as a lost race on the next attempt.
     pub async fn put_json_if<T: Serialize>(&self, path: &Path, value: &T, expected: Option<&ObjectVersion>) -> Result<ObjectVersion> {
         let bytes =
             Bytes::from(serde_json::to_vec_pretty(value).map_err(|e| StageError::Invalid { what: format!("value for {path}"), reason: e.to_string() })?);
+        let mut attempt = 0;
+        loop {
+            match self.swap(path, &bytes, expected).await {
+                Ok(v) => return Ok(v),
+                Err(e @ StageError::Conflict { .. }) if attempt > 0 => return self.holding(path, &bytes).await?.ok_or(e),
+                Err(e) if worth_retrying(&e) => {
+                    if let Ok(Some(v)) = self.holding(path, &bytes).await {
+                        return Ok(v);
+                    }
+                    if attempt + 1 >= ATTEMPTS {
+                        return Err(e);
+                    }
+                    tracing::debug!(%path, error = %e, attempt, "a conditional update failed; trying again");
+                    tokio::time::sleep(pause(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One conditional write of `bytes` at `path`.
+    async fn swap(&self, path: &Path, bytes: &Bytes, expected: Option<&ObjectVersion>) -> Result<ObjectVersion> {
         self.requests.add(Op::Put, 1);
         match &self.backend {
             Backend::Remote => {
@@ -304,7 +429,7 @@ impl Stage {
                 };
                 let r = self
                     .store
-                    .put_opts(path, PutPayload::from(bytes), PutOptions { mode, ..Default::default() })
+                    .put_opts(path, PutPayload::from(bytes.clone()), PutOptions { mode, ..Default::default() })
                     .await
                     .map_err(|e| StageError::store("updating", path, e))?;
                 r.e_tag.map(ObjectVersion).ok_or_else(|| StageError::Invalid {
@@ -315,14 +440,34 @@ impl Stage {
             Backend::Local { fs, root } => {
                 let target = fs.path_to_filesystem(path).map_err(|e| StageError::store("updating", path, e))?;
                 let lock = root.join("_locks").join(format!("{}.lock", &content_version(path.as_ref().as_bytes()).0[7..]));
-                let expected = expected.cloned();
-                let key = path.clone();
-                tokio::task::spawn_blocking(move || local_swap(&key, &target, &lock, &bytes, expected.as_ref()))
-                    .await
-                    .map_err(|e| StageError::Invalid { what: format!("update of {path}"), reason: e.to_string() })?
+                let (expected, key, bytes) = (expected.cloned(), path.clone(), bytes.clone());
+                let write = async {
+                    tokio::task::spawn_blocking(move || local_swap(&key, &target, &lock, &bytes, expected.as_ref()))
+                        .await
+                        .map_err(|e| StageError::Invalid { what: format!("update of {path}"), reason: e.to_string() })?
+                };
+                match &self.faults {
+                    Some(f) => f.run_write(path, write).await,
+                    None => write.await,
+                }
             }
         }
     }
+}
+
+/// Attempts of a request that fails in a way another attempt may heal:
+/// the services retry further at their own pace.
+const ATTEMPTS: u32 = 3;
+
+/// The wait before attempt `attempt + 1`: 100 ms, then 400 ms.
+fn pause(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(100 * 4u64.pow(attempt))
+}
+
+/// A store error another attempt may heal (not a lost race, not an absent
+/// object, not a refusal).
+fn worth_retrying(e: &StageError) -> bool {
+    matches!(e, StageError::Store { .. }) && e.is_retriable()
 }
 
 /// Keys per page of a listing (S3's page size).
@@ -379,6 +524,42 @@ fn local_swap(key: &Path, target: &std::path::Path, lock_path: &std::path::Path,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::faults::{FaultKind, FaultPlan};
+
+    fn faulty(dir: &std::path::Path, kinds: Vec<FaultKind>) -> Stage {
+        Stage::local(dir).unwrap().with_faults(FaultPlan { rate: 1.0, seed: 5, kinds })
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_answer_is_lost_counts_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = faulty(dir.path(), vec![FaultKind::LostAck]);
+        let path = Path::from("control/x.json");
+        // Every write lands and is reported failed: found on the next look.
+        let v1 = stage.put_json_if(&path, &serde_json::json!({"n": 1}), None).await.unwrap();
+        let v2 = stage.put_json_if(&path, &serde_json::json!({"n": 2}), Some(&v1)).await.unwrap();
+        stage.create(&Path::from("log/1.json"), Bytes::from_static(b"m")).await.unwrap();
+        let clean = Stage::local(dir.path()).unwrap();
+        let read = clean.get_json::<serde_json::Value>(&path).await.unwrap().unwrap();
+        assert_eq!((read.value["n"].as_i64(), read.version), (Some(2), v2));
+        // A lost race stays one: the object holds someone else's bytes.
+        let e = stage.put_json_if(&path, &serde_json::json!({"n": 3}), Some(&v1)).await.unwrap_err();
+        assert!(matches!(e, StageError::Conflict { .. }), "{e}");
+        let e = stage.create(&Path::from("log/1.json"), Bytes::from_static(b"other")).await.unwrap_err();
+        assert!(matches!(e, StageError::Conflict { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn failing_requests_are_tried_three_times_then_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = faulty(dir.path(), vec![FaultKind::Error]);
+        let e = stage.put(&Path::from("a"), Bytes::from_static(b"x")).await.unwrap_err();
+        assert!(e.is_retriable() && e.to_string().contains("injected error"), "{e}");
+        assert_eq!(stage.requests().get(crate::requests::Op::Put), u64::from(ATTEMPTS));
+        let e = stage.put_json_if(&Path::from("b.json"), &1, None).await.unwrap_err();
+        assert!(e.to_string().contains("injected error"), "{e}");
+    }
 
     #[test]
     fn only_open_creates_a_missing_local_stage() {

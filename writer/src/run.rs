@@ -124,7 +124,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
     let holder = strata_stager::lease::local_holder("writer");
     let registry = Registry::default();
-    stage.requests().register(&registry);
+    stage.register_metrics(&registry);
     strata_common::telemetry::register_build_info(&registry, "writer");
     let mut figures = Publisher::new(&registry);
     let ready = Readiness::default();

@@ -29,7 +29,7 @@ use strata_common::backoff::Backoff;
 use strata_common::{Lsn, Timestamp};
 use strata_stager::cursor::{Cursor, Cursors};
 use strata_stager::log::StreamLog;
-use strata_stager::read::BatchReader;
+use strata_stager::read::{BatchReader, Fetched, Window};
 use strata_stager::{Stage, Versioned};
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +73,14 @@ pub async fn run(
         }
     }
     result
+}
+
+/// What the loop does after looking for the next batch.
+enum Next {
+    Batch(Fetched),
+    /// Look again (after a wait, a retry, or a finished rebuild).
+    Again,
+    Stop,
 }
 
 /// One destination's worker.
@@ -119,34 +127,10 @@ impl Worker {
             }
             set(&self.status, |s| s.cursor = Some(p.next - 1));
             let window = p.window();
-            let fetched = match reader.fetch(p.next, window).await {
-                Ok(Some(b)) if p.is_past_rebuild(b.header().commit_ts_min) => {
-                    if p.finish_replay(&self.stage, &self.spec).await? == Go::Stop {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Ok(Some(b)) => {
-                    self.waiter.found(p.next);
-                    set(&self.status, |s| s.caught_up = false);
-                    b
-                }
-                Ok(None) => {
-                    if self.idle(p).await? == Go::Stop {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Err(e) if e.is_retriable() => {
-                    tracing::warn!(destination = self.spec.name, seq = p.next, error = %e, "reading the stage failed; retrying");
-                    if !self.backoff.wait(&self.token, Duration::ZERO).await {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e).context(format!("reading batch {} of stream {:?}", p.next, self.spec.stream)));
-                }
+            let fetched = match self.next_batch(&mut reader, p, window).await? {
+                Next::Batch(b) => b,
+                Next::Again => continue,
+                Next::Stop => return Ok(()),
             };
             let mut deliverer = Deliverer {
                 stage: &self.stage,
@@ -195,6 +179,27 @@ impl Worker {
                     return Err(anyhow::Error::new(e).context(format!("reading batches after {} of stream {:?}", p.next, self.spec.stream)));
                 }
             }
+        }
+    }
+
+    /// Fetches the next batch inside `window`; waits while there is none,
+    /// and finishes a rebuild that reached its time.
+    async fn next_batch(&mut self, reader: &mut BatchReader, p: &mut Plan, window: Window) -> Result<Next> {
+        match reader.fetch(p.next, window).await {
+            Ok(Some(b)) if p.is_past_rebuild(b.header().commit_ts_min) => {
+                Ok(if p.finish_replay(&self.stage, &self.spec).await? == Go::Stop { Next::Stop } else { Next::Again })
+            }
+            Ok(Some(b)) => {
+                self.waiter.found(p.next);
+                set(&self.status, |s| s.caught_up = false);
+                Ok(Next::Batch(b))
+            }
+            Ok(None) => Ok(if self.idle(p).await? == Go::Stop { Next::Stop } else { Next::Again }),
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(destination = self.spec.name, seq = p.next, error = %e, "reading the stage failed; retrying");
+                Ok(if self.backoff.wait(&self.token, Duration::ZERO).await { Next::Again } else { Next::Stop })
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading batch {} of stream {:?}", p.next, self.spec.stream))),
         }
     }
 
