@@ -335,7 +335,7 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
         return Ok(());
     };
     update(status, |s| s.snapshot = None);
-    let slot = db.ensure_slot(&slot_name).await?;
+    let (slot, created_now) = db.ensure_slot(&slot_name).await?;
     let hint = status.lock().ok().and_then(|s| s.head_seq);
     let head = log.head(hint).await.context("finding the stream's last batch")?;
     let (resume, next_seq) = match head {
@@ -350,6 +350,9 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
         }
         None => (seam.point.or(slot.confirmed_flush).unwrap_or(Lsn::ZERO), 1),
     };
+    if created_now && (head.is_some() || seam.point.is_some()) {
+        refuse_new_slot(&mut db, &slot_name, &source.stream, resume, slot.confirmed_flush).await?;
+    }
     tracing::info!(%resume, next_seq, "resuming after the last staged batch");
     let mut src = PgWalSource::start(&source.url, &slot_name, &publication, resume)?;
     update(status, |s| {
@@ -389,6 +392,23 @@ async fn run_once(ctx: &Ctx<'_>, token: CancellationToken) -> Result<()> {
     }
     update(status, |s| s.durable_lsn = Some(durable));
     committed.and(result)
+}
+
+/// A stream with staged history whose slot was gone: the slot just created
+/// starts at the server's current position, so whatever committed between
+/// the last staged batch and now is in neither, and streaming from it would
+/// lose those changes without a word. The new slot is dropped again (a
+/// restart must not find it and stream past the gap) and the reader stops.
+async fn refuse_new_slot(db: &mut SourceDb, slot: &str, stream: &str, resume: Lsn, created_at: Option<Lsn>) -> Result<()> {
+    let at = created_at.map_or_else(|| "now".to_owned(), |l| format!("at {l}"));
+    if let Err(e) = db.drop_slot(slot).await {
+        tracing::warn!(slot, error = format!("{e:#}"), "could not drop the replication slot just created");
+    }
+    bail!(
+        "replication slot {slot:?} was missing (dropped, or never created on this server) although stream {stream:?} has staged history up to {resume}; \
+         a slot created {at} cannot return the changes committed in between, so the stream cannot continue without losing them. \
+         Capture the tables again under a new stream name (source.stream), or drop the stream's stage folder to start it over"
+    )
 }
 
 /// Where the stream resumes: after `lsn`, skipping what the snapshot

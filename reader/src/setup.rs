@@ -279,13 +279,18 @@ impl SourceDb {
         }))
     }
 
-    /// Returns the slot, creating a pgoutput slot if absent. A slot of another
-    /// plugin or database is an error: it belongs to someone else.
-    pub async fn ensure_slot(&self, name: &str) -> Result<SlotState> {
+    /// Returns the slot, creating a pgoutput slot if absent, and whether it
+    /// was created now. A slot of another plugin or database is an error: it
+    /// belongs to someone else.
+    pub async fn ensure_slot(&self, name: &str) -> Result<(SlotState, bool)> {
+        let mut created_now = false;
         if self.slot(name).await?.is_none() {
             let created = self.client.query_one("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", &[&name]).await;
             match created {
-                Ok(row) => tracing::info!(slot = name, lsn = row.get::<_, String>(0), "created replication slot"),
+                Ok(row) => {
+                    tracing::info!(slot = name, lsn = row.get::<_, String>(0), "created replication slot");
+                    created_now = true;
+                }
                 // Another reader created it between our check and our create.
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => {}
                 Err(e) => return Err(e).with_context(|| format!("creating replication slot {name:?}")),
@@ -293,7 +298,13 @@ impl SourceDb {
         }
         let slot = self.slot(name).await?.with_context(|| format!("replication slot {name:?} vanished after creation"))?;
         self.check_slot_owner(name, &slot).await?;
-        Ok(slot)
+        Ok((slot, created_now))
+    }
+
+    /// Drops the slot `name` (one this reader just created and cannot use).
+    pub async fn drop_slot(&self, name: &str) -> Result<()> {
+        self.client.execute("SELECT pg_drop_replication_slot($1)", &[&name]).await.with_context(|| format!("dropping replication slot {name:?}"))?;
+        Ok(())
     }
 
     /// Refuses a slot of another plugin or database: it belongs to someone

@@ -113,8 +113,8 @@ pub async fn teardown(config: &Config, confirm: Confirm) -> Result<ExitCode> {
         println!("dropped publication {publication:?}");
     }
     println!(
-        "stream {:?} is finished: a reader started on it again would stage changes only from its new slot on, \
-         missing those in between; capture this database again under a new source.stream",
+        "stream {:?} is finished: a reader started on it again refuses (a new slot could not return the changes committed since); \
+         capture this database again under a new source.stream",
         source.stream
     );
     Ok(ExitCode::SUCCESS)

@@ -223,3 +223,31 @@ async fn a_slot_of_another_database_is_refused_before_the_snapshot() {
     let staged = staged_changes(&Stage::local(dir.path()).unwrap(), "main").await.unwrap();
     assert!(staged.is_empty(), "nothing was staged: {staged:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_whose_slot_was_dropped_stops_rather_than_skip_what_committed_meanwhile() {
+    let cluster = PgCluster::shared();
+    let url = cluster.fresh_database().await.unwrap();
+    let admin = connect(&url).await.unwrap();
+    admin.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage = Stage::local(dir.path()).unwrap();
+    let reader = RunningReader::start(config(&url, dir.path(), ""));
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    admin.batch_execute("INSERT INTO t VALUES (2)").await.unwrap();
+    wait_for_changes(&stage, "main", 2).await.unwrap();
+    reader.stop().await.unwrap();
+
+    // The slot goes (by hand, or a teardown), and the source moves on.
+    admin.batch_execute("SELECT pg_drop_replication_slot('strata_main'); INSERT INTO t VALUES (3)").await.unwrap();
+    let before = staged_changes(&stage, "main").await.unwrap().len();
+    for attempt in 0..2 {
+        let reader = RunningReader::start(config(&url, dir.path(), ""));
+        let ended = tokio::time::timeout(Duration::from_secs(60), reader.stop_when_finished()).await.expect("the reader exited within 60 s");
+        let error = format!("{:#}", ended.expect_err("the reader refused to stream past the gap"));
+        assert!(error.contains("\"strata_main\" was missing") && error.contains("new stream name"), "attempt {attempt}: {error}");
+        let slots: i64 = admin.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[]).await.unwrap().get(0);
+        assert_eq!(slots, 0, "attempt {attempt}: the slot it created is dropped again, so a restart refuses too");
+    }
+    assert_eq!(staged_changes(&stage, "main").await.unwrap().len(), before, "nothing staged past the gap");
+}
