@@ -110,7 +110,7 @@ fn apply_export_apply_changes_nothing_and_prune_removes() {
     let edited = &edited[..edited.find("[destination.tail]").unwrap()];
     std::fs::write(dir.path().join("destinations.toml"), edited).unwrap();
     let said = ok(writer(dir.path(), &["destination", "apply", "-f", "destinations.toml", "--prune", "--dry-run"]));
-    assert!(said.contains("would update    lake") && said.contains("would remove    tail") && said.contains("would unchanged mirror"), "{said}");
+    assert!(said.contains("would update    lake") && said.contains("would remove    tail") && said.contains("\nunchanged mirror"), "{said}");
     assert_eq!(specs(&stage), paused, "a dry run writes nothing");
     let said = ok(writer(dir.path(), &["destination", "apply", "-f", "destinations.toml"]));
     assert!(said.contains("update    lake") && !said.contains("tail"), "without --prune, tail stays: {said}");

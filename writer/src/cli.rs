@@ -231,7 +231,8 @@ async fn destination(stage: &Stage, cmd: DestinationCommand) -> Result<()> {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let declared = crate::declare::parse(&file.display().to_string(), &text)?;
             for change in crate::declare::apply(stage, &declared, prune, dry_run).await? {
-                println!("{}{change}", if dry_run { "would " } else { "" });
+                let would = dry_run && !matches!(change, crate::declare::Change::Unchanged(_));
+                println!("{}{change}", if would { "would " } else { "" });
             }
             let streams: std::collections::BTreeSet<&String> = declared.destination.values().map(|d| &d.stream).collect();
             for stream in streams {
