@@ -19,6 +19,7 @@
 //! to run `infra/test`, never skip.
 
 pub mod bench;
+pub mod chaos;
 pub mod emulator;
 pub mod fixtures;
 pub mod http;

@@ -124,6 +124,13 @@ impl PgCluster {
         self.run("pg_ctl", &["-D", path_str(&data)?, "-m", "fast", "-w", "stop"])
     }
 
+    /// Stops the server with an immediate shutdown: no checkpoint, clients
+    /// cut off, crash recovery on the next start (a crashed server).
+    pub fn stop_immediate(&self) -> Result<()> {
+        let data = self.dir.join("data");
+        self.run("pg_ctl", &["-D", path_str(&data)?, "-m", "immediate", "-w", "stop"])
+    }
+
     /// Starts a stopped server again.
     pub fn start_again(&self) -> Result<()> {
         let data = self.dir.join("data");

@@ -12,5 +12,9 @@ async fn main() -> Result<()> {
         let config = raw.next().context("sqs-writer CONFIG")?;
         return bench::sqs::sqs_writer(std::path::Path::new(&config)).await;
     }
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("chaos") {
+        return strata_tests::chaos::bench_main(raw).await;
+    }
     bench::run(&bench::Args::parse(std::env::args().skip(1))?).await
 }
