@@ -135,6 +135,10 @@ fn parse_bytea(text: &str) -> Result<Vec<u8>, TextError> {
     if hex.len() % 2 != 0 {
         return err(text, "bytea", "odd number of hex digits");
     }
+    // Also keeps the pairs below on character boundaries.
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return err(text, "bytea", "invalid hex digit");
+    }
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
@@ -168,6 +172,11 @@ fn parse_ymd(s: &str, bc: bool) -> Result<i64, String> {
     let (Some(y), Some(m), Some(d)) = (num(y), num(m), num(d)) else {
         return Err("expected YYYY-MM-DD".to_owned());
     };
+    // PostgreSQL's dates end in 5874897 AD; a longer year would overflow
+    // the day count below.
+    if y > MAX_YEAR {
+        return Err(format!("year {y} out of range"));
+    }
     // Year n BC is astronomical year 1 - n.
     let year = if bc { 1 - y } else { y };
     let days_in_month = match m {
@@ -182,6 +191,9 @@ fn parse_ymd(s: &str, bc: bool) -> Result<i64, String> {
     }
     Ok(days_from_civil(year, m as u32, d as u32))
 }
+
+/// Past PostgreSQL's last date (5874897 AD) and its first (4713 BC).
+const MAX_YEAR: i64 = 9_999_999;
 
 fn strip_bc(text: &str) -> (&str, bool) {
     match text.strip_suffix(" BC") {
@@ -283,17 +295,22 @@ fn parse_interval(text: &str) -> Result<Value, TextError> {
             '0'..='9' | '-' | '+' | '.' => num.push(c),
             unit => {
                 let bad = || err::<Value>(text, WHAT, format!("bad number before {unit}"));
+                let out_of_range = || err::<Value>(text, WHAT, format!("{num}{unit} is out of range"));
                 match (in_time, unit) {
                     (false, 'Y' | 'M' | 'W' | 'D') => {
                         let n: i64 = match num.parse() {
                             Ok(n) => n,
                             Err(_) => return bad(),
                         };
-                        match unit {
-                            'Y' => months += n * 12,
-                            'M' => months += n,
-                            'W' => days += n * 7,
-                            _ => days += n,
+                        let (sum, factor) = match unit {
+                            'Y' => (&mut months, 12),
+                            'M' => (&mut months, 1),
+                            'W' => (&mut days, 7),
+                            _ => (&mut days, 1),
+                        };
+                        match n.checked_mul(factor).and_then(|n| sum.checked_add(n)) {
+                            Some(v) => *sum = v,
+                            None => return out_of_range(),
                         }
                     }
                     (true, 'H' | 'M') => {
@@ -301,7 +318,10 @@ fn parse_interval(text: &str) -> Result<Value, TextError> {
                             Ok(n) => n,
                             Err(_) => return bad(),
                         };
-                        micros += n * if unit == 'H' { 3_600_000_000 } else { 60_000_000 };
+                        match n.checked_mul(if unit == 'H' { 3_600_000_000 } else { 60_000_000 }).and_then(|n| micros.checked_add(n)) {
+                            Some(v) => micros = v,
+                            None => return out_of_range(),
+                        }
                     }
                     (true, 'S') => {
                         let (negative, digits) = match num.strip_prefix('-') {
@@ -314,8 +334,10 @@ fn parse_interval(text: &str) -> Result<Value, TextError> {
                         }
                         let Ok(whole) = whole.parse::<i128>() else { return bad() };
                         let frac: i128 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().unwrap_or(0) };
-                        let v = whole * 1_000_000 + frac;
-                        micros += if negative { -v } else { v };
+                        match whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac)).and_then(|v| micros.checked_add(if negative { -v } else { v })) {
+                            Some(v) => micros = v,
+                            None => return out_of_range(),
+                        }
                     }
                     _ => return err(text, WHAT, format!("unexpected {unit:?}")),
                 }
@@ -334,7 +356,8 @@ fn parse_interval(text: &str) -> Result<Value, TextError> {
 
 fn parse_uuid(text: &str) -> Result<[u8; 16], TextError> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || text.len() != 36 {
+    // All hex digits also keeps the pairs below on character boundaries.
+    if hex.len() != 32 || text.len() != 36 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return err(text, "uuid", "expected 8-4-4-4-12 hex digits");
     }
     let mut out = [0u8; 16];
@@ -587,6 +610,30 @@ mod tests {
         // The latest timestamp the typed column holds still parses typed.
         let (v, why) = parse_lossless(&ColumnType::Timestamp, "294246-12-31 23:59:59.999999");
         assert!(matches!(v, Value::Timestamp(_)) && why.is_none(), "{v:?}");
+    }
+
+    #[test]
+    fn malformed_text_is_an_error_never_a_panic() {
+        // Inputs of the pgtext fuzz target (fuzz/regressions/pgtext/), each
+        // of which panicked: a hex pair split inside a character, or an
+        // overflow in the day or microsecond arithmetic.
+        let cases = [
+            (ColumnType::Bytea, "\\x0\u{414}f", "invalid hex digit"),
+            (ColumnType::Uuid, "\u{20ac}aaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa", "expected 8-4-4-4-12 hex digits"),
+            (ColumnType::TimestampTz, "255555555555555550-1-2 00+:0055555555550-1-2 00+:00+0", "year 255555555555555550 out of range"),
+            (ColumnType::Date, "10000000-01-01", "year 10000000 out of range"),
+            (ColumnType::Interval, "P-3333333333333333301Y1", "-3333333333333333301Y is out of range"),
+            (ColumnType::Interval, "PT-04000033333333333333300000000000H", "-04000033333333333333300000000000H is out of range"),
+            (ColumnType::Interval, "PT-00004800000000000000000000000000000010001S", "is out of range"),
+            (ColumnType::Interval, "P2147483647M1M", "out of range"),
+        ];
+        for (ty, text, reason) in cases {
+            let e = parse_text(&ty, text).unwrap_err();
+            assert!(e.reason.contains(reason), "{text:?}: {e}");
+        }
+        // The largest year PostgreSQL prints still parses (as text where
+        // the typed column cannot hold it).
+        assert!(parse_text(&ColumnType::Date, "5874897-12-31").is_ok());
     }
 
     #[test]
