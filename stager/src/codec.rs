@@ -228,6 +228,15 @@ impl FileReader {
         // The builder's schema carries the file's key-value metadata; the built
         // reader's (projected) schema does not.
         let schema = builder.schema().clone();
+        // The Parquet reader trusts the footer's column chunk ranges, and
+        // panics on a negative one (`ColumnChunkMetaData::byte_range`).
+        for (g, group) in builder.metadata().row_groups().iter().enumerate() {
+            for c in group.columns() {
+                if c.dictionary_page_offset().unwrap_or(c.data_page_offset()) < 0 || c.compressed_size() < 0 {
+                    return Err(corrupt(format!("row group {g}: column chunk {} has a negative offset or length", c.column_path())));
+                }
+            }
+        }
         let reader = builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
         let meta = schema.metadata();
         let table: TableName =

@@ -360,3 +360,13 @@ fn garbage_is_corrupt_not_a_panic() {
     let bytes = write_parquet(batch.schema(), &[batch]).unwrap();
     assert!(matches!(decode_file(&path, bytes), Err(StageError::Corrupt { .. })));
 }
+
+#[test]
+fn a_footer_with_a_negative_column_chunk_range_is_corrupt_not_a_panic() {
+    // An input of the parquet fuzz target (fuzz/regressions/parquet/): a data
+    // file whose footer gives a column chunk a negative offset, on which the
+    // Parquet reader panicked while reading rows.
+    let bytes = include_bytes!("../../../fuzz/regressions/parquet/negative-column-offset.parquet");
+    let e = decode_file(&Path::from("t.parquet"), Bytes::from_static(bytes)).unwrap_err();
+    assert!(matches!(&e, StageError::Corrupt { path, reason } if path.as_ref() == "t.parquet" && reason.contains("negative offset or length")), "{e}");
+}
