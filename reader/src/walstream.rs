@@ -177,6 +177,17 @@ fn old_kind(key_type: Option<char>) -> OldTuple {
     if key_type == Some('O') { OldTuple::Full } else { OldTuple::Key }
 }
 
+/// One pgoutput message (the payload of an XLogData frame) as an event.
+/// No I/O: what [`ChangeSource::next`] does with each frame's payload, and
+/// what the `pgoutput` fuzz target drives with arbitrary bytes.
+pub fn decode_message(parser: &mut LogicalReplicationParser, data: Bytes) -> Result<SourceEvent, SourceError> {
+    let msg = parser.parse_wal_message_bytes(data).map_err(|e| map_err("decoding pgoutput", e))?;
+    if msg.is_streaming {
+        return Err(SourceError::Protocol("streamed transaction chunk received; streaming is not requested".to_owned()));
+    }
+    convert(msg.message)
+}
+
 fn convert(msg: LogicalReplicationMessage) -> Result<SourceEvent, SourceError> {
     use LogicalReplicationMessage as M;
     Ok(match msg {
@@ -220,12 +231,7 @@ impl ChangeSource for PgWalSource {
                 let _wal_start = header.get_u64();
                 let wal_end = Lsn(header.get_u64());
                 self.received = self.received.max(wal_end);
-                let data = frame.split_off(25);
-                let msg = self.parser.parse_wal_message_bytes(data).map_err(|e| map_err("decoding pgoutput", e))?;
-                if msg.is_streaming {
-                    return Err(SourceError::Protocol("streamed transaction chunk received; streaming is not requested".to_owned()));
-                }
-                convert(msg.message)
+                decode_message(&mut self.parser, frame.split_off(25))
             }
             Some(b'k') if frame.len() >= 18 => {
                 let mut body = &frame[1..18];
