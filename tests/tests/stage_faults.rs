@@ -47,6 +47,7 @@ async fn injected(port: u16) -> Vec<(String, u64)> {
 }
 
 async fn converges_under_faults(stage_toml: &str, stage: Stage, seed: u64) {
+    let started = std::time::Instant::now();
     let cluster = PgCluster::shared();
     let (src_url, mirror_url, history_url) =
         (cluster.fresh_database().await.unwrap(), cluster.fresh_database().await.unwrap(), cluster.fresh_database().await.unwrap());
@@ -108,6 +109,12 @@ async fn converges_under_faults(stage_toml: &str, stage: Stage, seed: u64) {
     let distinct: i64 = history.query_one("SELECT count(*) FROM (SELECT DISTINCT _strata_lsn, _strata_ord FROM public.events) d", &[]).await.unwrap().get(0);
     assert_eq!((rows as u64, distinct as u64), (staged, staged), "every staged change is in the history exactly once");
     assert_eq!(staged, committed.load(Ordering::SeqCst), "every committed change was staged once");
+    // The run's figures, for bench/RESULTS.md (shown with --no-capture).
+    eprintln!(
+        "fault run: stage {}, seed {seed}, {secs} s of workload, {staged} changes in {head} batches, {} s in all; injected: reader {by_reader:?}, writer {by_writer:?}",
+        stage.url(),
+        started.elapsed().as_secs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
