@@ -238,6 +238,12 @@ impl FileReader {
             }
         }
         let reader = builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        // Columns are looked up by name: a second column of a name would be
+        // read as the first, whatever its type.
+        let mut names = std::collections::HashSet::new();
+        if let Some(twice) = schema.fields().iter().find(|f| !names.insert(f.name())) {
+            return Err(corrupt(format!("column {:?} appears twice", twice.name())));
+        }
         let meta = schema.metadata();
         let table: TableName =
             meta.get(META_TABLE).and_then(|t| serde_json::from_str(t).ok()).ok_or_else(|| corrupt(format!("missing or invalid {META_TABLE} metadata")))?;

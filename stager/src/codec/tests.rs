@@ -370,3 +370,14 @@ fn a_footer_with_a_negative_column_chunk_range_is_corrupt_not_a_panic() {
     let e = decode_file(&Path::from("t.parquet"), Bytes::from_static(bytes)).unwrap_err();
     assert!(matches!(&e, StageError::Corrupt { path, reason } if path.as_ref() == "t.parquet" && reason.contains("negative offset or length")), "{e}");
 }
+
+#[test]
+fn a_file_with_a_column_name_twice_is_corrupt_not_a_panic() {
+    // A seed made for the parquet fuzz target (fuzz/regressions/parquet/): a
+    // captured data file with column `big` (text) renamed `id`, after the
+    // int32 `id`. Columns are looked up by name, so the text column was read
+    // as the int32 one, and the downcast panicked.
+    let bytes = include_bytes!("../../../fuzz/regressions/parquet/duplicate-column-name.parquet");
+    let e = decode_file(&Path::from("t.parquet"), Bytes::from_static(bytes)).unwrap_err();
+    assert!(matches!(&e, StageError::Corrupt { reason, .. } if reason.contains("column \"id\" appears twice")), "{e}");
+}
