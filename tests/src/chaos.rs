@@ -31,9 +31,6 @@ use crate::writer::spec;
 /// The pgbench tables, then the table the DDL workload changes.
 pub const TABLES: [&str; 5] = ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history", "chaos_ddl"];
 
-/// How long each convergence wait may take before the run fails as stuck.
-const CONVERGE: Duration = Duration::from_secs(300);
-
 /// What a chaos run does.
 #[derive(Debug, Clone)]
 pub struct ChaosOptions {
@@ -45,6 +42,14 @@ pub struct ChaosOptions {
     pub writer_exe: PathBuf,
     /// Where the services' configs and logs go.
     pub work_dir: PathBuf,
+    /// How long convergence may take, once the chaos ends, before the run
+    /// fails as stuck.
+    pub converge: Duration,
+    /// Issue a DDL statement only once the reader has staged the previous
+    /// one and no backfill is pending (DML goes on meanwhile). Off, DDL
+    /// also lands while the reader lags and backfills run, which hits the
+    /// stale-backfill-schema bug described in `bench/RESULTS.md` (Chaos).
+    pub ddl_waits_for_reader: bool,
 }
 
 /// The things the controller kills.
@@ -237,24 +242,30 @@ async fn extra_columns(c: &Client) -> Result<Vec<(String, String)>> {
 /// The next statement of the mixed workload: mostly a DML transaction, at
 /// times ADD/DROP COLUMN, int -> bigint, RENAME COLUMN or TRUNCATE. Returns
 /// its kind and SQL.
-async fn next_step(c: &Client, rng: &mut Rng, next_id: &mut i64, k: &mut u64) -> Result<(&'static str, String)> {
+async fn next_step(c: &Client, rng: &mut Rng, next_id: &mut i64, k: &mut u64, ddl_ok: bool) -> Result<(&'static str, String)> {
     let extras = extra_columns(c).await?;
     let pick = |rng: &mut Rng, of: &[&(String, String)]| of[rng.below(of.len() as u64) as usize].0.clone();
     let ints: Vec<&(String, String)> = extras.iter().filter(|(_, t)| t == "integer").collect();
     let all: Vec<&(String, String)> = extras.iter().collect();
     *k += 1;
-    let mut r = rng.below(40);
+    // About one statement in twenty is DDL: each ADD COLUMN with a default
+    // and each type change makes the reader backfill the table, and each
+    // type change rewrites the history destination's whole table.
+    let mut r = rng.below(200);
+    if r <= 8 && !ddl_ok {
+        r = 9;
+    }
     if r < 2 && extras.len() >= 6 {
         r = 2;
     }
-    if ((2..8).contains(&r) && extras.is_empty()) || ((4..6).contains(&r) && ints.is_empty()) {
+    if ((2..8).contains(&r) && extras.is_empty()) || (r == 4 && ints.is_empty()) {
         r = 0;
     }
     Ok(match r {
         0 => ("add column", format!("ALTER TABLE chaos_ddl ADD COLUMN c{k} int DEFAULT {k}")),
         1 => ("add column", format!("ALTER TABLE chaos_ddl ADD COLUMN c{k} int")),
-        2 | 3 => ("drop column", format!("ALTER TABLE chaos_ddl DROP COLUMN {}", pick(rng, &all))),
-        4 | 5 => ("int to bigint", format!("ALTER TABLE chaos_ddl ALTER COLUMN {} TYPE bigint", pick(rng, &ints))),
+        2 | 3 | 5 => ("drop column", format!("ALTER TABLE chaos_ddl DROP COLUMN {}", pick(rng, &all))),
+        4 => ("int to bigint", format!("ALTER TABLE chaos_ddl ALTER COLUMN {} TYPE bigint", pick(rng, &ints))),
         6 | 7 => ("rename column", format!("ALTER TABLE chaos_ddl RENAME COLUMN {} TO r{k}", pick(rng, &all))),
         8 => ("truncate", "TRUNCATE chaos_ddl".to_owned()),
         _ => {
@@ -281,11 +292,13 @@ async fn next_step(c: &Client, rng: &mut Rng, next_id: &mut i64, k: &mut u64) ->
 /// The mixed workload on `chaos_ddl` until `stop`, reconnecting when the
 /// source goes away. A statement cut off by a crash may or may not have
 /// committed; the end state is compared, not the count.
-async fn ddl_loop(url: String, seed: u64, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
+async fn ddl_loop(url: String, seed: u64, gate: Option<Stage>, stop: Arc<AtomicBool>, counters: Arc<Counters>) {
     let mut rng = Rng(seed | 1);
     let (mut next_id, mut k) = (1_000_000i64, 0u64);
     let mut client: Option<Client> = None;
+    let (mut after_ddl, mut round) = (None::<String>, 0u64);
     while !stop.load(Ordering::Relaxed) {
+        round += 1;
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             client = connect(&url).await.ok();
             if client.is_none() {
@@ -294,7 +307,13 @@ async fn ddl_loop(url: String, seed: u64, stop: Arc<AtomicBool>, counters: Arc<C
             }
         }
         let Some(c) = client.as_ref() else { continue };
-        let step = next_step(c, &mut rng, &mut next_id, &mut k).await;
+        if let (Some(stage), Some(lsn)) = (&gate, &after_ddl)
+            && round % 10 == 0
+            && reader_caught_up(c, stage, lsn).await.unwrap_or(false)
+        {
+            after_ddl = None;
+        }
+        let step = next_step(c, &mut rng, &mut next_id, &mut k, after_ddl.is_none()).await;
         let done = match step {
             Ok((kind, sql)) => c.batch_execute(&sql).await.map(|()| kind),
             Err(_) => {
@@ -306,11 +325,30 @@ async fn ddl_loop(url: String, seed: u64, stop: Arc<AtomicBool>, counters: Arc<C
             Ok("dml") => {
                 counters.dml.fetch_add(1, Ordering::SeqCst);
             }
-            Ok(kind) => *counters.ddl.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1,
+            Ok(kind) => {
+                *counters.ddl.lock().unwrap_or_else(|e| e.into_inner()).entry(kind).or_default() += 1;
+                if gate.is_some() {
+                    after_ddl = c.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await.map(|r| r.get(0)).ok();
+                }
+            }
             Err(_) => client = None,
         }
         tokio::time::sleep(Duration::from_millis(5 + rng.below(20))).await;
     }
+}
+
+/// Whether the reader has staged everything up to `lsn` and no backfill
+/// is pending.
+async fn reader_caught_up(c: &Client, stage: &Stage, lsn: &str) -> Result<bool> {
+    let confirmed: Option<bool> = c
+        .query_opt("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[&lsn])
+        .await?
+        .and_then(|r| r.get(0));
+    if confirmed != Some(true) {
+        return Ok(false);
+    }
+    let backfills = strata_reader::backfill::list(&StreamLog::new(stage, "main")?).await?;
+    Ok(backfills.iter().all(|r| r.value.state == strata_reader::backfill::BackfillState::Done))
 }
 
 /// Starts clusters, loads the source, starts the reader and two writers
@@ -351,7 +389,8 @@ pub async fn run(opts: &ChaosOptions, stage_toml: &str, stage: &Stage) -> Result
     let db = crate::bench::database_of(&rig.src_url)?.to_owned();
     let (bin, port, s, c) = (rig.source.program("pgbench"), rig.source.port, stop.clone(), counters.clone());
     let pgbench = tokio::task::spawn_blocking(move || pgbench_loop(bin, port, db, s, c));
-    let mixed = tokio::spawn(ddl_loop(rig.src_url.clone(), opts.seed ^ 0x9e37_79b9_7f4a_7c15, stop.clone(), counters.clone()));
+    let gate = opts.ddl_waits_for_reader.then(|| stage.clone());
+    let mixed = tokio::spawn(ddl_loop(rig.src_url.clone(), opts.seed ^ 0x9e37_79b9_7f4a_7c15, gate, stop.clone(), counters.clone()));
 
     let chaos_started = Instant::now();
     let mut rng = Rng(opts.seed.wrapping_mul(2_654_435_761) | 1);
@@ -389,7 +428,7 @@ pub async fn run(opts: &ChaosOptions, stage_toml: &str, stage: &Stage) -> Result
 async fn converge(rig: &mut Rig, stage: &Stage) -> Result<()> {
     let src = connect(&rig.src_url).await?;
     let target: String = src.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await?.get(0);
-    let deadline = Instant::now() + CONVERGE;
+    let deadline = Instant::now() + rig.opts.converge;
     loop {
         let confirmed: Option<bool> = src
             .query_opt("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[&target])
@@ -400,7 +439,7 @@ async fn converge(rig: &mut Rig, stage: &Stage) -> Result<()> {
         }
         rig.check_alive()?;
         if Instant::now() > deadline {
-            bail!("stuck: the reader did not stage up to {target} within {} s", CONVERGE.as_secs());
+            bail!("stuck: the reader did not stage up to {target} within {} s", rig.opts.converge.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -420,7 +459,7 @@ async fn converge(rig: &mut Rig, stage: &Stage) -> Result<()> {
         }
         rig.check_alive()?;
         if Instant::now() > deadline {
-            bail!("stuck: backfills not done within {} s: {:?}", CONVERGE.as_secs(), pending.iter().map(|r| r.table.to_string()).collect::<Vec<_>>());
+            bail!("stuck: backfills not done within {} s: {:?}", rig.opts.converge.as_secs(), pending.iter().map(|r| r.table.to_string()).collect::<Vec<_>>());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -442,7 +481,7 @@ async fn wait_delivered(rig: &mut Rig, stage: &Stage, destination: &str, deadlin
         }
         rig.check_alive()?;
         if Instant::now() > deadline {
-            bail!("stuck: destination {destination} at seq {cursor} of {head} after {} s", CONVERGE.as_secs());
+            bail!("stuck: destination {destination} at seq {cursor} of {head} after {} s", rig.opts.converge.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -535,13 +574,14 @@ pub fn log_tails(dir: &Path, n: usize) -> String {
     out
 }
 
-pub const USAGE: &str = "usage: strata-bench chaos [--kills N] [--seed S] [--stage local|s3] [--pause-ms MIN-MAX] [--record FILE]";
+pub const USAGE: &str = "usage: strata-bench chaos [--kills N] [--seed S] [--stage local|s3] [--pause-ms MIN-MAX] [--ddl-gate on|off] [--record FILE]";
 
 /// `strata-bench chaos`: the long run. Prints a result row (and adds it
 /// to `--record`'s file after the last chaos row); keeps the services'
 /// logs in a temp dir it names when the run fails.
 pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
     let (mut kills, mut seed, mut s3, mut pause_ms, mut record) = (100u32, 1u64, false, (1000u64, 3000u64), None::<PathBuf>);
+    let mut ddl_gate = false;
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value; {USAGE}"))?;
         match flag.as_str() {
@@ -553,6 +593,7 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
                 pause_ms = (lo.parse().context("--pause-ms MIN")?, hi.parse().context("--pause-ms MAX")?);
             }
             "--record" => record = Some(value.into()),
+            "--ddl-gate" if value == "on" || value == "off" => ddl_gate = value == "on",
             other => bail!("unknown argument {other} {value}; {USAGE}"),
         }
     }
@@ -564,6 +605,8 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
         reader_exe: crate::bench::service_exe("strata-reader-under-test")?,
         writer_exe: crate::bench::service_exe("strata-writer-under-test")?,
         work_dir: dir.path().join("run"),
+        converge: Duration::from_secs(1800),
+        ddl_waits_for_reader: ddl_gate,
     };
     let emulator = if s3 { Some(crate::emulator::Emulator::start().await?) } else { None };
     let (toml, stage) = match &emulator {
@@ -583,8 +626,13 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
             (format!("FAIL (seed {seed}): {e:#}; logs in {}", kept.display()), Err(anyhow::anyhow!("the chaos run failed")))
         }
     };
-    let line =
-        format!("| {} | chaos | {stage_kind} | seed {seed}, {kills} kills, pauses {}-{} ms | {summary} |", crate::bench::today(), pause_ms.0, pause_ms.1);
+    let line = format!(
+        "| {} | chaos | {stage_kind} | seed {seed}, {kills} kills, pauses {}-{} ms, DDL gate {} | {summary} |",
+        crate::bench::today(),
+        pause_ms.0,
+        pause_ms.1,
+        if ddl_gate { "on" } else { "off" }
+    );
     crate::bench::record(record.as_ref(), "chaos", &line)?;
     result
 }
