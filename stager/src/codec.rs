@@ -35,7 +35,10 @@ use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::column::page::{Page, PageReader};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::serialized_reader::SerializedPageReader;
 use strata_common::change::decimal_fits;
 use strata_common::types::{META_COLUMN_TYPE, META_PG_TYPE, interval_fields};
 use strata_common::{Change, ColumnType, Lsn, Op, TableName, Timestamp, Value};
@@ -224,19 +227,11 @@ impl FileReader {
     /// chunks hold up to `chunk_rows` changes. `path` names it in errors.
     pub fn open(path: &Path, bytes: Bytes, chunk_rows: usize) -> Result<FileReader> {
         let corrupt = |reason: String| StageError::Corrupt { path: path.clone(), reason };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
         // The builder's schema carries the file's key-value metadata; the built
         // reader's (projected) schema does not.
         let schema = builder.schema().clone();
-        // The Parquet reader trusts the footer's column chunk ranges, and
-        // panics on a negative one (`ColumnChunkMetaData::byte_range`).
-        for (g, group) in builder.metadata().row_groups().iter().enumerate() {
-            for c in group.columns() {
-                if c.dictionary_page_offset().unwrap_or(c.data_page_offset()) < 0 || c.compressed_size() < 0 {
-                    return Err(corrupt(format!("row group {g}: column chunk {} has a negative offset or length", c.column_path())));
-                }
-            }
-        }
+        check_chunks(&bytes, builder.metadata()).map_err(corrupt)?;
         let reader = builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
         // Columns are looked up by name: a second column of a name would be
         // read as the first, whatever its type.
@@ -279,6 +274,35 @@ impl FileReader {
         decode_batch(&batch, &self.table, &self.columns, &mut changes).map_err(corrupt)?;
         Ok(Some(changes))
     }
+}
+
+/// Checks what the Parquet reader trusts before it reads rows: it panics on
+/// a negative column chunk range (`ColumnChunkMetaData::byte_range`), and
+/// sizes a column's dictionary by its page header's count of values, however
+/// few bytes the page holds (a count of 2^31 allocates gigabytes). Each
+/// dictionary page (a chunk's first, if any) is read once more for this.
+fn check_chunks(bytes: &Bytes, metadata: &ParquetMetaData) -> std::result::Result<(), String> {
+    let file = Arc::new(bytes.clone());
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for c in group.columns() {
+            let at = || format!("row group {g}: column chunk {}", c.column_path());
+            if c.dictionary_page_offset().unwrap_or(c.data_page_offset()) < 0 || c.compressed_size() < 0 {
+                return Err(format!("{} has a negative offset or length", at()));
+            }
+            let rows = usize::try_from(group.num_rows()).unwrap_or(0);
+            let mut pages = SerializedPageReader::new(file.clone(), c, rows, None).map_err(|e| format!("{}: {e}", at()))?;
+            if !pages.peek_next_page().map_err(|e| format!("{}: {e}", at()))?.is_some_and(|p| p.is_dict) {
+                continue;
+            }
+            // A dictionary value takes at least one byte (four for a length-prefixed string).
+            if let Some(Page::DictionaryPage { buf, num_values, .. }) = pages.get_next_page().map_err(|e| format!("{}: {e}", at()))?
+                && num_values as usize > buf.len()
+            {
+                return Err(format!("{}: a dictionary page of {} bytes claims {num_values} values", at(), buf.len()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn column<'a>(batch: &'a RecordBatch, name: &str, expected: &DataType) -> std::result::Result<&'a ArrayRef, String> {

@@ -381,3 +381,14 @@ fn a_file_with_a_column_name_twice_is_corrupt_not_a_panic() {
     let e = decode_file(&Path::from("t.parquet"), Bytes::from_static(bytes)).unwrap_err();
     assert!(matches!(&e, StageError::Corrupt { reason, .. } if reason.contains("column \"id\" appears twice")), "{e}");
 }
+
+#[test]
+fn a_dictionary_page_claiming_more_values_than_bytes_is_corrupt_not_an_allocation() {
+    // An input of the parquet fuzz target (fuzz/regressions/parquet/): a
+    // captured data file whose dictionary page header claims 665,845,759
+    // int32 values; the Parquet reader allocated them all (2.6 GB) before
+    // reading the page's few bytes.
+    let bytes = include_bytes!("../../../fuzz/regressions/parquet/dictionary-of-665-million-values.parquet");
+    let e = decode_file(&Path::from("t.parquet"), Bytes::from_static(bytes)).unwrap_err();
+    assert!(matches!(&e, StageError::Corrupt { reason, .. } if reason.contains("dictionary page of")), "{e}");
+}
