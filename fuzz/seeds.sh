@@ -183,6 +183,15 @@ done
 find "$stage/streams/main/tables" -name '*.parquet' -size -40k | sort | head -12 | while read -r f; do
     cp "$f" "$corpus/parquet/$(basename "$(dirname "$(dirname "$(dirname "$f")")")")-$(basename "$f")"
 done
+# Uncompressed copies, whose pages the fuzzer can mutate (zstd hides them),
+# when a Python with pyarrow is at hand (infra/test installs one).
+python=${STRATA_PYTHON:-$HOME/.cache/strata/venv/bin/python}
+if "$python" -c 'import pyarrow' 2>/dev/null; then
+    for f in $(find "$stage/streams/main/tables" -name '*.parquet' -size -40k | sort | head -2); do
+        "$python" -c 'import sys, pyarrow.parquet as pq; pq.write_table(pq.read_table(sys.argv[1]), sys.argv[2], compression="none")' \
+            "$f" "$corpus/parquet/uncompressed-$(basename "$(dirname "$(dirname "$(dirname "$f")")")")-$(basename "$f")"
+    done
+fi
 ( cd "$stage" && find destinations streams replays control.json -maxdepth 3 -name '*.json' ! -path '*/log/*' ! -path '*/schemas/*' 2>/dev/null ) |
     while read -r f; do cp "$stage/$f" "$corpus/control/$(echo "$f" | tr '/' '_')"; done
 python3 - "$stage/destinations/files/spec.json" "$corpus/transforms" "$root/writer/src/transform.rs" <<'EOF'
