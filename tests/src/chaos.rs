@@ -574,14 +574,15 @@ pub fn log_tails(dir: &Path, n: usize) -> String {
     out
 }
 
-pub const USAGE: &str = "usage: strata-bench chaos [--kills N] [--seed S] [--stage local|s3] [--pause-ms MIN-MAX] [--ddl-gate on|off] [--record FILE]";
+pub const USAGE: &str =
+    "usage: strata-bench chaos [--kills N] [--seed S] [--stage local|s3] [--pause-ms MIN-MAX] [--ddl-gate on|off] [--converge-secs N] [--record FILE]";
 
 /// `strata-bench chaos`: the long run. Prints a result row (and adds it
 /// to `--record`'s file after the last chaos row); keeps the services'
 /// logs in a temp dir it names when the run fails.
 pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
     let (mut kills, mut seed, mut s3, mut pause_ms, mut record) = (100u32, 1u64, false, (1000u64, 3000u64), None::<PathBuf>);
-    let mut ddl_gate = false;
+    let (mut ddl_gate, mut converge_secs) = (false, 1800u64);
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value; {USAGE}"))?;
         match flag.as_str() {
@@ -593,6 +594,7 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
                 pause_ms = (lo.parse().context("--pause-ms MIN")?, hi.parse().context("--pause-ms MAX")?);
             }
             "--record" => record = Some(value.into()),
+            "--converge-secs" => converge_secs = value.parse().context("--converge-secs N")?,
             "--ddl-gate" if value == "on" || value == "off" => ddl_gate = value == "on",
             other => bail!("unknown argument {other} {value}; {USAGE}"),
         }
@@ -605,7 +607,7 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
         reader_exe: crate::bench::service_exe("strata-reader-under-test")?,
         writer_exe: crate::bench::service_exe("strata-writer-under-test")?,
         work_dir: dir.path().join("run"),
-        converge: Duration::from_secs(1800),
+        converge: Duration::from_secs(converge_secs),
         ddl_waits_for_reader: ddl_gate,
     };
     let emulator = if s3 { Some(crate::emulator::Emulator::start().await?) } else { None };
