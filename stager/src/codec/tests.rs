@@ -392,3 +392,18 @@ fn a_dictionary_page_claiming_more_values_than_bytes_is_corrupt_not_an_allocatio
     let e = decode_file(&Path::from("t.parquet"), Bytes::from_static(bytes)).unwrap_err();
     assert!(matches!(&e, StageError::Corrupt { reason, .. } if reason.contains("dictionary page of")), "{e}");
 }
+
+#[test]
+fn a_page_header_missing_its_type_header_is_corrupt_not_a_panic() {
+    // Inputs of the parquet fuzz target (fuzz/regressions/parquet/): page
+    // headers of type DATA_PAGE and DATA_PAGE_V2 without the header of that
+    // type, on which `PageReader::peek_next_page` panicked when the
+    // dictionary check used it.
+    for bytes in [
+        &include_bytes!("../../../fuzz/regressions/parquet/page-without-its-data-page-header.parquet")[..],
+        &include_bytes!("../../../fuzz/regressions/parquet/page-without-its-v2-header.parquet")[..],
+    ] {
+        let e = decode_file(&Path::from("t.parquet"), Bytes::from_static(bytes)).unwrap_err();
+        assert!(matches!(&e, StageError::Corrupt { .. }), "{e}");
+    }
+}
