@@ -280,14 +280,12 @@ impl Task {
             req.value.finished_at = Some(Timestamp::now());
             return self.save(&mut req).await;
         }
-        let (relation, key) = found.expect("checked above");
-        let columns = db.column_schemas(relation.oid, &relation.columns).await?;
+        let (_, key) = found.expect("checked above");
         if req.value.state == BackfillState::Pending {
             req.value.state = BackfillState::Running;
             self.save(&mut req).await?;
             tracing::info!(id = req.value.id, table = %table, reason = req.value.reason, "backfill started");
         }
-        let key_at: Vec<usize> = key.iter().map(|k| columns.iter().position(|c| &c.name == k).expect("key columns are columns")).collect();
         let nonce = &uuid::Uuid::new_v4().simple().to_string()[..8];
         loop {
             if self.token.is_cancelled() {
@@ -295,14 +293,7 @@ impl Task {
             }
             let mark = format!("{}/{}/{nonce}", req.value.id, req.value.chunks);
             emit(&client, &Mark { mark: mark.clone(), edge: Edge::Low, table: table.clone(), key: key.clone() }).await?;
-            let (rows, last) = self.read_chunk(&client, &table, &columns, &key_at, req.value.last_key.as_deref()).await?;
-            let n = rows.len() as u64;
-            let (staged_tx, staged_rx) = oneshot::channel();
-            self.chunks
-                .send(Chunk { mark: mark.clone(), relation: relation.clone(), rows, staged: staged_tx })
-                .await
-                .map_err(|_| anyhow!("the stream loop stopped"))?;
-            emit(&client, &Mark { mark, edge: Edge::High, table: table.clone(), key: key.clone() }).await?;
+            let (n, last, staged_rx) = self.locked_chunk(&client, &mut db, &table, &key, mark, req.value.last_key.as_deref()).await?;
             let at = staged_rx.await.map_err(|_| anyhow!("the stream loop stopped before staging the chunk"))?;
             // Progress only once the rows are durable.
             while self.durable.borrow().0 < at {
@@ -374,6 +365,53 @@ fn literal(text: &str, pg_type: &str) -> String {
 }
 
 impl Task {
+    /// Reads the chunk after `after`, hands it to the stream loop and emits
+    /// its high watermark, all in one transaction holding a share lock on
+    /// the table: no DDL commits between the chunk's read and the point it
+    /// is staged at, so its rows are in the schema the stream is in there.
+    /// The columns are read again for each chunk (a column added since the
+    /// last one must be in it). Returns the rows read, the last key, and
+    /// where the stream staged them.
+    async fn locked_chunk(
+        &self,
+        client: &Client,
+        db: &mut SourceDb,
+        table: &TableName,
+        key: &[String],
+        mark: String,
+        after: Option<&[String]>,
+    ) -> Result<(u64, Option<Vec<String>>, oneshot::Receiver<Lsn>)> {
+        client.batch_execute("BEGIN").await.with_context(|| format!("starting a transaction for a chunk of {table}"))?;
+        let read = async {
+            client.batch_execute(&format!("LOCK TABLE ONLY {} IN ACCESS SHARE MODE", table.quoted())).await.with_context(|| format!("locking {table}"))?;
+            let (relation, now_key) = plan::relation(client, table).await?.with_context(|| format!("{table} was dropped during its backfill"))?;
+            if now_key != key {
+                bail!("the key of {table} changed during its backfill ({key:?} to {now_key:?})");
+            }
+            let columns = db.column_schemas(relation.oid, &relation.columns).await?;
+            let key_at: Vec<usize> = key
+                .iter()
+                .map(|k| columns.iter().position(|c| &c.name == k).with_context(|| format!("key column {k:?} of {table} is gone")))
+                .collect::<Result<_>>()?;
+            let (rows, last) = self.read_chunk(client, table, &columns, &key_at, after).await?;
+            let n = rows.len() as u64;
+            let (staged_tx, staged_rx) = oneshot::channel();
+            self.chunks.send(Chunk { mark: mark.clone(), relation, rows, staged: staged_tx }).await.map_err(|_| anyhow!("the stream loop stopped"))?;
+            emit(client, &Mark { mark, edge: Edge::High, table: table.clone(), key: key.to_vec() }).await?;
+            Ok((n, last, staged_rx))
+        };
+        match read.await {
+            Ok(done) => {
+                client.batch_execute("COMMIT").await.with_context(|| format!("committing the high watermark of a chunk of {table}"))?;
+                Ok(done)
+            }
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
     /// The next chunk after `after` in key order, with the text forms of the
     /// last row's key.
     async fn read_chunk(

@@ -122,3 +122,36 @@ async fn a_table_added_to_the_publication_is_backfilled() {
     assert_mirror_equals_source(&stage, &stage_dir, &src_url, &["public.first", "public.later"], 1000).await;
     reader.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_column_added_during_a_backfill_is_in_the_chunks_after_it() {
+    let src_url = PgCluster::shared().fresh_database().await.unwrap();
+    let admin = connect(&src_url).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE first (id int PRIMARY KEY); INSERT INTO first VALUES (1); \
+             CREATE TABLE later (id bigint PRIMARY KEY, note text); \
+             INSERT INTO later SELECT g, 'b' FROM generate_series(1, 30000) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stage_dir = dir.path().join("stage");
+    let text = config_text(&src_url, &stage_dir, "max_rows = 500\n[snapshot]\nnew_tables_check = \"1s\"\n").replace("\"public.*\"", "\"public.first\"");
+    let reader = RunningReader::start(Config::from_toml("t", &text, &[]).unwrap());
+    wait_for_slot(&admin, "strata_main").await.unwrap();
+    let stage = Stage::local(&stage_dir).unwrap();
+    admin.batch_execute("ALTER PUBLICATION strata_main ADD TABLE later").await.unwrap();
+    // A few chunks in, a column is added (and set on rows not yet copied).
+    let log = strata_stager::log::StreamLog::new(&stage, "main").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !strata_reader::backfill::list(&log).await.unwrap().iter().any(|r| r.value.chunks >= 3) {
+        assert!(std::time::Instant::now() < deadline, "the backfill made 3 chunks within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.batch_execute("ALTER TABLE later ADD COLUMN extra int").await.unwrap();
+    let done = wait_backfill_done(&stage, &TableName::parse("public.later").unwrap()).await;
+    assert!(done.chunks > 10, "the DDL fell inside the backfill ({} chunks)", done.chunks);
+    assert_mirror_equals_source(&stage, &stage_dir, &src_url, &["public.later"], 1000).await;
+    reader.stop().await.unwrap();
+}
