@@ -34,7 +34,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::column::page::{Page, PageReader};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -276,12 +276,15 @@ impl FileReader {
     }
 }
 
-/// Checks what the Parquet reader trusts before it reads rows: it panics on
-/// a negative column chunk range (`ColumnChunkMetaData::byte_range`), and
-/// sizes a column's dictionary by its page header's count of values, however
-/// few bytes the page holds (a count of 2^31 allocates gigabytes). So each
-/// chunk's first page, where a dictionary sits, is read once more for this
-/// (with `get_next_page`: `peek_next_page` panics on a malformed header).
+/// Checks what the Parquet reader trusts before it reads rows, where it
+/// would panic or allocate without bound: a negative column chunk range
+/// (`ColumnChunkMetaData::byte_range` panics); a dictionary page's count of
+/// values, by which it sizes the dictionary however few bytes the page
+/// holds (a count of 2^31 allocates gigabytes); and a dictionary-encoded
+/// page before any dictionary (it `expect`s one). So a chunk's pages are
+/// read once more up to its dictionary, which is the first page whenever
+/// there is one, so that only chunks without a dictionary are read whole.
+/// (`get_next_page`, not `peek_next_page`, which panics on a malformed header.)
 fn check_chunks(bytes: &Bytes, metadata: &ParquetMetaData) -> std::result::Result<(), String> {
     let file = Arc::new(bytes.clone());
     for (g, group) in metadata.row_groups().iter().enumerate() {
@@ -292,11 +295,18 @@ fn check_chunks(bytes: &Bytes, metadata: &ParquetMetaData) -> std::result::Resul
             }
             let rows = usize::try_from(group.num_rows()).unwrap_or(0);
             let mut pages = SerializedPageReader::new(file.clone(), c, rows, None).map_err(|e| format!("{}: {e}", at()))?;
-            // A dictionary value takes at least one byte (four for a length-prefixed string).
-            if let Some(Page::DictionaryPage { buf, num_values, .. }) = pages.get_next_page().map_err(|e| format!("{}: {e}", at()))?
-                && num_values as usize > buf.len()
-            {
-                return Err(format!("{}: a dictionary page of {} bytes claims {num_values} values", at(), buf.len()));
+            while let Some(page) = pages.get_next_page().map_err(|e| format!("{}: {e}", at()))? {
+                match page {
+                    // A dictionary value takes at least one byte (four for a length-prefixed string).
+                    Page::DictionaryPage { buf, num_values, .. } if num_values as usize > buf.len() => {
+                        return Err(format!("{}: a dictionary page of {} bytes claims {num_values} values", at(), buf.len()));
+                    }
+                    Page::DictionaryPage { .. } => break,
+                    p if matches!(p.encoding(), Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY) => {
+                        return Err(format!("{}: a page is dictionary-encoded before any dictionary", at()));
+                    }
+                    _ => {}
+                }
             }
         }
     }

@@ -407,3 +407,14 @@ fn a_page_header_missing_its_type_header_is_corrupt_not_a_panic() {
         assert!(matches!(&e, StageError::Corrupt { .. }), "{e}");
     }
 }
+
+#[test]
+fn a_dictionary_encoded_page_without_a_dictionary_is_corrupt_not_a_panic() {
+    // An input of the parquet fuzz target (fuzz/regressions/parquet/): an
+    // uncompressed captured file mutated so that a chunk has a
+    // dictionary-encoded data page and no dictionary page, on which the
+    // Parquet reader's `expect` panicked.
+    let bytes = include_bytes!("../../../fuzz/regressions/parquet/dictionary-encoded-page-without-dictionary.parquet");
+    let e = decode_file(&Path::from("t.parquet"), Bytes::from_static(bytes)).unwrap_err();
+    assert!(matches!(&e, StageError::Corrupt { reason, .. } if reason.contains("dictionary-encoded before any dictionary")), "{e}");
+}
