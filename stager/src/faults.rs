@@ -239,7 +239,17 @@ impl ObjectStore for FaultyStore {
                 let e = object_store::Error::Generic { store: "faults", source: format!("injected error listing {path}").into() };
                 futures::stream::once(async move { Err(e) }).boxed()
             }
-            _ => self.inner.list(prefix),
+            Some(FaultKind::Latency) => {
+                let (spike, listing) = (MAX_SPIKE.mul_f64(self.injector.next()), self.inner.list(prefix));
+                futures::stream::once(async move {
+                    tokio::time::sleep(spike).await;
+                    listing
+                })
+                .flatten()
+                .boxed()
+            }
+            // A lost acknowledgement is drawn for writes only.
+            Some(FaultKind::LostAck) | None => self.inner.list(prefix),
         }
     }
 
