@@ -192,8 +192,7 @@ pub struct DecodedFile {
 
 /// The number of rows a Parquet file's footer declares.
 pub fn parquet_row_count(path: &Path, bytes: Bytes) -> Result<u64> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| StageError::Corrupt { path: path.clone(), reason: format!("not a readable Parquet file: {e}") })?;
+    let builder = open_builder(bytes).map_err(|reason| StageError::Corrupt { path: path.clone(), reason })?;
     u64::try_from(builder.metadata().file_metadata().num_rows())
         .map_err(|_| StageError::Corrupt { path: path.clone(), reason: "negative row count".to_owned() })
 }
@@ -220,6 +219,9 @@ pub struct FileReader {
     pub schema_version: u32,
     pub columns: Vec<FileColumn>,
     reader: ParquetRecordBatchReader,
+    /// Why the reader panicked, if it did: its state is not to be trusted
+    /// after, so every later chunk fails the same way.
+    failed: Option<String>,
 }
 
 impl FileReader {
@@ -227,12 +229,14 @@ impl FileReader {
     /// chunks hold up to `chunk_rows` changes. `path` names it in errors.
     pub fn open(path: &Path, bytes: Bytes, chunk_rows: usize) -> Result<FileReader> {
         let corrupt = |reason: String| StageError::Corrupt { path: path.clone(), reason };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        let builder = open_builder(bytes.clone()).map_err(corrupt)?;
         // The builder's schema carries the file's key-value metadata; the built
         // reader's (projected) schema does not.
         let schema = builder.schema().clone();
-        check_chunks(&bytes, builder.metadata()).map_err(corrupt)?;
-        let reader = builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| corrupt(format!("not a readable Parquet file: {e}")))?;
+        guard::contained("checking column chunks", || check_chunks(&bytes, builder.metadata())).map_err(corrupt)?;
+        let reader =
+            guard::contained("opening", || builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| format!("not a readable Parquet file: {e}")))
+                .map_err(corrupt)?;
         // Columns are looked up by name: a second column of a name would be
         // read as the first, whatever its type.
         let mut names = std::collections::HashSet::new();
@@ -262,18 +266,35 @@ impl FileReader {
                 Ok(FileColumn { name: f.name().clone(), column_type: ty, pg_type: f.metadata().get(META_PG_TYPE).cloned().unwrap_or_default() })
             })
             .collect::<Result<_>>()?;
-        Ok(FileReader { path: path.clone(), table: Arc::new(table), schema_version, columns, reader })
+        Ok(FileReader { path: path.clone(), table: Arc::new(table), schema_version, columns, reader, failed: None })
     }
 
     /// The next chunk of changes in file order; `None` after the last.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<Change>>> {
         let corrupt = |reason: String| StageError::Corrupt { path: self.path.clone(), reason };
-        let Some(batch) = self.reader.next() else { return Ok(None) };
-        let batch = batch.map_err(|e| corrupt(format!("reading rows: {e}")))?;
+        if let Some(reason) = &self.failed {
+            return Err(corrupt(reason.clone()));
+        }
+        let reader = &mut self.reader;
+        let batch = match guard::contained("reading rows", || Ok(reader.next())) {
+            Ok(None) => return Ok(None),
+            Ok(Some(batch)) => batch.map_err(|e| corrupt(format!("reading rows: {e}")))?,
+            Err(reason) => {
+                self.failed = Some(reason.clone());
+                return Err(corrupt(reason));
+            }
+        };
         let mut changes = Vec::with_capacity(batch.num_rows());
         decode_batch(&batch, &self.table, &self.columns, &mut changes).map_err(corrupt)?;
         Ok(Some(changes))
     }
+}
+
+/// The Parquet reader of a file's bytes, its footer walked first (see
+/// [`guard`]) and a panic while parsing it contained.
+fn open_builder(bytes: Bytes) -> std::result::Result<ParquetRecordBatchReaderBuilder<Bytes>, String> {
+    guard::check_footer(&bytes)?;
+    guard::contained("reading the footer", || ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| format!("not a readable Parquet file: {e}")))
 }
 
 /// Checks what the Parquet reader trusts before it reads rows, where it
@@ -285,6 +306,7 @@ impl FileReader {
 /// read once more up to its dictionary, which is the first page whenever
 /// there is one, so that only chunks without a dictionary are read whole.
 /// (`get_next_page`, not `peek_next_page`, which panics on a malformed header.)
+/// Every page header is walked before ([`guard::check_page_headers`]).
 fn check_chunks(bytes: &Bytes, metadata: &ParquetMetaData) -> std::result::Result<(), String> {
     let file = Arc::new(bytes.clone());
     for (g, group) in metadata.row_groups().iter().enumerate() {
@@ -293,6 +315,7 @@ fn check_chunks(bytes: &Bytes, metadata: &ParquetMetaData) -> std::result::Resul
             if c.dictionary_page_offset().unwrap_or(c.data_page_offset()) < 0 || c.compressed_size() < 0 {
                 return Err(format!("{} has a negative offset or length", at()));
             }
+            guard::check_page_headers(bytes, c).map_err(|e| format!("{}: {e}", at()))?;
             let rows = usize::try_from(group.num_rows()).unwrap_or(0);
             let mut pages = SerializedPageReader::new(file.clone(), c, rows, None).map_err(|e| format!("{}: {e}", at()))?;
             while let Some(page) = pages.get_next_page().map_err(|e| format!("{}: {e}", at()))? {
@@ -610,5 +633,6 @@ fn build_list(ty: &ColumnType, element: &ColumnType, vals: &[&Value]) -> BuildRe
     Ok(Arc::new(ListArray::try_new(field, OffsetBuffer::new(ScalarBuffer::from(offsets)), child, nulls_of(vals)).map_err(|e| (0, format!("array: {e}")))?))
 }
 
+mod guard;
 #[cfg(test)]
 mod tests;
