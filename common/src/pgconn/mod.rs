@@ -242,6 +242,22 @@ impl PgConnect {
         &self.tls
     }
 
+    /// Sets `application_name` to `name` unless the connection string set
+    /// one, so that `pg_stat_activity` on the server names the strata
+    /// process behind each session while an operator's choice still wins.
+    /// PostgreSQL keeps the first 63 bytes.
+    pub fn with_default_application_name(mut self, name: &str) -> PgConnect {
+        if self.config.get_application_name().is_none() {
+            self.config.application_name(name);
+        }
+        self
+    }
+
+    /// The `application_name` the server will be sent, if any.
+    pub fn application_name(&self) -> Option<&str> {
+        self.config.get_application_name()
+    }
+
     /// The connection string for a libpq-style client that reads `sslmode`
     /// and `sslrootcert` itself (the replication connection): the TLS keys
     /// resolved as [`connect`](Self::connect) applies them.
@@ -634,6 +650,16 @@ mod tests {
         assert_eq!(c.libpq_string(), "postgres://u@db/app?sslmode=verify-ca&sslrootcert=/ca%20x.pem");
         let c = parse("host=db dbname=app sslmode=verify-full sslrootcert=system");
         assert_eq!(c.libpq_string(), "host=db dbname=app sslmode='verify-full' sslrootcert='system'");
+    }
+
+    #[test]
+    fn a_default_application_name_never_replaces_the_one_given() {
+        let given = parse("postgres://u@db/app?application_name=etl").with_default_application_name("strata-writer 7@h");
+        assert_eq!(given.application_name(), Some("etl"));
+        let given = parse("host=db dbname=app application_name='my app'").with_default_application_name("strata-writer 7@h");
+        assert_eq!(given.application_name(), Some("my app"));
+        let unset = parse("postgres://u@db/app").with_default_application_name("strata-writer 7@h");
+        assert_eq!(unset.application_name(), Some("strata-writer 7@h"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use strata_common::config::{has_literal_password, redact_conn_str};
+use strata_common::pgconn::{ConnectError, PgConnect};
 use strata_common::pgtext::setting_statements;
 use tokio_postgres::Client;
 
@@ -51,16 +52,38 @@ impl PostgresSpec {
     }
 }
 
-/// Connects with the spec's URL (`${VAR}` expanded from the environment) and
-/// pins the session settings the text forms of staged values assume.
+/// The `application_name` of a destination session whose URL sets none:
+/// `strata-writer {pid}@{host}`, so that `pg_stat_activity` on the
+/// destination shows which writer process delivers into it. The pid comes
+/// first: PostgreSQL keeps only the first 63 bytes.
+pub fn application_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "unknown".to_owned());
+    format!("strata-writer {}@{host}", std::process::id())
+}
+
+/// Connects with the spec's URL (`${VAR}` expanded from the environment),
+/// named by [`application_name`] unless the URL names the session itself,
+/// and pins the session settings the text forms of staged values assume.
 pub async fn connect(spec: &PostgresSpec) -> Result<(Client, tokio::task::JoinHandle<()>), DestError> {
     let url = expand_env(&spec.url).map_err(DestError::Permanent)?;
-    let (client, task) = strata_common::pgconn::connect(&url, "destination").await.map_err(|e| {
+    let fail = |e: ConnectError| {
         let message = e.to_string();
         if e.is_transient() { DestError::Transient(message) } else { DestError::Permanent(message) }
-    })?;
+    };
+    let conn: PgConnect = url.parse().map_err(fail)?;
+    let (client, task) = conn.with_default_application_name(&application_name()).connect("destination").await.map_err(fail)?;
     for (name, sql) in setting_statements() {
         client.batch_execute(&sql).await.map_err(|e| classify(&format!("setting {name}"), &e))?;
     }
     Ok((client, task))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_application_name_names_the_writer_process_pid_first() {
+        let name = super::application_name();
+        let prefix = format!("strata-writer {}@", std::process::id());
+        assert!(name.starts_with(&prefix) && name.len() > prefix.len(), "{name}");
+    }
 }
