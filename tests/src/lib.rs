@@ -23,6 +23,7 @@ pub mod chaos;
 pub mod emulator;
 pub mod fixtures;
 pub mod http;
+pub mod many_writers;
 pub mod pg;
 pub mod process;
 pub mod reader;

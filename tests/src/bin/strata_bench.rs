@@ -16,5 +16,9 @@ async fn main() -> Result<()> {
     if raw.next().as_deref() == Some("chaos") {
         return strata_tests::chaos::bench_main(raw).await;
     }
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("many-writers") {
+        return strata_tests::many_writers::bench_main(raw).await;
+    }
     bench::run(&bench::Args::parse(std::env::args().skip(1))?).await
 }
