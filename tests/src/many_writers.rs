@@ -71,6 +71,12 @@ pub struct ManyWritersOptions {
     /// How long delivery may take, once the workload stops, before the run
     /// fails as stuck.
     pub converge: Duration,
+    /// Each writer in its own UTS namespace with its own host name (needs
+    /// root): a writer then cannot tell that another's process is gone, so
+    /// orphaned destinations wait for their leases to expire, as across
+    /// machines. Otherwise writers on this host take a dead one's
+    /// destinations over at once.
+    pub distinct_hosts: bool,
 }
 
 impl ManyWritersOptions {
@@ -117,6 +123,7 @@ pub struct Kill {
 pub struct ManyWritersReport {
     pub seed: u64,
     pub writers: usize,
+    pub distinct_hosts: bool,
     pub postgres: usize,
     pub files: usize,
     pub kills: Vec<Kill>,
@@ -144,12 +151,13 @@ impl std::fmt::Display for ManyWritersReport {
         let max_ms = self.handover_ms.values().max().copied().unwrap_or(0);
         write!(
             f,
-            "seed {}: {} writers, {} destinations ({} postgres, {} files); {} kills ({}); {} source tx, staged {} changes in {} batches; \
+            "seed {}: {} writers ({}), {} destinations ({} postgres, {} files); {} kills ({}); {} source tx, staged {} changes in {} batches; \
              audits: {} cursor moves, {} postgres destinations changed owner (at most {} handovers each), one owner each throughout; \
              {} orphaned destinations resumed, the slowest {} ms after its kill; pg_stat_activity: {} samples, at most {} writer per database; \
              every destination equals the source; run {:.0} s, convergence {:.0} s",
             self.seed,
             self.writers,
+            if self.distinct_hosts { "each on its own host name" } else { "one host name" },
             self.postgres + self.files,
             self.postgres,
             self.files,
@@ -267,10 +275,25 @@ async fn set_up(opts: &ManyWritersOptions, stage_toml: &str) -> Result<Rig> {
     rig.reader = Some(ServiceProcess::spawn_logged(&opts.reader_exe, &rig.config, &rig.log("reader"), &[("RUST_LOG", "warn")])?);
     wait_for_slot(&admin, "strata_main").await?;
     for i in 0..opts.writers {
-        let p = ServiceProcess::spawn_logged(&opts.writer_exe, &rig.config, &rig.log(&format!("writer-{i}")), &[("RUST_LOG", "info")])?;
+        let exe = if opts.distinct_hosts { on_own_host(&opts.work_dir, &opts.writer_exe, i)? } else { opts.writer_exe.clone() };
+        let p = ServiceProcess::spawn_logged(&exe, &rig.config, &rig.log(&format!("writer-{i}")), &[("RUST_LOG", "info")])?;
         rig.writers.push(Some(p));
     }
     Ok(rig)
+}
+
+/// A script that runs `exe` with its arguments in a new UTS namespace
+/// whose host name is `mw-host-{i}`; every step `exec`s, so the process
+/// keeps the pid it was started with and `kill -9` reaches the writer.
+fn on_own_host(dir: &Path, exe: &Path, i: usize) -> Result<PathBuf> {
+    if !crate::process::is_root() {
+        bail!("writers on distinct hosts need root (unshare --uts)");
+    }
+    let script = dir.join(format!("writer-{i}.sh"));
+    let exe = crate::process::sh_quote(&exe.display().to_string());
+    std::fs::write(&script, format!("#!/bin/sh\nexec unshare --uts sh -c 'hostname \"$0\" && exec \"$@\"' mw-host-{i} {exe} \"$@\"\n"))?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(script)
 }
 
 /// Declares every destination, spaced so that each writer's reconcile pass
@@ -456,6 +479,7 @@ pub async fn run(opts: &ManyWritersOptions, stage_toml: &str, stage: &Stage) -> 
     let mut report = ManyWritersReport {
         seed: opts.seed,
         writers: opts.writers,
+        distinct_hosts: opts.distinct_hosts,
         postgres: rig.dests.iter().filter(|d| matches!(d, Dest::Postgres { .. })).count(),
         files: rig.dests.iter().filter(|d| matches!(d, Dest::Files { .. })).count(),
         transactions: committed.load(Ordering::SeqCst),
@@ -493,7 +517,7 @@ pub fn log_tails(dir: &Path, writers: usize, n: usize) -> String {
 }
 
 pub const USAGE: &str = "usage: strata-bench many-writers [--writers N] [--destinations N] [--kills N] [--seed S] [--stage local|s3] \
-                         [--pause-ms MIN-MAX] [--converge-secs N] [--record FILE]";
+                         [--hosts same|distinct] [--pause-ms MIN-MAX] [--converge-secs N] [--record FILE]";
 
 /// `strata-bench many-writers`: prints a result row (and adds it to
 /// `--record`'s file after the last many-writers row); keeps the services'
@@ -501,6 +525,7 @@ pub const USAGE: &str = "usage: strata-bench many-writers [--writers N] [--desti
 pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
     let (mut writers, mut destinations, mut kills, mut seed) = (10usize, 100usize, 3usize, 1u64);
     let (mut s3, mut pause_ms, mut converge_secs, mut record) = (false, (3000u64, 8000u64), 600u64, None::<PathBuf>);
+    let mut distinct_hosts = false;
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value; {USAGE}"))?;
         match flag.as_str() {
@@ -513,6 +538,7 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
                 let (lo, hi) = value.split_once('-').context("--pause-ms MIN-MAX")?;
                 pause_ms = (lo.parse().context("--pause-ms MIN")?, hi.parse().context("--pause-ms MAX")?);
             }
+            "--hosts" if value == "same" || value == "distinct" => distinct_hosts = value == "distinct",
             "--converge-secs" => converge_secs = value.parse().context("--converge-secs N")?,
             "--record" => record = Some(value.into()),
             other => bail!("unknown argument {other} {value}; {USAGE}"),
@@ -530,6 +556,7 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
         writer_exe: crate::bench::service_exe("strata-writer-under-test")?,
         work_dir: dir.path().join("run"),
         converge: Duration::from_secs(converge_secs),
+        distinct_hosts,
     };
     let emulator = if s3 { Some(crate::emulator::Emulator::start().await?) } else { None };
     let (toml, stage) = match &emulator {
@@ -548,9 +575,10 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
         }
     };
     let line = format!(
-        "| {} | many-writers | {} | seed {seed}, {writers} writers, {destinations} destinations, {kills} kills, pauses {}-{} ms | {summary} |",
+        "| {} | many-writers | {} | seed {seed}, {writers} writers ({} host names), {destinations} destinations, {kills} kills, pauses {}-{} ms | {summary} |",
         crate::bench::today(),
         if s3 { "S3 emulator" } else { "local" },
+        if distinct_hosts { "distinct" } else { "one" },
         pause_ms.0,
         pause_ms.1
     );

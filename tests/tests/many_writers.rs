@@ -7,6 +7,12 @@
 //! destination ends equal to the source. The full run is `strata-bench
 //! many-writers` (see `strata_tests::many_writers`).
 //!
+//! Each writer runs under its own host name, as writers on different
+//! machines (or pods) do: none can see that another's process is gone, so
+//! an orphaned destination waits for its lease to expire.
+//! `STRATA_MANY_WRITERS_HOSTS=same` runs them under this host's name, where
+//! a dead writer's destinations are taken over at once.
+//!
 //! `STRATA_MANY_WRITERS=WRITERSxDESTINATIONSxKILLS` (default `4x12x1`)
 //! scales it; `STRATA_MANY_WRITERS_SEED` replays another seed.
 
@@ -33,6 +39,7 @@ async fn writers_killed_mid_delivery_hand_their_destinations_over_to_one_owner_e
         writer_exe: PathBuf::from(env!("CARGO_BIN_EXE_strata-writer-under-test")),
         work_dir: dir.path().join("run"),
         converge: Duration::from_secs(180),
+        distinct_hosts: std::env::var("STRATA_MANY_WRITERS_HOSTS").map_or(true, |h| h != "same"),
     };
     let stage = Stage::local(&stage_dir).expect("local stage");
     match run(&opts, &format!("url = {:?}\n", stage_dir.display().to_string()), &stage).await {
