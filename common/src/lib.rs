@@ -16,6 +16,8 @@
 //!   TLS settings.
 //! - [`pgtext`]: parsing PostgreSQL text output (what pgoutput sends) into values.
 //! - [`telemetry`]: logs, metrics and the health endpoints of the services.
+//! - [`schedule`]: the `continuous` / `every 10m` / cron grammar of
+//!   destination and pull schedules.
 //! - [`service`]: runtime, signals and exit status of the service binaries.
 //! - [`wakeup`]: "batch committed" notifications through SQS, and (feature
 //!   `aws`) the AWS set-up of every SQS client.
@@ -61,6 +63,7 @@ pub mod lsn;
 #[cfg(feature = "postgres")]
 pub mod pgconn;
 pub mod pgtext;
+pub mod schedule;
 pub mod service;
 pub mod telemetry;
 pub mod time;

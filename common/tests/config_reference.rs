@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::Deserialize;
 use serde::de::{self, Visitor};
-use strata_common::config::{BatchConfig, Config, GcConfig, SnapshotConfig, SourceConfig, StageConfig, TelemetryConfig, WakeupConfig};
+use strata_common::config::{BatchConfig, Config, GcConfig, PullConfig, SnapshotConfig, SourceConfig, StageConfig, TelemetryConfig, WakeupConfig};
 
 /// A deserializer that only records the field names a struct asks for.
 struct Fields<'a>(&'a mut Vec<&'static str>);
@@ -62,6 +62,7 @@ fn keys() -> BTreeSet<String> {
             "gc" => fields::<GcConfig>(),
             "telemetry" => fields::<TelemetryConfig>(),
             "wakeup" => fields::<WakeupConfig>(),
+            "pull" => fields::<PullConfig>(),
             other => panic!("section [{other}] is new: add it here, to docs/configuration.md and to strata.example.toml"),
         };
         assert!(!keys.is_empty(), "[{section}] has keys");
@@ -103,7 +104,12 @@ fn the_example_sets_every_key_and_loads() {
     let table: toml::Table = text.parse().unwrap();
     let mut set = BTreeSet::new();
     for (section, v) in &table {
-        for key in v.as_table().unwrap().keys() {
+        // `[[pull]]` is an array of tables: every key of each counts.
+        let tables: Vec<&toml::Table> = match v {
+            toml::Value::Array(items) => items.iter().map(|i| i.as_table().unwrap()).collect(),
+            other => vec![other.as_table().unwrap()],
+        };
+        for key in tables.iter().flat_map(|t| t.keys()) {
             set.insert(format!("{section}.{key}"));
         }
     }

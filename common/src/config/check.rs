@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::{
-    BatchConfig, Config, GcConfig, SnapshotConfig, SourceConfig, StageConfig, TelemetryConfig, WakeupConfig, is_queue_url, is_slot_name, validate_name,
+    BatchConfig, Config, GcConfig, PullConfig, SnapshotConfig, SourceConfig, StageConfig, TelemetryConfig, WakeupConfig, is_queue_url, is_slot_name,
+    validate_name,
 };
 use crate::ident::TableName;
 
@@ -50,9 +51,10 @@ pub(super) fn sections(table: &toml::Table) -> Vec<Problem> {
             "gc" => section::<GcConfig>(name, value),
             "telemetry" => section::<TelemetryConfig>(name, value),
             "wakeup" => section::<WakeupConfig>(name, value),
+            "pull" => section::<Vec<PullConfig>>(name, value),
             _ => Some(Problem {
                 key: name.clone(),
-                message: "unknown section; expected one of stage, source, batch, snapshot, gc, telemetry, wakeup".to_owned(),
+                message: "unknown section; expected one of stage, source, batch, snapshot, gc, telemetry, wakeup, pull".to_owned(),
             }),
         };
         out.extend(problem);
@@ -175,8 +177,65 @@ impl Config {
         {
             fail("telemetry.log_level", &m);
         }
+        for (i, pull) in self.pulls.iter().enumerate() {
+            out.extend(pull_problems(self, i, pull));
+        }
         out
     }
+}
+
+/// Largest `page_rows`: a page is held in memory while it is encoded.
+const MAX_PULL_PAGE_ROWS: u64 = 1_000_000;
+
+/// What is wrong with `[[pull]]` number `i`, each problem keyed
+/// `pull[i].key` and naming the pull.
+fn pull_problems(config: &Config, i: usize, pull: &PullConfig) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut fail = |key: &str, msg: String| out.push(Problem { key: format!("pull[{i}].{key}"), message: format!("(pull {:?}) {msg}", pull.name) });
+    if let Err(m) = validate_name(&pull.name) {
+        fail("name", m);
+    }
+    if config.pulls[..i].iter().any(|p| p.name == pull.name) {
+        fail("name", "another [[pull]] has this name; each feeds its own stream".to_owned());
+    }
+    if config.source.as_ref().is_some_and(|s| s.stream == pull.name) {
+        fail("name", "is the CDC stream's name (source.stream); a pull feeds a stream of its own".to_owned());
+    }
+    match (&pull.url, &config.source) {
+        (Some(url), _) if url.expose().trim().is_empty() => fail("url", "must not be empty when set".to_owned()),
+        (None, None) => fail("url", "must be set when there is no [source] to default to".to_owned()),
+        _ => {}
+    }
+    match (&pull.table, &pull.query) {
+        (Some(_), Some(_)) | (None, None) => fail("table", "set exactly one of `table` and `query`".to_owned()),
+        (Some(t), None) => {
+            if let Err(e) = TableName::parse(t) {
+                fail("table", e.to_string());
+            }
+        }
+        (None, Some(q)) if q.trim().is_empty() => fail("query", "must not be empty".to_owned()),
+        (None, Some(_)) => {}
+    }
+    if pull.key.is_empty() {
+        fail("key", "must list the columns that identify a row".to_owned());
+    }
+    for (k, column) in pull.key.iter().enumerate() {
+        if column.is_empty() {
+            fail(&format!("key[{k}]"), "must not be empty".to_owned());
+        } else if pull.key[..k].contains(column) {
+            fail(&format!("key[{k}]"), format!("{column:?} is listed twice"));
+        }
+    }
+    if pull.watermark.is_empty() {
+        fail("watermark", "must name a column whose value only grows (updated_at, an id)".to_owned());
+    }
+    if !(1..=MAX_PULL_PAGE_ROWS).contains(&pull.page_rows) {
+        fail("page_rows", format!("must be between 1 and {MAX_PULL_PAGE_ROWS}"));
+    }
+    if pull.soft_delete.as_ref().is_some_and(|e| e.trim().is_empty()) {
+        fail("soft_delete", "must not be empty when set".to_owned());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -191,6 +250,38 @@ mod tests {
         for bad in ["verbose", "", "info,loud", "=debug", "strata_reader=chatty"] {
             assert!(check_log_level(bad).is_err(), "{bad:?} is refused");
         }
+    }
+
+    #[test]
+    fn pulls_are_checked_naming_the_pull_and_key() {
+        let base = "[source]\nurl = \"postgres://x\"\n";
+        let ok = format!(
+            "{base}[[pull]]\nname = \"orders\"\ntable = \"public.orders\"\nkey = [\"id\"]\nwatermark = \"updated_at\"\nschedule = \"every 10m\"\nlook_back = \"30s\"\n"
+        );
+        let c = Config::from_toml("t", &ok, &[]).unwrap();
+        assert_eq!(c.pulls[0].page_rows, super::super::DEFAULT_PULL_PAGE_ROWS);
+        assert_eq!(c.pulls[0].look_back, Duration::from_secs(30));
+        assert_eq!(c.pulls[0].url(c.source.as_ref()).unwrap().expose(), "postgres://x");
+        let cases = [
+            ("[[pull]]\nname = \"main\"\ntable = \"public.t\"\nkey = [\"id\"]\nwatermark = \"id\"\n", "pull[0].name", "CDC stream"),
+            ("[[pull]]\nname = \"p\"\ntable = \"public.t\"\nquery = \"SELECT 1\"\nkey = [\"id\"]\nwatermark = \"id\"\n", "pull[0].table", "exactly one"),
+            ("[[pull]]\nname = \"p\"\ntable = \"public.t\"\nwatermark = \"id\"\n", "pull[0].key", "identify"),
+            ("[[pull]]\nname = \"p\"\ntable = \"public.t\"\nkey = [\"id\"]\n", "pull[0].watermark", "grows"),
+            ("[[pull]]\nname = \"p\"\ntable = \"public.t\"\nkey = [\"id\"]\nwatermark = \"id\"\npage_rows = 0\n", "pull[0].page_rows", "between"),
+            ("[[pull]]\nname = \"p\"\ntable = \"public.t\"\nkey = [\"id\"]\nwatermark = \"id\"\nschedule = \"nightly\"\n", "pull", "nightly"),
+        ];
+        for (text, key, why) in cases {
+            let e = Config::from_toml("t", &format!("{base}{text}"), &[]).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}")) && e.contains(why), "{key}: {e}");
+        }
+        let twice = format!("{ok}[[pull]]\nname = \"orders\"\nquery = \"SELECT 1 AS id\"\nkey = [\"id\"]\nwatermark = \"id\"\n");
+        let e = Config::from_toml("t", &twice, &[]).unwrap_err().to_string();
+        assert!(e.contains("`pull[1].name`") && e.contains("\"orders\""), "{e}");
+        let alone = "[[pull]]\nname = \"p\"\ntable = \"public.t\"\nkey = [\"id\"]\nwatermark = \"id\"\n";
+        let e = Config::from_toml("t", alone, &[]).unwrap_err().to_string();
+        assert!(e.contains("`pull[0].url`"), "{e}");
+        let with_url = format!("{alone}url = \"postgres://standby/app\"\n");
+        assert!(Config::from_toml("t", &with_url, &[]).unwrap().source.is_none(), "a pull-only config is valid");
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub struct Config {
     /// Wake-up notifications through SQS (optional; polling is the default).
     #[serde(default)]
     pub wakeup: WakeupConfig,
+    /// Query pulls (`[[pull]]`): streams read by querying, without a
+    /// replication slot ([`PullConfig`]).
+    #[serde(default, rename = "pull", skip_serializing_if = "Vec::is_empty")]
+    pub pulls: Vec<PullConfig>,
 }
 
 /// Default stage location: a directory beside where the service runs, so a
@@ -352,6 +356,64 @@ fn default_wakeup_fallback_poll() -> Duration {
 impl Default for WakeupConfig {
     fn default() -> Self {
         WakeupConfig { publish: Vec::new(), queue: None, region: None, endpoint: None, fallback_poll: DEFAULT_WAKEUP_FALLBACK_POLL }
+    }
+}
+
+/// Rows per page of a query pull (10 000): one page is one batch and is
+/// held in memory while it is encoded, so this bounds a pull's memory; large
+/// enough that a page compresses well and a round costs few queries.
+pub const DEFAULT_PULL_PAGE_ROWS: u64 = 10_000;
+
+/// `[[pull]]`: a stream read by querying instead of logical replication.
+///
+/// Each round reads the rows whose `(watermark, key)` is past the last
+/// staged one, in pages ordered by `(watermark, key…)`, and stages each page
+/// as a `changes` batch of upserts (`c` in the very first round). Deletes
+/// are not seen unless `soft_delete` says which rows are deleted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullConfig {
+    /// The stream it feeds (`streams/{name}/`); not the CDC stream's name.
+    pub name: String,
+    /// The database to query; default `source.url`. A standby's or a
+    /// SELECT-only role's URL goes here; secrets as in `source.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<SecretUrl>,
+    /// A table or view, `schema.name` (exactly one of `table` and `query`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// A SQL query whose rows are pulled (exactly one of `table` and `query`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Columns that identify a row.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// A column whose value only grows (`updated_at`, an id).
+    #[serde(default)]
+    pub watermark: String,
+    #[serde(default = "default_pull_page_rows")]
+    pub page_rows: u64,
+    /// `continuous`, `every 10m`, or a five-field cron expression (UTC).
+    #[serde(default, skip_serializing_if = "crate::schedule::Schedule::is_continuous")]
+    pub schedule: crate::schedule::Schedule,
+    /// How far back before the last staged watermark each round starts
+    /// again, to catch rows committed late with an older watermark.
+    #[serde(default, with = "duration")]
+    pub look_back: Duration,
+    /// A SQL boolean expression over the row (`deleted_at IS NOT NULL`):
+    /// rows for which it is true are staged as deletes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_delete: Option<String>,
+}
+
+fn default_pull_page_rows() -> u64 {
+    DEFAULT_PULL_PAGE_ROWS
+}
+
+impl PullConfig {
+    /// The URL to query: the pull's own, else the source's.
+    pub fn url<'a>(&'a self, source: Option<&'a SourceConfig>) -> Option<&'a SecretUrl> {
+        self.url.as_ref().or(source.map(|s| &s.url))
     }
 }
 
