@@ -317,16 +317,14 @@ async fn declare(rig: &Rig, stage: &Stage) -> Result<()> {
     Ok(())
 }
 
-/// The holder of each destination's lease now (strata's record; it only
-/// chooses whom to kill), by destination name.
+/// The last holder of each destination's lease (strata's record; it only
+/// chooses whom to kill), by destination name. An expired lease counts:
+/// its holder may not have noticed yet, and deliver still.
 async fn lease_holders(stage: &Stage, dests: &[Dest]) -> Result<BTreeMap<String, String>> {
-    let now = strata_common::Timestamp::now();
     let mut out = BTreeMap::new();
     for d in dests {
         let leases = Leases::new(stage, DestinationKeys::new(d.name())?.lease());
-        if let Some(l) = leases.read().await?
-            && !l.value.is_expired(now)
-        {
+        if let Some(l) = leases.read().await? {
             out.insert(d.name().to_owned(), l.value.holder);
         }
     }
@@ -338,24 +336,25 @@ fn held_by(holder: &str, pid: u32) -> bool {
     holder.split(':').nth(1).is_some_and(|p| p == pid.to_string())
 }
 
-/// Waits until every destination has a lease holder and a cursor.
+/// Waits until every destination has been taken by a writer (its lease
+/// exists; held now or not: a lease that lapsed shows in the audits).
 async fn wait_all_owned(rig: &mut Rig, stage: &Stage) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let held = lease_holders(stage, &rig.dests).await?;
-        if held.len() == rig.dests.len() {
+        let taken = lease_holders(stage, &rig.dests).await?.len();
+        if taken == rig.dests.len() {
             return Ok(());
         }
         rig.check_alive()?;
         if Instant::now() > deadline {
-            bail!("only {} of {} destinations were taken by a writer within 120 s", held.len(), rig.dests.len());
+            bail!("only {taken} of {} destinations were taken by a writer within 120 s", rig.dests.len());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Kills `opts.kills` writers, each after a seeded pause, each one that
-/// holds at least one destination's lease at that moment (seeded choice).
+/// Kills `opts.kills` writers, each after a seeded pause, each one named
+/// by at least one destination's lease at that moment (seeded choice).
 async fn kill_writers(rig: &mut Rig, stage: &Stage, watches: &audit::FileWatches) -> Result<Vec<Kill>> {
     let mut rng = Rng(rig.opts.seed.wrapping_mul(2_654_435_761) | 1);
     let mut kills = Vec::new();
@@ -460,20 +459,43 @@ async fn converge(rig: &mut Rig, stage: &Stage) -> Result<u64> {
 pub async fn run(opts: &ManyWritersOptions, stage_toml: &str, stage: &Stage) -> Result<ManyWritersReport> {
     let started = Instant::now();
     let mut rig = set_up(opts, stage_toml).await?;
+    let outcome = drive(&mut rig, stage).await;
+    if outcome.as_ref().map_or(true, |(_, problems)| !problems.is_empty()) {
+        // The destination cluster goes with this process: keep what the
+        // audits recorded beside the logs.
+        let audits = audit::dump(&rig.target, &rig.dests).await.unwrap_or_default();
+        let kills = outcome.as_ref().map(|(r, _)| format!("{:?}", r.kills)).unwrap_or_default();
+        std::fs::write(opts.work_dir.join("audit.txt"), format!("kills: {kills}\n{audits:#?}\n"))?;
+    }
+    let (mut report, problems) = outcome?;
+    rig.check_alive()?;
+    rig.terminate()?;
+    report.run_secs = started.elapsed().as_secs_f64();
+    if !problems.is_empty() {
+        let evidence = opts.work_dir.join("audit.txt");
+        bail!("seed {}: {} problems (audits in {}): {}", opts.seed, problems.len(), evidence.display(), problems.join("; "));
+    }
+    Ok(report)
+}
+
+/// The run from the first destination declared to the end checks: the
+/// report, and every problem found.
+async fn drive(rig: &mut Rig, stage: &Stage) -> Result<(ManyWritersReport, Vec<String>)> {
+    let opts = rig.opts.clone();
     let (stop, committed) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let load = tokio::spawn(workload(rig.src_url.clone(), opts.seed ^ 0x9e37_79b9_7f4a_7c15, stop.clone(), committed.clone()));
     let observer = audit::Observer::start(rig.target.connect("postgres").await?);
     let watches = audit::FileWatches::default();
-    declare(&rig, stage).await?;
-    wait_all_owned(&mut rig, stage).await?;
-    let kills = kill_writers(&mut rig, stage, &watches).await?;
+    declare(rig, stage).await?;
+    wait_all_owned(rig, stage).await?;
+    let kills = kill_writers(rig, stage, &watches).await?;
     // Handovers happen under load: the workload runs past the lease time.
     tokio::time::sleep(HANDOVER_LIMIT + Duration::from_secs(5)).await;
     rig.check_alive()?;
     stop.store(true, Ordering::Relaxed);
     load.await.context("the workload task")??;
     let converging = Instant::now();
-    let batches = converge(&mut rig, stage).await?;
+    let batches = converge(rig, stage).await?;
     let converge_secs = converging.elapsed().as_secs_f64();
     let samples = observer.stop().await?;
     let mut report = ManyWritersReport {
@@ -492,16 +514,7 @@ pub async fn run(opts: &ManyWritersOptions, stage_toml: &str, stage: &Stage) -> 
     problems.extend(watches.check(&kills, &mut report).await?);
     problems.extend(content::check(&rig.src_url, &rig.dests, stage, &mut report).await?);
     report.kills = kills;
-    rig.check_alive()?;
-    rig.terminate()?;
-    report.run_secs = started.elapsed().as_secs_f64();
-    if !problems.is_empty() {
-        let evidence = opts.work_dir.join("audit.txt");
-        let audits = audit::dump(&rig.target, &rig.dests).await?;
-        std::fs::write(&evidence, format!("kills: {:?}\n{audits:#?}\n", report.kills))?;
-        bail!("seed {}: {} problems (audits in {}): {}", opts.seed, problems.len(), evidence.display(), problems.join("; "));
-    }
-    Ok(report)
+    Ok((report, problems))
 }
 
 /// The last `n` lines of the reader's and each writer's log in `dir`.
