@@ -10,14 +10,13 @@
 //! - [`backoff`]: the retry delays of every retry loop.
 //! - `cli` (feature `cli`): the options every command line shares.
 //! - [`config`]: `strata.toml` loading with environment overrides and secrets
-//!   that never print.
+//!   that never print; [`config::schedule`], the `continuous` / `every 10m` /
+//!   cron grammar of destination and pull schedules.
 //! - [`ident`]: validated table identities.
 //! - `pgconn` (feature `postgres`): connections to PostgreSQL with libpq's
 //!   TLS settings.
 //! - [`pgtext`]: parsing PostgreSQL text output (what pgoutput sends) into values.
 //! - [`telemetry`]: logs, metrics and the health endpoints of the services.
-//! - [`schedule`]: the `continuous` / `every 10m` / cron grammar of
-//!   destination and pull schedules.
 //! - [`service`]: runtime, signals and exit status of the service binaries.
 //! - [`wakeup`]: "batch committed" notifications through SQS, and (feature
 //!   `aws`) the AWS set-up of every SQS client.
@@ -63,7 +62,6 @@ pub mod lsn;
 #[cfg(feature = "postgres")]
 pub mod pgconn;
 pub mod pgtext;
-pub mod schedule;
 pub mod service;
 pub mod telemetry;
 pub mod time;

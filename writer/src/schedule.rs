@@ -1,5 +1,5 @@
 //! Delivery schedules. The grammar (`continuous`, `every 10m`, five-field
 //! cron) is shared with the reader's query pulls, so it lives in
-//! [`strata_common::schedule`]; this module keeps the writer's path to it.
+//! [`strata_common::config::schedule`]; this module keeps the writer's path to it.
 
-pub use strata_common::schedule::{Cron, Schedule};
+pub use strata_common::config::schedule::{Cron, Schedule};

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 mod check;
 mod overrides;
+pub mod schedule;
 mod secrets;
 mod units;
 
@@ -394,8 +395,8 @@ pub struct PullConfig {
     #[serde(default = "default_pull_page_rows")]
     pub page_rows: u64,
     /// `continuous`, `every 10m`, or a five-field cron expression (UTC).
-    #[serde(default, skip_serializing_if = "crate::schedule::Schedule::is_continuous")]
-    pub schedule: crate::schedule::Schedule,
+    #[serde(default, skip_serializing_if = "schedule::Schedule::is_continuous")]
+    pub schedule: schedule::Schedule,
     /// How far back before the last staged watermark each round starts
     /// again, to catch rows committed late with an older watermark.
     #[serde(default, with = "duration")]

@@ -127,7 +127,7 @@ impl std::str::FromStr for Schedule {
             return Ok(Schedule::Continuous);
         }
         if let Some(interval) = s.strip_prefix("every ") {
-            let d = crate::config::parse_duration(interval.trim())?;
+            let d = super::parse_duration(interval.trim())?;
             if d < Duration::from_secs(1) {
                 return Err(format!("schedule {s:?}: the interval must be at least 1s"));
             }
@@ -141,7 +141,7 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Schedule::Continuous => f.write_str("continuous"),
-            Schedule::Every(d) => write!(f, "every {}", crate::config::format_duration(*d)),
+            Schedule::Every(d) => write!(f, "every {}", super::format_duration(*d)),
             Schedule::Cron(c) => f.write_str(&c.text),
         }
     }
