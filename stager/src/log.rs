@@ -414,6 +414,7 @@ pub struct BatchWriter {
     max_ts: Option<Timestamp>,
     max_lsn: Option<strata_common::Lsn>,
     snapshot: Option<crate::manifest::SnapshotInfo>,
+    watermark: Option<crate::manifest::WatermarkRange>,
 }
 
 impl BatchWriter {
@@ -428,7 +429,13 @@ impl BatchWriter {
             max_ts: None,
             max_lsn: None,
             snapshot: None,
+            watermark: None,
         }
+    }
+
+    /// Sets what a query pull's batch records in its manifest.
+    pub fn set_watermark(&mut self, range: crate::manifest::WatermarkRange) {
+        self.watermark = Some(range);
     }
 
     /// Sets what a `snapshot` batch records in its manifest.
@@ -502,6 +509,7 @@ impl BatchWriter {
             files: self.files,
             created_at: Timestamp::now(),
             snapshot: self.snapshot,
+            watermark: self.watermark,
         };
         self.log.commit(&m).await?;
         Ok(m)

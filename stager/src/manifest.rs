@@ -82,6 +82,23 @@ pub struct Manifest {
     /// tables' load order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
+    /// For batches of a query pull: where its rows sit in the pulled
+    /// query's `(watermark, key)` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<WatermarkRange>,
+}
+
+/// What a query pull's batch adds to its manifest: the watermarks of its
+/// first and last rows and the key of its last row, as PostgreSQL's text
+/// forms (under the reader's pinned session settings). Rows of a pull are
+/// staged in `(watermark, key)` order, so `(to, last_key)` is where the next
+/// page starts after a restart. No WAL position exists for such rows: their
+/// `_strata_lsn` is the batch's seq and `_strata_ord` the row's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkRange {
+    pub from: String,
+    pub to: String,
+    pub last_key: Vec<String>,
 }
 
 /// What a `snapshot` batch adds to its manifest.
