@@ -14,6 +14,8 @@
 //! - [`snapshot`]: the initial copy of every table, in parallel page ranges.
 //! - [`backfill`]: copying a table again (or one that joined the
 //!   publication) while the stream runs, in chunks placed by watermarks.
+//! - [`pull`]: query pulls, the second read strategy: a table, view or
+//!   query read on a schedule without a replication slot, into its own stream.
 //! - [`metrics`]: what `/metrics` shows.
 //! - [`wakeup`]: "batch committed" messages to SQS for waiting writers.
 //! - [`teardown`]: dropping the stream's slot and publication, when asked.
@@ -35,6 +37,7 @@ pub mod batch;
 pub mod cli;
 pub mod decode;
 pub mod metrics;
+pub mod pull;
 pub mod run;
 pub mod schemas;
 pub mod setup;

@@ -94,8 +94,10 @@ const SLOT_FIGURES_EVERY: Duration = Duration::from_secs(15);
 
 /// Runs the stream of `config` until `shutdown` is cancelled.
 pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
-    let source = config.source.clone().context("the reader needs a [source] section")?;
     let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
+    let Some(source) = config.source.clone() else {
+        return run_pulls_only(config, &stage, shutdown).await;
+    };
     let log = StreamLog::new(&stage, &source.stream)?;
     // Telemetry first: a reader waiting for another's lease is alive
     // (`/healthz`) but not ready (`/readyz` 503), which is what an
@@ -134,9 +136,13 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let renewer = tokio::spawn(renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
     tokio::spawn(telemetry.metrics.clone().log_summaries(SUMMARY_EVERY, work.clone()));
     tokio::spawn(telemetry.metrics.clone().watch_slot(source.url.expose().to_owned(), source.slot_name(), SLOT_FIGURES_EVERY, work.clone()));
+    let pulls = crate::pull::spawn_all(config, &stage, &registry, &work)?;
     let ctx = Ctx { config, source: &source, log: &log, status: &status, telemetry: &telemetry };
     let result = stream_with_retries(&ctx, work.clone()).await;
     work.cancel();
+    for p in pulls {
+        let _ = p.await;
+    }
     server.abort();
     // The last status stays in reader.json, so a reader that stopped on an
     // error retrying cannot heal still says which, after it has exited.
@@ -150,6 +156,33 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         bail!("lost the reader lease of stream {:?} to another process; stopped", source.stream);
     }
     result
+}
+
+/// A reader with `[[pull]]`s and no `[source]`: no slot, no publication,
+/// no CDC stream; the pulls run until `shutdown`.
+async fn run_pulls_only(config: &Config, stage: &Stage, shutdown: CancellationToken) -> Result<()> {
+    if config.pulls.is_empty() {
+        bail!("the reader needs a [source] section, or at least one [[pull]]");
+    }
+    let registry = Registry::default();
+    stage.register_metrics(&registry);
+    strata_common::telemetry::register_build_info(&registry, "reader");
+    let ready = Readiness::default();
+    let listen = match config.telemetry.listen {
+        Some(a) => a,
+        None => DEFAULT_LISTEN.parse().expect("valid default address"),
+    };
+    let (bound, server) = strata_common::telemetry::serve(listen, registry.clone(), ready.clone())
+        .await
+        .with_context(|| format!("serving /metrics on {listen} (set telemetry.listen to another address)"))?;
+    tracing::info!(address = %bound, pulls = config.pulls.len(), "serving /metrics, /healthz and /readyz; query pulls only");
+    let pulls = crate::pull::spawn_all(config, stage, &registry, &shutdown)?;
+    ready.set(true);
+    for p in pulls {
+        let _ = p.await;
+    }
+    server.abort();
+    Ok(())
 }
 
 async fn acquire_lease(leases: &Leases, holder: &str, shutdown: &CancellationToken) -> Result<Option<Versioned<Lease>>> {

@@ -327,21 +327,7 @@ impl SourceDb {
         if let Some(t) = self.type_cache.get(&oid) {
             return Ok(t.clone());
         }
-        let row = self
-            .client
-            .query_opt("SELECT typtype::text, typbasetype::oid, typtypmod, typelem::oid, typcategory::text FROM pg_type WHERE oid = $1::oid", &[&oid])
-            .await
-            .with_context(|| format!("looking up type {oid}"))?;
-        let t = row.map(|r| {
-            let typtype: String = r.get(0);
-            let category: String = r.get(4);
-            match typtype.as_str() {
-                "e" => CatalogType::Enum,
-                "d" => CatalogType::Domain { base_oid: r.get(1), base_modifier: r.get(2) },
-                _ if category == "A" && r.get::<_, u32>(3) != 0 => CatalogType::Array { element_oid: r.get(3) },
-                _ => CatalogType::Other,
-            }
-        });
+        let t = catalog_type(&self.client, oid).await?;
         self.type_cache.insert(oid, t.clone());
         Ok(t)
     }
@@ -451,6 +437,25 @@ fn missing_element(array_text: &str) -> Option<String> {
         },
         _ => None,
     }
+}
+
+/// What `pg_type` says about a type that is not built in (`None`: no such
+/// type). Shared by the replication reader and query pulls.
+pub async fn catalog_type(client: &Client, oid: u32) -> Result<Option<CatalogType>> {
+    let row = client
+        .query_opt("SELECT typtype::text, typbasetype::oid, typtypmod, typelem::oid, typcategory::text FROM pg_type WHERE oid = $1::oid", &[&oid])
+        .await
+        .with_context(|| format!("looking up type {oid}"))?;
+    Ok(row.map(|r| {
+        let typtype: String = r.get(0);
+        let category: String = r.get(4);
+        match typtype.as_str() {
+            "e" => CatalogType::Enum,
+            "d" => CatalogType::Domain { base_oid: r.get(1), base_modifier: r.get(2) },
+            _ if category == "A" && r.get::<_, u32>(3) != 0 => CatalogType::Array { element_oid: r.get(3) },
+            _ => CatalogType::Other,
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -199,8 +199,13 @@ pub fn values<'a>(table: &TableName, columns: &[ColumnSchema], line: &'a [u8], f
     if raw.len() != columns.len() {
         return Err(anyhow!("COPY row has {} fields, the table has {} columns", raw.len(), columns.len()));
     }
-    let values = raw
-        .iter()
+    let values = field_values(table, columns, &raw, fallbacks)?;
+    Ok((raw, values))
+}
+
+/// The values of raw COPY fields, one per column of `columns`.
+pub fn field_values(table: &TableName, columns: &[ColumnSchema], raw: &Fields<'_>, fallbacks: &TextFallbacks) -> Result<Vec<Value>> {
+    raw.iter()
         .zip(columns)
         .map(|(f, col)| match f {
             None => Ok(Value::Null),
@@ -209,8 +214,7 @@ pub fn values<'a>(table: &TableName, columns: &[ColumnSchema], line: &'a [u8], f
                 Ok(fallbacks.parse(table, col, text))
             }
         })
-        .collect::<Result<_>>()?;
-    Ok((raw, values))
+        .collect()
 }
 
 /// One COPY row as a snapshot read.
