@@ -61,7 +61,7 @@ const RECONNECT: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_s
 /// A stream that ran this long before failing starts its backoff afresh.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
-type SharedStatus = Arc<Mutex<ReaderStatus>>;
+pub(crate) type SharedStatus = Arc<Mutex<ReaderStatus>>;
 
 /// Metrics and readiness, shared by every attempt of a run.
 #[derive(Clone)]
@@ -79,7 +79,7 @@ struct Ctx<'a> {
     telemetry: &'a Telemetry,
 }
 
-fn update(status: &SharedStatus, f: impl FnOnce(&mut ReaderStatus)) {
+pub(crate) fn update(status: &SharedStatus, f: impl FnOnce(&mut ReaderStatus)) {
     if let Ok(mut s) = status.lock() {
         f(&mut s);
     }
@@ -185,7 +185,7 @@ async fn run_pulls_only(config: &Config, stage: &Stage, shutdown: CancellationTo
     Ok(())
 }
 
-async fn acquire_lease(leases: &Leases, holder: &str, shutdown: &CancellationToken) -> Result<Option<Versioned<Lease>>> {
+pub(crate) async fn acquire_lease(leases: &Leases, holder: &str, shutdown: &CancellationToken) -> Result<Option<Versioned<Lease>>> {
     let mut reported = false;
     loop {
         match leases.acquire_unless_live(holder, LEASE_TTL, Timestamp::now(), strata_stager::lease::is_dead_local_holder).await {
@@ -247,7 +247,7 @@ async fn renew_loop_inner(
     }
 }
 
-async fn renew_lease(
+pub(crate) async fn renew_lease(
     leases: Leases,
     held: Versioned<Lease>,
     work: CancellationToken,

@@ -10,7 +10,12 @@
 //! - [`window`]: which rows a look-back round has already staged.
 //!
 //! Each pull runs as its own task beside the change stream: a pull that
-//! fails never stops the CDC stream or another pull. Errors a retry can
+//! fails never stops the CDC stream or another pull. A pull holds its
+//! stream's reader lease (`streams/{name}/reader.json`) as the CDC reader
+//! holds its own, and publishes its status there (`waiting`, `pulling`,
+//! `retrying` or `failed`, with the last error); every manifest is still
+//! created with create-if-absent, so even two holders could not stage a
+//! seq twice. Errors a retry can
 //! heal (a lost connection, a standby cancelling a query on conflict, the
 //! stage unreachable) are retried with backoff, counted in
 //! `strata_reader_pull_errors_total` and logged; an error no retry can heal
@@ -31,18 +36,23 @@ pub mod window;
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::Result;
 use strata_common::Timestamp;
 use strata_common::backoff::Backoff;
 use strata_common::config::schedule::Schedule;
 use strata_common::config::{Config, PullConfig};
 use strata_common::telemetry::{Registry, Value};
+use strata_stager::control::ReaderStatus;
+use strata_stager::lease::Leases;
 use strata_stager::log::StreamLog;
 use strata_stager::{Stage, StageError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::TextFallbacks;
+use crate::run::{SharedStatus, update};
 use round::Puller;
 
 /// Retries of a failing round: from about 1 s up to a minute.
@@ -85,13 +95,46 @@ pub fn spawn_all(config: &Config, stage: &Stage, registry: &Registry, token: &Ca
         let puller = Puller::new(pull.clone(), url, log, TextFallbacks::new(registry, &pull.name))?;
         let metrics = PullMetrics::new(registry, &pull.name);
         tracing::info!(stream = pull.name, schedule = %pull.schedule, "starting query pull");
-        tasks.push(tokio::spawn(run(puller, pull.clone(), metrics, token.clone())));
+        tasks.push(tokio::spawn(run(puller, pull.clone(), metrics, stage.clone(), token.clone())));
     }
     Ok(tasks)
 }
 
-/// Runs rounds on the pull's schedule until `token` is cancelled.
-async fn run(mut puller: Puller, config: PullConfig, metrics: PullMetrics, token: CancellationToken) {
+/// Holds the pull stream's reader lease (one reader per stream, as for the
+/// CDC stream; `streams/{name}/reader.json` also carries the pull's status)
+/// and runs rounds until `token` is cancelled or the pull fails for good.
+async fn run(mut puller: Puller, config: PullConfig, metrics: PullMetrics, stage: Stage, token: CancellationToken) {
+    let leases = Leases::new(&stage, puller.log().keys().reader());
+    let holder = strata_stager::lease::local_holder("reader");
+    let lease = match crate::run::acquire_lease(&leases, &holder, &token).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return,
+        Err(e) => {
+            metrics.failed.set(1.0);
+            tracing::error!(stream = puller.name, error = format!("{e:#}"), "query pull stopped: could not take the stream's reader lease");
+            return;
+        }
+    };
+    let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting".to_owned(), ..Default::default() }));
+    let work = token.child_token();
+    let lost = CancellationToken::new();
+    let renewer = tokio::spawn(crate::run::renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
+    rounds(&mut puller, &config, &metrics, &status, &work).await;
+    work.cancel();
+    let last = status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
+    if let Ok(Some(held)) = renewer.await
+        && let Err(e) = leases.release_with_status(&held, Timestamp::now(), last).await
+    {
+        tracing::warn!(stream = puller.name, error = %e, "could not release the pull stream's reader lease; it expires by itself");
+    }
+    if lost.is_cancelled() {
+        tracing::error!(stream = puller.name, "lost the pull stream's reader lease to another process; the pull stopped");
+    }
+}
+
+/// Runs rounds on the pull's schedule until `token` is cancelled or an
+/// error no retry can heal.
+async fn rounds(puller: &mut Puller, config: &PullConfig, metrics: &PullMetrics, status: &SharedStatus, token: &CancellationToken) {
     let mut retry = RETRY;
     let mut pause = Duration::ZERO;
     loop {
@@ -99,10 +142,12 @@ async fn run(mut puller: Puller, config: PullConfig, metrics: PullMetrics, token
             Schedule::Continuous => pause,
             schedule => until_next(schedule),
         };
+        update(status, |s| s.state = if wait.is_zero() { "pulling" } else { "waiting" }.to_owned());
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        update(status, |s| s.state = "pulling".to_owned());
         let result = tokio::select! {
             _ = token.cancelled() => return,
             r = puller.round() => r,
@@ -113,16 +158,21 @@ async fn run(mut puller: Puller, config: PullConfig, metrics: PullMetrics, token
                 metrics.rounds.inc_by(1);
                 metrics.rows.inc_by(outcome.rows_staged);
                 metrics.batches.inc_by(outcome.batches);
+                update(status, |s| {
+                    s.head_seq = outcome.head;
+                    s.last_error = None;
+                });
                 tracing::debug!(stream = puller.name, read = outcome.rows_read, staged = outcome.rows_staged, "pull round done");
                 pause = if outcome.rows_read == 0 { IDLE } else { Duration::ZERO };
             }
             Err(e) if is_permanent(&e) => {
                 metrics.failed.set(1.0);
-                tracing::error!(
-                    stream = puller.name,
-                    error = format!("{e:#}"),
-                    "query pull stopped: this error needs a fix of the query, the config or the role's privileges"
-                );
+                let error = format!("query pull of stream {:?} stopped: {e:#}", puller.name);
+                tracing::error!(stream = puller.name, error, "query pull stopped: this error needs a fix of the query, the config or the role's privileges");
+                update(status, |s| {
+                    s.state = "failed".to_owned();
+                    s.last_error = Some(error);
+                });
                 return;
             }
             Err(e) => {
@@ -130,8 +180,13 @@ async fn run(mut puller: Puller, config: PullConfig, metrics: PullMetrics, token
                 // The round may have committed batches this process did not
                 // record; read the position from the stage again.
                 puller.forget();
-                tracing::warn!(stream = puller.name, attempt = retry.attempts(), error = format!("{e:#}"), "query pull round failed; retrying");
-                if !retry.wait(&token, Duration::ZERO).await {
+                let error = format!("{e:#}");
+                tracing::warn!(stream = puller.name, attempt = retry.attempts(), error, "query pull round failed; retrying");
+                update(status, |s| {
+                    s.state = "retrying".to_owned();
+                    s.last_error = Some(error);
+                });
+                if !retry.wait(token, Duration::ZERO).await {
                     return;
                 }
                 pause = Duration::ZERO;

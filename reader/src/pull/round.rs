@@ -55,6 +55,8 @@ struct Position {
 /// What a round did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Outcome {
+    /// The stream's last batch after the round.
+    pub head: Option<u64>,
     pub rows_read: u64,
     pub rows_staged: u64,
     pub batches: u64,
@@ -96,6 +98,10 @@ impl Puller {
         };
         let query = PageQuery { source, watermark: config.watermark.clone(), key: config.key.clone(), soft_delete: config.soft_delete.clone() };
         Ok(Puller { name, config, url, table: Arc::new(table), query, log, fallbacks, window: Window::default(), position: None })
+    }
+
+    pub fn log(&self) -> &StreamLog {
+        &self.log
     }
 
     /// Forgets what was read from the stage, to read it again (after a
@@ -161,6 +167,7 @@ impl Puller {
         if !look_back.is_zero() {
             self.window.end_round();
         }
+        outcome.head = pos.head;
         self.position = Some(pos);
         Ok(outcome)
     }
