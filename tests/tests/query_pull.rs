@@ -67,8 +67,14 @@ async fn workload(url: String, stop: Arc<AtomicBool>, seed: u64) -> i32 {
 /// `(updated_at, id)` order: with one writing session and no look-back,
 /// everything before it is staged too.
 async fn wait_pulled(stage: &Stage, src_url: &str) {
+    wait_pulled_from(stage, src_url, "orders").await;
+}
+
+/// [`wait_pulled`] of a pull of `relation`.
+async fn wait_pulled_from(stage: &Stage, src_url: &str, relation: &str) {
     let src = session(src_url).await;
-    let row = src.query_one("SELECT updated_at::text, id::text FROM orders ORDER BY updated_at DESC, id DESC LIMIT 1", &[]).await.unwrap();
+    let sql = format!("SELECT updated_at::text, id::text FROM {relation} ORDER BY updated_at DESC, id DESC LIMIT 1");
+    let row = src.query_one(&sql, &[]).await.unwrap();
     let (wm, id): (String, String) = (row.get(0), row.get(1));
     let log = StreamLog::new(stage, STREAM).unwrap();
     for _ in 0..600 {
@@ -86,6 +92,31 @@ async fn wait_pulled(stage: &Stage, src_url: &str) {
 /// Delivers the pull's stream to a fresh mirror and asserts `orders` there
 /// equals the source.
 async fn assert_mirror_equals_source(stage: &Stage, stage_dir: &Path, src_url: &str) {
+    let (_, dst) = deliver_to_mirror(stage, stage_dir).await;
+    let src = session(src_url).await;
+    let expected = checksum(&src, "public.orders").await;
+    assert!(expected.0 >= 1500, "rows to compare: {}", expected.0);
+    assert_eq!(checksum(&dst, "public.orders").await, expected, "the mirror fed by the pull equals the source");
+}
+
+/// The status a pull publishes in its stream's `reader.json`, once it
+/// shows `failed` (or after 30 s).
+async fn pull_status(stage: &Stage, stream: &str) -> serde_json::Value {
+    let leases = strata_stager::lease::Leases::new(stage, StreamLog::new(stage, stream).unwrap().keys().reader());
+    let mut status = serde_json::Value::Null;
+    for _ in 0..300 {
+        status = leases.read().await.unwrap().map(|l| l.value.status).unwrap_or_default();
+        if status["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
+}
+
+/// Delivers the pull's stream, up to its head, to a fresh mirror database;
+/// returns its URL and a session on it.
+async fn deliver_to_mirror(stage: &Stage, stage_dir: &Path) -> (String, tokio_postgres::Client) {
     let dst_url = PgCluster::shared().fresh_database().await.unwrap();
     let text = format!("[telemetry]\nlisten = \"127.0.0.1:0\"\n[stage]\nurl = {:?}\n", stage_dir.display().to_string());
     let cfg = Config::from_toml("writer config", &text, &[]).unwrap();
@@ -103,12 +134,10 @@ async fn assert_mirror_equals_source(stage: &Stage, stage_dir: &Path, src_url: &
         assert!(Instant::now() < deadline, "the mirror did not reach batch {head} within 120 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (src, dst) = (session(src_url).await, session(&dst_url).await);
-    let expected = checksum(&src, "public.orders").await;
-    assert!(expected.0 >= 1500, "rows to compare: {}", expected.0);
-    assert_eq!(checksum(&dst, "public.orders").await, expected, "the mirror fed by the pull equals the source");
     token.cancel();
     writer.await.unwrap().unwrap();
+    let dst = session(&dst_url).await;
+    (dst_url, dst)
 }
 
 /// Every staged `(id, updated_at)` version of a row, counted: a version
@@ -154,6 +183,54 @@ async fn scheduled_pulls_keep_a_mirror_equal_to_a_changing_table() {
     assert_mirror_equals_source(&stage, dir.path(), &src_url).await;
 }
 
+/// A login role with no REPLICATION, allowed only to SELECT from
+/// `orders_eu` (a view over `orders`), pulls the view into a mirror; a
+/// second pull of the same role on `orders` itself, which it may not read,
+/// stops with a permission error without stopping the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_select_only_role_pulls_a_view() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let db = src_url.rsplit('/').next().unwrap().to_owned();
+    let role = format!("strata_ro_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let admin = session(&src_url).await;
+    admin.batch_execute(ORDERS).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE VIEW orders_eu AS SELECT id, updated_at, upper(v) AS v, amount FROM orders WHERE id % 3 <> 0;
+             CREATE ROLE {role} LOGIN; GRANT SELECT ON orders_eu TO {role};"
+        ))
+        .await
+        .unwrap();
+    let role_url = format!("postgres://{role}@127.0.0.1:{}/{db}", cluster.port);
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[telemetry]\nlisten = \"127.0.0.1:0\"\n[stage]\nurl = {:?}\n\
+         [[pull]]\nname = {STREAM:?}\nurl = {role_url:?}\ntable = \"public.orders_eu\"\nkey = [\"id\"]\nwatermark = \"updated_at\"\npage_rows = 400\n\
+         [[pull]]\nname = \"denied\"\nurl = {role_url:?}\ntable = \"public.orders\"\nkey = [\"id\"]\nwatermark = \"updated_at\"\n",
+        dir.path().display().to_string()
+    );
+    let reader = RunningReader::start(Config::from_toml("reader config", &text, &[]).unwrap());
+    let stage = Stage::local(dir.path()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(workload(src_url.clone(), stop.clone(), 3));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    wait_pulled_from(&stage, &src_url, "orders_eu").await;
+    assert!(!reader.is_finished(), "a pull that failed for good does not stop the reader");
+    assert_eq!(StreamLog::new(&stage, "denied").unwrap().head(None).await.unwrap(), None, "the denied pull staged nothing");
+    let status = pull_status(&stage, "denied").await;
+    let error = status["last_error"].as_str().unwrap_or_default();
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(error.contains("\"denied\"") && error.contains("permission denied"), "the error names the stream and the reason: {error}");
+    reader.stop().await.unwrap();
+    let (dst_url, dst) = deliver_to_mirror(&stage, dir.path()).await;
+    let expected = checksum(&session(&src_url).await, "public.orders_eu").await;
+    assert!(expected.0 > 900, "rows to compare: {}", expected.0);
+    assert_eq!(checksum(&dst, "public.orders_eu").await, expected, "the mirror of the view ({dst_url}) equals the view");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_pulls_ten_times_loses_and_stages_twice_nothing() {
     let cluster = PgCluster::shared();
@@ -166,15 +243,22 @@ async fn kill_9_during_pulls_ten_times_loses_and_stages_twice_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let load = tokio::spawn(workload(src_url.clone(), stop.clone(), 11));
     let mut rng = Rng(0x9011);
+    let stage = Stage::local(&stage_dir).unwrap();
+    let log = StreamLog::new(&stage, STREAM).unwrap();
+    let mut staging_when_killed = 0;
     for _ in 0..10 {
+        let before = log.head(None).await.unwrap().unwrap_or(0);
         let reader = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
         reader.kill9().unwrap();
+        if log.head(None).await.unwrap().unwrap_or(0) > before {
+            staging_when_killed += 1;
+        }
     }
+    assert!(staging_when_killed >= 5, "most kills hit a reader that was staging pages ({staging_when_killed} of 10)");
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     let mut reader = ServiceProcess::spawn(Path::new(READER), &cfg).unwrap();
-    let stage = Stage::local(&stage_dir).unwrap();
     wait_pulled(&stage, &src_url).await;
     assert!(reader.try_wait().unwrap().is_none(), "the reader still runs");
     reader.terminate().unwrap();
