@@ -16,6 +16,7 @@
 //!   publication) while the stream runs, in chunks placed by watermarks.
 //! - [`pull`]: query pulls, the second read strategy: a table, view or
 //!   query read on a schedule without a replication slot, into its own stream.
+//! - [`lease`]: the reader lease of a stream, and the status it carries.
 //! - [`metrics`]: what `/metrics` shows.
 //! - [`wakeup`]: "batch committed" messages to SQS for waiting writers.
 //! - [`teardown`]: dropping the stream's slot and publication, when asked.
@@ -36,6 +37,7 @@ pub mod backfill;
 pub mod batch;
 pub mod cli;
 pub mod decode;
+pub mod lease;
 pub mod metrics;
 pub mod pull;
 pub mod run;

@@ -31,10 +31,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use strata_common::backoff::Backoff;
 use strata_common::config::{Config, SourceConfig};
 use strata_common::{Change, Lsn, Op, Timestamp};
-use strata_stager::lease::{Lease, Leases};
+use strata_stager::lease::Leases;
 use strata_stager::log::{BatchWriter, StreamLog};
 use strata_stager::manifest::BatchKind;
-use strata_stager::{Stage, StageError, Versioned};
+use strata_stager::{Stage, StageError};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +43,8 @@ use strata_common::telemetry::{Readiness, Registry};
 use crate::backfill::{self, Windows};
 use crate::batch::{Batcher, Work};
 use crate::decode::Decoder;
+pub use crate::lease::LEASE_TTL;
+use crate::lease::{SharedStatus, acquire_lease, renew_lease, update};
 use crate::metrics::{DEFAULT_LISTEN, ReaderMetrics};
 use crate::schemas::SchemaVersions;
 use crate::setup::SourceDb;
@@ -51,17 +53,12 @@ use crate::source::{ChangeSource, SourceError, SourceEvent};
 use crate::walstream::PgWalSource;
 pub use strata_stager::control::ReaderStatus;
 
-/// How long a reader lease lasts without renewal. A crashed reader's stream
-/// is free again after this; a live one renews every third of it.
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// How often the loop checks batch age (well under the default max_age).
 const TICK: Duration = Duration::from_millis(50);
 /// Reconnects to the source: from 0.5–1 s up to 30 s.
 const RECONNECT: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
 /// A stream that ran this long before failing starts its backoff afresh.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
-
-pub(crate) type SharedStatus = Arc<Mutex<ReaderStatus>>;
 
 /// Metrics and readiness, shared by every attempt of a run.
 #[derive(Clone)]
@@ -77,12 +74,6 @@ struct Ctx<'a> {
     log: &'a StreamLog,
     status: &'a SharedStatus,
     telemetry: &'a Telemetry,
-}
-
-pub(crate) fn update(status: &SharedStatus, f: impl FnOnce(&mut ReaderStatus)) {
-    if let Ok(mut s) = status.lock() {
-        f(&mut s);
-    }
 }
 
 /// How often the reader logs a one-line summary at INFO: often enough to see
@@ -183,78 +174,6 @@ async fn run_pulls_only(config: &Config, stage: &Stage, shutdown: CancellationTo
     }
     server.abort();
     Ok(())
-}
-
-pub(crate) async fn acquire_lease(leases: &Leases, holder: &str, shutdown: &CancellationToken) -> Result<Option<Versioned<Lease>>> {
-    let mut reported = false;
-    loop {
-        match leases.acquire_unless_live(holder, LEASE_TTL, Timestamp::now(), strata_stager::lease::is_dead_local_holder).await {
-            Ok(l) => return Ok(Some(l)),
-            Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
-                if !reported {
-                    tracing::warn!(owner, %expires_at, "another reader holds this stream; waiting until it stops or its lease expires");
-                    reported = true;
-                }
-                // Poll rather than sleep to expiry: a holder that stops cleanly
-                // releases the lease early.
-                let until_expiry = Duration::from_micros(u64::try_from(expires_at.0 - Timestamp::now().0).unwrap_or(0));
-                let wait = until_expiry.clamp(Duration::from_millis(200), Duration::from_secs(2));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
-            Err(StageError::Conflict { .. }) => continue,
-            Err(e) => return Err(e).context("acquiring the reader lease"),
-        }
-    }
-}
-
-/// Renews the lease every third of its TTL, publishing the status. Cancels
-/// `work` (and `lost`) if the lease is lost or cannot be renewed before it
-/// expires. Returns the lease still held when `work` ends.
-async fn renew_loop_inner(
-    leases: &Leases,
-    mut held: Versioned<Lease>,
-    work: &CancellationToken,
-    lost: &CancellationToken,
-    status: &SharedStatus,
-) -> Option<Versioned<Lease>> {
-    loop {
-        tokio::select! {
-            _ = work.cancelled() => return Some(held),
-            _ = tokio::time::sleep(LEASE_TTL / 3) => {}
-        }
-        let snapshot = status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
-        match leases.renew(&held, LEASE_TTL, Timestamp::now(), snapshot).await {
-            Ok(l) => held = l,
-            Err(StageError::Conflict { .. }) => {
-                tracing::error!("the reader lease was taken over by another process; stopping");
-                lost.cancel();
-                work.cancel();
-                return None;
-            }
-            Err(e) if Timestamp::now() < held.value.expires_at => {
-                tracing::warn!(error = %e, "could not renew the reader lease; retrying");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the reader lease expired before it could be renewed; stopping");
-                lost.cancel();
-                work.cancel();
-                return None;
-            }
-        }
-    }
-}
-
-pub(crate) async fn renew_lease(
-    leases: Leases,
-    held: Versioned<Lease>,
-    work: CancellationToken,
-    lost: CancellationToken,
-    status: SharedStatus,
-) -> Option<Versioned<Lease>> {
-    renew_loop_inner(&leases, held, &work, &lost, &status).await
 }
 
 /// Whether an error is worth reconnecting for.

@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::decode::TextFallbacks;
-use crate::run::{SharedStatus, update};
+use crate::lease::{SharedStatus, update};
 use round::Puller;
 
 /// Retries of a failing round: from about 1 s up to a minute.
@@ -106,7 +106,7 @@ pub fn spawn_all(config: &Config, stage: &Stage, registry: &Registry, token: &Ca
 async fn run(mut puller: Puller, config: PullConfig, metrics: PullMetrics, stage: Stage, token: CancellationToken) {
     let leases = Leases::new(&stage, puller.log().keys().reader());
     let holder = strata_stager::lease::local_holder("reader");
-    let lease = match crate::run::acquire_lease(&leases, &holder, &token).await {
+    let lease = match crate::lease::acquire_lease(&leases, &holder, &token).await {
         Ok(Some(l)) => l,
         Ok(None) => return,
         Err(e) => {
@@ -118,7 +118,7 @@ async fn run(mut puller: Puller, config: PullConfig, metrics: PullMetrics, stage
     let status: SharedStatus = Arc::new(Mutex::new(ReaderStatus { state: "starting".to_owned(), ..Default::default() }));
     let work = token.child_token();
     let lost = CancellationToken::new();
-    let renewer = tokio::spawn(crate::run::renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
+    let renewer = tokio::spawn(crate::lease::renew_lease(leases.clone(), lease, work.clone(), lost.clone(), status.clone()));
     rounds(&mut puller, &config, &metrics, &status, &work).await;
     work.cancel();
     let last = status.lock().map(|s| serde_json::to_value(&*s).unwrap_or_default()).unwrap_or_default();
