@@ -160,6 +160,73 @@ impl BackfillRequest {
     }
 }
 
+/// Where an on-demand pull round stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullRequestState {
+    Pending,
+    Done,
+    Failed,
+}
+
+/// `streams/{stream}/pull-requests/{id}.json`: "run a round of this query
+/// pull now" (`strata-reader pull NAME`). The reader running the pull picks
+/// it up within seconds, runs a round, and records the outcome here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub format: u32,
+    pub id: String,
+    pub requested_at: Timestamp,
+    pub state: PullRequestState,
+    /// Rows and batches the round staged.
+    #[serde(default)]
+    pub rows: u64,
+    #[serde(default)]
+    pub batches: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+}
+
+impl PullRequest {
+    /// Records a request for a round of the pull feeding `log`'s stream.
+    pub async fn submit(log: &StreamLog) -> crate::Result<PullRequest> {
+        let now = Timestamp::now();
+        let id = format!("{}-{}", now.0, &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let req =
+            PullRequest { format: 1, id: id.clone(), requested_at: now, state: PullRequestState::Pending, rows: 0, batches: 0, error: None, finished_at: None };
+        log.stage().put_json_if(&log.keys().pull_request(&id)?, &req, None).await?;
+        Ok(req)
+    }
+
+    /// The requests of `log`'s stream still pending, oldest first.
+    pub async fn pending(log: &StreamLog) -> crate::Result<Vec<crate::Versioned<PullRequest>>> {
+        let mut out = Vec::new();
+        for meta in log.stage().list(&log.keys().pull_requests_prefix()).await? {
+            if let Some(req) = log.stage().get_json::<PullRequest>(&meta.location).await?
+                && req.value.state == PullRequestState::Pending
+            {
+                out.push(req);
+            }
+        }
+        out.sort_by_key(|r| r.value.requested_at);
+        Ok(out)
+    }
+
+    /// Records the outcome of a request, conditionally on the version read.
+    pub async fn finish(log: &StreamLog, req: &crate::Versioned<PullRequest>, outcome: Result<(u64, u64), String>) -> crate::Result<()> {
+        let mut next = req.value.clone();
+        match outcome {
+            Ok((rows, batches)) => (next.state, next.rows, next.batches) = (PullRequestState::Done, rows, batches),
+            Err(error) => (next.state, next.error) = (PullRequestState::Failed, Some(error)),
+        }
+        next.finished_at = Some(Timestamp::now());
+        log.stage().put_json_if(&log.keys().pull_request(&next.id)?, &next, Some(&req.version)).await?;
+        Ok(())
+    }
+}
+
 // The writer's objects.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

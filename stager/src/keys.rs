@@ -7,6 +7,7 @@
 //! streams/{stream}/reader.json                        reader lease + status
 //! streams/{stream}/snapshot.json                      initial snapshot state
 //! streams/{stream}/backfills/{id}.json                backfill requests and progress
+//! streams/{stream}/pull-requests/{id}.json            on-demand rounds of a query pull
 //! streams/{stream}/retention.json                     first seq kept after retention (absent: 1)
 //! destinations/{name}/spec.json | cursor.json | lease.json | dead-letter/…
 //! replays/{id}.json
@@ -176,6 +177,16 @@ impl StreamKeys {
     pub fn backfill(&self, id: &str) -> Result<Path> {
         check_name("backfill id", id)?;
         Ok(path(format!("{}/backfills/{}.json", self.root, encode_name(id))))
+    }
+
+    /// On-demand round requests of a query pull's stream (`pull-requests/{id}.json`).
+    pub fn pull_requests_prefix(&self) -> Path {
+        path(format!("{}/pull-requests", self.root))
+    }
+
+    pub fn pull_request(&self, id: &str) -> Result<Path> {
+        check_name("pull request id", id)?;
+        Ok(path(format!("{}/pull-requests/{}.json", self.root, encode_name(id))))
     }
 
     /// The initial snapshot's state ([`SnapshotState`](crate::control::SnapshotState)).
