@@ -33,6 +33,19 @@ enum Command {
         #[arg(long)]
         table: String,
     },
+    /// Run a round of a query pull now: the running reader picks the
+    /// request up within seconds. Waits for the outcome and prints it
+    /// (exit 1 if the round failed) unless --no-wait.
+    Pull {
+        /// The pull's name (`[[pull]] name`, its stream).
+        name: String,
+        /// Print the request's id and return at once.
+        #[arg(long)]
+        no_wait: bool,
+        /// Give up waiting after this long (the request stays pending).
+        #[arg(long, default_value = "5m", value_parser = strata_common::config::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Remove strata from the source database: drop the stream's
     /// replication slot, and its publication if the reader created it.
     /// Without --yes, print what it would drop and exit 1. Refuses while a
@@ -53,6 +66,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Backfill { table }) => return backfill(&config, &table).await,
         Some(Command::Validate) => return Ok(validate(&config, &cli.common.origin())),
+        Some(Command::Pull { name, no_wait, timeout }) => return pull(&config, &name, no_wait, timeout).await,
         Some(Command::Teardown { yes, dry_run }) => {
             let confirm = match (yes, dry_run) {
                 (true, _) => crate::teardown::Confirm::Yes,
@@ -90,6 +104,49 @@ async fn backfill(config: &Config, table: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `strata-reader pull NAME`: records a request for a round of the pull,
+/// and waits for the running reader to answer it, as `strata-writer
+/// replay` waits for a replay.
+async fn pull(config: &Config, name: &str, no_wait: bool, timeout: std::time::Duration) -> Result<ExitCode> {
+    use strata_stager::control::{PullRequest, PullRequestState};
+    if !config.pulls.iter().any(|p| p.name == name) {
+        let known: Vec<&str> = config.pulls.iter().map(|p| p.name.as_str()).collect();
+        anyhow::bail!("no [[pull]] named {name:?} in the config (pulls: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") });
+    }
+    let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
+    let log = StreamLog::new(&stage, name)?;
+    let req = PullRequest::submit(&log).await.with_context(|| format!("recording a pull request for stream {name:?}"))?;
+    let key = log.keys().pull_request(&req.id)?;
+    println!("pull {} of {name:?} requested; the running reader picks it up within seconds", req.id);
+    if no_wait {
+        println!("progress: {key}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let now = stage.get_json::<PullRequest>(&key).await.with_context(|| format!("reading {key}"))?.map(|v| v.value);
+        match now {
+            Some(r) if r.state == PullRequestState::Done => {
+                println!("pull {} of {name:?} done: {} rows in {} batches", r.id, r.rows, r.batches);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(r) if r.state == PullRequestState::Failed => {
+                println!("pull {} of {name:?} failed: {}", r.id, r.error.unwrap_or_default());
+                return Ok(ExitCode::from(1));
+            }
+            _ if std::time::Instant::now() >= deadline => {
+                println!(
+                    "pull {} of {name:?} still pending after {}; is a reader running this pull? (progress: {key})",
+                    req.id,
+                    strata_common::config::format_duration(timeout)
+                );
+                return Ok(ExitCode::from(1));
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// What the reader needs beyond a configuration that loads (which names its
 /// own problems): a source, a connection string that parses, a stage URL
 /// it can open. Prints each problem, or a summary; no I/O.
@@ -99,18 +156,23 @@ fn validate(config: &Config, origin: &str) -> ExitCode {
         problems.push(format!("`stage.url`: {e}"));
     }
     match &config.source {
-        None => problems.push("`source`: missing; the reader needs [source] with url (or STRATA_SOURCE__URL)".to_owned()),
-        Some(source) => {
-            if let Err(e) = source.url.expose().parse::<tokio_postgres::Config>() {
-                problems.push(format!("`source.url`: not a PostgreSQL connection string ({e})"));
-            }
-            if has_literal_password(source.url.expose()) {
-                println!("note: `source.url` holds a literal password; prefer ${{VAR}} or ${{file:PATH}}");
-            }
+        None if config.pulls.is_empty() => {
+            problems.push("`source`: missing; the reader needs [source] with url (or STRATA_SOURCE__URL), or at least one [[pull]]".to_owned())
+        }
+        None => {}
+        Some(source) => check_url("source.url", source.url.expose(), &mut problems),
+    }
+    for (i, pull) in config.pulls.iter().enumerate() {
+        if let Some(url) = &pull.url {
+            check_url(&format!("pull[{i}].url"), url.expose(), &mut problems);
         }
     }
     if problems.is_empty() {
-        let source = config.source.as_ref().map(|s| format!("stream {:?} from {}, tables {}", s.stream, s.url, s.tables.join(", "))).unwrap_or_default();
+        let mut source = config.source.as_ref().map(|s| format!("stream {:?} from {}, tables {}", s.stream, s.url, s.tables.join(", "))).unwrap_or_default();
+        if !config.pulls.is_empty() {
+            let names: Vec<&str> = config.pulls.iter().map(|p| p.name.as_str()).collect();
+            source = format!("{source}{}pulls {}", if source.is_empty() { "" } else { "; " }, names.join(", "));
+        }
         println!("config {origin}: ok ({source}; stage {})", config.stage.url);
         return ExitCode::SUCCESS;
     }
@@ -119,6 +181,17 @@ fn validate(config: &Config, origin: &str) -> ExitCode {
         println!("  - {p}");
     }
     ExitCode::from(1)
+}
+
+/// A connection string's problems, for `validate`: it must parse, and a
+/// literal password earns a note.
+fn check_url(key: &str, url: &str, problems: &mut Vec<String>) {
+    if let Err(e) = url.parse::<tokio_postgres::Config>() {
+        problems.push(format!("`{key}`: not a PostgreSQL connection string ({e})"));
+    }
+    if has_literal_password(url) {
+        println!("note: `{key}` holds a literal password; prefer ${{VAR}} or ${{file:PATH}}");
+    }
 }
 
 /// The `strata-reader` command line: parses arguments, runs until SIGTERM

@@ -9,6 +9,11 @@
 //!   records the position after it (the resume point).
 //! - [`window`]: which rows a look-back round has already staged.
 //!
+//! A round also runs on demand: `strata-reader pull NAME` creates
+//! `streams/{name}/pull-requests/{id}.json`; the reader running the pull
+//! sees it within [`REQUEST_POLL`], runs a round at once and records the
+//! outcome (rows and batches staged, or the error) in the request.
+//!
 //! Each pull runs as its own task beside the change stream: a pull that
 //! fails never stops the CDC stream or another pull. A pull holds its
 //! stream's reader lease (`streams/{name}/reader.json`) as the CDC reader
@@ -44,7 +49,8 @@ use strata_common::backoff::Backoff;
 use strata_common::config::schedule::Schedule;
 use strata_common::config::{Config, PullConfig};
 use strata_common::telemetry::{Registry, Value};
-use strata_stager::control::ReaderStatus;
+use strata_stager::Versioned;
+use strata_stager::control::{PullRequest, ReaderStatus};
 use strata_stager::lease::Leases;
 use strata_stager::log::StreamLog;
 use strata_stager::{Stage, StageError};
@@ -143,10 +149,7 @@ async fn rounds(puller: &mut Puller, config: &PullConfig, metrics: &PullMetrics,
             schedule => until_next(schedule),
         };
         update(status, |s| s.state = if wait.is_zero() { "pulling" } else { "waiting" }.to_owned());
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
+        let Some(requests) = wait_or_request(puller, wait, token).await else { return };
         update(status, |s| s.state = "pulling".to_owned());
         let result = tokio::select! {
             _ = token.cancelled() => return,
@@ -163,12 +166,14 @@ async fn rounds(puller: &mut Puller, config: &PullConfig, metrics: &PullMetrics,
                     s.last_error = None;
                 });
                 tracing::debug!(stream = puller.name, read = outcome.rows_read, staged = outcome.rows_staged, "pull round done");
+                answer(puller, &requests, Ok((outcome.rows_staged, outcome.batches))).await;
                 pause = if outcome.rows_read == 0 { IDLE } else { Duration::ZERO };
             }
             Err(e) if is_permanent(&e) => {
                 metrics.failed.set(1.0);
                 let error = format!("query pull of stream {:?} stopped: {e:#}", puller.name);
                 tracing::error!(stream = puller.name, error, "query pull stopped: this error needs a fix of the query, the config or the role's privileges");
+                answer(puller, &requests, Err(error.clone())).await;
                 update(status, |s| {
                     s.state = "failed".to_owned();
                     s.last_error = Some(error);
@@ -191,6 +196,46 @@ async fn rounds(puller: &mut Puller, config: &PullConfig, metrics: &PullMetrics,
                 }
                 pause = Duration::ZERO;
             }
+        }
+    }
+}
+
+/// How often a waiting pull looks for on-demand requests
+/// (`strata-reader pull NAME`): one listing of a small prefix per pull
+/// every 2 s, and a request runs within about that.
+const REQUEST_POLL: Duration = Duration::from_secs(2);
+
+/// Waits `wait`, or less when an on-demand request arrives. Returns the
+/// pending requests the next round answers (none when the schedule woke
+/// it), or `None` when `token` was cancelled.
+async fn wait_or_request(puller: &Puller, wait: Duration, token: &CancellationToken) -> Option<Vec<Versioned<PullRequest>>> {
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        match PullRequest::pending(puller.log()).await {
+            Ok(requests) if !requests.is_empty() => {
+                tracing::info!(stream = puller.name, requests = requests.len(), "running a round on demand");
+                return Some(requests);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(stream = puller.name, error = %e, "could not look for on-demand pull requests"),
+        }
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Some(Vec::new());
+        }
+        tokio::select! {
+            _ = token.cancelled() => return None,
+            _ = tokio::time::sleep(left.min(REQUEST_POLL)) => {}
+        }
+    }
+}
+
+/// Records a round's outcome in the requests it answered. A round that
+/// fails and is retried answers nothing: its requests stay pending.
+async fn answer(puller: &Puller, requests: &[Versioned<PullRequest>], outcome: Result<(u64, u64), String>) {
+    for req in requests {
+        if let Err(e) = PullRequest::finish(puller.log(), req, outcome.clone()).await {
+            tracing::warn!(stream = puller.name, request = req.value.id, error = %e, "could not record the outcome of a pull request");
         }
     }
 }
