@@ -231,6 +231,45 @@ async fn a_select_only_role_pulls_a_view() {
     assert_eq!(checksum(&dst, "public.orders_eu").await, expected, "the mirror of the view ({dst_url}) equals the view");
 }
 
+/// Runs `strata-reader pull NAME --config cfg`; returns its exit success
+/// and what it printed.
+async fn pull_command(cfg: &Path, name: &str) -> (bool, String) {
+    let (cfg, name) = (cfg.to_owned(), name.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(READER).args(["pull", &name, "--timeout", "60s", "--config"]).arg(&cfg).output().unwrap()
+    })
+    .await
+    .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A pull scheduled once a year runs only when asked: `strata-reader pull`
+/// waits for the running reader to run a round and prints what it staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_runs_on_demand() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let src = session(&src_url).await;
+    src.batch_execute(ORDERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("strata.toml");
+    std::fs::write(&cfg, pull_config(&src_url, &dir.path().join("stage"), 1000, "0 0 1 1 *")).unwrap();
+    let reader = RunningReader::start(Config::load(Some(&cfg)).unwrap());
+    let stage = Stage::local(&dir.path().join("stage")).unwrap();
+    let log = StreamLog::new(&stage, STREAM).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(log.head(None).await.unwrap(), None, "no round before one is asked for");
+    let (ok, out) = pull_command(&cfg, STREAM).await;
+    assert!(ok && out.contains("done: 1500 rows in 2 batches"), "{out}");
+    src.batch_execute("INSERT INTO orders (id, v) SELECT g, 'late' FROM generate_series(1501, 1510) g").await.unwrap();
+    let (ok, out) = pull_command(&cfg, STREAM).await;
+    assert!(ok && out.contains("done: 10 rows in 1 batches"), "{out}");
+    assert_eq!(log.head(None).await.unwrap(), Some(3));
+    let (ok, out) = pull_command(&cfg, "nope").await;
+    assert!(!ok && out.contains("no [[pull]] named \"nope\""), "{out}");
+    reader.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_pulls_ten_times_loses_and_stages_twice_nothing() {
     let cluster = PgCluster::shared();
