@@ -88,6 +88,43 @@ impl PgCluster {
         Ok(cluster)
     }
 
+    /// A hot standby of this cluster: `pg_basebackup -R` (streaming
+    /// replication from this server, as the superuser) into a new
+    /// directory, started on a free port. Read-only; stopped and removed
+    /// when this process exits.
+    pub fn start_standby(&self) -> Result<PgCluster> {
+        let dir = tempfile::Builder::new().prefix("strata-pg-standby-").tempdir()?.keep();
+        let data = dir.join("data");
+        let standby = PgCluster { dir: dir.clone(), bin: self.bin.clone(), port: free_port(), as_postgres: self.as_postgres };
+        if self.as_postgres {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status()?;
+            if !status.success() {
+                bail!("chown of {} to postgres failed", dir.display());
+            }
+        }
+        reap_after_exit(&format!(
+            "{} -D {} -m immediate stop >/dev/null 2>&1; rm -rf {}",
+            standby.pg_command_prefix("pg_ctl"),
+            sh_quote(&data.display().to_string()),
+            sh_quote(&dir.display().to_string())
+        ));
+        let port = self.port.to_string();
+        standby.run(
+            "pg_basebackup",
+            &["-D", path_str(&data)?, "-R", "-X", "stream", "-h", path_str(&self.dir)?, "-p", &port, "-U", SUPERUSER, "--no-sync", "--checkpoint=fast"],
+        )?;
+        // The copied postgresql.conf names the primary's port and socket
+        // directory; later lines win.
+        let conf = format!("port = {}\nunix_socket_directories = '{}'\nhot_standby = on\n", standby.port, dir.display());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
+            .context("writing the standby's postgresql.conf")?;
+        standby.run("pg_ctl", &["-D", path_str(&data)?, "-l", path_str(&dir.join("server.log"))?, "-w", "-t", "60", "start"])?;
+        Ok(standby)
+    }
+
     fn pg_command_prefix(&self, tool: &str) -> String {
         let exe = sh_quote(&self.bin.join(tool).display().to_string());
         if self.as_postgres { format!("runuser -u postgres -- {exe}") } else { exe }

@@ -231,6 +231,35 @@ async fn a_select_only_role_pulls_a_view() {
     assert_eq!(checksum(&dst, "public.orders_eu").await, expected, "the mirror of the view ({dst_url}) equals the view");
 }
 
+/// A physical hot standby (pg_basebackup of the primary, streaming
+/// replication) cannot give a logical replication slot before PostgreSQL
+/// 16; a pull reads it while the primary changes, and the mirror equals the
+/// primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pull_reads_a_hot_standby() {
+    let primary = PgCluster::shared();
+    let src_url = primary.fresh_database().await.unwrap();
+    session(&src_url).await.batch_execute(ORDERS).await.unwrap();
+    let standby = primary.start_standby().unwrap();
+    let db = src_url.rsplit('/').next().unwrap();
+    let standby_url = standby.url(db);
+    let replica = session(&standby_url).await;
+    let in_recovery: bool = replica.query_one("SELECT pg_is_in_recovery()", &[]).await.unwrap().get(0);
+    assert!(in_recovery, "the standby is a standby");
+    let dir = tempfile::tempdir().unwrap();
+    let reader = RunningReader::start(Config::from_toml("reader config", &pull_config(&standby_url, dir.path(), 300, "every 1s"), &[]).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(workload(src_url.clone(), stop.clone(), 5));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let stage = Stage::local(dir.path()).unwrap();
+    wait_pulled(&stage, &src_url).await;
+    reader.stop().await.unwrap();
+    assert_each_version_staged_once(&stage).await;
+    assert_mirror_equals_source(&stage, dir.path(), &src_url).await;
+}
+
 /// Runs `strata-reader pull NAME --config cfg`; returns its exit success
 /// and what it printed.
 async fn pull_command(cfg: &Path, name: &str) -> (bool, String) {
