@@ -136,6 +136,7 @@ impl Puller {
         let schema = self.schema(&client, &pos).await?;
         pos.schema = Some(schema.clone());
         let order_types = self.order_types(&schema)?;
+        self.check_look_back(&schema)?;
         let op = if pos.head.is_none() { Op::Insert } else { Op::Update };
         let look_back = self.config.look_back;
         let mut start = match &pos.last {
@@ -187,6 +188,19 @@ impl Puller {
                 })
             })
             .collect()
+    }
+
+    /// A look-back is a duration: the watermark must be a date or a time.
+    fn check_look_back(&self, schema: &TableSchema) -> Result<()> {
+        let timely = |t: &ColumnType| matches!(t, ColumnType::Date | ColumnType::Timestamp | ColumnType::TimestampTz);
+        let watermark = schema.columns.iter().find(|c| c.name == self.config.watermark);
+        match watermark {
+            Some(c) if !self.config.look_back.is_zero() && !timely(&c.column_type) => Err(anyhow::Error::new(Misconfigured(format!(
+                "pull {:?}: look_back is a duration, but the watermark {:?} is {}; use a date or timestamp watermark, or no look_back",
+                self.name, c.name, c.pg_type
+            )))),
+            _ => Ok(()),
+        }
     }
 
     /// The schema version the result has now: the current one, or a new
