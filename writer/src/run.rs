@@ -35,6 +35,7 @@ use strata_stager::{StageError, Versioned};
 use tokio_util::sync::CancellationToken;
 
 use crate::control;
+use crate::lease_deadline::{LeaseDeadline, guarded};
 use crate::metrics::{Publisher, Reported};
 use crate::replay::{ReplayRequest, ReplayState};
 use crate::spec::DestinationSpec;
@@ -101,6 +102,8 @@ struct Running {
     leases: Leases,
     token: CancellationToken,
     task: tokio::task::JoinHandle<Result<()>>,
+    /// When the worker's task ends unless the lease is renewed first.
+    deadline: LeaseDeadline,
     status: SharedWorkerStatus,
     /// Set when the worker stopped on a permanent delivery error: the
     /// destination stays held (its lease renewed, the error in its status)
@@ -240,24 +243,42 @@ async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wan
                 }
             }
         }
-        let Some(r) = running.get_mut(&name) else { continue };
+    }
+    renew_leases(stage.is_local(), running).await;
+}
+
+/// Renews the leases that are due, all at once, so that one slow request
+/// does not hold the others back past their deadlines. A lease another
+/// writer took stops its worker at once, mid-delivery if need be.
+async fn renew_leases(local_stage: bool, running: &mut HashMap<String, Running>) {
+    let renewals = running.iter_mut().map(|(name, r)| async move {
         let current = r.status.get();
         let (status, caught_up) = (serde_json::to_value(&current).unwrap_or_default(), current.caught_up);
-        let (ttl, renew_after) = if caught_up && !stage.is_local() { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
+        let (ttl, renew_after) = if caught_up && !local_stage { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
         let now = Timestamp::now();
         if !renewal_due(&r.lease.value, &status, now, renew_after) {
-            continue;
+            return None;
         }
+        let sent = tokio::time::Instant::now();
         match r.leases.renew(&r.lease, ttl, now, status).await {
-            Ok(l) => r.lease = l,
-            Err(StageError::Conflict { .. }) => {
-                tracing::error!(destination = name, "lost the destination's lease; stopping its worker");
-                if let Some(r) = running.remove(&name) {
-                    r.token.cancel();
-                    let _ = r.task.await;
-                }
+            Ok(l) => {
+                r.lease = l;
+                r.deadline.extend(sent, ttl);
+                None
             }
-            Err(e) => tracing::warn!(destination = name, error = %e, "could not renew the lease; retrying next pass"),
+            Err(StageError::Conflict { .. }) => Some(name.clone()),
+            Err(e) => {
+                tracing::warn!(destination = name, error = %e, "could not renew the lease; retrying next pass");
+                None
+            }
+        }
+    });
+    let lost: Vec<String> = futures::future::join_all(renewals).await.into_iter().flatten().collect();
+    for name in lost {
+        tracing::error!(destination = name, "lost the destination's lease; stopping its worker");
+        if let Some(r) = running.remove(&name) {
+            r.task.abort();
+            let _ = r.task.await;
         }
     }
 }
@@ -290,7 +311,8 @@ async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, pe
         }
         r.token = CancellationToken::new();
         let waiter = wakeups.waiter(&r.spec.stream);
-        r.task = tokio::spawn(worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), waiter, Some(request)));
+        let work = worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), waiter, Some(request));
+        r.task = tokio::spawn(guarded(r.deadline.clone(), work));
     }
 }
 
@@ -318,6 +340,7 @@ async fn start_wanted(
             continue;
         }
         let leases = Leases::new(stage, DestinationKeys::new(name)?.lease());
+        let sent = tokio::time::Instant::now();
         let lease = match leases.acquire_unless_live(holder, LEASE_TTL, now, strata_stager::lease::is_dead_local_holder).await {
             Ok(l) => {
                 known.elsewhere.remove(name);
@@ -336,8 +359,10 @@ async fn start_wanted(
         tracing::info!(destination = name, kind = spec.describe(), "starting worker");
         let token = CancellationToken::new();
         let status = SharedWorkerStatus::new(figures.destination(name, &spec.stream));
-        let task = tokio::spawn(worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), wakeups.waiter(&spec.stream), None));
-        running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, status, failed: false });
+        let deadline = LeaseDeadline::new(sent, LEASE_TTL);
+        let work = worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), wakeups.waiter(&spec.stream), None);
+        let task = tokio::spawn(guarded(deadline.clone(), work));
+        running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, deadline, status, failed: false });
     }
     Ok(())
 }
