@@ -88,12 +88,14 @@ pub struct Manifest {
     pub watermark: Option<WatermarkRange>,
 }
 
-/// What a query pull's batch adds to its manifest: the watermarks of its
-/// first and last rows and the key of its last row, as PostgreSQL's text
-/// forms (under the reader's pinned session settings). Rows of a pull are
-/// staged in `(watermark, key)` order, so `(to, last_key)` is where the next
-/// page starts after a restart. No WAL position exists for such rows: their
-/// `_strata_lsn` is the batch's seq and `_strata_ord` the row's index.
+/// What a query pull's batch adds to its manifest, as PostgreSQL's text
+/// forms (under the reader's pinned session settings): `from`, the
+/// watermark of the batch's first row; `(to, last_key)`, the greatest
+/// `(watermark, key)` the stream has staged up to and including this batch
+/// (its last row's, unless a look-back batch re-read rows below it). `to`
+/// never decreases along the log, and is where a restarted pull continues.
+/// No WAL position exists for such rows: their `_strata_lsn` is the batch's
+/// seq and `_strata_ord` the row's index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatermarkRange {
     pub from: String,

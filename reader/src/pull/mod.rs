@@ -7,7 +7,8 @@
 //!   key as a strict tie-breaker.
 //! - [`round`]: one round, page by page, each page one batch whose manifest
 //!   records the position after it (the resume point).
-//! - [`window`]: which rows a look-back round has already staged.
+//! - [`window`]: which rows a look-back round has already staged;
+//!   [`rebuild`]: the window read back from the stage after a restart.
 //!
 //! A round also runs on demand: `strata-reader pull NAME` creates
 //! `streams/{name}/pull-requests/{id}.json`; the reader running the pull
@@ -36,6 +37,7 @@
 //! pulled.
 
 pub mod query;
+pub mod rebuild;
 pub mod round;
 pub mod window;
 

@@ -30,7 +30,8 @@ pub struct Typed {
 }
 
 impl Typed {
-    fn sql(&self) -> String {
+    /// The value as SQL: a literal cast to its type.
+    pub fn sql(&self) -> String {
         format!("CAST({} AS {})", quote_literal(&self.text), self.pg_type)
     }
 }

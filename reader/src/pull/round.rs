@@ -24,14 +24,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use strata_common::config::{PullConfig, SecretUrl};
-use strata_common::{Change, ColumnType, Lsn, Op, TableName, Timestamp, Value};
+use strata_common::{Change, ColumnType, Lsn, Op, TableName, Timestamp};
 use strata_stager::log::{BatchWriter, StreamLog, TableBatch};
 use strata_stager::manifest::{BatchKind, WatermarkRange};
 use strata_stager::schema::{ColumnSchema, ReplicaIdentity, TableSchema};
 use tokio_postgres::Client;
 
 use super::query::{PageQuery, Start, Typed};
-use super::window::{Window, content_hash};
+use super::rebuild::{after, identity, rebuild};
+use super::window::Window;
 use crate::decode::TextFallbacks;
 use crate::snapshot::copy::field_values;
 use crate::snapshot::copytext::{Lines, fields};
@@ -81,6 +82,9 @@ pub struct Puller {
     log: StreamLog,
     fallbacks: TextFallbacks,
     window: Window,
+    /// Whether `window` holds what the stage holds (rebuilt after a start
+    /// or a failed round, before the next look-back round).
+    window_ready: bool,
     position: Option<Position>,
 }
 
@@ -97,7 +101,7 @@ impl Puller {
             (None, None) => return Err(anyhow!("pull {name:?}: set exactly one of `table` and `query`")),
         };
         let query = PageQuery { source, watermark: config.watermark.clone(), key: config.key.clone(), soft_delete: config.soft_delete.clone() };
-        Ok(Puller { name, config, url, table: Arc::new(table), query, log, fallbacks, window: Window::default(), position: None })
+        Ok(Puller { name, config, url, table: Arc::new(table), query, log, fallbacks, window: Window::default(), window_ready: false, position: None })
     }
 
     pub fn log(&self) -> &StreamLog {
@@ -106,8 +110,12 @@ impl Puller {
 
     /// Forgets what was read from the stage, to read it again (after a
     /// failed commit: another process may have written the stream).
+    /// The window goes too: a failed round may have admitted rows it did
+    /// not stage.
     pub fn forget(&mut self) {
         self.position = None;
+        self.window = Window::default();
+        self.window_ready = false;
     }
 
     async fn load(&self) -> Result<Position> {
@@ -137,6 +145,7 @@ impl Puller {
         pos.schema = Some(schema.clone());
         let order_types = self.order_types(&schema)?;
         self.check_look_back(&schema)?;
+        self.ready_window(&client, &schema, &pos, &order_types).await?;
         let op = if pos.head.is_none() { Op::Insert } else { Op::Update };
         let look_back = self.config.look_back;
         let mut start = match &pos.last {
@@ -151,14 +160,19 @@ impl Puller {
             outcome.rows_read += page.read;
             let full = page.read >= self.config.page_rows;
             let Some(last) = page.last.clone() else { break };
+            // The high-water position: a look-back page below it leaves it.
+            let high = match &pos.last {
+                Some(h) if !look_back.is_zero() && !after(&client, &typed(&last, &order_types), &typed(h, &order_types)).await? => h.clone(),
+                _ => last.clone(),
+            };
             if !page.changes.is_empty() {
                 outcome.rows_staged += page.changes.len() as u64;
                 outcome.batches += 1;
-                self.stage(&mut pos, &schema, page).await?;
+                self.stage(&mut pos, &schema, page, &high).await?;
             }
             // The position moves on even when every row was already staged
             // (a look-back page): the stage's position is behind, never ahead.
-            pos.last = Some(last.clone());
+            pos.last = Some(high);
             start = Start::After(typed(&last, &order_types));
             if !full {
                 break;
@@ -171,6 +185,21 @@ impl Puller {
         outcome.head = pos.head;
         self.position = Some(pos);
         Ok(outcome)
+    }
+
+    /// Rebuilds the look-back window from the stage when it is not known
+    /// to hold what the stage holds (see [`super::rebuild`]).
+    async fn ready_window(&mut self, client: &Client, schema: &TableSchema, pos: &Position, order_types: &[String]) -> Result<()> {
+        if self.window_ready || self.config.look_back.is_zero() {
+            return Ok(());
+        }
+        if let Some(last) = &pos.last {
+            let high = typed(&last[..1], order_types).remove(0);
+            let rows = rebuild(client, &self.log, schema, &high, self.config.look_back, &mut self.window).await?;
+            tracing::info!(stream = self.name, rows, "rebuilt the look-back window from the stage");
+        }
+        self.window_ready = true;
+        Ok(())
     }
 
     /// The staged types of the order's columns, to read positions back.
@@ -246,7 +275,6 @@ impl Puller {
         let stream = client.copy_out(sql).await.with_context(|| format!("querying pull {:?}", self.name))?;
         futures::pin_mut!(stream);
         let order: Vec<usize> = self.query.order_columns().iter().filter_map(|c| schema.columns.iter().position(|col| col.name == *c)).collect();
-        let keys: Vec<usize> = schema.columns.iter().enumerate().filter(|(_, c)| c.key).map(|(i, _)| i).collect();
         let extra = usize::from(self.query.soft_delete.is_some());
         let dedup = !self.config.look_back.is_zero();
         let mut lines = Lines::default();
@@ -266,9 +294,8 @@ impl Puller {
                 page.first.get_or_insert_with(|| position.clone());
                 page.last = Some(position);
                 if dedup {
-                    let key: Vec<&Value> = keys.iter().map(|&i| &values[i]).collect();
-                    let content = content_hash(format!("{deleted}{values:?}").as_bytes());
-                    if !self.window.admit(format!("{key:?}").into_bytes(), content) {
+                    let (key, content) = identity(schema, &values, deleted);
+                    if !self.window.admit(key, content) {
                         return Ok(());
                     }
                 }
@@ -284,15 +311,16 @@ impl Puller {
         Ok(page)
     }
 
-    /// Stages a page as batch `head + 1`.
-    async fn stage(&self, pos: &mut Position, schema: &Arc<TableSchema>, mut page: Page) -> Result<()> {
+    /// Stages a page as batch `head + 1`, recording `high` as the position
+    /// after it.
+    async fn stage(&self, pos: &mut Position, schema: &Arc<TableSchema>, mut page: Page, high: &[String]) -> Result<()> {
         let seq = pos.head.map_or(1, |h| h + 1);
         for c in &mut page.changes {
             c.lsn = Lsn(seq);
         }
-        let (Some(first), Some(last)) = (page.first, page.last) else { return Ok(()) };
+        let Some(first) = page.first else { return Ok(()) };
         let mut w = BatchWriter::new(&self.log, seq, BatchKind::Changes);
-        w.set_watermark(WatermarkRange { from: first[0].clone(), to: last[0].clone(), last_key: last[1..].to_vec() });
+        w.set_watermark(WatermarkRange { from: first[0].clone(), to: high[0].clone(), last_key: high[1..].to_vec() });
         w.add(TableBatch { schema: schema.clone(), changes: page.changes })
             .await
             .with_context(|| format!("uploading batch {seq} of stream {:?}", self.name))?;

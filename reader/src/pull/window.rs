@@ -35,9 +35,10 @@ impl Window {
     }
 
     /// Remembers a row as staged (by an earlier process: the window is
-    /// rebuilt from the stage after a restart) without deciding anything.
+    /// rebuilt from the stage after a restart, newest batch first, so a key
+    /// already remembered keeps its newer version).
     pub fn remember(&mut self, key: Vec<u8>, content: u64) {
-        self.rows.insert(key, (content, self.round));
+        self.rows.entry(key).or_insert((content, self.round));
     }
 
     /// Ends a round: keys it did not read are out of the window.
@@ -83,6 +84,15 @@ mod tests {
         assert!(w.admit(b"3".to_vec(), 30), "a late row: staged");
         w.end_round();
         assert_eq!(w.len(), 3);
+    }
+
+    #[test]
+    fn a_rebuilt_window_keeps_the_newest_version_it_was_given_first() {
+        let mut w = Window::default();
+        w.remember(b"1".to_vec(), 2);
+        w.remember(b"1".to_vec(), 1);
+        assert!(!w.admit(b"1".to_vec(), 2), "the newest staged version is known");
+        assert!(w.admit(b"1".to_vec(), 1), "going back to an older content is a change");
     }
 
     #[test]
