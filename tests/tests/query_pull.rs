@@ -300,6 +300,45 @@ async fn look_back_catches_a_late_commit_and_a_restart_stages_nothing_twice() {
     assert_mirror_equals_source(&stage, dir.path(), &src_url).await;
 }
 
+/// A column added to the pulled table is a new schema version of the
+/// pull's stream, as in CDC, and the mirror follows it. The same reader
+/// runs the CDC stream of the database, which a pull failing for good
+/// (a query with an unknown column) does not stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schema_change_is_a_new_version_and_a_failing_pull_leaves_cdc_running() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let src = session(&src_url).await;
+    src.batch_execute(ORDERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = strata_tests::reader::config_text(&src_url, dir.path(), "")
+        + &format!(
+            "[[pull]]\nname = {STREAM:?}\ntable = \"public.orders\"\nkey = [\"id\"]\nwatermark = \"updated_at\"\nschedule = \"every 1s\"\n\
+             [[pull]]\nname = \"broken\"\nquery = \"SELECT id, updated_at, no_such_column FROM orders\"\nkey = [\"id\"]\nwatermark = \"updated_at\"\n"
+        );
+    let reader = RunningReader::start(Config::from_toml("reader config", &text, &[]).unwrap());
+    let stage = Stage::local(dir.path()).unwrap();
+    wait_pulled(&stage, &src_url).await;
+    src.batch_execute("ALTER TABLE orders ADD COLUMN note text; UPDATE orders SET note = 'n' || id, updated_at = clock_timestamp() WHERE id <= 40")
+        .await
+        .unwrap();
+    wait_pulled(&stage, &src_url).await;
+    let log = StreamLog::new(&stage, STREAM).unwrap();
+    let table = strata_common::TableName::parse("public.orders").unwrap();
+    let latest = log.latest_schema(&table).await.unwrap().unwrap();
+    assert_eq!(latest.version, 2, "the added column is a new version");
+    assert_eq!(latest.columns.last().unwrap().name, "note");
+    let status = pull_status(&stage, "broken").await;
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(status["last_error"].as_str().unwrap_or_default().contains("no_such_column"), "{status}");
+    src.batch_execute("INSERT INTO orders (id, v) VALUES (5000, 'cdc')").await.unwrap();
+    strata_tests::writer::wait_staged(&src).await;
+    assert!(!reader.is_finished(), "the CDC stream runs on");
+    wait_pulled(&stage, &src_url).await;
+    reader.stop().await.unwrap();
+    assert_mirror_equals_source(&stage, dir.path(), &src_url).await;
+}
+
 /// Runs `strata-reader pull NAME --config cfg`; returns its exit success
 /// and what it printed.
 async fn pull_command(cfg: &Path, name: &str) -> (bool, String) {
