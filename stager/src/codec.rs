@@ -210,6 +210,21 @@ pub fn decode_file(path: &Path, bytes: Bytes) -> Result<DecodedFile> {
 /// Rows decoded at a time by [`decode_file`].
 const DECODE_BATCH_ROWS: usize = 8192;
 
+/// What a chunk of a [`FileReader`] may take decoded, about: 20,000 changes
+/// of a narrow table, a few thousand of 4 KiB rows.
+pub const CHUNK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Rows of the file `metadata` describes that take about `budget` bytes
+/// decoded: its uncompressed column data per row (from the footer), plus
+/// some 48 bytes a value for the decoded values themselves.
+fn rows_within(metadata: &ParquetMetaData, budget: u64) -> usize {
+    let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(0).max(1);
+    let data: u64 = metadata.row_groups().iter().map(|g| u64::try_from(g.total_byte_size()).unwrap_or(0)).sum();
+    let columns = metadata.file_metadata().schema_descr().num_columns() as u64;
+    let per_row = (data / rows).saturating_add(48 * columns).max(1);
+    usize::try_from(budget / per_row).unwrap_or(usize::MAX)
+}
+
 /// A data file decoded a chunk of rows at a time, so that a reader of a
 /// large file holds its compressed bytes and one chunk of changes, never
 /// all its rows at once.
@@ -226,7 +241,9 @@ pub struct FileReader {
 
 impl FileReader {
     /// Opens a data file written by [`encode_file`], checking its metadata;
-    /// chunks hold up to `chunk_rows` changes. `path` names it in errors.
+    /// chunks hold up to `chunk_rows` changes, and fewer when the file's rows
+    /// are wide: about [`CHUNK_BYTES`] decoded at most. `path` names it in
+    /// errors.
     pub fn open(path: &Path, bytes: Bytes, chunk_rows: usize) -> Result<FileReader> {
         let corrupt = |reason: String| StageError::Corrupt { path: path.clone(), reason };
         let builder = open_builder(bytes.clone()).map_err(corrupt)?;
@@ -234,9 +251,9 @@ impl FileReader {
         // reader's (projected) schema does not.
         let schema = builder.schema().clone();
         guard::contained("checking column chunks", || check_chunks(&bytes, builder.metadata())).map_err(corrupt)?;
-        let reader =
-            guard::contained("opening", || builder.with_batch_size(chunk_rows.max(1)).build().map_err(|e| format!("not a readable Parquet file: {e}")))
-                .map_err(corrupt)?;
+        let chunk_rows = chunk_rows.min(rows_within(builder.metadata(), CHUNK_BYTES)).max(1);
+        let reader = guard::contained("opening", || builder.with_batch_size(chunk_rows).build().map_err(|e| format!("not a readable Parquet file: {e}")))
+            .map_err(corrupt)?;
         // Columns are looked up by name: a second column of a name would be
         // read as the first, whatever its type.
         let mut names = std::collections::HashSet::new();

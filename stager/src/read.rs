@@ -8,8 +8,8 @@
 //! batch while the next is fetched and decoded overlaps the two without
 //! doing anything for it.
 //!
-//! A batch holding more rows than the reader decodes whole is returned as a
-//! [`LargeBatch`]: its header and file list, to be read a chunk at a time
+//! A batch holding more rows (or staged bytes) than the reader decodes
+//! whole is returned as a [`LargeBatch`]: its header and file list, to be read a chunk at a time
 //! through [`BatchReader::chunks`], so a transaction of any size costs one
 //! chunk of decoded memory.
 //!
@@ -31,9 +31,14 @@ use crate::manifest::FileEntry;
 use crate::schema::TableSchema;
 
 /// Batches holding more rows than this are returned as a [`LargeBatch`]
-/// instead of decoded whole: a decoded change takes some 600 bytes, so a
-/// whole batch stays near 30 MiB.
+/// instead of decoded whole: a decoded change of a narrow table takes some
+/// 600 bytes, so a whole batch stays near 30 MiB.
 pub const WHOLE_BATCH_MAX_ROWS: u64 = 50_000;
+
+/// Batches whose data files take more than this are returned as a
+/// [`LargeBatch`] too, however few their rows: wide rows (4 KiB each, say)
+/// decode to several times 30 MiB long before [`WHOLE_BATCH_MAX_ROWS`].
+pub const WHOLE_BATCH_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Batches of data files up to this size are returned undecoded to a
 /// reader [`with_files`](BatchReader::with_files); larger ones are read as
@@ -255,7 +260,7 @@ async fn fetch(log: StreamLog, schemas: SchemaCache, seq: u64, window: Window, f
         }
         return Ok(Some(Fetched::Whole(batch)));
     }
-    if m.counts.rows > WHOLE_BATCH_MAX_ROWS {
+    if m.counts.rows > WHOLE_BATCH_MAX_ROWS || batch.staged_bytes > WHOLE_BATCH_MAX_BYTES {
         return Ok(Some(Fetched::Large(LargeBatch { header: batch, files: m.files })));
     }
     for (t, f) in batch.tables.iter_mut().zip(&m.files) {

@@ -478,3 +478,31 @@ fn every_page_header_of_a_written_file_passes_the_walk() {
     }
     assert_eq!(decode_file(&Path::from("t.parquet"), bytes).unwrap().changes.len(), 50_000);
 }
+
+#[test]
+fn chunks_of_wide_rows_hold_fewer_rows_than_asked() {
+    let schema = schema_of(&[ColumnType::Int64, ColumnType::Text]);
+    let table = Arc::new(schema.table.clone());
+    let file = |rows: i64, width: usize| {
+        let changes: Vec<Change> = (0..rows)
+            .map(|i| Change {
+                op: Op::Insert,
+                table: table.clone(),
+                lsn: Lsn(i as u64),
+                ord: 0,
+                xid: None,
+                commit_ts: Timestamp(0),
+                after: Some(vec![Value::Int64(i), Value::Text(format!("{i:0width$}"))]),
+                before: None,
+            })
+            .collect();
+        encode_file(&schema, &changes).unwrap()
+    };
+    // 8 KiB a row (compressing to almost nothing): 16 MiB is under 2,000 rows.
+    let mut wide = FileReader::open(&Path::from("w.parquet"), file(4_000, 8192), 20_000).unwrap();
+    let first = wide.next_chunk().unwrap().unwrap().len();
+    assert!((1_000..2_000).contains(&first), "a chunk of {first} rows of 8 KiB");
+    // Narrow rows: as many as asked.
+    let mut narrow = FileReader::open(&Path::from("n.parquet"), file(30_000, 8), 20_000).unwrap();
+    assert_eq!(narrow.next_chunk().unwrap().unwrap().len(), 20_000);
+}

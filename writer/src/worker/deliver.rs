@@ -110,7 +110,7 @@ impl Deliverer<'_> {
     }
 
     /// Delivers a large batch a part (a chunk of [`PART_ROWS`] changes of one
-    /// data file) at a time, so at most one part is decoded at once. A
+    /// data file, fewer of wide rows: see [`strata_stager::codec::CHUNK_BYTES`]) at a time, so at most one part is decoded at once. A
     /// transactional destination applies every part in one transaction,
     /// committed with its position at the end.
     async fn deliver_parts(&mut self, large: &LargeBatch, window: Window) -> Result<u64, DestError> {
