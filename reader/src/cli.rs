@@ -46,6 +46,13 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = strata_common::config::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Show each stream of this config (the CDC stream and every pull):
+    /// its state, last batch and last error, from its reader.json.
+    Status {
+        /// One JSON array instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove strata from the source database: drop the stream's
     /// replication slot, and its publication if the reader created it.
     /// Without --yes, print what it would drop and exit 1. Refuses while a
@@ -67,6 +74,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Backfill { table }) => return backfill(&config, &table).await,
         Some(Command::Validate) => return Ok(validate(&config, &cli.common.origin())),
         Some(Command::Pull { name, no_wait, timeout }) => return pull(&config, &name, no_wait, timeout).await,
+        Some(Command::Status { json }) => return status(&config, json).await,
         Some(Command::Teardown { yes, dry_run }) => {
             let confirm = match (yes, dry_run) {
                 (true, _) => crate::teardown::Confirm::Yes,
@@ -145,6 +153,46 @@ async fn pull(config: &Config, name: &str, no_wait: bool, timeout: std::time::Du
             _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
         }
     }
+}
+
+/// `strata-reader status`: each stream's lease status, as the reader
+/// holding it last published it (a stopped reader's last status stays).
+async fn status(config: &Config, json: bool) -> Result<ExitCode> {
+    let stage = Stage::open(&config.stage.url, &config.stage.options).with_context(|| format!("opening stage {}", config.stage.url))?;
+    let streams = config.source.iter().map(|s| (s.stream.clone(), "cdc")).chain(config.pulls.iter().map(|p| (p.name.clone(), "pull")));
+    let mut rows = Vec::new();
+    for (stream, kind) in streams {
+        let log = StreamLog::new(&stage, &stream)?;
+        let lease = strata_stager::lease::Leases::new(&stage, log.keys().reader())
+            .read()
+            .await
+            .with_context(|| format!("reading the reader lease of stream {stream:?}"))?;
+        let live = lease.as_ref().is_some_and(|l| !l.value.is_expired(strata_common::Timestamp::now()));
+        let status = lease.map(|l| l.value.status).unwrap_or_default();
+        let state = match (live, status["state"].as_str()) {
+            (true, Some(s)) => s.to_owned(),
+            (false, Some("failed")) => "failed (no reader running)".to_owned(),
+            (false, _) => "not running".to_owned(),
+            (true, None) => "running".to_owned(),
+        };
+        let head = log.head(None).await.with_context(|| format!("finding the last batch of stream {stream:?}"))?;
+        rows.push(serde_json::json!({"stream": stream, "kind": kind, "state": state, "head": head, "error": status["last_error"]}));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        for r in &rows {
+            let error = r["error"].as_str().map(|e| format!(", error: {e}")).unwrap_or_default();
+            println!(
+                "{} ({}): {}, head {}{error}",
+                r["stream"].as_str().unwrap_or_default(),
+                r["kind"].as_str().unwrap_or_default(),
+                r["state"].as_str().unwrap_or_default(),
+                r["head"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What the reader needs beyond a configuration that loads (which names its
