@@ -339,16 +339,18 @@ async fn a_schema_change_is_a_new_version_and_a_failing_pull_leaves_cdc_running(
     assert_mirror_equals_source(&stage, dir.path(), &src_url).await;
 }
 
-/// Runs `strata-reader pull NAME --config cfg`; returns its exit success
-/// and what it printed.
-async fn pull_command(cfg: &Path, name: &str) -> (bool, String) {
-    let (cfg, name) = (cfg.to_owned(), name.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(READER).args(["pull", &name, "--timeout", "60s", "--config"]).arg(&cfg).output().unwrap()
-    })
-    .await
-    .unwrap();
+/// Runs `strata-reader ARGS --config cfg`; returns its exit success and
+/// what it printed.
+async fn reader_command(cfg: &Path, args: &[&str]) -> (bool, String) {
+    let cfg = cfg.to_owned();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new(READER).args(&args).arg("--config").arg(&cfg).output().unwrap()).await.unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `strata-reader pull NAME`, waiting at most a minute.
+async fn pull_command(cfg: &Path, name: &str) -> (bool, String) {
+    reader_command(cfg, &["pull", name, "--timeout", "60s"]).await
 }
 
 /// A pull scheduled once a year runs only when asked: `strata-reader pull`
@@ -373,6 +375,10 @@ async fn a_pull_runs_on_demand() {
     let (ok, out) = pull_command(&cfg, STREAM).await;
     assert!(ok && out.contains("done: 10 rows in 1 batches"), "{out}");
     assert_eq!(log.head(None).await.unwrap(), Some(3));
+    let (ok, out) = reader_command(&cfg, &["status"]).await;
+    // The state is published with the lease's renewals (every 10 s).
+    let shown = ["waiting", "running"].iter().any(|state| out.contains(&format!("{STREAM} (pull): {state}, head 3")));
+    assert!(ok && shown, "{out}");
     let (ok, out) = pull_command(&cfg, "nope").await;
     assert!(!ok && out.contains("no [[pull]] named \"nope\""), "{out}");
     reader.stop().await.unwrap();
