@@ -418,3 +418,61 @@ async fn kill_9_during_pulls_ten_times_loses_and_stages_twice_nothing() {
     assert_each_version_staged_once(&stage).await;
     assert_mirror_equals_source(&stage, &stage_dir, &src_url).await;
 }
+
+/// `orders` with a `deleted_at` column: 1 500 rows, every tenth one
+/// already soft-deleted before the first pull.
+const SOFT_ORDERS: &str =
+    "CREATE TABLE orders (id int PRIMARY KEY, updated_at timestamptz NOT NULL DEFAULT clock_timestamp(), v text, amount numeric(10,2), deleted_at timestamptz);
+    INSERT INTO orders SELECT g, now(), 'v' || g, g / 7.0, CASE WHEN g % 10 = 0 THEN now() END FROM generate_series(1, 1500) g;";
+
+/// With `soft_delete`, rows for which the expression is true are staged as
+/// deletes (`_strata_op = 'd'`): those deleted before the first round, which
+/// the mirror never had, those deleted later, which it had, and deleted rows
+/// changed again (deleted once more). A row deleted and then restored is
+/// staged again as an upsert. The mirror ends equal to the source's rows
+/// where the expression is false.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn soft_deleted_rows_are_staged_as_deletes_and_leave_the_mirror() {
+    let cluster = PgCluster::shared();
+    let src_url = cluster.fresh_database().await.unwrap();
+    let src = session(&src_url).await;
+    src.batch_execute(SOFT_ORDERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = pull_config(&src_url, dir.path(), 400, "every 1s") + "soft_delete = \"deleted_at IS NOT NULL\"\n";
+    let reader = RunningReader::start(Config::from_toml("reader config", &text, &[]).unwrap());
+    let stage = Stage::local(dir.path()).unwrap();
+    wait_pulled(&stage, &src_url).await;
+    src.batch_execute(
+        "UPDATE orders SET deleted_at = clock_timestamp(), updated_at = clock_timestamp() WHERE id % 7 = 0 AND deleted_at IS NULL;
+         UPDATE orders SET v = 'after', updated_at = clock_timestamp() WHERE id BETWEEN 1 AND 30;
+         UPDATE orders SET deleted_at = NULL, v = 'restored', updated_at = clock_timestamp() WHERE id = 10;",
+    )
+    .await
+    .unwrap();
+    wait_pulled(&stage, &src_url).await;
+    reader.stop().await.unwrap();
+    let mut deletes: std::collections::BTreeMap<i32, u32> = std::collections::BTreeMap::new();
+    let mut restored = false;
+    for (_, _, c) in staged_changes(&stage, STREAM).await.unwrap() {
+        let row = c.before.as_ref().or(c.after.as_ref()).unwrap();
+        let Value::Int32(id) = row[0] else { panic!("unexpected row {row:?}") };
+        let marked = row[4] != Value::Null;
+        assert_eq!(c.op == Op::Delete, marked, "a row is staged as a delete exactly when deleted_at is set: {c:?}");
+        if c.op == Op::Delete {
+            assert!(c.after.is_none(), "a delete carries no after image: {c:?}");
+            *deletes.entry(id).or_default() += 1;
+        } else if deletes.contains_key(&id) {
+            restored |= id == 10 && c.op == Op::Update;
+        }
+    }
+    // 150 rows deleted before the first round, 193 more after it (id % 7 = 0,
+    // not already deleted): 343, of which row 10 is restored.
+    let expected: Vec<i32> = (1..=1500).filter(|id| id % 10 == 0 || id % 7 == 0).collect();
+    assert_eq!(deletes.keys().copied().collect::<Vec<_>>(), expected, "every soft-deleted row, before or after the first round, is staged as a delete");
+    assert_eq!((deletes[&20], deletes[&40]), (2, 1), "a deleted row changed again is staged as a delete again");
+    assert!(restored, "the restored row is staged as an upsert after its delete");
+    let (_, dst) = deliver_to_mirror(&stage, dir.path()).await;
+    let live = checksum(&src, "(SELECT * FROM public.orders WHERE (deleted_at IS NOT NULL) IS NOT TRUE)").await;
+    assert_eq!(live.0, 1500 - 343 + 1, "rows to compare");
+    assert_eq!(checksum(&dst, "public.orders").await, live, "the mirror holds the source's rows that are not soft-deleted");
+}
