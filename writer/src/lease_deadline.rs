@@ -32,7 +32,17 @@ impl LeaseDeadline {
     /// Moves the deadline to that of a renewal of `ttl` sent at `sent`.
     pub fn extend(&self, sent: Instant, ttl: Duration) {
         if let Ok(mut at) = self.0.lock() {
-            *at = (*at).max(Self::of(sent, ttl));
+            // Not past a lease already lost.
+            if *at > Instant::now() {
+                *at = (*at).max(Self::of(sent, ttl));
+            }
+        }
+    }
+
+    /// Moves the deadline to now: the lease is lost.
+    pub fn expire(&self) {
+        if let Ok(mut at) = self.0.lock() {
+            *at = Instant::now();
         }
     }
 

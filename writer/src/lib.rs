@@ -43,6 +43,7 @@ pub mod control;
 pub mod declare;
 pub mod destinations;
 pub mod envelope;
+mod held;
 pub mod lease_deadline;
 pub mod metrics;
 pub mod replay;

@@ -9,10 +9,11 @@
 //! is read every pass on a local stage and every 5 s on a remote one, and
 //! in full at least every few minutes ([`ControlWatch::for_stage`]).
 //!
-//! Leases (`destinations/{name}/lease.json`) are renewed when the status
-//! they publish changes and after a third of their time to live (half, for
-//! the long lease of an idle destination on a remote stage): a writer
-//! that cannot renew one stops that worker, and another writer takes the
+//! Leases (`destinations/{name}/lease.json`) are renewed, each by a task of
+//! its own ([`HeldLease`]), when the status they publish changes and after
+//! a third of their time to live (half, for the long lease of an idle
+//! destination on a remote stage): a worker whose lease was not renewed in
+//! time stops before it could expire, and another writer takes the
 //! destination over once the lease expires (at once when its holder was a
 //! process on this host that is gone). So several writers can share one
 //! stage, each destination applied by one of them. A lease held elsewhere
@@ -28,14 +29,15 @@ use strata_common::config::Config;
 use strata_common::telemetry::{Readiness, Registry};
 use strata_stager::Stage;
 use strata_stager::keys::DestinationKeys;
-use strata_stager::lease::{Lease, Leases};
-use strata_stager::signal::{self, ControlWatch};
+use strata_stager::lease::Leases;
+use strata_stager::signal::ControlWatch;
 use strata_stager::{StageError, Versioned};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::control;
-use crate::lease_deadline::{LeaseDeadline, guarded};
+use crate::held::HeldLease;
+use crate::lease_deadline::guarded;
 use crate::metrics::{Publisher, Reported};
 use crate::replay::{ReplayRequest, ReplayState};
 use crate::spec::DestinationSpec;
@@ -98,12 +100,9 @@ impl Known {
 
 struct Running {
     spec: DestinationSpec,
-    lease: Versioned<Lease>,
-    leases: Leases,
+    lease: HeldLease,
     token: CancellationToken,
     task: tokio::task::JoinHandle<Result<()>>,
-    /// When the worker's task ends unless the lease is renewed first.
-    deadline: LeaseDeadline,
     status: SharedWorkerStatus,
     /// Set when the worker stopped on a permanent delivery error: the
     /// destination stays held (its lease renewed, the error in its status)
@@ -161,7 +160,7 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
         if let Ok(Err(e)) = r.task.await {
             tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
         }
-        release(&stage, &r.leases, &r.lease, &r.status).await;
+        r.lease.release(&stage, &r.status).await;
     }
     listening.cancel();
     server.abort();
@@ -173,18 +172,7 @@ async fn stop(stage: &Stage, name: &str, r: Running) {
     if let Ok(Err(e)) = r.task.await {
         tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
     }
-    release(stage, &r.leases, &r.lease, &r.status).await;
-}
-
-/// Gives up a destination's lease, leaving the worker's last status in it,
-/// so that `status` still shows a failure (and its error) after the writer
-/// exits; and signals it, so that other writers read the lease again now
-/// rather than when they thought it would expire.
-async fn release(stage: &Stage, leases: &Leases, lease: &Versioned<Lease>, status: &SharedWorkerStatus) {
-    let status = serde_json::to_value(status.get()).unwrap_or_default();
-    if leases.release_with_status(lease, Timestamp::now(), status).await.is_ok() {
-        signal::touch_or_warn(stage, &format!("lease {} released", leases.path())).await;
-    }
+    r.lease.release(stage, &r.status).await;
 }
 
 /// One pass: converges the workers running here on the specs in the stage.
@@ -206,8 +194,8 @@ async fn reconcile(
     figures.publish(stage, &shown).await
 }
 
-/// Stops what is removed, paused or changed; collects workers that ended;
-/// renews the leases of the rest.
+/// Stops what is removed, paused or changed; collects workers that ended.
+/// (Each lease renews itself: [`HeldLease`].)
 async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wanted: &HashMap<String, DestinationSpec>) {
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
@@ -237,58 +225,13 @@ async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wan
                         tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped; restarting it");
                     }
                     if let Some(r) = running.remove(&name) {
-                        release(stage, &r.leases, &r.lease, &r.status).await;
+                        r.lease.release(stage, &r.status).await;
                     }
                     continue;
                 }
             }
         }
     }
-    renew_leases(stage.is_local(), running).await;
-}
-
-/// Renews the leases that are due, all at once, so that one slow request
-/// does not hold the others back past their deadlines. A lease another
-/// writer took stops its worker at once, mid-delivery if need be.
-async fn renew_leases(local_stage: bool, running: &mut HashMap<String, Running>) {
-    let renewals = running.iter_mut().map(|(name, r)| async move {
-        let current = r.status.get();
-        let (status, caught_up) = (serde_json::to_value(&current).unwrap_or_default(), current.caught_up);
-        let (ttl, renew_after) = if caught_up && !local_stage { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
-        let now = Timestamp::now();
-        if !renewal_due(&r.lease.value, &status, now, renew_after) {
-            return None;
-        }
-        let sent = tokio::time::Instant::now();
-        match r.leases.renew(&r.lease, ttl, now, status).await {
-            Ok(l) => {
-                r.lease = l;
-                r.deadline.extend(sent, ttl);
-                None
-            }
-            Err(StageError::Conflict { .. }) => Some(name.clone()),
-            Err(e) => {
-                tracing::warn!(destination = name, error = %e, "could not renew the lease; retrying next pass");
-                None
-            }
-        }
-    });
-    let lost: Vec<String> = futures::future::join_all(renewals).await.into_iter().flatten().collect();
-    for name in lost {
-        tracing::error!(destination = name, "lost the destination's lease; stopping its worker");
-        if let Some(r) = running.remove(&name) {
-            r.task.abort();
-            let _ = r.task.await;
-        }
-    }
-}
-
-/// Whether a destination's lease is renewed in this pass: when the status
-/// it publishes changed, or `renew_after` has passed since the last
-/// renewal. Each renewal is a conditional PUT.
-fn renewal_due(lease: &Lease, status: &serde_json::Value, now: Timestamp, renew_after: Duration) -> bool {
-    let after = i64::try_from(renew_after.as_micros()).unwrap_or(i64::MAX);
-    lease.status != *status || now.0.saturating_sub(lease.renewed_at.0) >= after
 }
 
 /// Replays of destinations running here: restarts the worker with the
@@ -312,7 +255,7 @@ async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, pe
         r.token = CancellationToken::new();
         let waiter = wakeups.waiter(&r.spec.stream);
         let work = worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), waiter, Some(request));
-        r.task = tokio::spawn(guarded(r.deadline.clone(), work));
+        r.task = tokio::spawn(guarded(r.lease.deadline.clone(), work));
     }
 }
 
@@ -359,10 +302,10 @@ async fn start_wanted(
         tracing::info!(destination = name, kind = spec.describe(), "starting worker");
         let token = CancellationToken::new();
         let status = SharedWorkerStatus::new(figures.destination(name, &spec.stream));
-        let deadline = LeaseDeadline::new(sent, LEASE_TTL);
+        let lease = HeldLease::keep(stage, name, leases, lease, sent, status.clone());
         let work = worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), wakeups.waiter(&spec.stream), None);
-        let task = tokio::spawn(guarded(deadline.clone(), work));
-        running.insert(name.clone(), Running { spec: spec.clone(), lease, leases, token, task, deadline, status, failed: false });
+        let task = tokio::spawn(guarded(lease.deadline.clone(), work));
+        running.insert(name.clone(), Running { spec: spec.clone(), lease, token, task, status, failed: false });
     }
     Ok(())
 }

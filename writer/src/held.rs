@@ -1,0 +1,101 @@
+//! A destination's lease while a worker of this writer holds it.
+//!
+//! A task of its own renews it: when the status it publishes changes, and
+//! after a third of its time to live (half, for the long lease of an idle
+//! destination on a remote stage). Renewals used to go out one after
+//! another inside the reconcile pass, which on a slow stage could take
+//! longer than a lease lives; now no other stage request waits in front of
+//! a renewal. Each renewal extends the worker's [`LeaseDeadline`]; a lease
+//! another writer took moves the deadline to now, which stops the worker
+//! at once, mid-delivery if need be.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_common::Timestamp;
+use strata_stager::lease::{Lease, Leases};
+use strata_stager::{Stage, StageError, Versioned, signal};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::lease_deadline::LeaseDeadline;
+use crate::run::{IDLE_LEASE_RENEW, IDLE_LEASE_TTL, LEASE_TTL};
+use crate::worker::SharedWorkerStatus;
+
+/// How often the keeper looks whether a renewal is due.
+const CHECK: Duration = Duration::from_millis(500);
+
+pub struct HeldLease {
+    leases: Leases,
+    lease: Arc<Mutex<Versioned<Lease>>>,
+    /// When the worker must have stopped unless the lease is renewed first.
+    pub deadline: LeaseDeadline,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLease {
+    /// Keeps `lease`, acquired by a request sent at `sent`, renewed with
+    /// `status` published in it, from now on.
+    pub fn keep(stage: &Stage, name: &str, leases: Leases, lease: Versioned<Lease>, sent: Instant, status: SharedWorkerStatus) -> HeldLease {
+        let deadline = LeaseDeadline::new(sent, LEASE_TTL);
+        let lease = Arc::new(Mutex::new(lease));
+        let keeper = tokio::spawn(keep(stage.is_local(), name.to_owned(), leases.clone(), lease.clone(), status, deadline.clone()));
+        HeldLease { leases, lease, deadline, keeper }
+    }
+
+    /// Gives up the lease, leaving the worker's last status in it, so that
+    /// `status` still shows a failure (and its error) after the writer
+    /// exits; and signals it, so that other writers read the lease again
+    /// now rather than when they thought it would expire.
+    pub async fn release(&self, stage: &Stage, status: &SharedWorkerStatus) {
+        self.keeper.abort();
+        let held = self.lease.lock().await.clone();
+        let status = serde_json::to_value(status.get()).unwrap_or_default();
+        if self.leases.release_with_status(&held, Timestamp::now(), status).await.is_ok() {
+            signal::touch_or_warn(stage, &format!("lease {} released", self.leases.path())).await;
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// The keeper: renews `lease` whenever [`renewal_due`], until the lease is
+/// lost or the task is aborted.
+async fn keep(local_stage: bool, name: String, leases: Leases, lease: Arc<Mutex<Versioned<Lease>>>, status: SharedWorkerStatus, deadline: LeaseDeadline) {
+    loop {
+        tokio::time::sleep(CHECK).await;
+        let mut held = lease.lock().await;
+        let current = status.get();
+        let (published, caught_up) = (serde_json::to_value(&current).unwrap_or_default(), current.caught_up);
+        let (ttl, renew_after) = if caught_up && !local_stage { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
+        let now = Timestamp::now();
+        if !renewal_due(&held.value, &published, now, renew_after) {
+            continue;
+        }
+        let sent = Instant::now();
+        match leases.renew(&held, ttl, now, published).await {
+            Ok(l) => {
+                *held = l;
+                deadline.extend(sent, ttl);
+            }
+            Err(StageError::Conflict { .. }) => {
+                tracing::error!(destination = name, "lost the destination's lease; stopping its worker");
+                deadline.expire();
+                return;
+            }
+            Err(e) => tracing::warn!(destination = name, error = %e, "could not renew the lease; retrying"),
+        }
+    }
+}
+
+/// Whether a destination's lease is renewed now: when the status it
+/// publishes changed, or `renew_after` has passed since the last renewal.
+/// Each renewal is a conditional PUT.
+fn renewal_due(lease: &Lease, status: &serde_json::Value, now: Timestamp, renew_after: Duration) -> bool {
+    let after = i64::try_from(renew_after.as_micros()).unwrap_or(i64::MAX);
+    lease.status != *status || now.0.saturating_sub(lease.renewed_at.0) >= after
+}
