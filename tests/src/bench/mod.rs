@@ -12,6 +12,7 @@
 //! strata-bench replay [--changes 1000000] [--record bench/RESULTS.md]
 //! strata-bench latency [--rate 5000] [--seconds 20] [--record bench/RESULTS.md]
 //! strata-bench cost [--changes 200000] [--rate 5000] [--record bench/RESULTS.md]
+//! strata-bench pull [--changes 1000000] [--record bench/RESULTS.md]
 //! strata-bench all [--record bench/RESULTS.md]
 //! ```
 //!
@@ -76,7 +77,14 @@
 //! each process makes is counted by kind and priced at S3's list price,
 //! per 1,000,000 changes and per idle destination-day.
 //!
-//! `all`: every benchmark above but `snapshot` and `sqs`, twice each, at
+//! `pull`: a `bench` table of `--changes` rows staged by a query pull
+//! (`[[pull]]`, no replication slot) in strata-reader's own process, timed
+//! until the stage holds every row, against `COPY (SELECT * FROM bench
+//! ORDER BY <watermark>, id) TO STDOUT` into nothing over one connection,
+//! run before and after (the faster counts); reports the reader's peak
+//! RSS and checks each key is staged once.
+//!
+//! `all`: every benchmark above but `snapshot`, `sqs` and `pull`, twice each, at
 //! sizes that together take about 15 minutes on the 2-core reference
 //! machine.
 
@@ -88,6 +96,7 @@ pub mod cost;
 pub mod e2e;
 pub mod latency;
 pub mod load;
+pub mod pull;
 pub mod replay;
 pub mod snapshot;
 pub mod sqs;
@@ -108,7 +117,8 @@ use crate::writer::checksum;
 pub const USAGE: &str = "usage: strata-bench catchup [--changes N] [--record FILE] | snapshot [--gib N] [--workers N] [--record FILE] \
      | sqs [--changes N] [--record FILE] | capture [--changes N] [--record FILE] | load [--changes N] [--record FILE] \
      | bigtx [--changes N] [--record FILE] | e2e [--changes N] [--record FILE] | replay [--changes N] [--record FILE] \
-     | latency [--rate TX_PER_S] [--seconds N] [--record FILE] | cost [--changes N] [--rate TX_PER_S] [--record FILE] | all [--record FILE]";
+     | latency [--rate TX_PER_S] [--seconds N] [--record FILE] | cost [--changes N] [--rate TX_PER_S] [--record FILE] \
+     | pull [--changes N] [--record FILE] | all [--record FILE]";
 
 /// The table of `catchup`, `capture`, `load`, `bigtx`, `e2e` and `replay`:
 /// bigint key, int, md5 text, timestamptz.
@@ -126,11 +136,12 @@ pub enum Bench {
     Replay,
     Latency,
     Cost,
+    Pull,
     All,
 }
 
 /// Each benchmark by the word that names it on the command line.
-const BENCHES: [(&str, Bench); 11] = [
+const BENCHES: [(&str, Bench); 12] = [
     ("catchup", Bench::Catchup),
     ("snapshot", Bench::Snapshot),
     ("sqs", Bench::Sqs),
@@ -141,6 +152,7 @@ const BENCHES: [(&str, Bench); 11] = [
     ("replay", Bench::Replay),
     ("latency", Bench::Latency),
     ("cost", Bench::Cost),
+    ("pull", Bench::Pull),
     ("all", Bench::All),
 ];
 
@@ -221,6 +233,7 @@ pub async fn run(args: &Args) -> Result<()> {
         Bench::Replay => Box::pin(replay::run(args)).await,
         Bench::Latency => Box::pin(latency::run(args)).await,
         Bench::Cost => Box::pin(cost::run(args)).await,
+        Bench::Pull => Box::pin(pull::run(args)).await,
         Bench::All => Box::pin(all::run(args)).await,
     }
 }
@@ -264,8 +277,9 @@ pub async fn staged_rows(stage: &Stage) -> Result<u64> {
     StagedRows::new(stage)?.count().await
 }
 
-/// Rows staged on stream `main`, counted incrementally: manifests never
-/// change once committed, so each is read once however often this polls.
+/// Rows staged on a stream (`main` unless named), counted incrementally:
+/// manifests never change once committed, so each is read once however
+/// often this polls.
 pub struct StagedRows {
     log: StreamLog,
     seq: u64,
@@ -274,7 +288,12 @@ pub struct StagedRows {
 
 impl StagedRows {
     pub fn new(stage: &Stage) -> Result<StagedRows> {
-        Ok(StagedRows { log: StreamLog::new(stage, "main")?, seq: 0, rows: 0 })
+        StagedRows::of_stream(stage, "main")
+    }
+
+    /// Rows staged on `stream` (a pull's stream, say).
+    pub fn of_stream(stage: &Stage, stream: &str) -> Result<StagedRows> {
+        Ok(StagedRows { log: StreamLog::new(stage, stream)?, seq: 0, rows: 0 })
     }
 
     /// Rows staged up to the current head.
