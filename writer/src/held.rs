@@ -19,9 +19,22 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::lease_deadline::LeaseDeadline;
-use crate::run::{IDLE_LEASE_RENEW, IDLE_LEASE_TTL, LEASE_TTL};
 use crate::worker::SharedWorkerStatus;
 
+/// A destination's lease while its worker works: renewed every 5 s, so a
+/// dead writer's busy destinations move within this.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// The lease of a caught-up destination on a remote stage, renewed every
+/// [`IDLE_LEASE_RENEW`]. A writer that dies while its destination is idle
+/// leaves it for at most this long (a graceful stop releases it at once,
+/// and a dead process on the same host is recognised at once); the first
+/// batch a worker finds changes its status, which renews its lease at
+/// [`LEASE_TTL`].
+pub const IDLE_LEASE_TTL: Duration = Duration::from_secs(180);
+/// Half of [`IDLE_LEASE_TTL`]: 960 PUTs an idle destination-day ($0.0048
+/// at S3's list price) instead of 17,280, and still 90 s for a renewal
+/// that fails to be retried before the lease lapses.
+pub const IDLE_LEASE_RENEW: Duration = Duration::from_secs(90);
 /// How often the keeper looks whether a renewal is due.
 const CHECK: Duration = Duration::from_millis(500);
 

@@ -45,20 +45,7 @@ use crate::worker::{self, SharedWorkerStatus};
 
 /// How often running writers converge: "a few seconds".
 pub const RECONCILE: Duration = Duration::from_secs(2);
-/// A destination's lease while its worker works: renewed every 5 s, so a
-/// dead writer's busy destinations move within this.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
-/// The lease of a caught-up destination on a remote stage, renewed every
-/// [`IDLE_LEASE_RENEW`]. A writer that dies while its destination is idle
-/// leaves it for at most this long (a graceful stop releases it at once,
-/// and a dead process on the same host is recognised at once); the first
-/// batch a worker finds changes its status, which renews its lease at
-/// [`LEASE_TTL`].
-pub const IDLE_LEASE_TTL: Duration = Duration::from_secs(180);
-/// Half of [`IDLE_LEASE_TTL`]: 960 PUTs an idle destination-day ($0.0048
-/// at S3's list price) instead of 17,280, and still 90 s (45 reconcile
-/// passes) for a renewal that fails to be retried before the lease lapses.
-pub const IDLE_LEASE_RENEW: Duration = Duration::from_secs(90);
+pub use crate::held::{IDLE_LEASE_RENEW, IDLE_LEASE_TTL, LEASE_TTL};
 /// Default address of the writer's `/metrics`, `/healthz`, `/readyz`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
 
