@@ -12,6 +12,7 @@
 //! strata-bench replay [--changes 1000000] [--record bench/RESULTS.md]
 //! strata-bench latency [--rate 5000] [--seconds 20] [--record bench/RESULTS.md]
 //! strata-bench cost [--changes 200000] [--rate 5000] [--record bench/RESULTS.md]
+//! strata-bench backlog [--gib 10] [--record bench/RESULTS.md]
 //! strata-bench pull [--changes 1000000] [--record bench/RESULTS.md]
 //! strata-bench all [--record bench/RESULTS.md]
 //! ```
@@ -77,6 +78,12 @@
 //! each process makes is counted by kind and priced at S3's list price,
 //! per 1,000,000 changes and per idle destination-day.
 //!
+//! `backlog`: `--gib` GiB of stage files (wide rows, rewritten round after
+//! round) staged by strata-reader, then delivered from the earliest batch
+//! into a new Postgres destination by strata-writer while the workload goes
+//! on; reports the writer's peak RSS (the goal: at most 256 MiB) and the
+//! delivery rate against the rate the reader staged the backlog.
+//!
 //! `pull`: a `bench` table of `--changes` rows staged by a query pull
 //! (`[[pull]]`, no replication slot) in strata-reader's own process, timed
 //! until the stage holds every row, against `COPY (SELECT * FROM bench
@@ -84,11 +91,12 @@
 //! run before and after (the faster counts); reports the reader's peak
 //! RSS and checks each key is staged once.
 //!
-//! `all`: every benchmark above but `snapshot`, `sqs` and `pull`, twice each, at
+//! `all`: every benchmark above but `snapshot`, `sqs`, `backlog` and `pull`, twice each, at
 //! sizes that together take about 15 minutes on the 2-core reference
 //! machine.
 
 pub mod all;
+pub mod backlog;
 pub mod bigtx;
 pub mod capture;
 pub mod catchup;
@@ -118,7 +126,7 @@ pub const USAGE: &str = "usage: strata-bench catchup [--changes N] [--record FIL
      | sqs [--changes N] [--record FILE] | capture [--changes N] [--record FILE] | load [--changes N] [--record FILE] \
      | bigtx [--changes N] [--record FILE] | e2e [--changes N] [--record FILE] | replay [--changes N] [--record FILE] \
      | latency [--rate TX_PER_S] [--seconds N] [--record FILE] | cost [--changes N] [--rate TX_PER_S] [--record FILE] \
-     | pull [--changes N] [--record FILE] | all [--record FILE]";
+     | backlog [--gib N] [--record FILE] | pull [--changes N] [--record FILE] | all [--record FILE]";
 
 /// The table of `catchup`, `capture`, `load`, `bigtx`, `e2e` and `replay`:
 /// bigint key, int, md5 text, timestamptz.
@@ -136,12 +144,13 @@ pub enum Bench {
     Replay,
     Latency,
     Cost,
+    Backlog,
     Pull,
     All,
 }
 
 /// Each benchmark by the word that names it on the command line.
-const BENCHES: [(&str, Bench); 12] = [
+const BENCHES: [(&str, Bench); 13] = [
     ("catchup", Bench::Catchup),
     ("snapshot", Bench::Snapshot),
     ("sqs", Bench::Sqs),
@@ -152,6 +161,7 @@ const BENCHES: [(&str, Bench); 12] = [
     ("replay", Bench::Replay),
     ("latency", Bench::Latency),
     ("cost", Bench::Cost),
+    ("backlog", Bench::Backlog),
     ("pull", Bench::Pull),
     ("all", Bench::All),
 ];
@@ -168,7 +178,7 @@ pub struct Args {
     pub bench: Bench,
     /// The workload's changes (rows for `load` and `bigtx`).
     pub changes: u64,
-    /// `snapshot`: GiB of heap to stage.
+    /// `snapshot`: GiB of heap to stage; `backlog`: GiB of stage files.
     pub gib: f64,
     /// `snapshot`: the reader's snapshot workers, and the reference's COPY streams.
     pub workers: usize,
@@ -189,7 +199,8 @@ impl Args {
             Bench::Cost => 200_000,
             _ => 1_000_000,
         };
-        Args { bench, changes, gib: 5.0, workers: 4, rate: 5000, seconds: 20, record: None }
+        let gib = if bench == Bench::Backlog { 10.0 } else { 5.0 };
+        Args { bench, changes, gib, workers: 4, rate: 5000, seconds: 20, record: None }
     }
 
     /// Parses the command line after the program name.
@@ -233,6 +244,7 @@ pub async fn run(args: &Args) -> Result<()> {
         Bench::Replay => Box::pin(replay::run(args)).await,
         Bench::Latency => Box::pin(latency::run(args)).await,
         Bench::Cost => Box::pin(cost::run(args)).await,
+        Bench::Backlog => Box::pin(backlog::run(args)).await,
         Bench::Pull => Box::pin(pull::run(args)).await,
         Bench::All => Box::pin(all::run(args)).await,
     }
