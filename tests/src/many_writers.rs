@@ -418,22 +418,8 @@ async fn workload(url: String, seed: u64, stop: Arc<AtomicBool>, committed: Arc<
 /// destination's cursor reaches the head.
 async fn converge(rig: &mut Rig, stage: &Stage) -> Result<u64> {
     let src = connect(&rig.src_url).await?;
-    let target: String = src.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await?.get(0);
     let deadline = Instant::now() + rig.opts.converge;
-    loop {
-        let confirmed: Option<bool> = src
-            .query_opt("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[&target])
-            .await?
-            .and_then(|r| r.get(0));
-        if confirmed == Some(true) {
-            break;
-        }
-        rig.check_alive()?;
-        if Instant::now() > deadline {
-            bail!("stuck: the reader did not stage up to {target} within {} s", rig.opts.converge.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::reader::wait_slot_confirmed(&src, rig.opts.converge, || rig.check_alive()).await?;
     let head = StreamLog::new(stage, "main")?.head(None).await?.unwrap_or(0);
     let names: Vec<String> = rig.dests.iter().map(|d| d.name().to_owned()).collect();
     for name in names {

@@ -160,6 +160,29 @@ pub fn config(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> Config 
 }
 
 /// Waits until the reader's slot is streaming, so changes made after this
+/// Waits until strata's slot (`strata_main`) has confirmed the source's
+/// WAL flush position as of the call: everything committed so far is
+/// staged. Calls `alive` between looks (to fail at once on a service that
+/// exited); fails as stuck once `within` has passed.
+pub async fn wait_slot_confirmed(src: &tokio_postgres::Client, within: Duration, mut alive: impl FnMut() -> Result<()>) -> Result<()> {
+    let target: String = src.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).await?.get(0);
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let confirmed: Option<bool> = src
+            .query_opt("SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = 'strata_main'", &[&target])
+            .await?
+            .and_then(|r| r.get(0));
+        if confirmed == Some(true) {
+            return Ok(());
+        }
+        alive()?;
+        if std::time::Instant::now() > deadline {
+            bail!("stuck: the reader did not stage up to {target} within {} s", within.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// are captured.
 pub async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) -> Result<()> {
     for _ in 0..600 {
