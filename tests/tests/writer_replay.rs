@@ -194,8 +194,22 @@ async fn replay_onto_caught_up_destinations_under_writes() {
     let kl = checksum(&src, "public.kl").await;
     assert!(kl.0 > 10, "{} rows in kl", kl.0);
     assert_eq!(checksum(&mirror, "public.kl").await, kl, "the table without a key holds each row once after the replay");
+    // The state a lease shows is published a moment after it changes, so
+    // it is given a few seconds to read "running" (not failed nor paused).
+    // (Once, in a loaded CI run, the mirror's lease read "connecting" right
+    // after it caught up; a failure here prints the whole lease.)
     for d in ["hist", "mirror"] {
-        assert_eq!(worker_state(&stage, d).await, "running", "{d} keeps running after the replay");
+        let mut state = worker_state(&stage, d).await;
+        for _ in 0..100 {
+            if state == "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            state = worker_state(&stage, d).await;
+        }
+        let keys = strata_stager::keys::DestinationKeys::new(d).unwrap();
+        let lease = strata_stager::lease::Leases::new(&stage, keys.lease()).read().await.unwrap().map(|l| l.value);
+        assert_eq!(state, "running", "{d} keeps running after the replay; its lease: {lease:?}");
     }
 
     token.cancel();
