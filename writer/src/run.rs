@@ -91,6 +91,12 @@ struct Running {
     token: CancellationToken,
     task: tokio::task::JoinHandle<Result<()>>,
     status: SharedWorkerStatus,
+    /// The replay request this worker was started for. A request still
+    /// reads pending until the worker marks it running, and a listing in
+    /// between must not start it again: the second start's update of the
+    /// request, made from its pending version, would lose and stop the
+    /// worker.
+    replay: Option<String>,
     /// Set when the worker stopped on a permanent delivery error: the
     /// destination stays held (its lease renewed, the error in its status)
     /// and idle until its spec is edited (`resume` retries it).
@@ -226,7 +232,7 @@ async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wan
 async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, pending: &mut Vec<Versioned<ReplayRequest>>, wakeups: &crate::wakeup::Wakeups) {
     let mut replays: HashMap<String, Versioned<ReplayRequest>> = HashMap::new();
     for r in pending.iter() {
-        if running.get(&r.value.destination).is_some_and(|w| !w.failed) {
+        if running.get(&r.value.destination).is_some_and(|w| !w.failed && w.replay.as_deref() != Some(r.value.id.as_str())) {
             replays.entry(r.value.destination.clone()).or_insert_with(|| r.clone());
         }
     }
@@ -240,6 +246,7 @@ async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, pe
             tracing::warn!(destination = name, error = format!("{e:#}"), "worker stopped with an error");
         }
         r.token = CancellationToken::new();
+        r.replay = Some(request.value.id.clone());
         let waiter = wakeups.waiter(&r.spec.stream);
         let work = worker::run(stage.clone(), r.spec.clone(), r.token.clone(), r.status.clone(), waiter, Some(request));
         r.task = tokio::spawn(guarded(r.lease.deadline.clone(), work));
@@ -292,7 +299,7 @@ async fn start_wanted(
         let lease = HeldLease::keep(stage, name, leases, lease, sent, status.clone());
         let work = worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), wakeups.waiter(&spec.stream), None);
         let task = tokio::spawn(guarded(lease.deadline.clone(), work));
-        running.insert(name.clone(), Running { spec: spec.clone(), lease, token, task, status, failed: false });
+        running.insert(name.clone(), Running { spec: spec.clone(), lease, token, task, status, replay: None, failed: false });
     }
     Ok(())
 }
