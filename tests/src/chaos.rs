@@ -597,13 +597,7 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
         ddl_waits_for_reader: ddl_gate,
     };
     let emulator = if s3 { Some(crate::emulator::Emulator::start().await?) } else { None };
-    let (toml, stage) = match &emulator {
-        Some(e) => e.stage_config("chaos").await?,
-        None => {
-            let stage_dir = dir.path().join("stage");
-            (format!("url = {:?}\n", stage_dir.display().to_string()), Stage::local(&stage_dir)?)
-        }
-    };
+    let (toml, stage) = crate::bench::run_stage(emulator.as_ref(), dir.path(), "chaos").await?;
     let stage_kind = if s3 { "S3 emulator" } else { "local" };
     let outcome = run(&opts, &toml, &stage).await;
     let (summary, result) = match outcome {

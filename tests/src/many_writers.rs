@@ -558,13 +558,7 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
         distinct_hosts,
     };
     let emulator = if s3 { Some(crate::emulator::Emulator::start().await?) } else { None };
-    let (toml, stage) = match &emulator {
-        Some(e) => e.stage_config("many-writers").await?,
-        None => {
-            let stage_dir = dir.path().join("stage");
-            (format!("url = {:?}\n", stage_dir.display().to_string()), Stage::local(&stage_dir)?)
-        }
-    };
+    let (toml, stage) = crate::bench::run_stage(emulator.as_ref(), dir.path(), "many-writers").await?;
     let (summary, result) = match run(&opts, &toml, &stage).await {
         Ok(report) => (format!("pass: {report}"), Ok(())),
         Err(e) => {

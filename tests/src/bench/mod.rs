@@ -279,6 +279,18 @@ pub fn peak_rss_mib(process: &ServiceProcess) -> Result<u64> {
     Ok(process.peak_rss_kib().with_context(|| format!("reading the peak RSS of process {}", process.pid()))? / 1024)
 }
 
+/// The stage a chaos or many-writers run uses: a bucket of `emulator`'s
+/// under prefix `name`, or `dir/stage` on local disk; its config TOML and itself.
+pub async fn run_stage(emulator: Option<&crate::emulator::Emulator>, dir: &std::path::Path, name: &str) -> Result<(String, Stage)> {
+    match emulator {
+        Some(e) => e.stage_config(name).await,
+        None => {
+            let stage_dir = dir.join("stage");
+            Ok((format!("url = {:?}\n", stage_dir.display().to_string()), Stage::local(&stage_dir)?))
+        }
+    }
+}
+
 /// The database name at the end of a connection URL.
 pub fn database_of(url: &str) -> Result<&str> {
     url.rsplit('/').next().with_context(|| format!("no database name in {url}"))
