@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use futures::StreamExt;
 use strata_common::Timestamp;
 use strata_common::config::Config;
 use strata_common::telemetry::{Readiness, Registry};
@@ -253,10 +254,16 @@ async fn start_replays(stage: &Stage, running: &mut HashMap<String, Running>, pe
     }
 }
 
+/// Lease requests a pass has in flight at once: after a writer dies, each
+/// survivor bids for its destinations together, so on a slow stage the
+/// takeover costs about one request's time rather than one per destination.
+const ACQUIRE_AT_ONCE: usize = 16;
+
 /// Starts what should run here and is not running anywhere: takes the
-/// destination's lease, then spawns its worker. A lease known to be held
-/// elsewhere is not read again before it expires, unless its holder is a
-/// process on this host that is gone.
+/// destinations' leases (several requests at once), then spawns a worker
+/// for each lease won. A lease known to be held elsewhere is not read
+/// again before it expires, unless its holder is a process on this host
+/// that is gone.
 async fn start_wanted(
     stage: &Stage,
     holder: &str,
@@ -266,6 +273,7 @@ async fn start_wanted(
     wakeups: &crate::wakeup::Wakeups,
 ) -> Result<()> {
     let now = Timestamp::now();
+    let mut wanted = Vec::new();
     for (name, spec) in &known.specs {
         if spec.paused || running.contains_key(name) {
             continue;
@@ -276,15 +284,26 @@ async fn start_wanted(
         {
             continue;
         }
-        let leases = Leases::new(stage, DestinationKeys::new(name)?.lease());
-        let sent = tokio::time::Instant::now();
-        let lease = match leases.acquire_unless_live(holder, LEASE_TTL, now, strata_stager::lease::is_dead_local_holder).await {
+        wanted.push((spec.clone(), Leases::new(stage, DestinationKeys::new(name)?.lease())));
+    }
+    let bids = futures::stream::iter(wanted)
+        .map(|(spec, leases)| async move {
+            let sent = tokio::time::Instant::now();
+            let outcome = leases.acquire_unless_live(holder, LEASE_TTL, now, strata_stager::lease::is_dead_local_holder).await;
+            (spec, leases, sent, outcome)
+        })
+        .buffer_unordered(ACQUIRE_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
+    for (spec, leases, sent, outcome) in bids {
+        let name = spec.name.clone();
+        let lease = match outcome {
             Ok(l) => {
-                known.elsewhere.remove(name);
+                known.elsewhere.remove(&name);
                 l
             }
             Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
-                known.elsewhere.insert(name.clone(), (owner, expires_at));
+                known.elsewhere.insert(name, (owner, expires_at));
                 continue;
             }
             Err(StageError::Conflict { .. }) => continue,
@@ -295,11 +314,11 @@ async fn start_wanted(
         };
         tracing::info!(destination = name, kind = spec.describe(), "starting worker");
         let token = CancellationToken::new();
-        let status = SharedWorkerStatus::new(figures.destination(name, &spec.stream));
-        let lease = HeldLease::keep(stage, name, leases, lease, sent, status.clone());
+        let status = SharedWorkerStatus::new(figures.destination(&name, &spec.stream));
+        let lease = HeldLease::keep(stage, &name, leases, lease, sent, status.clone());
         let work = worker::run(stage.clone(), spec.clone(), token.clone(), status.clone(), wakeups.waiter(&spec.stream), None);
         let task = tokio::spawn(guarded(lease.deadline.clone(), work));
-        running.insert(name.clone(), Running { spec: spec.clone(), lease, token, task, status, replay: None, failed: false });
+        running.insert(name, Running { spec, lease, token, task, status, replay: None, failed: false });
     }
     Ok(())
 }
