@@ -135,6 +135,9 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     if let Some(listener) = listener {
         tokio::spawn(listener.run(listening.clone()));
     }
+    if let Some(watcher) = crate::wakeup::local::Watcher::new(&stage, &wakeups) {
+        tokio::spawn(watcher.run(listening.clone()));
+    }
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut known = Known::new(&stage);
     loop {

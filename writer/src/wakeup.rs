@@ -20,7 +20,11 @@
 //! batch wakes the others. So a writer's idle polls of a stream cost about
 //! one request per period, however many destinations read the stream. A
 //! local stage's poll is a failed file open, so it polls every
-//! [`LOCAL_POLL`], unshared.
+//! [`LOCAL_POLL`], unshared; and there the writer watches the stage's
+//! folders ([`local::Watcher`]) and wakes a stream's workers as soon as a
+//! manifest appears, the poll being the fallback.
+
+pub mod local;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How often an idle worker polls the stage when it has no wake-ups.
 pub const POLL: Duration = Duration::from_millis(200);
-/// How often an idle worker polls a local stage: a batch waits 25 ms for
-/// its writer on average.
+/// How often an idle worker polls a local stage: a batch whose file-system
+/// notification was lost waits 25 ms for its writer on average.
 pub const LOCAL_POLL: Duration = Duration::from_millis(50);
 /// The slowest poll of an idle worker on a remote stage: 17,280 GETs an
 /// idle destination-day ($0.0069 at S3's list price) instead of 432,000.
