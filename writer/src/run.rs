@@ -140,15 +140,20 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     }
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut known = Known::new(&stage);
+    // Passes start every RECONCILE (or back to back when one takes longer),
+    // not RECONCILE after the last one ended: on a slow stage a dead
+    // writer's destinations are bid for within a pass of their leases' expiry.
+    let mut pass = tokio::time::interval(RECONCILE);
+    pass.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = pass.tick() => {}
+        }
         if let Err(e) = reconcile(&stage, &holder, &mut running, &mut known, &mut figures, &wakeups).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile pass failed; retrying");
         } else {
             ready.set(true);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(RECONCILE) => {}
         }
     }
     // Drain: workers finish the batch in hand (its cursor commit included).
