@@ -166,9 +166,11 @@ impl SourceConfig {
 /// Rows per batch before the reader cuts it: large enough that Parquet
 /// compresses well, small enough that one batch decodes in a few MiB.
 pub const DEFAULT_BATCH_MAX_ROWS: u64 = 50_000;
-/// Encoded bytes per batch before a cut (32 MiB): bounds reader memory per
-/// batch and keeps a writer's fetch of one batch well under a second on S3.
-pub const DEFAULT_BATCH_MAX_BYTES: u64 = 32 * 1024 * 1024;
+/// Memory of the changes buffered for one batch before a cut (16 MiB,
+/// decoded values counted as held): the reader holds up to three batches
+/// at once (filling, queued, encoding), so this bounds most of its memory,
+/// and keeps a writer's fetch of one batch well under a second on S3.
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest a change waits before its batch is cut (250 ms): sub-second
 /// end-to-end latency on a quiet database, without a file per transaction.
 pub const DEFAULT_BATCH_MAX_AGE: Duration = Duration::from_millis(250);
