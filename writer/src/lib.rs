@@ -12,7 +12,8 @@
 //! - [`worker`]: one destination's delivery loop (plan, deliver, cursor).
 //! - [`replay`]: replay and as-of rebuild requests.
 //! - [`run`]: the reconcile loop that runs workers under leases.
-//! - [`wakeup`]: idle workers woken by SQS messages instead of polling.
+//! - [`wakeup`]: idle workers woken by SQS messages, or on a local stage by
+//!   file-system notifications, rather than by their polls alone.
 //!
 //! The invariants everything here keeps: one writer delivers a destination
 //! at a time, by lease; batches reach a destination in seq order, and its
