@@ -10,7 +10,7 @@
 //! in full at least every few minutes ([`ControlWatch::for_stage`]).
 //!
 //! Leases (`destinations/{name}/lease.json`) are renewed, each by a task of
-//! its own ([`HeldLease`]), when the status they publish changes and after
+//! its own (`HeldLease` in `held.rs`), when the status they publish changes and after
 //! a third of their time to live (half, for the long lease of an idle
 //! destination on a remote stage): a worker whose lease was not renewed in
 //! time stops before it could expire, and another writer takes the
@@ -197,7 +197,7 @@ async fn reconcile(
 }
 
 /// Stops what is removed, paused or changed; collects workers that ended.
-/// (Each lease renews itself: [`HeldLease`].)
+/// (Each lease renews itself: `HeldLease`.)
 async fn keep_or_stop(stage: &Stage, running: &mut HashMap<String, Running>, wanted: &HashMap<String, DestinationSpec>) {
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
