@@ -620,6 +620,17 @@ mod tests {
     }
 
     #[test]
+    fn a_size_override_takes_a_unit_as_the_file_does() {
+        let c = Config::from_toml("t", "", &env(&[("STRATA_BATCH__MAX_BYTES", "8MiB")])).unwrap();
+        assert_eq!(c.batch.max_bytes, 8 << 20);
+        let c = Config::from_toml("t", "[batch]\nmax_bytes = \"4MiB\"\n", &env(&[("STRATA_BATCH__MAX_BYTES", "1048576")])).unwrap();
+        assert_eq!(c.batch.max_bytes, 1 << 20);
+        // A count is not a size: the key's own parser refuses it, naming the key.
+        let err = Config::from_toml("t", "", &env(&[("STRATA_BATCH__MAX_ROWS", "8MiB")])).unwrap_err();
+        assert!(format!("{err:#}").contains("max_rows"), "{err:#}");
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let err = Config::from_toml("t", "[batch]\nmax_bytes = 0\n", &[]).unwrap_err();
         assert!(err.to_string().contains("batch.max_bytes"), "{err}");

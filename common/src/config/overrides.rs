@@ -56,7 +56,13 @@ fn typed_like(existing: Option<&toml::Value>, raw: &str) -> Result<toml::Value, 
     };
     match existing {
         Some(toml::Value::String(_)) => Ok(toml::Value::String(raw.to_owned())),
-        Some(toml::Value::Integer(_)) => raw.trim().parse().map(toml::Value::Integer).map_err(|_| format!("expected an integer, got {raw:?}")),
+        // A byte size is written with its unit in the file (`16MiB`) and
+        // may be here too: the key's own parser reads the string.
+        Some(toml::Value::Integer(_)) => match raw.trim().parse() {
+            Ok(n) => Ok(toml::Value::Integer(n)),
+            Err(_) if super::parse_byte_size(raw.trim()).is_ok() => Ok(toml::Value::String(raw.trim().to_owned())),
+            Err(_) => Err(format!("expected an integer (or a size like 16MiB), got {raw:?}")),
+        },
         Some(toml::Value::Float(_)) => raw.trim().parse().map(toml::Value::Float).map_err(|_| format!("expected a number, got {raw:?}")),
         Some(toml::Value::Boolean(_)) => match raw.trim() {
             "true" => Ok(toml::Value::Boolean(true)),
