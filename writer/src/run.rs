@@ -294,16 +294,16 @@ async fn start_wanted(
         }
         wanted.push((spec.clone(), Leases::new(stage, DestinationKeys::new(name)?.lease())));
     }
-    let bids = futures::stream::iter(wanted)
+    // Each lease won is kept and its worker started as its answer comes,
+    // not after the slowest bid: its time to live runs from its request.
+    let mut bids = futures::stream::iter(wanted)
         .map(|(spec, leases)| async move {
             let sent = tokio::time::Instant::now();
             let outcome = leases.acquire_unless_live(holder, LEASE_TTL, now, strata_stager::lease::is_dead_local_holder).await;
             (spec, leases, sent, outcome)
         })
-        .buffer_unordered(ACQUIRE_AT_ONCE)
-        .collect::<Vec<_>>()
-        .await;
-    for (spec, leases, sent, outcome) in bids {
+        .buffer_unordered(ACQUIRE_AT_ONCE);
+    while let Some((spec, leases, sent, outcome)) = bids.next().await {
         let name = spec.name.clone();
         let lease = match outcome {
             Ok(l) => {
