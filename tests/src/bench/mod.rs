@@ -274,6 +274,37 @@ pub fn service_exe(name: &str) -> Result<PathBuf> {
     Ok(std::env::current_exe().context("locating strata-bench")?.with_file_name(name))
 }
 
+/// Reads every `COPY` source (a table, or a query in parentheses) with
+/// `COPY … TO STDOUT` over `streams` connections side by side, discarding
+/// the data: the read limit a bench compares strata with. Returns
+/// (seconds, bytes).
+pub async fn copy_to_nothing(url: &str, sources: &[String], streams: usize) -> Result<(f64, u64)> {
+    use futures::StreamExt;
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(sources.to_vec()));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        let (queue, url) = (queue.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&url).await?;
+            let mut bytes = 0u64;
+            loop {
+                let Some(source) = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop() else { return Ok::<u64, anyhow::Error>(bytes) };
+                let out = c.copy_out(&format!("COPY {source} TO STDOUT")).await.with_context(|| format!("starting the reference COPY of {source}"))?;
+                futures::pin_mut!(out);
+                while let Some(chunk) = out.next().await {
+                    bytes += chunk.with_context(|| format!("reading the reference COPY of {source}"))?.len() as u64;
+                }
+            }
+        }));
+    }
+    let mut bytes = 0;
+    for t in tasks {
+        bytes += t.await??;
+    }
+    Ok((t0.elapsed().as_secs_f64(), bytes))
+}
+
 /// Peak resident memory of `process` so far, in MiB.
 pub fn peak_rss_mib(process: &ServiceProcess) -> Result<u64> {
     Ok(process.peak_rss_kib().with_context(|| format!("reading the peak RSS of process {}", process.pid()))? / 1024)

@@ -16,12 +16,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures::StreamExt;
 use strata_common::Value;
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 
-use super::{Args, BENCH_DDL, StagedRows, peak_rss_mib, record, service_exe, today};
+use super::{Args, BENCH_DDL, StagedRows, copy_to_nothing, peak_rss_mib, record, service_exe, today};
 use crate::pg::{PgCluster, connect};
 use crate::reader::ServiceProcess;
 
@@ -46,7 +45,7 @@ pub async fn run(args: &Args) -> Result<()> {
     // Its own statement: VACUUM cannot run inside the load's transaction.
     src.batch_execute("VACUUM ANALYZE bench").await.context("vacuuming the source table")?;
 
-    let (before_secs, copy_bytes) = copy_to_nothing(&src_url).await?;
+    let (before_secs, copy_bytes) = copy_to_nothing(&src_url, &[reference_query()], 1).await?;
     eprintln!("reference COPY TO STDOUT: {before_secs:.1} s");
 
     let dir = tempfile::tempdir().context("creating the bench's temp dir")?;
@@ -67,7 +66,7 @@ pub async fn run(args: &Args) -> Result<()> {
     reader.terminate().context("stopping the reader")?;
     let (batches, parquet_bytes) = check_each_key_once(&stage, rows).await?;
 
-    let (after_secs, _) = copy_to_nothing(&src_url).await?;
+    let (after_secs, _) = copy_to_nothing(&src_url, &[reference_query()], 1).await?;
     eprintln!("strata pull: {strata_secs:.1} s; reference again: {after_secs:.1} s");
     let reference_secs = before_secs.min(after_secs);
     let mb = copy_bytes as f64 / 1e6;
@@ -135,16 +134,7 @@ async fn check_each_key_once(stage: &Stage, rows: u64) -> Result<(u64, u64)> {
     Ok((head, bytes))
 }
 
-/// `COPY (SELECT * FROM bench ORDER BY <watermark>, id) TO STDOUT` over one connection,
-/// the data discarded; returns (seconds, bytes).
-async fn copy_to_nothing(url: &str) -> Result<(f64, u64)> {
-    let c = connect(url).await?;
-    let t0 = Instant::now();
-    let out = c.copy_out(&format!("COPY (SELECT * FROM bench ORDER BY {ORDER}, id) TO STDOUT")).await.context("starting the reference COPY")?;
-    futures::pin_mut!(out);
-    let mut bytes = 0u64;
-    while let Some(chunk) = out.next().await {
-        bytes += chunk.context("reading the reference COPY")?.len() as u64;
-    }
-    Ok((t0.elapsed().as_secs_f64(), bytes))
+/// The reference: what the pull reads, in its order, as one `COPY` source.
+fn reference_query() -> String {
+    format!("(SELECT * FROM bench ORDER BY {ORDER}, id)")
 }

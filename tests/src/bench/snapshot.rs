@@ -8,7 +8,7 @@ use strata_common::config::Config;
 use strata_stager::Stage;
 use strata_stager::log::StreamLog;
 
-use super::{Args, record, staged_rows, today};
+use super::{Args, copy_to_nothing, record, staged_rows, today};
 use crate::pg::{PgCluster, connect};
 use crate::reader::{RunningReader, config_text};
 
@@ -80,35 +80,6 @@ pub async fn run(args: &Args) -> Result<()> {
         reference_secs / strata_secs
     );
     record(args.record.as_ref(), "snapshot into the stage", &line)
-}
-
-/// Reads every table with parallel `COPY … TO STDOUT`, discarding the data;
-/// returns (seconds, bytes).
-async fn copy_to_nothing(url: &str, tables: &[String], streams: usize) -> Result<(f64, u64)> {
-    use futures::StreamExt;
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(tables.to_vec()));
-    let t0 = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..streams {
-        let (queue, url) = (queue.clone(), url.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let c = connect(&url).await?;
-            let mut bytes = 0u64;
-            loop {
-                let Some(table) = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop() else { return Ok::<u64, anyhow::Error>(bytes) };
-                let out = c.copy_out(&format!("COPY {table} TO STDOUT")).await?;
-                futures::pin_mut!(out);
-                while let Some(chunk) = out.next().await {
-                    bytes += chunk?.len() as u64;
-                }
-            }
-        }));
-    }
-    let mut bytes = 0;
-    for t in tasks {
-        bytes += t.await??;
-    }
-    Ok((t0.elapsed().as_secs_f64(), bytes))
 }
 
 /// Fills `tables` side by side until their heap reaches `target` bytes;
