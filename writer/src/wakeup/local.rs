@@ -281,8 +281,13 @@ mod tests {
     /// A woken waiter returns well within this; a polling one does not.
     const PROMPT: Duration = Duration::from_secs(1);
 
-    fn slow_polling() -> Wakeups {
-        Wakeups { poll: SLOW_POLL, ..Wakeups::polling().for_stage(true) }
+    /// Slow-polling wake-ups fed by a watcher of `stage`, and the token
+    /// that stops the watcher.
+    fn watched(stage: &Stage) -> (Wakeups, CancellationToken) {
+        let wakeups = Wakeups { poll: SLOW_POLL, ..Wakeups::polling().for_stage(true) };
+        let token = CancellationToken::new();
+        tokio::spawn(Watcher::new(stage, &wakeups).expect("watching the stage").run(token.clone()));
+        (wakeups, token)
     }
 
     /// Commits manifest `seq` of `stream` the way the reader does (create,
@@ -309,9 +314,7 @@ mod tests {
         let stage = Stage::local(dir.path()).unwrap();
         // The stream and its log exist before the writer starts.
         commit(&stage, "main", 1).await;
-        let wakeups = slow_polling();
-        let token = CancellationToken::new();
-        tokio::spawn(Watcher::new(&stage, &wakeups).expect("watching the stage").run(token.clone()));
+        let (wakeups, token) = watched(&stage);
         // Another stream's batch does not wake it; its own does.
         let (waited, seq) = woken_after(&wakeups, "main", async {
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -331,9 +334,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A fresh stage: not even `streams/` yet.
         let stage = Stage::local(dir.path()).unwrap();
-        let wakeups = slow_polling();
-        let token = CancellationToken::new();
-        tokio::spawn(Watcher::new(&stage, &wakeups).expect("watching the stage").run(token.clone()));
+        let (wakeups, token) = watched(&stage);
         // The first commit creates streams/, streams/new/ and its log/ at
         // once, then links the manifest in: the watcher finds the folders
         // as they appear and catches the manifest either way.
