@@ -159,7 +159,6 @@ pub fn config(db_url: &str, stage_dir: &std::path::Path, extra: &str) -> Config 
     Config::from_toml("test config", &config_text(db_url, stage_dir, extra), &[]).expect("valid test config")
 }
 
-/// Waits until the reader's slot is streaming, so changes made after this
 /// Waits until strata's slot (`strata_main`) has confirmed the source's
 /// WAL flush position as of the call: everything committed so far is
 /// staged. Calls `alive` between looks (to fail at once on a service that
@@ -183,6 +182,7 @@ pub async fn wait_slot_confirmed(src: &tokio_postgres::Client, within: Duration,
     }
 }
 
+/// Waits until the reader's slot is streaming, so changes made after this
 /// are captured.
 pub async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) -> Result<()> {
     for _ in 0..600 {
