@@ -198,8 +198,7 @@ fn dir_bytes(dir: &Path) -> Result<u64> {
     while let Some(d) = pending.pop() {
         for entry in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
             // A temporary file of the stage's can go between listing and reading.
-            let Ok(meta) = entry.and_then(|e| e.metadata().map(|m| (e, m))) else { continue };
-            let (entry, meta) = meta;
+            let Ok((entry, meta)) = entry.and_then(|e| e.metadata().map(|m| (e, m))) else { continue };
             if meta.is_dir() {
                 pending.push(entry.path());
             } else {
