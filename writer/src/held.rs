@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_common::Timestamp;
+use strata_stager::control::{WorkerStatus, lease_status};
 use strata_stager::lease::{Lease, Leases};
 use strata_stager::{Stage, StageError, Versioned, signal};
 use tokio::sync::Mutex;
@@ -83,12 +84,12 @@ async fn keep(local_stage: bool, name: String, leases: Leases, lease: Arc<Mutex<
         tokio::time::sleep(CHECK).await;
         let mut held = lease.lock().await;
         let current = status.get();
-        let (published, caught_up) = (serde_json::to_value(&current).unwrap_or_default(), current.caught_up);
-        let (ttl, renew_after) = if caught_up && !local_stage { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
+        let (ttl, renew_after) = if current.caught_up && !local_stage { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
         let now = Timestamp::now();
-        if !renewal_due(&held.value, &published, now, renew_after) {
+        if !renewal_due(&held.value, &current, now, renew_after) {
             continue;
         }
+        let published = serde_json::to_value(&current).unwrap_or_default();
         let sent = Instant::now();
         match leases.renew(&held, ttl, now, published).await {
             Ok(l) => {
@@ -105,10 +106,87 @@ async fn keep(local_stage: bool, name: String, leases: Leases, lease: Arc<Mutex<
     }
 }
 
-/// Whether a destination's lease is renewed now: when the status it
-/// publishes changed, or `renew_after` has passed since the last renewal.
-/// Each renewal is a conditional PUT.
-fn renewal_due(lease: &Lease, status: &serde_json::Value, now: Timestamp, renew_after: Duration) -> bool {
+/// Whether a destination's lease is renewed now (each renewal is a
+/// conditional PUT):
+/// - `renew_after` has passed since the last renewal;
+/// - the worker has work again under an idle lease's long time to live,
+///   which the renewal shortens, so that its death is noticed within
+///   [`LEASE_TTL`];
+/// - what the status says changed, its progress aside: the state, the
+///   error, the schedule. The cursor moving (and the retries counting) waits
+///   for the next timed renewal: a busy worker moves it with every batch,
+///   and renewing on each move sent a PUT every [`CHECK`] per destination
+///   (two a second, 172,800 a day), while `status` reads the cursor itself.
+fn renewal_due(lease: &Lease, current: &WorkerStatus, now: Timestamp, renew_after: Duration) -> bool {
     let after = i64::try_from(renew_after.as_micros()).unwrap_or(i64::MAX);
-    lease.status != *status || now.0.saturating_sub(lease.renewed_at.0) >= after
+    let ttl = i64::try_from(LEASE_TTL.as_micros()).unwrap_or(i64::MAX);
+    let idle_lease = lease.expires_at.0.saturating_sub(lease.renewed_at.0) > ttl;
+    let published: WorkerStatus = lease_status(lease).unwrap_or_default();
+    now.0.saturating_sub(lease.renewed_at.0) >= after || (idle_lease && !current.caught_up) || !same_but_progress(&published, current)
+}
+
+/// Whether two statuses say the same but for the worker's progress.
+fn same_but_progress(a: &WorkerStatus, b: &WorkerStatus) -> bool {
+    let without = |s: &WorkerStatus| WorkerStatus { cursor: None, cursor_commit_ts: None, retries: 0, caught_up: false, ..s.clone() };
+    without(a) == without(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: i64 = 1_000_000;
+
+    /// A lease renewed at 100 s for `ttl`, publishing `status`.
+    fn lease(ttl: Duration, status: &WorkerStatus) -> Lease {
+        let renewed_at = Timestamp(100 * SECOND);
+        let expires_at = Timestamp(renewed_at.0 + i64::try_from(ttl.as_micros()).unwrap());
+        Lease {
+            format: 1,
+            holder: "h".to_owned(),
+            generation: 1,
+            acquired_at: renewed_at,
+            renewed_at,
+            expires_at,
+            status: serde_json::to_value(status).unwrap(),
+        }
+    }
+
+    fn delivering(cursor: u64) -> WorkerStatus {
+        WorkerStatus {
+            state: "running".to_owned(),
+            cursor: Some(cursor),
+            cursor_commit_ts: Some(Timestamp(i64::try_from(cursor).unwrap())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_moving_cursor_waits_for_the_timed_renewal() {
+        let held = lease(LEASE_TTL, &delivering(7));
+        let moved = WorkerStatus { retries: 3, ..delivering(9) };
+        let renew_after = LEASE_TTL / 3;
+        assert!(!renewal_due(&held, &moved, Timestamp(101 * SECOND), renew_after), "one second after the last renewal");
+        assert!(renewal_due(&held, &moved, Timestamp(105 * SECOND), renew_after), "renew_after has passed");
+    }
+
+    #[test]
+    fn a_changed_state_or_error_is_published_at_once() {
+        let held = lease(LEASE_TTL, &delivering(7));
+        let now = Timestamp(101 * SECOND);
+        let failing = WorkerStatus { state: "failing".to_owned(), last_error: Some("connection refused".to_owned()), ..delivering(7) };
+        assert!(renewal_due(&held, &failing, now, LEASE_TTL / 3));
+        let paused_schedule = WorkerStatus { next_run: Some(Timestamp(200 * SECOND)), ..delivering(7) };
+        assert!(renewal_due(&held, &paused_schedule, now, LEASE_TTL / 3));
+    }
+
+    #[test]
+    fn work_under_an_idle_lease_shortens_it_at_once() {
+        let idle = WorkerStatus { caught_up: true, ..delivering(7) };
+        let now = Timestamp(101 * SECOND);
+        let busy = delivering(8);
+        assert!(renewal_due(&lease(IDLE_LEASE_TTL, &idle), &busy, now, LEASE_TTL / 3));
+        assert!(!renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, now, IDLE_LEASE_RENEW), "still idle: nothing to publish");
+        assert!(!renewal_due(&lease(LEASE_TTL, &idle), &busy, now, LEASE_TTL / 3), "the lease is short already");
+    }
 }
