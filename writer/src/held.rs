@@ -84,9 +84,9 @@ async fn keep(local_stage: bool, name: String, leases: Leases, lease: Arc<Mutex<
         tokio::time::sleep(CHECK).await;
         let mut held = lease.lock().await;
         let current = status.get();
-        let (ttl, renew_after) = if current.caught_up && !local_stage { (IDLE_LEASE_TTL, IDLE_LEASE_RENEW) } else { (LEASE_TTL, LEASE_TTL / 3) };
+        let ttl = if current.caught_up && !local_stage { IDLE_LEASE_TTL } else { LEASE_TTL };
         let now = Timestamp::now();
-        if !renewal_due(&held.value, &current, now, renew_after) {
+        if !renewal_due(&held.value, &current, now) {
             continue;
         }
         let published = serde_json::to_value(&current).unwrap_or_default();
@@ -108,7 +108,11 @@ async fn keep(local_stage: bool, name: String, leases: Leases, lease: Arc<Mutex<
 
 /// Whether a destination's lease is renewed now (each renewal is a
 /// conditional PUT):
-/// - `renew_after` has passed since the last renewal;
+/// - a third of the lease's time to live has passed since it was renewed
+///   ([`IDLE_LEASE_RENEW`] for an idle destination's long lease): the
+///   lease held decides, not the one the next renewal will write, so a
+///   worker that just caught up under a short lease renews it in time,
+///   and the renewal gives it the long one;
 /// - the worker has work again under an idle lease's long time to live,
 ///   which the renewal shortens, so that its death is noticed within
 ///   [`LEASE_TTL`];
@@ -117,12 +121,12 @@ async fn keep(local_stage: bool, name: String, leases: Leases, lease: Arc<Mutex<
 ///   for the next timed renewal: a busy worker moves it with every batch,
 ///   and renewing on each move sent a PUT every [`CHECK`] per destination
 ///   (two a second, 172,800 a day), while `status` reads the cursor itself.
-fn renewal_due(lease: &Lease, current: &WorkerStatus, now: Timestamp, renew_after: Duration) -> bool {
-    let after = i64::try_from(renew_after.as_micros()).unwrap_or(i64::MAX);
-    let ttl = i64::try_from(LEASE_TTL.as_micros()).unwrap_or(i64::MAX);
-    let idle_lease = lease.expires_at.0.saturating_sub(lease.renewed_at.0) > ttl;
+fn renewal_due(lease: &Lease, current: &WorkerStatus, now: Timestamp) -> bool {
+    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let idle_lease = lease.expires_at.0.saturating_sub(lease.renewed_at.0) > micros(LEASE_TTL);
+    let renew_after = if idle_lease { IDLE_LEASE_RENEW } else { LEASE_TTL / 3 };
     let published: WorkerStatus = lease_status(lease).unwrap_or_default();
-    now.0.saturating_sub(lease.renewed_at.0) >= after || (idle_lease && !current.caught_up) || !same_but_progress(&published, current)
+    now.0.saturating_sub(lease.renewed_at.0) >= micros(renew_after) || (idle_lease && !current.caught_up) || !same_but_progress(&published, current)
 }
 
 /// Whether two statuses say the same but for the worker's progress.
@@ -165,9 +169,8 @@ mod tests {
     fn a_moving_cursor_waits_for_the_timed_renewal() {
         let held = lease(LEASE_TTL, &delivering(7));
         let moved = WorkerStatus { retries: 3, ..delivering(9) };
-        let renew_after = LEASE_TTL / 3;
-        assert!(!renewal_due(&held, &moved, Timestamp(101 * SECOND), renew_after), "one second after the last renewal");
-        assert!(renewal_due(&held, &moved, Timestamp(105 * SECOND), renew_after), "renew_after has passed");
+        assert!(!renewal_due(&held, &moved, Timestamp(101 * SECOND)), "one second after the last renewal");
+        assert!(renewal_due(&held, &moved, Timestamp(105 * SECOND)), "a third of the time to live has passed");
     }
 
     #[test]
@@ -175,9 +178,9 @@ mod tests {
         let held = lease(LEASE_TTL, &delivering(7));
         let now = Timestamp(101 * SECOND);
         let failing = WorkerStatus { state: "failing".to_owned(), last_error: Some("connection refused".to_owned()), ..delivering(7) };
-        assert!(renewal_due(&held, &failing, now, LEASE_TTL / 3));
+        assert!(renewal_due(&held, &failing, now));
         let paused_schedule = WorkerStatus { next_run: Some(Timestamp(200 * SECOND)), ..delivering(7) };
-        assert!(renewal_due(&held, &paused_schedule, now, LEASE_TTL / 3));
+        assert!(renewal_due(&held, &paused_schedule, now));
     }
 
     #[test]
@@ -185,8 +188,22 @@ mod tests {
         let idle = WorkerStatus { caught_up: true, ..delivering(7) };
         let now = Timestamp(101 * SECOND);
         let busy = delivering(8);
-        assert!(renewal_due(&lease(IDLE_LEASE_TTL, &idle), &busy, now, LEASE_TTL / 3));
-        assert!(!renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, now, IDLE_LEASE_RENEW), "still idle: nothing to publish");
-        assert!(!renewal_due(&lease(LEASE_TTL, &idle), &busy, now, LEASE_TTL / 3), "the lease is short already");
+        assert!(renewal_due(&lease(IDLE_LEASE_TTL, &idle), &busy, now));
+        assert!(!renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, now), "still idle: nothing to publish");
+        assert!(!renewal_due(&lease(LEASE_TTL, &idle), &busy, now), "the lease is short already");
+        assert!(!renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, Timestamp(105 * SECOND)), "an idle lease waits for its own time");
+        assert!(renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, Timestamp(100 * SECOND + micros(IDLE_LEASE_RENEW))));
+    }
+
+    #[test]
+    fn a_worker_that_caught_up_under_a_short_lease_renews_it_in_time() {
+        let held = lease(LEASE_TTL, &delivering(7));
+        let caught_up = WorkerStatus { caught_up: true, ..delivering(9) };
+        assert!(!renewal_due(&held, &caught_up, Timestamp(101 * SECOND)));
+        assert!(renewal_due(&held, &caught_up, Timestamp(105 * SECOND)), "the short lease is renewed after a third of it, into the long one");
+    }
+
+    fn micros(d: Duration) -> i64 {
+        i64::try_from(d.as_micros()).unwrap()
     }
 }
