@@ -17,8 +17,17 @@
 //! that writes the stage's own Parquet files) returns a batch the window
 //! keeps whole, and of at most [`STAGED_BATCH_MAX_BYTES`], undecoded: each
 //! data file's checked bytes in [`StagedBatch::files`], no changes.
+//!
+//! On a remote stage such a reader reads further ahead while it is behind:
+//! each fetch costs two round trips or more, and a destination rolling
+//! small batches up into files of its own size would otherwise fetch them
+//! one after another. While the batches read ahead were all there, the
+//! depth doubles up to [`FILES_AHEAD_MAX`] batches (and
+//! [`FILES_AHEAD_BYTES`] of them, judged by the last one's size); the first
+//! batch that was not there yet brings it back to one, so near the head of
+//! the stream no more than one look is spent on a batch not yet committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use strata_common::{Change, Lsn, TableName, Timestamp};
@@ -44,6 +53,13 @@ pub const WHOLE_BATCH_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// reader [`with_files`](BatchReader::with_files); larger ones are read as
 /// any other, a chunk at a time.
 pub const STAGED_BATCH_MAX_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The most batches a reader [`with_files`](BatchReader::with_files) reads
+/// ahead on a remote stage.
+pub const FILES_AHEAD_MAX: usize = 8;
+
+/// About the most staged bytes such a reader holds read ahead.
+pub const FILES_AHEAD_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The commit times to keep: changes committed at or after `from` and at or
 /// before `until` (both inclusive; `None` is unbounded).
@@ -131,7 +147,7 @@ impl Fetched {
 
 type SchemaCache = Arc<Mutex<HashMap<(TableName, u32), Arc<TableSchema>>>>;
 
-/// The fetch of the batch after the last one returned, running.
+/// The fetch of a batch after the last one returned, running.
 #[derive(Debug)]
 struct Ahead {
     seq: u64,
@@ -144,21 +160,22 @@ struct Ahead {
 pub struct BatchReader {
     log: StreamLog,
     schemas: SchemaCache,
-    ahead: Option<Ahead>,
+    /// Fetches of the batches after the last one returned, in seq order.
+    ahead: VecDeque<Ahead>,
+    /// How many batches to keep read ahead.
+    depth: usize,
     files: bool,
 }
 
 impl Drop for BatchReader {
     fn drop(&mut self) {
-        if let Some(a) = self.ahead.take() {
-            a.task.abort();
-        }
+        self.drop_ahead();
     }
 }
 
 impl BatchReader {
     pub fn new(log: &StreamLog) -> BatchReader {
-        BatchReader { log: log.clone(), schemas: SchemaCache::default(), ahead: None, files: false }
+        BatchReader { log: log.clone(), schemas: SchemaCache::default(), ahead: VecDeque::new(), depth: 1, files: false }
     }
 
     /// Returns batches undecoded where it can (see the module docs).
@@ -172,13 +189,16 @@ impl BatchReader {
     }
 
     /// Batch `seq` with its changes inside `window`, or `None` while it is
-    /// not committed. A whole batch starts the fetch of `seq + 1` (window
-    /// `until` kept, `from` dropped: it cuts only the first batch).
+    /// not committed. A whole batch starts the fetch of `seq + 1`, and of
+    /// more batches after it when reading staged files behind the head of a
+    /// remote stream (see the module docs); their window keeps `until` and
+    /// drops `from`, which cuts only the first batch.
     pub async fn fetch(&mut self, seq: u64, window: Window) -> Result<Option<Fetched>> {
-        let ahead = match self.ahead.take() {
+        let ahead = match self.ahead.pop_front() {
             Some(a) if a.seq == seq && a.window == window => a.task.await.ok(),
             Some(a) => {
                 a.task.abort();
+                self.drop_ahead();
                 None
             }
             None => None,
@@ -186,19 +206,42 @@ impl BatchReader {
         // A read-ahead that found nothing yet, or failed, is done again now:
         // the batch may have been committed since, and an error is retried
         // by the caller as any other.
-        let fetched = match ahead {
-            Some(Ok(Some(f))) => f,
+        let (fetched, was_ahead) = match ahead {
+            Some(Ok(Some(f))) => (f, true),
             _ => match fetch(self.log.clone(), self.schemas.clone(), seq, window, self.files).await? {
-                Some(f) => f,
+                Some(f) => (f, false),
                 None => return Ok(None),
             },
         };
-        if matches!(fetched, Fetched::Whole(_)) {
+        if let Fetched::Whole(b) = &fetched {
+            let depth = self.depth_after(was_ahead, b.staged_bytes);
             let next = Window { from: None, ..window };
-            let task = tokio::spawn(fetch(self.log.clone(), self.schemas.clone(), seq + 1, next, self.files));
-            self.ahead = Some(Ahead { seq: seq + 1, window: next, task });
+            let mut at = self.ahead.back().map_or(seq + 1, |a| a.seq + 1);
+            while self.ahead.len() < depth {
+                let task = tokio::spawn(fetch(self.log.clone(), self.schemas.clone(), at, next, self.files));
+                self.ahead.push_back(Ahead { seq: at, window: next, task });
+                at += 1;
+            }
         }
         Ok(Some(fetched))
+    }
+
+    /// How many batches to keep read ahead after one of `staged_bytes` was
+    /// returned, `was_ahead` if a read-ahead had found it (see the module
+    /// docs). One, but for a reader of staged files on a remote stage.
+    fn depth_after(&mut self, was_ahead: bool, staged_bytes: u64) -> usize {
+        if !self.files || self.log.stage().is_local() {
+            return 1;
+        }
+        self.depth = if was_ahead { (self.depth * 2).min(FILES_AHEAD_MAX) } else { 1 };
+        let fit = usize::try_from(FILES_AHEAD_BYTES / staged_bytes.max(1)).unwrap_or(usize::MAX).max(1);
+        self.depth.min(fit)
+    }
+
+    fn drop_ahead(&mut self) {
+        for a in self.ahead.drain(..) {
+            a.task.abort();
+        }
     }
 
     /// Reads a large batch's data file `entry` a chunk of `chunk_rows`

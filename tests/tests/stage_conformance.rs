@@ -400,6 +400,52 @@ pub async fn gc_collects_only_garbage(stage: Stage) {
     assert!(verify_stream(&log).await.unwrap().is_ok());
 }
 
+/// A reader of staged files reads further ahead while the batches it reads
+/// ahead are there, on a remote stage only, and still returns each batch
+/// in turn, a batch committed after a miss included.
+pub async fn a_files_reader_reads_further_ahead_while_behind(stage: Stage) {
+    let log = StreamLog::new(&stage, "r").unwrap();
+    let s = schema("r", &users());
+    write_batches(&log, &s, 20).await;
+    let mut reader = BatchReader::new(&log).with_files(true);
+    let fetch = async |reader: &mut BatchReader, seq: u64| match reader.fetch(seq, Window::default()).await.unwrap() {
+        Some(Fetched::Whole(b)) => b,
+        other => panic!("expected batch {seq} whole, got {other:?}"),
+    };
+    let gets_at_start = stage.requests().get(strata_stager::requests::Op::Get);
+    for seq in 1..=4 {
+        let b = fetch(&mut reader, seq).await;
+        assert_eq!((b.seq, b.files.len()), (seq, 1));
+    }
+    // Let the read-aheads started so far finish, then count their GETs: a
+    // batch costs two (manifest, data file), the schema one.
+    let mut gets = stage.requests().get(strata_stager::requests::Op::Get);
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = stage.requests().get(strata_stager::requests::Op::Get);
+        if now == gets {
+            break;
+        }
+        gets = now;
+    }
+    let batches_read = (gets - gets_at_start - 1) / 2;
+    if stage.is_local() {
+        // Batches 1-4 and one ahead.
+        assert_eq!(batches_read, 5);
+    } else {
+        // The depth doubles after each batch found ahead (1, 2, 4, 8):
+        // batches 1-4 and eight ahead.
+        assert_eq!(batches_read, 12);
+    }
+    for seq in 5..=20 {
+        assert_eq!(fetch(&mut reader, seq).await.seq, seq);
+    }
+    assert!(reader.fetch(21, Window::default()).await.unwrap().is_none());
+    let start = log.read(20).await.unwrap().lsn.end;
+    log.write_batch(21, BatchKind::Changes, start, batch(&s, 21)).await.unwrap();
+    assert_eq!(fetch(&mut reader, 21).await.seq, 21);
+}
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -414,6 +460,7 @@ macro_rules! conformance {
                 leases_are_exclusive,
                 head_and_commit_time_lookup,
                 batches_read_back_in_windows_and_one_ahead,
+                a_files_reader_reads_further_ahead_while_behind,
                 odd_identifiers_round_trip,
                 verify_finds_missing_and_corrupt_files,
                 gc_collects_only_garbage,
