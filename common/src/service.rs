@@ -62,7 +62,9 @@ where
 /// and write files on tokio's blocking pool, whose threads come and go, so
 /// with wide rows most of a writer's resident memory was arenas, not live
 /// data: a 64 MiB heap peak at 193-238 MiB RSS. Two arenas brought that
-/// run to 168 MiB at the same throughput (`bench/RESULTS.md`, Large
+/// run to 168 MiB (with 16 MiB batches too, a 10 GiB backlog's writer went
+/// from 293 to 157 MiB). The price is some lock contention: catch-up took
+/// 5 % longer in paired runs against 16 arenas (`bench/RESULTS.md`, Large
 /// backlog).
 pub const ARENAS: i32 = 2;
 
