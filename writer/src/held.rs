@@ -1,8 +1,9 @@
 //! A destination's lease while a worker of this writer holds it.
 //!
-//! A task of its own renews it: when the status it publishes changes, and
-//! after a third of its time to live (half, for the long lease of an idle
-//! destination on a remote stage). Renewals used to go out one after
+//! A task of its own renews it: after a third of its time to live (half,
+//! for the long lease of an idle destination on a remote stage), and when
+//! what the status it publishes says changes, progress aside
+//! ([`renewal_due`]). Renewals used to go out one after
 //! another inside the reconcile pass, which on a slow stage could take
 //! longer than a lease lives; now no other stage request waits in front of
 //! a renewal. Each renewal extends the worker's [`LeaseDeadline`]; a lease
@@ -122,11 +123,14 @@ async fn keep(local_stage: bool, name: String, leases: Leases, lease: Arc<Mutex<
 ///   and renewing on each move sent a PUT every [`CHECK`] per destination
 ///   (two a second, 172,800 a day), while `status` reads the cursor itself.
 fn renewal_due(lease: &Lease, current: &WorkerStatus, now: Timestamp) -> bool {
-    let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
     let idle_lease = lease.expires_at.0.saturating_sub(lease.renewed_at.0) > micros(LEASE_TTL);
     let renew_after = if idle_lease { IDLE_LEASE_RENEW } else { LEASE_TTL / 3 };
     let published: WorkerStatus = lease_status(lease).unwrap_or_default();
     now.0.saturating_sub(lease.renewed_at.0) >= micros(renew_after) || (idle_lease && !current.caught_up) || !same_but_progress(&published, current)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Whether two statuses say the same but for the worker's progress.
@@ -144,7 +148,7 @@ mod tests {
     /// A lease renewed at 100 s for `ttl`, publishing `status`.
     fn lease(ttl: Duration, status: &WorkerStatus) -> Lease {
         let renewed_at = Timestamp(100 * SECOND);
-        let expires_at = Timestamp(renewed_at.0 + i64::try_from(ttl.as_micros()).unwrap());
+        let expires_at = Timestamp(renewed_at.0 + micros(ttl));
         Lease {
             format: 1,
             holder: "h".to_owned(),
@@ -201,9 +205,5 @@ mod tests {
         let caught_up = WorkerStatus { caught_up: true, ..delivering(9) };
         assert!(!renewal_due(&held, &caught_up, Timestamp(101 * SECOND)));
         assert!(renewal_due(&held, &caught_up, Timestamp(105 * SECOND)), "the short lease is renewed after a third of it, into the long one");
-    }
-
-    fn micros(d: Duration) -> i64 {
-        i64::try_from(d.as_micros()).unwrap()
     }
 }
