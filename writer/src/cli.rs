@@ -411,5 +411,6 @@ async fn destination_status(stage: &Stage, s: DestinationSpec, replays: &[Versio
 
 /// Parses arguments, runs, and returns the exit status (0 ok, 1 error).
 pub fn main() -> ExitCode {
+    strata_common::service::limit_arenas(strata_common::service::WRITER_ARENAS);
     strata_common::service::main(run(Cli::parse()))
 }
