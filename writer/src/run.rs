@@ -10,11 +10,11 @@
 //! in full at least every few minutes ([`ControlWatch::for_stage`]).
 //!
 //! Leases (`destinations/{name}/lease.json`) are renewed, each by a task of
-//! its own (`HeldLease` in `held.rs`), when the status they publish changes and after
-//! a third of their time to live (half, for the long lease of an idle
-//! destination on a remote stage): a worker whose lease was not renewed in
-//! time stops before it could expire, and another writer takes the
-//! destination over once the lease expires (at once when its holder was a
+//! its own (`HeldLease` in `held.rs`), after a third of their time to live
+//! (half, for the long lease of an idle destination on a remote stage) and
+//! when what their status says changes, progress aside: a worker whose
+//! lease was not renewed in time stops before it could expire, and another
+//! writer takes the destination over once the lease expires (at once when its holder was a
 //! process on this host that is gone). So several writers can share one
 //! stage, each destination applied by one of them. A lease held elsewhere
 //! is not read again before it expires or the control signal moves (a
