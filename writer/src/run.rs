@@ -84,6 +84,20 @@ impl Known {
             }
         }
     }
+
+    /// When the first lease known to be held elsewhere expires, if that is
+    /// still to come (an expiry already passed is left to the passes, which
+    /// bid for it anyway).
+    fn next_expiry(&self, now: Timestamp) -> Option<tokio::time::Instant> {
+        until_first_expiry(&self.elsewhere, now).map(|wait| tokio::time::Instant::now() + wait)
+    }
+}
+
+/// How long until the first of `elsewhere`'s leases expires, if one is
+/// still to expire after `now`.
+fn until_first_expiry(elsewhere: &HashMap<String, (String, Timestamp)>, now: Timestamp) -> Option<Duration> {
+    let first = elsewhere.values().map(|(_, expires_at)| expires_at.0).filter(|&t| t > now.0).min()?;
+    Some(Duration::from_micros((first - now.0).unsigned_abs()))
 }
 
 struct Running {
@@ -141,14 +155,24 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let mut running: HashMap<String, Running> = HashMap::new();
     let mut known = Known::new(&stage);
     // Passes start every RECONCILE (or back to back when one takes longer),
-    // not RECONCILE after the last one ended: on a slow stage a dead
-    // writer's destinations are bid for within a pass of their leases' expiry.
+    // not RECONCILE after the last one ended. Between them, when a lease
+    // known to be held elsewhere expires, the destinations are bid for at
+    // once: a dead writer's destinations are taken over as soon as their
+    // leases allow, not up to a pass later.
     let mut pass = tokio::time::interval(RECONCILE);
     pass.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let expiry = known.next_expiry(Timestamp::now());
+        let full = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = pass.tick() => {}
+            _ = pass.tick() => true,
+            () = tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now)), if expiry.is_some() => false,
+        };
+        if !full {
+            if let Err(e) = start_wanted(&stage, &holder, &mut running, &mut known, &figures, &wakeups).await {
+                tracing::warn!(error = format!("{e:#}"), "bidding for expired leases failed; retrying");
+            }
+            continue;
         }
         if let Err(e) = reconcile(&stage, &holder, &mut running, &mut known, &mut figures, &wakeups).await {
             tracing::warn!(error = format!("{e:#}"), "reconcile pass failed; retrying");
@@ -329,4 +353,28 @@ async fn start_wanted(
         running.insert(name, Running { spec, lease, token, task, status, replay: None, failed: false });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(entries: &[(&str, i64)]) -> HashMap<String, (String, Timestamp)> {
+        entries.iter().map(|(name, at)| (name.to_string(), ("strata-writer 1@other".to_string(), Timestamp(*at)))).collect()
+    }
+
+    #[test]
+    fn the_first_lease_still_to_expire_sets_the_wait() {
+        let now = Timestamp(1_000_000);
+        let elsewhere = held(&[("a", 9_000_000), ("b", 1_250_000), ("c", 4_000_000)]);
+        assert_eq!(until_first_expiry(&elsewhere, now), Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn expiries_already_passed_are_left_to_the_passes() {
+        let now = Timestamp(5_000_000);
+        assert_eq!(until_first_expiry(&held(&[("a", 4_000_000), ("b", 5_000_000)]), now), None);
+        assert_eq!(until_first_expiry(&held(&[("a", 4_000_000), ("b", 7_000_000)]), now), Some(Duration::from_secs(2)));
+        assert_eq!(until_first_expiry(&HashMap::new(), now), None);
+    }
 }

@@ -101,10 +101,14 @@ impl Worker {
     async fn run(&mut self, replay: Option<Versioned<ReplayRequest>>, plan: &mut Option<Plan>) -> Result<()> {
         let mut transforms = self.spec.transforms.prepare().map_err(|e| anyhow::anyhow!("destination {:?}: {e}", self.spec.name))?;
         set(&self.status, |s| s.state = "connecting".to_owned());
-        let Some((mut dest, durable)) = self.connect().await? else {
+        // The cursor is read while the destination connects: a writer that
+        // takes over a dead one's destinations starts a round trip sooner.
+        let cursors = self.cursors.clone();
+        let (connected, stored) = tokio::join!(self.connect(), cursors.load());
+        let Some((mut dest, durable)) = connected? else {
             return Ok(());
         };
-        let stored = self.cursors.load().await?;
+        let stored = stored?;
         let p = plan.insert(Plan::start(&self.log, self.spec.start, durable, stored.as_ref()).await?);
         let mut cursor = match stored {
             Some(c) => c,
