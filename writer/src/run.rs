@@ -329,11 +329,8 @@ async fn start_wanted(
         .buffer_unordered(ACQUIRE_AT_ONCE);
     while let Some((spec, leases, sent, outcome)) = bids.next().await {
         let name = spec.name.clone();
-        let lease = match outcome {
-            Ok(l) => {
-                known.elsewhere.remove(&name);
-                l
-            }
+        let (lease, before) = match outcome {
+            Ok(l) => (l, known.elsewhere.remove(&name)),
             Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
                 known.elsewhere.insert(name, (owner, expires_at));
                 continue;
@@ -344,7 +341,20 @@ async fn start_wanted(
                 continue;
             }
         };
-        tracing::info!(destination = name, kind = spec.describe(), "starting worker");
+        match before {
+            // Taken over: from whom, how long after its lease expired (as
+            // last read here: the lease may have been renewed once more
+            // before it lapsed), and how long the bid took.
+            Some((holder, expired)) => tracing::info!(
+                destination = name,
+                kind = spec.describe(),
+                taken_from = holder,
+                expired_ms_ago = (Timestamp::now().0 - expired.0) / 1000,
+                bid_ms = sent.elapsed().as_millis(),
+                "starting worker"
+            ),
+            None => tracing::info!(destination = name, kind = spec.describe(), "starting worker"),
+        }
         let token = CancellationToken::new();
         let status = SharedWorkerStatus::new(figures.destination(&name, &spec.stream));
         let lease = HeldLease::keep(stage, &name, leases, lease, sent, status.clone());

@@ -22,7 +22,7 @@ mod deliver;
 mod plan;
 mod status;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use strata_common::backoff::Backoff;
@@ -131,11 +131,13 @@ impl Worker {
             }
             set(&self.status, |s| s.cursor = Some(p.next - 1));
             let window = p.window();
+            let asked = Instant::now();
             let fetched = match self.next_batch(&mut reader, p, window).await? {
                 Next::Batch(b) => b,
                 Next::Again => continue,
                 Next::Stop => return Ok(()),
             };
+            let (fetch_time, applying) = (asked.elapsed(), Instant::now());
             let mut deliverer = Deliverer {
                 stage: &self.stage,
                 spec: &self.spec,
@@ -147,6 +149,14 @@ impl Worker {
             };
             match deliverer.deliver(fetched, window, p.may_roll_up()).await {
                 Outcome::Delivered(batch, changes) => {
+                    tracing::debug!(
+                        destination = self.spec.name,
+                        seq = batch.seq,
+                        changes,
+                        fetch_ms = fetch_time.as_millis(),
+                        apply_ms = applying.elapsed().as_millis(),
+                        "batch delivered"
+                    );
                     self.backoff.reset();
                     self.status.metrics.delivered_changes.inc_by(changes);
                     self.status.metrics.delivered_batches.inc_by(batch.seq - batch.first_seq + 1);
