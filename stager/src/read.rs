@@ -30,6 +30,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use futures::future::try_join_all;
 use strata_common::{Change, Lsn, TableName, Timestamp};
 use tokio::task::JoinHandle;
 
@@ -280,34 +281,37 @@ async fn fetch(log: StreamLog, schemas: SchemaCache, seq: u64, window: Window, f
     let Some(m) = log.read_opt(seq).await? else {
         return Ok(None);
     };
-    let mut tables = Vec::with_capacity(m.files.len());
-    for f in &m.files {
-        tables.push(TableBatch { schema: schema(&log, &schemas, &f.table, f.schema_version).await?, changes: Vec::new() });
-    }
-    let mut batch = StagedBatch {
+    // What the manifest names (schema versions, data files) is read side by
+    // side: on a remote stage a batch costs two round trips, the manifest's
+    // and one more, not one per schema and file.
+    let schemas = try_join_all(m.files.iter().map(|f| schema(&log, &schemas, &f.table, f.schema_version)));
+    let staged_bytes: u64 = m.files.iter().map(|f| f.bytes).sum();
+    let header = |schemas: Vec<Arc<TableSchema>>| StagedBatch {
         seq,
-        stream: m.stream,
+        stream: m.stream.clone(),
         lsn_end: m.lsn.end,
         commit_ts_min: m.commit_ts.min,
         commit_ts_max: m.commit_ts.max,
         staged_at: m.created_at,
-        staged_bytes: m.files.iter().map(|f| f.bytes).sum(),
-        tables,
+        staged_bytes,
+        tables: schemas.into_iter().map(|schema| TableBatch { schema, changes: Vec::new() }).collect(),
         files: Vec::new(),
         snapshot_point: m.snapshot.as_ref().map(|s| s.point),
     };
-    if files && window.keeps_all(m.commit_ts.min, m.commit_ts.max) && batch.staged_bytes <= STAGED_BATCH_MAX_BYTES {
-        for f in &m.files {
-            let bytes = log.fetch_checked_file(f).await?;
-            batch.files.push(StagedFile { rows: f.rows, bytes });
-        }
+    if files && window.keeps_all(m.commit_ts.min, m.commit_ts.max) && staged_bytes <= STAGED_BATCH_MAX_BYTES {
+        let (schemas, bytes) = tokio::try_join!(schemas, try_join_all(m.files.iter().map(|f| log.fetch_checked_file(f))))?;
+        let mut batch = header(schemas);
+        batch.files = m.files.iter().zip(bytes).map(|(f, bytes)| StagedFile { rows: f.rows, bytes }).collect();
         return Ok(Some(Fetched::Whole(batch)));
     }
-    if m.counts.rows > WHOLE_BATCH_MAX_ROWS || batch.staged_bytes > WHOLE_BATCH_MAX_BYTES {
-        return Ok(Some(Fetched::Large(LargeBatch { header: batch, files: m.files })));
+    if m.counts.rows > WHOLE_BATCH_MAX_ROWS || staged_bytes > WHOLE_BATCH_MAX_BYTES {
+        let header = header(schemas.await?);
+        return Ok(Some(Fetched::Large(LargeBatch { header, files: m.files })));
     }
-    for (t, f) in batch.tables.iter_mut().zip(&m.files) {
-        t.changes = window.apply(log.read_file(f).await?.changes);
+    let (schemas, decoded) = tokio::try_join!(schemas, try_join_all(m.files.iter().map(|f| log.read_file(f))))?;
+    let mut batch = header(schemas);
+    for (t, d) in batch.tables.iter_mut().zip(decoded) {
+        t.changes = window.apply(d.changes);
     }
     Ok(Some(Fetched::Whole(batch)))
 }
