@@ -18,7 +18,7 @@ use strata_tests::pg::PgCluster;
 use strata_tests::process::free_port;
 use strata_tests::reader::{RunningReader, ServiceProcess, config_text_for, wait_for_slot};
 use strata_tests::writer::{checksum, session, spec, wait_caught_up, wait_staged};
-use strata_writer::run::IDLE_LEASE_TTL;
+use strata_writer::run::{IDLE_AFTER, IDLE_LEASE_TTL};
 use strata_writer::spec::{PostgresMode, StartPosition};
 
 const WRITER: &str = env!("CARGO_BIN_EXE_strata-writer-under-test");
@@ -71,9 +71,13 @@ async fn idle_writers_on_s3_stay_quiet_and_hand_over_at_once_on_a_graceful_stop(
     wait_staged(&src).await;
     wait_caught_up(&stage, "d0").await;
 
-    // Caught up on a remote stage, the destination's lease is the long one.
+    // Caught up on a remote stage for IDLE_AFTER, the destination's lease is
+    // the long one; not before.
     let idle_ttl = i64::try_from(IDLE_LEASE_TTL.as_micros()).unwrap();
-    wait_lease(&stage, "d0", a.pid(), Duration::from_secs(30), |l| l.expires_at.0 - l.renewed_at.0 == idle_ttl).await;
+    let caught_up = std::time::Instant::now();
+    wait_lease(&stage, "d0", a.pid(), IDLE_AFTER + Duration::from_secs(30), |l| l.expires_at.0 - l.renewed_at.0 == idle_ttl).await;
+    // (Seen caught up here up to a renewal, 5 s, after the writer was.)
+    assert!(caught_up.elapsed() >= IDLE_AFTER / 2, "the long lease came {:?} after catching up", caught_up.elapsed());
 
     // A second writer finds the lease held and does not read it again
     // before it expires; neither writer lists the control objects while

@@ -46,7 +46,7 @@ use crate::worker::{self, SharedWorkerStatus};
 
 /// How often running writers converge: "a few seconds".
 pub const RECONCILE: Duration = Duration::from_secs(2);
-pub use crate::held::{IDLE_LEASE_RENEW, IDLE_LEASE_TTL, LEASE_TTL};
+pub use crate::held::{IDLE_AFTER, IDLE_LEASE_RENEW, IDLE_LEASE_TTL, LEASE_TTL};
 /// Default address of the writer's `/metrics`, `/healthz`, `/readyz`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
 

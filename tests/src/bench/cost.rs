@@ -28,8 +28,10 @@ use crate::writer::spec;
 
 /// Destinations the writer delivers to.
 const DESTINATIONS: u64 = 3;
-/// Quiet time before the idle phase, so idle polls have slowed down.
-const SETTLE: Duration = Duration::from_secs(15);
+/// Quiet time before the idle phase, so idle polls have slowed down and
+/// the destinations' leases have become the idle ones (after `IDLE_AFTER`
+/// caught up, at the next renewal, a third of the short lease later).
+const SETTLE: Duration = Duration::from_secs(strata_writer::run::IDLE_AFTER.as_secs() + strata_writer::run::LEASE_TTL.as_secs() / 3 + 5);
 /// The idle phase: two renewal periods of an idle destination's lease, so
 /// that its renewals are counted (a shorter window can fall between them).
 const IDLE: Duration = Duration::from_secs(2 * strata_writer::run::IDLE_LEASE_RENEW.as_secs());
