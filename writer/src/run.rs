@@ -17,8 +17,8 @@
 //! writer takes the destination over once the lease expires (at once when its holder was a
 //! process on this host that is gone). So several writers can share one
 //! stage, each destination applied by one of them. A lease held elsewhere
-//! is not read again before it expires or the control signal moves (a
-//! release moves it).
+//! is not read again before it expires (or a minute has passed, for a long
+//! one) or the control signal moves (a release moves it).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -56,8 +56,31 @@ struct Known {
     specs: HashMap<String, DestinationSpec>,
     /// Pending replay requests not yet started here.
     replays: Vec<Versioned<ReplayRequest>>,
-    /// Destinations whose lease another writer holds: holder and expiry.
-    elsewhere: HashMap<String, (String, Timestamp)>,
+    /// Destinations whose lease another writer holds, as last read here.
+    elsewhere: HashMap<String, HeldElsewhere>,
+}
+
+/// A lease another writer held when it was last read here.
+struct HeldElsewhere {
+    holder: String,
+    expires_at: Timestamp,
+    /// When to read it again: at its expiry, or [`READ_HELD_AGAIN`] after
+    /// this read if that comes first.
+    read_again: Timestamp,
+}
+
+/// How long a lease held elsewhere is trusted at most without being read
+/// again. An idle destination's lease lives 180 s, and its holder
+/// shortens it when work comes: a holder that dies after that is noticed
+/// within this, not when the long lease said. (One GET a minute per
+/// writer and destination held elsewhere.)
+const READ_HELD_AGAIN: Duration = Duration::from_secs(60);
+
+impl HeldElsewhere {
+    fn new(holder: String, expires_at: Timestamp, now: Timestamp) -> HeldElsewhere {
+        let limit = Timestamp(now.0.saturating_add(i64::try_from(READ_HELD_AGAIN.as_micros()).unwrap_or(i64::MAX)));
+        HeldElsewhere { holder, expires_at, read_again: expires_at.min(limit) }
+    }
 }
 
 impl Known {
@@ -85,18 +108,18 @@ impl Known {
         }
     }
 
-    /// When the first lease known to be held elsewhere expires, if that is
-    /// still to come (an expiry already passed is left to the passes, which
-    /// bid for it anyway).
+    /// When the first lease known to be held elsewhere is to be read again
+    /// (see [`HeldElsewhere`]), if that is still to come (a time already
+    /// passed is left to the passes, which bid for it anyway).
     fn next_expiry(&self, now: Timestamp) -> Option<tokio::time::Instant> {
-        until_first_expiry(&self.elsewhere, now).map(|wait| tokio::time::Instant::now() + wait)
+        until_first_read_again(&self.elsewhere, now).map(|wait| tokio::time::Instant::now() + wait)
     }
 }
 
-/// How long until the first of `elsewhere`'s leases expires, if one is
-/// still to expire after `now`.
-fn until_first_expiry(elsewhere: &HashMap<String, (String, Timestamp)>, now: Timestamp) -> Option<Duration> {
-    let first = elsewhere.values().map(|(_, expires_at)| expires_at.0).filter(|&t| t > now.0).min()?;
+/// How long until the first of `elsewhere`'s leases is to be read again,
+/// if one is after `now`.
+fn until_first_read_again(elsewhere: &HashMap<String, HeldElsewhere>, now: Timestamp) -> Option<Duration> {
+    let first = elsewhere.values().map(|h| h.read_again.0).filter(|&t| t > now.0).min()?;
     Some(Duration::from_micros((first - now.0).unsigned_abs()))
 }
 
@@ -310,9 +333,9 @@ async fn start_wanted(
         if spec.paused || running.contains_key(name) {
             continue;
         }
-        if let Some((other, expires_at)) = known.elsewhere.get(name)
-            && *expires_at > now
-            && !strata_stager::lease::is_dead_local(other)
+        if let Some(held) = known.elsewhere.get(name)
+            && held.read_again > now
+            && !strata_stager::lease::is_dead_local(&held.holder)
         {
             continue;
         }
@@ -332,7 +355,7 @@ async fn start_wanted(
         let (lease, before) = match outcome {
             Ok(l) => (l, known.elsewhere.remove(&name)),
             Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
-                known.elsewhere.insert(name, (owner, expires_at));
+                known.elsewhere.insert(name, HeldElsewhere::new(owner, expires_at, now));
                 continue;
             }
             Err(StageError::Conflict { .. }) => continue,
@@ -345,11 +368,11 @@ async fn start_wanted(
             // Taken over: from whom, how long after its lease expired (as
             // last read here: the lease may have been renewed once more
             // before it lapsed), and how long the bid took.
-            Some((holder, expired)) => tracing::info!(
+            Some(held) => tracing::info!(
                 destination = name,
                 kind = spec.describe(),
-                taken_from = holder,
-                expired_ms_ago = (Timestamp::now().0 - expired.0) / 1000,
+                taken_from = held.holder,
+                expired_ms_ago = (Timestamp::now().0 - held.expires_at.0) / 1000,
                 bid_ms = sent.elapsed().as_millis(),
                 "starting worker"
             ),
@@ -369,22 +392,36 @@ async fn start_wanted(
 mod tests {
     use super::*;
 
-    fn held(entries: &[(&str, i64)]) -> HashMap<String, (String, Timestamp)> {
-        entries.iter().map(|(name, at)| (name.to_string(), ("strata-writer 1@other".to_string(), Timestamp(*at)))).collect()
+    const SECOND: i64 = 1_000_000;
+
+    /// Leases read at `read` (seconds), each expiring at its second.
+    fn held(read: i64, entries: &[(&str, i64)]) -> HashMap<String, HeldElsewhere> {
+        let held = |at: i64| HeldElsewhere::new("strata-writer 1@other".to_owned(), Timestamp(at * SECOND), Timestamp(read * SECOND));
+        entries.iter().map(|(name, at)| (name.to_string(), held(*at))).collect()
     }
 
     #[test]
     fn the_first_lease_still_to_expire_sets_the_wait() {
-        let now = Timestamp(1_000_000);
-        let elsewhere = held(&[("a", 9_000_000), ("b", 1_250_000), ("c", 4_000_000)]);
-        assert_eq!(until_first_expiry(&elsewhere, now), Some(Duration::from_millis(250)));
+        let elsewhere = held(0, &[("a", 9), ("b", 2), ("c", 4)]);
+        assert_eq!(until_first_read_again(&elsewhere, Timestamp(SECOND)), Some(Duration::from_secs(1)));
     }
 
     #[test]
     fn expiries_already_passed_are_left_to_the_passes() {
-        let now = Timestamp(5_000_000);
-        assert_eq!(until_first_expiry(&held(&[("a", 4_000_000), ("b", 5_000_000)]), now), None);
-        assert_eq!(until_first_expiry(&held(&[("a", 4_000_000), ("b", 7_000_000)]), now), Some(Duration::from_secs(2)));
-        assert_eq!(until_first_expiry(&HashMap::new(), now), None);
+        let now = Timestamp(5 * SECOND);
+        assert_eq!(until_first_read_again(&held(0, &[("a", 4), ("b", 5)]), now), None);
+        assert_eq!(until_first_read_again(&held(0, &[("a", 4), ("b", 7)]), now), Some(Duration::from_secs(2)));
+        assert_eq!(until_first_read_again(&HashMap::new(), now), None);
+    }
+
+    #[test]
+    fn a_long_lease_held_elsewhere_is_read_again_within_a_minute() {
+        // An idle destination's lease, read at 10 s, says 190 s: its holder
+        // may shorten it and die meanwhile.
+        let elsewhere = held(10, &[("idle", 190)]);
+        assert_eq!(elsewhere["idle"].read_again, Timestamp(70 * SECOND));
+        assert_eq!(until_first_read_again(&elsewhere, Timestamp(10 * SECOND)), Some(READ_HELD_AGAIN));
+        // A busy one's is read again when it expires.
+        assert_eq!(held(10, &[("busy", 25)])["busy"].read_again, Timestamp(25 * SECOND));
     }
 }
