@@ -111,7 +111,7 @@ impl Known {
     /// When the first lease known to be held elsewhere is to be read again
     /// (see [`HeldElsewhere`]), if that is still to come (a time already
     /// passed is left to the passes, which bid for it anyway).
-    fn next_expiry(&self, now: Timestamp) -> Option<tokio::time::Instant> {
+    fn next_read_again(&self, now: Timestamp) -> Option<tokio::time::Instant> {
         until_first_read_again(&self.elsewhere, now).map(|wait| tokio::time::Instant::now() + wait)
     }
 }
@@ -179,13 +179,13 @@ pub async fn run(config: &Config, shutdown: CancellationToken) -> Result<()> {
     let mut known = Known::new(&stage);
     // Passes start every RECONCILE (or back to back when one takes longer),
     // not RECONCILE after the last one ended. Between them, when a lease
-    // known to be held elsewhere expires, the destinations are bid for at
-    // once: a dead writer's destinations are taken over as soon as their
+    // known to be held elsewhere expires (or is due to be read again), it
+    // is bid for at once: a dead writer's destinations are taken over as soon as their
     // leases allow, not up to a pass later.
     let mut pass = tokio::time::interval(RECONCILE);
     pass.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let expiry = known.next_expiry(Timestamp::now());
+        let expiry = known.next_read_again(Timestamp::now());
         let full = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = pass.tick() => true,
@@ -366,13 +366,14 @@ async fn start_wanted(
         };
         match before {
             // Taken over: from whom, how long after its lease expired (as
-            // last read here: the lease may have been renewed once more
-            // before it lapsed), and how long the bid took.
+            // last read here, if that has passed: the lease may have been
+            // renewed, or shortened, before it lapsed), and how long the
+            // bid took.
             Some(held) => tracing::info!(
                 destination = name,
                 kind = spec.describe(),
                 taken_from = held.holder,
-                expired_ms_ago = (Timestamp::now().0 - held.expires_at.0) / 1000,
+                expired_ms_ago = (held.expires_at <= now).then(|| (Timestamp::now().0 - held.expires_at.0) / 1000),
                 bid_ms = sent.elapsed().as_millis(),
                 "starting worker"
             ),
