@@ -93,10 +93,11 @@ impl Known {
         if !self.watch.changed(stage).await.context("reading the control signal")? {
             return Ok(());
         }
-        let read = async { Ok::<_, anyhow::Error>((control::list(stage).await?, crate::replay::list(stage).await?)) };
+        let read = async { Ok::<_, anyhow::Error>((control::read_all(stage).await?, crate::replay::list(stage).await?)) };
         match read.await {
             Ok((specs, replays)) => {
-                self.specs = specs.into_iter().map(|s| (s.value.name.clone(), s.value)).collect();
+                let specs = specs.into_iter().map(|(name, spec)| (name, spec.map(|s| s.value)));
+                self.specs = kept_unless_read(&mut self.specs, specs);
                 self.replays = replays.into_iter().filter(|r| r.value.state == ReplayState::Pending).collect();
                 self.elsewhere.clear();
                 Ok(())
@@ -114,6 +115,28 @@ impl Known {
     fn next_read_again(&self, now: Timestamp) -> Option<tokio::time::Instant> {
         until_first_read_again(&self.elsewhere, now).map(|wait| tokio::time::Instant::now() + wait)
     }
+}
+
+/// The specs just read, by name. One that could not be read (a stage
+/// request that failed, or an edit that does not validate) is reported
+/// and its last reading in `last` kept: it neither stops a destination
+/// that runs nor starts one that does not.
+fn kept_unless_read<T>(last: &mut HashMap<String, T>, read: impl IntoIterator<Item = (String, Result<T>)>) -> HashMap<String, T> {
+    let mut specs = HashMap::new();
+    for (name, spec) in read {
+        match spec {
+            Ok(s) => {
+                specs.insert(name, s);
+            }
+            Err(e) => {
+                tracing::warn!(destination = name, error = format!("{e:#}"), "cannot read the destination's spec; keeping the one last read");
+                if let Some(kept) = last.remove(&name) {
+                    specs.insert(name, kept);
+                }
+            }
+        }
+    }
+    specs
 }
 
 /// How long until the first of `elsewhere`'s leases is to be read again,
@@ -413,6 +436,17 @@ mod tests {
         assert_eq!(until_first_read_again(&held(0, &[("a", 4), ("b", 5)]), now), None);
         assert_eq!(until_first_read_again(&held(0, &[("a", 4), ("b", 7)]), now), Some(Duration::from_secs(2)));
         assert_eq!(until_first_read_again(&HashMap::new(), now), None);
+    }
+
+    #[test]
+    fn a_spec_that_cannot_be_read_keeps_its_last_reading() {
+        let mut last: HashMap<String, u32> = [("a".to_owned(), 1), ("b".to_owned(), 1)].into();
+        let read =
+            vec![("a".to_owned(), Ok(2)), ("b".to_owned(), Err(anyhow::anyhow!("GET timed out"))), ("new".to_owned(), Err(anyhow::anyhow!("invalid spec")))];
+        let specs = kept_unless_read(&mut last, read);
+        assert_eq!(specs, [("a".to_owned(), 2), ("b".to_owned(), 1)].into(), "b kept as last read; an unreadable new one not started");
+        // A destination no longer listed is gone, whatever was read before.
+        assert!(!kept_unless_read(&mut specs.clone(), vec![("a".to_owned(), Ok(3))]).contains_key("b"));
     }
 
     #[test]
