@@ -139,8 +139,9 @@ impl Idleness {
 /// - a third of the lease's time to live has passed since it was renewed
 ///   ([`IDLE_LEASE_RENEW`] for an idle destination's long lease): the
 ///   lease held decides, not the one the next renewal will write, so a
-///   worker that just caught up under a short lease renews it in time,
-///   and the renewal gives it the long one;
+///   worker that caught up under a short lease renews it in time, and
+///   the first renewal after it has been idle for [`IDLE_AFTER`] gives it
+///   the long one;
 /// - the destination is no longer `idle` (see [`Idleness`]) under an idle
 ///   lease's long time to live, which the renewal shortens, so that its
 ///   writer's death is noticed within [`LEASE_TTL`];
