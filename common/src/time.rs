@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 
@@ -35,9 +36,20 @@ impl Timestamp {
         DateTime::from_timestamp_micros(self.0)
     }
 
-    pub fn saturating_sub_micros(self, d: i64) -> Self {
-        Timestamp(self.0.saturating_sub(d))
+    /// `d` later, at the end of the range if that is past it.
+    pub fn saturating_add(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_add(duration_micros(d)))
     }
+
+    /// `d` earlier, at the start of the range if that is before it.
+    pub fn saturating_sub(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_sub(duration_micros(d)))
+    }
+}
+
+/// `d` in microseconds, `i64::MAX` for a longer one.
+fn duration_micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl fmt::Display for Timestamp {

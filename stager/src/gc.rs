@@ -81,7 +81,7 @@ pub async fn gc_stream(stage: &Stage, stream: &str, opts: &GcOptions) -> Result<
     let mut report = GcReport { stream: stream.to_owned(), head, low_before: low, low_after: low, ..Default::default() };
 
     if let (Some(retention), Some(head)) = (opts.retention, head) {
-        let cutoff = opts.now.saturating_sub_micros(i64::try_from(retention.as_micros()).unwrap_or(i64::MAX));
+        let cutoff = opts.now.saturating_sub(retention);
         let slowest = slowest_destination(stage, stream).await?;
         let mut new_low = low;
         // Never delete the head: it tells readers where to resume.
@@ -129,7 +129,7 @@ pub async fn gc_stream(stage: &Stage, stream: &str, opts: &GcOptions) -> Result<
             Ok(acc)
         })
         .await?;
-    let grace_cutoff = opts.now.saturating_sub_micros(i64::try_from(opts.grace.as_micros()).unwrap_or(i64::MAX));
+    let grace_cutoff = opts.now.saturating_sub(opts.grace);
     for obj in stage.list(&keys.tables_prefix()).await? {
         if referenced.contains(obj.location.as_ref()) {
             continue;

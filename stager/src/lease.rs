@@ -84,10 +84,6 @@ pub fn is_dead_local(holder: &str) -> bool {
     }
 }
 
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
-
 impl Leases {
     pub fn new(stage: &Stage, path: object_store::path::Path) -> Self {
         Leases { stage: stage.clone(), path }
@@ -115,7 +111,7 @@ impl Leases {
         let current = self.read().await?;
         let lease = match &current {
             Some(cur) if cur.value.holder == holder && !cur.value.is_expired(now) => {
-                Lease { renewed_at: now, expires_at: Timestamp(now.0.saturating_add(micros(ttl))), ..cur.value.clone() }
+                Lease { renewed_at: now, expires_at: now.saturating_add(ttl), ..cur.value.clone() }
             }
             Some(cur) if !cur.value.is_expired(now) && !holder_is_gone(&cur.value) => {
                 return Err(StageError::LeaseHeld { path: self.path.clone(), owner: cur.value.holder.clone(), expires_at: cur.value.expires_at });
@@ -126,7 +122,7 @@ impl Leases {
                 generation: current.as_ref().map_or(0, |c| c.value.generation) + 1,
                 acquired_at: now,
                 renewed_at: now,
-                expires_at: Timestamp(now.0.saturating_add(micros(ttl))),
+                expires_at: now.saturating_add(ttl),
                 status: serde_json::Value::Null,
             },
         };
@@ -137,7 +133,7 @@ impl Leases {
     /// Extends a held lease and publishes `status`. [`StageError::Conflict`]
     /// means the lease was lost (taken over after expiry): stop working.
     pub async fn renew(&self, held: &Versioned<Lease>, ttl: Duration, now: Timestamp, status: serde_json::Value) -> Result<Versioned<Lease>> {
-        let lease = Lease { renewed_at: now, expires_at: Timestamp(now.0.saturating_add(micros(ttl))), status, ..held.value.clone() };
+        let lease = Lease { renewed_at: now, expires_at: now.saturating_add(ttl), status, ..held.value.clone() };
         let version = self.stage.put_json_if(&self.path, &lease, Some(&held.version)).await?;
         Ok(Versioned { value: lease, version })
     }

@@ -176,7 +176,7 @@ mod tests {
     /// A lease renewed at 100 s for `ttl`, publishing `status`.
     fn lease(ttl: Duration, status: &WorkerStatus) -> Lease {
         let renewed_at = Timestamp(100 * SECOND);
-        let expires_at = Timestamp(renewed_at.0 + micros(ttl));
+        let expires_at = renewed_at.saturating_add(ttl);
         Lease {
             format: 1,
             holder: "h".to_owned(),

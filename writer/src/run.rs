@@ -78,8 +78,7 @@ const READ_HELD_AGAIN: Duration = Duration::from_secs(60);
 
 impl HeldElsewhere {
     fn new(holder: String, expires_at: Timestamp, now: Timestamp) -> HeldElsewhere {
-        let limit = Timestamp(now.0.saturating_add(i64::try_from(READ_HELD_AGAIN.as_micros()).unwrap_or(i64::MAX)));
-        HeldElsewhere { holder, expires_at, read_again: expires_at.min(limit) }
+        HeldElsewhere { holder, expires_at, read_again: expires_at.min(now.saturating_add(READ_HELD_AGAIN)) }
     }
 }
 

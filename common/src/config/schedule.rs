@@ -159,7 +159,7 @@ impl Schedule {
     pub fn next_run(&self, now: Timestamp) -> Option<Timestamp> {
         match self {
             Schedule::Continuous => None,
-            Schedule::Every(d) => Some(Timestamp(now.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))),
+            Schedule::Every(d) => Some(now.saturating_add(*d)),
             Schedule::Cron(c) => {
                 let now = DateTime::<Utc>::from_timestamp_micros(now.0)?;
                 c.next(now).map(|t| Timestamp(t.timestamp_micros()))

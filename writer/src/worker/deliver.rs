@@ -80,7 +80,7 @@ impl Deliverer<'_> {
     /// staged batches alone, or end later when more was staged, which is what
     /// keeps the files destination's names stable across redeliveries.
     async fn gather(&mut self, first: Batch, roll: RollUp) -> Result<Batch, StageError> {
-        let deadline = first.staged_at.0.saturating_add(i64::try_from(roll.max_wait.as_micros()).unwrap_or(i64::MAX));
+        let deadline = first.staged_at.saturating_add(roll.max_wait).0;
         let (mut rows, mut bytes) = (first.rows(), first.staged_bytes);
         let mut parts = vec![first];
         while rows < roll.rows && bytes < ROLL_UP_MAX_BYTES {
