@@ -109,7 +109,24 @@ impl Leases {
     /// this host that was killed: there is no point waiting out its TTL).
     pub async fn acquire_unless_live(&self, holder: &str, ttl: Duration, now: Timestamp, holder_is_gone: impl Fn(&Lease) -> bool) -> Result<Versioned<Lease>> {
         let current = self.read().await?;
-        let lease = match &current {
+        self.acquire_over(current.as_ref(), holder, ttl, now, holder_is_gone).await
+    }
+
+    /// [`Leases::acquire_unless_live`] over `current`, the lease as read
+    /// earlier (`None`: there was none), without reading it again: one
+    /// request instead of two. The write is conditional on `current`'s
+    /// version, so a lease that changed since (renewed by its holder, or
+    /// taken by another process) fails with [`StageError::Conflict`]; read
+    /// it again to learn which.
+    pub async fn acquire_over(
+        &self,
+        current: Option<&Versioned<Lease>>,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+        holder_is_gone: impl Fn(&Lease) -> bool,
+    ) -> Result<Versioned<Lease>> {
+        let lease = match current {
             Some(cur) if cur.value.holder == holder && !cur.value.is_expired(now) => {
                 Lease { renewed_at: now, expires_at: now.saturating_add(ttl), ..cur.value.clone() }
             }
@@ -119,14 +136,14 @@ impl Leases {
             _ => Lease {
                 format: crate::FORMAT_VERSION,
                 holder: holder.to_owned(),
-                generation: current.as_ref().map_or(0, |c| c.value.generation) + 1,
+                generation: current.map_or(0, |c| c.value.generation) + 1,
                 acquired_at: now,
                 renewed_at: now,
                 expires_at: now.saturating_add(ttl),
                 status: serde_json::Value::Null,
             },
         };
-        let version = self.stage.put_json_if(&self.path, &lease, current.as_ref().map(|c| &c.version)).await?;
+        let version = self.stage.put_json_if(&self.path, &lease, current.map(|c| &c.version)).await?;
         Ok(Versioned { value: lease, version })
     }
 

@@ -62,6 +62,19 @@ pub const REMOTE_FULL: Duration = Duration::from_secs(300);
 /// The same on local disk, where listing costs nothing.
 pub const LOCAL_FULL: Duration = Duration::from_secs(30);
 
+/// What [`ControlWatch::check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Nothing to read again.
+    Unchanged,
+    /// The signal moved (or this is the first reading, or the watch was
+    /// invalidated): a control object changed.
+    Moved,
+    /// The signal did not move, but the full reading is due: a change
+    /// whose signal was lost is picked up by it.
+    Due,
+}
+
 /// Whether the control objects must be read again.
 #[derive(Debug)]
 pub struct ControlWatch {
@@ -92,18 +105,25 @@ impl ControlWatch {
     /// when `full` has passed since then, or after [`ControlWatch::invalidate`].
     /// A signal that cannot be read is an error, and the next call reads it again.
     pub async fn changed(&mut self, stage: &Stage) -> Result<bool> {
+        Ok(self.check(stage).await? != Reading::Unchanged)
+    }
+
+    /// [`ControlWatch::changed`], saying why: whether the signal moved or
+    /// only the full reading is due.
+    pub async fn check(&mut self, stage: &Stage) -> Result<Reading> {
         let now = Instant::now();
         if now < self.next_poll && now < self.next_full {
-            return Ok(false);
+            return Ok(Reading::Unchanged);
         }
         let version = stage.get_json::<serde_json::Value>(&key()).await?.map(|v| v.version);
         self.next_poll = now + self.poll;
-        if self.seen.as_ref() == Some(&version) && now < self.next_full {
-            return Ok(false);
+        let moved = self.seen.as_ref() != Some(&version);
+        if !moved && now < self.next_full {
+            return Ok(Reading::Unchanged);
         }
         self.seen = Some(version);
         self.next_full = now + self.full;
-        Ok(true)
+        Ok(if moved { Reading::Moved } else { Reading::Due })
     }
 
     /// The next [`ControlWatch::changed`] is true (after a failed reading
@@ -134,9 +154,9 @@ mod tests {
         touch(&stage, "destination a removed").await.unwrap();
         touch(&stage, "destination a added").await.unwrap();
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(watch.changed(&stage).await.unwrap(), "two touches in a row read as a change");
+        assert_eq!(watch.check(&stage).await.unwrap(), Reading::Moved, "two touches in a row read as a change");
         tokio::time::advance(Duration::from_secs(300)).await;
-        assert!(watch.changed(&stage).await.unwrap(), "the full reading comes without a touch");
+        assert_eq!(watch.check(&stage).await.unwrap(), Reading::Due, "the full reading comes without a touch");
         watch.invalidate();
         assert!(watch.changed(&stage).await.unwrap(), "invalidated");
     }

@@ -15,6 +15,7 @@
 //! or taken by another writer), so a dashboard does not show it frozen.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use strata_common::Timestamp;
@@ -22,6 +23,7 @@ use strata_common::telemetry::{Registry, Value};
 use strata_stager::Stage;
 use strata_stager::control::WorkerStatus;
 use strata_stager::log::StreamLog;
+use tokio::task::JoinHandle;
 
 use crate::spec::DestinationSpec;
 
@@ -96,11 +98,47 @@ pub struct Publisher {
     registry: Registry,
     /// Destinations reported in the last pass.
     shown: HashSet<String>,
+    heads: Heads,
+}
+
+/// The streams' heads for the lag figures, looked up off the reconcile
+/// loop. A lookup is several requests one after another (seconds, on a
+/// slow remote stage), and a loop that waited for it bid that much later
+/// for a dead writer's leases.
+#[derive(Default)]
+struct Heads {
+    /// The head each stream's last lookup found (`None`: an empty log).
+    found: Arc<Mutex<HashMap<String, Option<u64>>>>,
+    /// The lookup of each stream in flight or last made.
+    lookups: HashMap<String, JoinHandle<()>>,
+}
+
+impl Heads {
+    /// The head the last lookup of `stream` found, if one finished; starts
+    /// the next lookup from `hint` (a seq believed to exist) unless one is
+    /// still in flight.
+    fn get(&mut self, stage: &Stage, stream: &str, hint: Option<u64>) -> Result<Option<u64>> {
+        if self.lookups.get(stream).is_none_or(JoinHandle::is_finished) {
+            let log = StreamLog::new(stage, stream)?;
+            let found = self.found.clone();
+            let name = stream.to_owned();
+            let lookup = tokio::spawn(async move {
+                match log.head(hint).await {
+                    Ok(head) => {
+                        found.lock().expect("heads lock").insert(name, head);
+                    }
+                    Err(e) => tracing::debug!(stream = name, error = %e, "looking up the stream's head for the lag figures failed"),
+                }
+            });
+            self.lookups.insert(stream.to_owned(), lookup);
+        }
+        Ok(self.found.lock().expect("heads lock").get(stream).copied().flatten())
+    }
 }
 
 impl Publisher {
     pub fn new(registry: &Registry) -> Publisher {
-        Publisher { registry: registry.clone(), shown: HashSet::new() }
+        Publisher { registry: registry.clone(), shown: HashSet::new(), heads: Heads::default() }
     }
 
     /// The counters of a destination whose worker starts here.
@@ -109,10 +147,12 @@ impl Publisher {
     }
 
     /// Publishes `destinations`' state and lag, and removes the series of
-    /// destinations no longer reported. The stream's head is looked up once
-    /// per stream, and not at all for a worker that found no next batch
-    /// (each lookup is a few requests, which a remote stage bills).
-    pub async fn publish(&mut self, stage: &Stage, destinations: &[Reported<'_>]) -> Result<()> {
+    /// destinations no longer reported. A worker that found no next batch
+    /// is at the head; for the others, the stream's head is the one its
+    /// last lookup found (a pass old, at most), and the next lookup starts,
+    /// one per stream at a time (each is a few requests, which a remote
+    /// stage bills).
+    pub fn publish(&mut self, stage: &Stage, destinations: &[Reported<'_>]) -> Result<()> {
         let registry = &self.registry;
         let mut heads: HashMap<&str, Option<u64>> = HashMap::new();
         for d in destinations {
@@ -130,7 +170,7 @@ impl Publisher {
                 _ if s.caught_up => s.cursor,
                 Some(head) => *head,
                 None => {
-                    let head = StreamLog::new(stage, stream)?.head(s.cursor).await.ok().flatten();
+                    let head = self.heads.get(stage, stream, s.cursor)?;
                     heads.insert(stream, head);
                     head
                 }
@@ -174,5 +214,39 @@ mod tests {
             assert!(STATES.contains(&want));
         }
         assert_eq!(state_label(&WorkerStatus { state: "running".to_owned(), ..Default::default() }, true), "failed");
+    }
+
+    #[tokio::test]
+    async fn lag_comes_from_a_head_looked_up_off_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::local(dir.path()).unwrap();
+        let log = StreamLog::new(&stage, "main").unwrap();
+        // The head is the last manifest present; what it holds is not read.
+        for seq in 1..=5 {
+            stage.put(&log.keys().manifest(seq), "{}".into()).await.unwrap();
+        }
+        let spec: DestinationSpec = serde_json::from_value(serde_json::json!({
+            "format": 1, "name": "d", "stream": "main", "start": "earliest",
+            "destination": {"type": "stdout"}, "created_at": Timestamp(0), "updated_at": Timestamp(0),
+        }))
+        .unwrap();
+        let status = WorkerStatus { state: "running".to_owned(), cursor: Some(2), ..Default::default() };
+        let registry = Registry::default();
+        let mut publisher = Publisher::new(&registry);
+        let lag = r#"strata_writer_lag_batches{destination="d",stream="main"}"#;
+        let publish = |p: &mut Publisher| p.publish(&stage, &[Reported { spec: &spec, status: Some(status.clone()), failed: false }]).unwrap();
+
+        // The first pass only starts the lookup: no lag figure yet.
+        publish(&mut publisher);
+        assert!(!registry.render().contains(lag), "{}", registry.render());
+        // A pass after it finished shows the head it found.
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            publish(&mut publisher);
+            if registry.render().contains(lag) {
+                break;
+            }
+        }
+        assert!(registry.render().contains(&format!("{lag} 3\n")), "{}", registry.render());
     }
 }

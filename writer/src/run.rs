@@ -18,7 +18,9 @@
 //! process on this host that is gone). So several writers can share one
 //! stage, each destination applied by one of them. A lease held elsewhere
 //! is not read again before it expires (or a minute has passed, for a long
-//! one) or the control signal moves (a release moves it).
+//! one) or the control signal moves (a release moves it); once it has
+//! expired, the bid for it is one write conditional on the version last
+//! read, with no read first.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -30,8 +32,8 @@ use strata_common::config::Config;
 use strata_common::telemetry::{Readiness, Registry};
 use strata_stager::Stage;
 use strata_stager::keys::DestinationKeys;
-use strata_stager::lease::Leases;
-use strata_stager::signal::ControlWatch;
+use strata_stager::lease::{Lease, Leases};
+use strata_stager::signal::{ControlWatch, Reading};
 use strata_stager::{StageError, Versioned};
 
 use tokio_util::sync::CancellationToken;
@@ -62,10 +64,10 @@ struct Known {
 
 /// A lease another writer held when it was last read here.
 struct HeldElsewhere {
-    holder: String,
-    expires_at: Timestamp,
-    /// When to read it again: at its expiry, or [`READ_HELD_AGAIN`] after
-    /// this read if that comes first.
+    /// The lease as read, version included: once it has expired, the bid
+    /// for it is a write conditional on that version, with no read first.
+    lease: Versioned<Lease>,
+    /// When to bid for it again: see [`read_again`].
     read_again: Timestamp,
 }
 
@@ -77,9 +79,16 @@ struct HeldElsewhere {
 const READ_HELD_AGAIN: Duration = Duration::from_secs(60);
 
 impl HeldElsewhere {
-    fn new(holder: String, expires_at: Timestamp, now: Timestamp) -> HeldElsewhere {
-        HeldElsewhere { holder, expires_at, read_again: expires_at.min(now.saturating_add(READ_HELD_AGAIN)) }
+    fn new(lease: Versioned<Lease>, now: Timestamp) -> HeldElsewhere {
+        HeldElsewhere { read_again: read_again(lease.value.expires_at, now), lease }
     }
+}
+
+/// When a lease held elsewhere that expires at `expires_at`, read at
+/// `now`, is to be bid for again: at its expiry, or [`READ_HELD_AGAIN`]
+/// after this read if that comes first.
+fn read_again(expires_at: Timestamp, now: Timestamp) -> Timestamp {
+    expires_at.min(now.saturating_add(READ_HELD_AGAIN))
 }
 
 impl Known {
@@ -87,9 +96,14 @@ impl Known {
         Known { watch: ControlWatch::for_stage(stage), specs: HashMap::new(), replays: Vec::new(), elsewhere: HashMap::new() }
     }
 
-    /// Reads the specs and replay requests again if the control signal says so.
+    /// Reads the specs and replay requests again if the control signal says
+    /// so. What is known of leases held elsewhere is forgotten only when the
+    /// signal moved (a lease released moves it): the full reading due every
+    /// few minutes keeps it, or each writer would read every such lease
+    /// again then, its loop (and its bids for expired leases) waiting.
     async fn refresh(&mut self, stage: &Stage) -> Result<()> {
-        if !self.watch.changed(stage).await.context("reading the control signal")? {
+        let reading = self.watch.check(stage).await.context("reading the control signal")?;
+        if reading == Reading::Unchanged {
             return Ok(());
         }
         let read = async { Ok::<_, anyhow::Error>((control::read_all(stage).await?, crate::replay::list(stage).await?)) };
@@ -98,7 +112,9 @@ impl Known {
                 let specs = specs.into_iter().map(|(name, spec)| (name, spec.map(|s| s.value)));
                 self.specs = kept_unless_read(&mut self.specs, specs);
                 self.replays = replays.into_iter().filter(|r| r.value.state == ReplayState::Pending).collect();
-                self.elsewhere.clear();
+                if reading == Reading::Moved {
+                    self.elsewhere.clear();
+                }
                 Ok(())
             }
             Err(e) => {
@@ -112,7 +128,7 @@ impl Known {
     /// (see [`HeldElsewhere`]), if that is still to come (a time already
     /// passed is left to the passes, which bid for it anyway).
     fn next_read_again(&self, now: Timestamp) -> Option<tokio::time::Instant> {
-        until_first_read_again(&self.elsewhere, now).map(|wait| tokio::time::Instant::now() + wait)
+        until_first_read_again(self.elsewhere.values().map(|h| h.read_again), now).map(|wait| tokio::time::Instant::now() + wait)
     }
 }
 
@@ -138,10 +154,10 @@ fn kept_unless_read<T>(last: &mut HashMap<String, T>, read: impl IntoIterator<It
     specs
 }
 
-/// How long until the first of `elsewhere`'s leases is to be read again,
-/// if one is after `now`.
-fn until_first_read_again(elsewhere: &HashMap<String, HeldElsewhere>, now: Timestamp) -> Option<Duration> {
-    let first = elsewhere.values().map(|h| h.read_again.0).filter(|&t| t > now.0).min()?;
+/// How long until the first of the leases held elsewhere is to be read
+/// again (their `read_again` times), if one is after `now`.
+fn until_first_read_again(read_again: impl Iterator<Item = Timestamp>, now: Timestamp) -> Option<Duration> {
+    let first = read_again.map(|t| t.0).filter(|&t| t > now.0).min()?;
     Some(Duration::from_micros((first - now.0).unsigned_abs()))
 }
 
@@ -262,7 +278,7 @@ async fn reconcile(
     // What runs here, and what no writer runs because it is paused.
     let mut shown: Vec<Reported> = running.values().map(|r| Reported { spec: &r.spec, status: Some(r.status.get()), failed: r.failed }).collect();
     shown.extend(known.specs.values().filter(|s| s.paused).map(|spec| Reported { spec, status: None, failed: false }));
-    figures.publish(stage, &shown).await
+    figures.publish(stage, &shown)
 }
 
 /// Stops what is removed, paused or changed; collects workers that ended.
@@ -355,32 +371,37 @@ async fn start_wanted(
         if spec.paused || running.contains_key(name) {
             continue;
         }
-        if let Some(held) = known.elsewhere.get(name)
-            && held.read_again > now
-            && !strata_stager::lease::is_dead_local(&held.holder)
-        {
-            continue;
-        }
-        wanted.push((spec.clone(), Leases::new(stage, DestinationKeys::new(name)?.lease())));
+        let last = match known.elsewhere.get(name) {
+            Some(held) if held.read_again > now && !strata_stager::lease::is_dead_local(&held.lease.value.holder) => continue,
+            Some(held) => Some(held.lease.clone()),
+            None => None,
+        };
+        wanted.push((spec.clone(), Leases::new(stage, DestinationKeys::new(name)?.lease()), last));
     }
     // Each lease won is kept and its worker started as its answer comes,
     // not after the slowest bid: its time to live runs from its request.
     let mut bids = futures::stream::iter(wanted)
-        .map(|(spec, leases)| async move {
+        .map(|(spec, leases, last)| async move {
             let sent = tokio::time::Instant::now();
-            let outcome = leases.acquire_unless_live(holder, LEASE_TTL, now, strata_stager::lease::is_dead_local_holder).await;
-            (spec, leases, sent, outcome)
+            let (outcome, read) = bid(&leases, holder, last, now).await;
+            (spec, leases, sent, outcome, read)
         })
         .buffer_unordered(ACQUIRE_AT_ONCE);
-    while let Some((spec, leases, sent, outcome)) = bids.next().await {
+    while let Some((spec, leases, sent, outcome, read)) = bids.next().await {
         let name = spec.name.clone();
         let (lease, before) = match outcome {
             Ok(l) => (l, known.elsewhere.remove(&name)),
-            Err(StageError::LeaseHeld { owner, expires_at, .. }) => {
-                known.elsewhere.insert(name, HeldElsewhere::new(owner, expires_at, now));
+            Err(StageError::LeaseHeld { .. }) => {
+                if let Some(read) = read {
+                    known.elsewhere.insert(name, HeldElsewhere::new(read, now));
+                }
                 continue;
             }
-            Err(StageError::Conflict { .. }) => continue,
+            Err(StageError::Conflict { .. }) => {
+                // Another writer won it: the next pass reads who.
+                known.elsewhere.remove(&name);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(destination = name, error = %e, "could not take the destination's lease");
                 continue;
@@ -394,8 +415,8 @@ async fn start_wanted(
             Some(held) => tracing::info!(
                 destination = name,
                 kind = spec.describe(),
-                taken_from = held.holder,
-                expired_ms_ago = (held.expires_at <= now).then(|| (Timestamp::now().0 - held.expires_at.0) / 1000),
+                taken_from = held.lease.value.holder,
+                expired_ms_ago = held.lease.value.is_expired(now).then(|| (Timestamp::now().0 - held.lease.value.expires_at.0) / 1000),
                 bid_ms = sent.elapsed().as_millis(),
                 "starting worker"
             ),
@@ -411,30 +432,55 @@ async fn start_wanted(
     Ok(())
 }
 
+/// One bid for a destination's lease. Over `last`, the lease as last read
+/// here, when that has expired: a single conditional write, no read
+/// first (a takeover starts one round trip sooner). Otherwise, or if the
+/// lease changed since `last` (its holder renewed it, or another writer
+/// took it), over the lease read now. Returns the outcome and the lease
+/// as read now, if it was.
+async fn bid(
+    leases: &Leases,
+    holder: &str,
+    last: Option<Versioned<Lease>>,
+    now: Timestamp,
+) -> (strata_stager::Result<Versioned<Lease>>, Option<Versioned<Lease>>) {
+    let gone = strata_stager::lease::is_dead_local_holder;
+    if let Some(last) = last.filter(|l| l.value.is_expired(now)) {
+        match leases.acquire_over(Some(&last), holder, LEASE_TTL, now, gone).await {
+            Err(StageError::Conflict { .. }) => {}
+            outcome => return (outcome, None),
+        }
+    }
+    let current = match leases.read().await {
+        Ok(current) => current,
+        Err(e) => return (Err(e), None),
+    };
+    (leases.acquire_over(current.as_ref(), holder, LEASE_TTL, now, gone).await, current)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SECOND: i64 = 1_000_000;
 
-    /// Leases read at `read` (seconds), each expiring at its second.
-    fn held(read: i64, entries: &[(&str, i64)]) -> HashMap<String, HeldElsewhere> {
-        let held = |at: i64| HeldElsewhere::new("strata-writer 1@other".to_owned(), Timestamp(at * SECOND), Timestamp(read * SECOND));
-        entries.iter().map(|(name, at)| (name.to_string(), held(*at))).collect()
+    /// When leases read at `read` (seconds), expiring at the seconds in
+    /// `expiries`, are to be read again.
+    fn held(read: i64, expiries: &[i64]) -> impl Iterator<Item = Timestamp> {
+        expiries.iter().map(move |at| read_again(Timestamp(at * SECOND), Timestamp(read * SECOND))).collect::<Vec<_>>().into_iter()
     }
 
     #[test]
     fn the_first_lease_still_to_expire_sets_the_wait() {
-        let elsewhere = held(0, &[("a", 9), ("b", 2), ("c", 4)]);
-        assert_eq!(until_first_read_again(&elsewhere, Timestamp(SECOND)), Some(Duration::from_secs(1)));
+        assert_eq!(until_first_read_again(held(0, &[9, 2, 4]), Timestamp(SECOND)), Some(Duration::from_secs(1)));
     }
 
     #[test]
     fn expiries_already_passed_are_left_to_the_passes() {
         let now = Timestamp(5 * SECOND);
-        assert_eq!(until_first_read_again(&held(0, &[("a", 4), ("b", 5)]), now), None);
-        assert_eq!(until_first_read_again(&held(0, &[("a", 4), ("b", 7)]), now), Some(Duration::from_secs(2)));
-        assert_eq!(until_first_read_again(&HashMap::new(), now), None);
+        assert_eq!(until_first_read_again(held(0, &[4, 5]), now), None);
+        assert_eq!(until_first_read_again(held(0, &[4, 7]), now), Some(Duration::from_secs(2)));
+        assert_eq!(until_first_read_again(held(0, &[]), now), None);
     }
 
     #[test]
@@ -448,14 +494,47 @@ mod tests {
         assert!(!kept_unless_read(&mut specs.clone(), vec![("a".to_owned(), Ok(3))]).contains_key("b"));
     }
 
+    #[tokio::test]
+    async fn an_expired_lease_last_read_here_is_bid_for_in_one_request() {
+        use strata_stager::requests::Op;
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::local(dir.path()).unwrap();
+        let leases = Leases::new(&stage, DestinationKeys::new("d").unwrap().lease());
+        let t0 = Timestamp::now();
+        let at = |secs: u64| t0.saturating_add(Duration::from_secs(secs));
+        let requests = |op| stage.requests().get(op);
+        leases.acquire("other", LEASE_TTL, t0).await.unwrap();
+        let last = leases.read().await.unwrap().unwrap();
+
+        // Expired as last read and unchanged since: one conditional PUT.
+        let (gets, puts) = (requests(Op::Get), requests(Op::Put));
+        let (won, read) = bid(&leases, "here", Some(last.clone()), at(16)).await;
+        assert_eq!(won.unwrap().value.holder, "here");
+        assert!(read.is_none());
+        assert_eq!((requests(Op::Get) - gets, requests(Op::Put) - puts), (0, 1));
+
+        // Changed since it was last read (taken over, then renewed): the
+        // stale bid fails, the lease is read, and its holder stands.
+        let renewed = leases.read().await.unwrap().unwrap();
+        leases.renew(&renewed, LEASE_TTL, at(20), serde_json::Value::Null).await.unwrap();
+        let (held, read) = bid(&leases, "third", Some(last), at(30)).await;
+        assert!(matches!(held, Err(StageError::LeaseHeld { ref owner, .. }) if owner == "here"), "{held:?}");
+        assert_eq!(read.expect("read after the conflict").value.expires_at, at(20).saturating_add(LEASE_TTL));
+
+        // Not known, or not expired as last read: read first, then bid.
+        let (gets, puts) = (requests(Op::Get), requests(Op::Put));
+        let (won, _) = bid(&leases, "third", None, at(36)).await;
+        assert_eq!(won.unwrap().value.holder, "third");
+        assert_eq!((requests(Op::Get) - gets, requests(Op::Put) - puts), (1, 1));
+    }
+
     #[test]
     fn a_long_lease_held_elsewhere_is_read_again_within_a_minute() {
         // An idle destination's lease, read at 10 s, says 190 s: its holder
         // may shorten it and die meanwhile.
-        let elsewhere = held(10, &[("idle", 190)]);
-        assert_eq!(elsewhere["idle"].read_again, Timestamp(70 * SECOND));
-        assert_eq!(until_first_read_again(&elsewhere, Timestamp(10 * SECOND)), Some(READ_HELD_AGAIN));
+        assert_eq!(read_again(Timestamp(190 * SECOND), Timestamp(10 * SECOND)), Timestamp(70 * SECOND));
+        assert_eq!(until_first_read_again(held(10, &[190]), Timestamp(10 * SECOND)), Some(READ_HELD_AGAIN));
         // A busy one's is read again when it expires.
-        assert_eq!(held(10, &[("busy", 25)])["busy"].read_again, Timestamp(25 * SECOND));
+        assert_eq!(read_again(Timestamp(25 * SECOND), Timestamp(10 * SECOND)), Timestamp(25 * SECOND));
     }
 }
