@@ -377,7 +377,13 @@ async fn kill_writers(rig: &mut Rig, stage: &Stage, watches: &audit::FileWatches
         let process = rig.writers[writer].take().context("the chosen writer runs")?;
         process.kill9()?;
         let at_us = now_us();
-        eprintln!("many-writers: kill {}/{}: writer {writer} (pid {pid}), holding {} destinations", n + 1, rig.opts.kills, owned.len());
+        eprintln!(
+            "many-writers: kill {}/{} at {}: writer {writer} (pid {pid}), holding {} destinations",
+            n + 1,
+            rig.opts.kills,
+            strata_common::Timestamp(at_us),
+            owned.len()
+        );
         for d in rig.dests.iter().filter(|d| owned.iter().any(|o| o == d.name())) {
             if let Dest::Files { name, dir } = d {
                 watches.watch(name, dir, at_us);
@@ -528,12 +534,27 @@ pub fn log_tails(dir: &Path, writers: usize, n: usize) -> String {
     out
 }
 
+/// Copies the services' logs out of `dir` (which goes) into a temp dir
+/// that stays, and names it.
+fn keep_logs(dir: &Path) -> Result<PathBuf> {
+    let kept = tempfile::Builder::new().prefix("strata-many-writers-logs-").tempdir()?.keep();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let to = kept.join(path.file_name().expect("a listed file has a name"));
+            std::fs::copy(&path, &to).with_context(|| format!("copying {} to {}", path.display(), to.display()))?;
+        }
+    }
+    Ok(kept)
+}
+
 pub const USAGE: &str = "usage: strata-bench many-writers [--writers N] [--destinations N] [--kills N] [--seed S] [--stage local|s3] \
                          [--hosts same|distinct] [--pause-ms MIN-MAX] [--converge-secs N] [--record FILE]";
 
 /// `strata-bench many-writers`: prints a result row (and adds it to
-/// `--record`'s file after the last many-writers row); keeps the services'
-/// logs in a temp dir it names when the run fails.
+/// `--record`'s file after the last many-writers row). Keeps the whole
+/// temp dir when the run fails, and the services' logs when it passes (a
+/// pass's handovers are taken apart from them too), naming where.
 pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
     let (mut writers, mut destinations, mut kills, mut seed) = (10usize, 100usize, 3usize, 1u64);
     let (mut s3, mut pause_ms, mut converge_secs, mut record) = (false, (3000u64, 8000u64), 600u64, None::<PathBuf>);
@@ -573,7 +594,7 @@ pub async fn bench_main(mut args: impl Iterator<Item = String>) -> Result<()> {
     let emulator = if s3 { Some(crate::emulator::Emulator::start().await?) } else { None };
     let (toml, stage) = crate::bench::run_stage(emulator.as_ref(), dir.path(), "many-writers").await?;
     let (summary, result) = match run(&opts, &toml, &stage).await {
-        Ok(report) => (format!("pass: {report}"), Ok(())),
+        Ok(report) => (format!("pass: {report}; logs in {}", keep_logs(&opts.work_dir)?.display()), Ok(())),
         Err(e) => {
             let kept = dir.keep();
             eprintln!("{}", log_tails(&opts.work_dir, writers, 30));
