@@ -528,6 +528,38 @@ mod tests {
         assert_eq!((requests(Op::Get) - gets, requests(Op::Put) - puts), (1, 1));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn leases_held_elsewhere_are_forgotten_when_the_signal_moves_not_at_a_full_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::local(dir.path()).unwrap();
+        let spec: DestinationSpec = serde_json::from_value(serde_json::json!({
+            "format": 1, "name": "d", "stream": "main", "start": "earliest",
+            "destination": {"type": "stdout"}, "created_at": Timestamp(0), "updated_at": Timestamp(0),
+        }))
+        .unwrap();
+        control::add(&stage, &spec).await.unwrap();
+        let leases = Leases::new(&stage, DestinationKeys::new("d").unwrap().lease());
+        let lease = leases.acquire("other", LEASE_TTL, Timestamp::now()).await.unwrap();
+        let mut known = Known::new(&stage);
+        known.refresh(&stage).await.unwrap();
+        assert!(known.specs.contains_key("d"));
+        known.elsewhere.insert("d".to_owned(), HeldElsewhere::new(lease, Timestamp::now()));
+
+        // The full reading falls due with the signal unmoved (an edit
+        // whose signal was lost shows it was made): kept.
+        let path = DestinationKeys::new("d").unwrap().spec();
+        let current = stage.get_json::<DestinationSpec>(&path).await.unwrap().unwrap();
+        stage.put_json_if(&path, &DestinationSpec { paused: true, ..spec }, Some(&current.version)).await.unwrap();
+        tokio::time::advance(strata_stager::signal::LOCAL_FULL).await;
+        known.refresh(&stage).await.unwrap();
+        assert!(known.specs["d"].paused, "the full reading was made");
+        assert!(known.elsewhere.contains_key("d"), "a full reading keeps what is known of leases held elsewhere");
+        // The signal moves (a lease released moves it): forgotten.
+        strata_stager::signal::touch(&stage, "lease destinations/d/lease.json released").await.unwrap();
+        known.refresh(&stage).await.unwrap();
+        assert!(known.elsewhere.is_empty());
+    }
+
     #[test]
     fn a_long_lease_held_elsewhere_is_read_again_within_a_minute() {
         // An idle destination's lease, read at 10 s, says 190 s: its holder
