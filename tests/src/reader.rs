@@ -195,6 +195,20 @@ pub async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) -> Resul
     bail!("slot {slot} did not become active within 30 s")
 }
 
+/// Drops `slot` once no walsender holds it: a reader that has just
+/// stopped leaves its walsender exiting for a moment, and dropping an
+/// active slot fails.
+pub async fn drop_slot_once_released(client: &tokio_postgres::Client, slot: &str) -> Result<()> {
+    let drop = "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active";
+    for _ in 0..1200 {
+        if client.query_one(drop, &[&slot]).await?.get::<_, i64>(0) == 1 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("slot {slot} was not released (or is gone) within 60 s")
+}
+
 /// Waits until `stream`'s initial snapshot is recorded done, so that DDL
 /// made after this happens mid-stream, not while tables are copied.
 pub async fn wait_for_snapshot(stage: &Stage, stream: &str) -> Result<()> {

@@ -18,7 +18,7 @@ use strata_stager::log::StreamLog;
 use strata_stager::manifest::{BatchKind, Manifest};
 use strata_tests::fixtures::{ALL_TYPES_DDL, ALL_TYPES_ROWS};
 use strata_tests::pg::{PgCluster, connect};
-use strata_tests::reader::{RunningReader, ServiceProcess, config_text, staged_changes};
+use strata_tests::reader::{RunningReader, ServiceProcess, config_text, drop_slot_once_released, staged_changes};
 use strata_tests::workload::Rng;
 use strata_tests::writer::{assert_mirror_equals_source, session};
 
@@ -308,12 +308,7 @@ async fn ddl_after_the_snapshot_point_gets_the_table_copied_again() {
         assert!(point_of("child").is_some_and(|p| p > state.point), "{ddl}: child was copied again after the DDL");
         assert_mirror_equals_source(&stage, &stage_dir, &src_url, &["public.parent", "public.child"], 99).await;
         reader.stop().await.unwrap();
-        // The next case's database gets a slot of its own, once the stopped
-        // reader's walsender has let go of this one.
-        let drop = "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE slot_name = 'strata_main' AND NOT active";
-        while src.query_one(drop, &[]).await.unwrap().get::<_, i64>(0) == 0 {
-            assert!(Instant::now() < deadline + Duration::from_secs(60), "{ddl}: the slot was released");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // The next case's database gets a slot of its own.
+        drop_slot_once_released(&src, "strata_main").await.unwrap();
     }
 }

@@ -15,7 +15,7 @@ use strata_common::{Lsn, TableName};
 use strata_reader::source::SourceError;
 use strata_reader::walstream::PgWalSource;
 use strata_stager::Stage;
-use strata_tests::reader::{RunningReader, ServiceProcess, config, config_text, wait_backfill_done, wait_for_slot};
+use strata_tests::reader::{RunningReader, ServiceProcess, config, config_text, drop_slot_once_released, wait_backfill_done, wait_for_slot};
 use strata_tests::tls::{CERT_USER, PASSWORD, TlsCluster};
 use strata_tests::writer::{checksum, spec, wait_caught_up, wait_failed, wait_staged};
 use strata_writer::spec::{PostgresMode, StartPosition};
@@ -75,7 +75,7 @@ async fn pipeline(cluster: &TlsCluster, params: &str) {
     assert!(writer.terminate().unwrap().success());
     reader.stop().await.unwrap();
     // Slots are per cluster: the next run's reader creates its own.
-    admin.batch_execute("SELECT pg_drop_replication_slot('strata_main')").await.unwrap();
+    drop_slot_once_released(&admin, "strata_main").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
