@@ -151,14 +151,10 @@ impl Idleness {
 ///   and renewing on each move sent a PUT every [`CHECK`] per destination
 ///   (two a second, 172,800 a day), while `status` reads the cursor itself.
 fn renewal_due(lease: &Lease, current: &WorkerStatus, idle: bool, now: Timestamp) -> bool {
-    let idle_lease = lease.expires_at.0.saturating_sub(lease.renewed_at.0) > micros(LEASE_TTL);
+    let idle_lease = lease.expires_at > lease.renewed_at.saturating_add(LEASE_TTL);
     let renew_after = if idle_lease { IDLE_LEASE_RENEW } else { LEASE_TTL / 3 };
     let published: WorkerStatus = lease_status(lease).unwrap_or_default();
-    now.0.saturating_sub(lease.renewed_at.0) >= micros(renew_after) || (idle_lease && !idle) || !same_but_progress(&published, current)
-}
-
-fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+    now >= lease.renewed_at.saturating_add(renew_after) || (idle_lease && !idle) || !same_but_progress(&published, current)
 }
 
 /// Whether two statuses say the same but for the worker's progress.
@@ -224,7 +220,7 @@ mod tests {
         assert!(!renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, true, now), "still idle: nothing to publish");
         assert!(!renewal_due(&lease(LEASE_TTL, &idle), &busy, false, now), "the lease is short already");
         assert!(!renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, true, Timestamp(105 * SECOND)), "an idle lease waits for its own time");
-        assert!(renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, true, Timestamp(100 * SECOND + micros(IDLE_LEASE_RENEW))));
+        assert!(renewal_due(&lease(IDLE_LEASE_TTL, &idle), &idle, true, Timestamp(100 * SECOND).saturating_add(IDLE_LEASE_RENEW)));
         // Caught up again, but at a cursor that moved since the keeper last
         // looked: a batch came and went, the destination is busy.
         assert!(renewal_due(&lease(IDLE_LEASE_TTL, &idle), &WorkerStatus { caught_up: true, ..delivering(8) }, false, now));

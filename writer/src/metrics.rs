@@ -225,11 +225,7 @@ mod tests {
         for seq in 1..=5 {
             stage.put(&log.keys().manifest(seq), "{}".into()).await.unwrap();
         }
-        let spec: DestinationSpec = serde_json::from_value(serde_json::json!({
-            "format": 1, "name": "d", "stream": "main", "start": "earliest",
-            "destination": {"type": "stdout"}, "created_at": Timestamp(0), "updated_at": Timestamp(0),
-        }))
-        .unwrap();
+        let spec = DestinationSpec::stdout_for_tests("d");
         let status = WorkerStatus { state: "running".to_owned(), cursor: Some(2), ..Default::default() };
         let registry = Registry::default();
         let mut publisher = Publisher::new(&registry);

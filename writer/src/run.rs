@@ -156,8 +156,8 @@ fn kept_unless_read<T>(last: &mut HashMap<String, T>, read: impl IntoIterator<It
 
 /// How long until the first of the leases held elsewhere is to be read
 /// again (their `read_again` times), if one is after `now`.
-fn until_first_read_again(read_again: impl Iterator<Item = Timestamp>, now: Timestamp) -> Option<Duration> {
-    let first = read_again.map(|t| t.0).filter(|&t| t > now.0).min()?;
+fn until_first_read_again(read_again: impl IntoIterator<Item = Timestamp>, now: Timestamp) -> Option<Duration> {
+    let first = read_again.into_iter().map(|t| t.0).filter(|&t| t > now.0).min()?;
     Some(Duration::from_micros((first - now.0).unsigned_abs()))
 }
 
@@ -466,8 +466,8 @@ mod tests {
 
     /// When leases read at `read` (seconds), expiring at the seconds in
     /// `expiries`, are to be read again.
-    fn held(read: i64, expiries: &[i64]) -> impl Iterator<Item = Timestamp> {
-        expiries.iter().map(move |at| read_again(Timestamp(at * SECOND), Timestamp(read * SECOND))).collect::<Vec<_>>().into_iter()
+    fn held(read: i64, expiries: &[i64]) -> Vec<Timestamp> {
+        expiries.iter().map(|at| read_again(Timestamp(at * SECOND), Timestamp(read * SECOND))).collect()
     }
 
     #[test]
@@ -532,11 +532,7 @@ mod tests {
     async fn leases_held_elsewhere_are_forgotten_when_the_signal_moves_not_at_a_full_reading() {
         let dir = tempfile::tempdir().unwrap();
         let stage = Stage::local(dir.path()).unwrap();
-        let spec: DestinationSpec = serde_json::from_value(serde_json::json!({
-            "format": 1, "name": "d", "stream": "main", "start": "earliest",
-            "destination": {"type": "stdout"}, "created_at": Timestamp(0), "updated_at": Timestamp(0),
-        }))
-        .unwrap();
+        let spec = DestinationSpec::stdout_for_tests("d");
         control::add(&stage, &spec).await.unwrap();
         let leases = Leases::new(&stage, DestinationKeys::new("d").unwrap().lease());
         let lease = leases.acquire("other", LEASE_TTL, Timestamp::now()).await.unwrap();

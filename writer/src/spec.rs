@@ -122,6 +122,27 @@ impl DestinationSpec {
 }
 
 #[cfg(test)]
+impl DestinationSpec {
+    /// A stdout destination of stream `main` from its earliest batch, for
+    /// unit tests that need any spec at all.
+    pub(crate) fn stdout_for_tests(name: &str) -> DestinationSpec {
+        DestinationSpec {
+            format: 1,
+            name: name.to_owned(),
+            stream: "main".to_owned(),
+            start: StartPosition::Earliest,
+            paused: false,
+            on_error: OnError::default(),
+            schedule: Default::default(),
+            transforms: Default::default(),
+            destination: DestinationKind::Stdout(Default::default()),
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
